@@ -1,0 +1,487 @@
+"""The typed codec: one type-id byte followed by an orjson document.
+
+Built-in type ids (SPEC section 9; ids >= 128 are mutable types)::
+
+    int 0, float 1, str 2, tuple 3, bytes 4, bool 5, complex 6, None 7, Decimal 8,
+    frozenset 9, date 10, time 11, datetime 12, UUID 13,
+    list 128, dict 129, bytearray 130, set 131, random.Random 133
+
+Encoding is deterministic for equal values: dict keys are sorted and set members are
+ordered by their JSON encoding.  In vigilant mode (the default) every encoded value is
+decoded again and compared with the original, so a value that would come back different
+(``math.inf``, a tuple nested in a list, a dict with non-str keys) is refused before
+anything is stored.
+"""
+
+from __future__ import annotations
+
+import base64
+import datetime as _dt
+import math
+import random
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass
+from decimal import Decimal, InvalidOperation
+from typing import Any
+
+import orjson
+
+from .errors import DecodeError, RoundTripError, UnsupportedTypeError
+
+__all__ = ["Codec", "Decoder", "Encoder"]
+
+Encoder = Callable[[Any], bytes]
+Decoder = Callable[[bytes], Any]
+
+_dumps = orjson.dumps
+_loads = orjson.loads
+_SORT = orjson.OPT_SORT_KEYS
+
+
+@dataclass(frozen=True, slots=True)
+class _Entry:
+    cls: type
+    type_id: int
+    encoder: Encoder
+    decoder: Decoder
+    mutable: bool
+    predicate: Callable[[Any], bool] | None
+    #: the round trip is exact by construction, the vigilant check can be skipped
+    exact: bool = False
+    #: equality used by the vigilant check (default ``==``)
+    equal: Callable[[Any, Any], bool] | None = None
+
+
+# --------------------------------------------------------------------------- built-ins
+
+
+def _b64(data: bytes | bytearray) -> bytes:
+    return b'"' + base64.b64encode(data) + b'"'
+
+
+def _unb64(raw: bytes) -> bytes:
+    text = _loads(raw)
+    if not isinstance(text, str):
+        raise ValueError(f"expected a base64 string, got {type(text).__name__}")
+    return base64.b64decode(text, validate=True)
+
+
+def _expect(raw: bytes, kind: type | tuple[type, ...], what: str) -> Any:
+    value = _loads(raw)
+    if type(value) is bool and kind is not bool:
+        raise ValueError(f"expected {what}, got bool")
+    if not isinstance(value, kind):
+        raise ValueError(f"expected {what}, got {type(value).__name__}")
+    return value
+
+
+def _enc_members(value: set[Any] | frozenset[Any]) -> bytes:
+    # members ordered by their own encoding: equal sets always encode the same
+    return b"[" + b",".join(sorted([_dumps(m, option=_SORT) for m in value])) + b"]"
+
+
+def _enc_float(value: float) -> bytes:
+    number = value if type(value) is float else float(value)
+    if not math.isfinite(number):
+        raise ValueError(f"{number!r} has no JSON representation")
+    return _dumps(number)
+
+
+def _dec_float(raw: bytes) -> float:
+    return float(_expect(raw, (int, float), "a number"))
+
+
+def _dec_none(raw: bytes) -> None:
+    if _loads(raw) is not None:
+        raise ValueError("expected null")
+
+
+def _enc_complex(value: complex) -> bytes:
+    if not (math.isfinite(value.real) and math.isfinite(value.imag)):
+        raise ValueError(f"{value!r} has no JSON representation")
+    return _dumps([value.real, value.imag])
+
+
+def _dec_complex(raw: bytes) -> complex:
+    pair = _expect(raw, list, "a [real, imag] array")
+    if len(pair) != 2 or not all(isinstance(x, int | float) and type(x) is not bool for x in pair):
+        raise ValueError("expected a [real, imag] array of two numbers")
+    return complex(pair[0], pair[1])
+
+
+def _dec_decimal(raw: bytes) -> Decimal:
+    try:
+        return Decimal(_expect(raw, str, "a string"))
+    except InvalidOperation:
+        raise ValueError("not a decimal number") from None
+
+
+def _iso(value: _dt.date | _dt.time) -> bytes:
+    return _dumps(value.isoformat())
+
+
+def _dec_date(raw: bytes) -> _dt.date:
+    return _dt.date.fromisoformat(_expect(raw, str, "an ISO date string"))
+
+
+def _dec_time(raw: bytes) -> _dt.time:
+    return _dt.time.fromisoformat(_expect(raw, str, "an ISO time string"))
+
+
+def _dec_datetime(raw: bytes) -> _dt.datetime:
+    return _dt.datetime.fromisoformat(_expect(raw, str, "an ISO datetime string"))
+
+
+def _enc_uuid(value: uuid.UUID) -> bytes:
+    return _b64(value.bytes)
+
+
+def _dec_uuid(raw: bytes) -> uuid.UUID:
+    return uuid.UUID(bytes=_unb64(raw))
+
+
+def _enc_random(value: random.Random) -> bytes:
+    return _dumps(value.getstate())
+
+
+def _dec_random(raw: bytes) -> random.Random:
+    state = _expect(raw, list, "a Random state array")
+    if len(state) != 3 or not isinstance(state[1], list):
+        raise ValueError("expected [version, [internal state...], gauss_next]")
+    rng = random.Random()
+    rng.setstate((state[0], tuple(state[1]), state[2]))
+    return rng
+
+
+def _same_random(a: Any, b: Any) -> bool:
+    return (
+        isinstance(a, random.Random)
+        and isinstance(b, random.Random)
+        and a.getstate() == b.getstate()
+    )
+
+
+def _json(value: Any) -> bytes:
+    return _dumps(value, option=_SORT)
+
+
+_BUILTINS: tuple[_Entry, ...] = (
+    _Entry(int, 0, _json, lambda r: _expect(r, int, "an integer"), False, None, exact=True),
+    _Entry(float, 1, _enc_float, _dec_float, False, None),
+    _Entry(str, 2, _json, lambda r: _expect(r, str, "a string"), False, None, exact=True),
+    _Entry(tuple, 3, _json, lambda r: tuple(_expect(r, list, "an array")), False, None),
+    _Entry(bytes, 4, _b64, _unb64, False, None, exact=True),
+    _Entry(
+        bool,
+        5,
+        lambda v: b"true" if v else b"false",
+        lambda r: _expect(r, bool, "true or false"),
+        False,
+        None,
+        exact=True,
+    ),
+    _Entry(complex, 6, _enc_complex, _dec_complex, False, None),
+    _Entry(type(None), 7, lambda v: b"null", _dec_none, False, None, exact=True),
+    _Entry(Decimal, 8, lambda v: _dumps(str(v)), _dec_decimal, False, None, exact=True),
+    _Entry(
+        frozenset, 9, _enc_members, lambda r: frozenset(_expect(r, list, "an array")), False, None
+    ),
+    _Entry(_dt.date, 10, _iso, _dec_date, False, None),
+    _Entry(_dt.time, 11, _iso, _dec_time, False, None),
+    _Entry(_dt.datetime, 12, _iso, _dec_datetime, False, None),
+    _Entry(uuid.UUID, 13, _enc_uuid, _dec_uuid, False, None, exact=True),
+    _Entry(list, 128, _json, lambda r: _expect(r, list, "an array"), True, None),
+    _Entry(dict, 129, _json, lambda r: _expect(r, dict, "an object"), True, None),
+    _Entry(bytearray, 130, _b64, lambda r: bytearray(_unb64(r)), True, None, exact=True),
+    _Entry(set, 131, _enc_members, lambda r: set(_expect(r, list, "an array")), True, None),
+    _Entry(random.Random, 133, _enc_random, _dec_random, True, None, equal=_same_random),
+)
+
+#: Immutable built-ins that hold no other values: never copied, never guarded.
+_ATOM_TYPES: frozenset[type] = frozenset(
+    {
+        int,
+        float,
+        str,
+        bytes,
+        bool,
+        complex,
+        type(None),
+        Decimal,
+        _dt.date,
+        _dt.time,
+        _dt.datetime,
+        uuid.UUID,
+    }
+)
+_CONTAINERS_OF_VALUES = (tuple, frozenset)
+#: read without consulting the codec, so no registration may make them mutable
+_NEVER_MUTABLE: frozenset[type] = frozenset({int, float, str, bool, type(None)})
+
+
+class Codec:
+    """Turns values into ``bytes([type_id]) + json`` and back.
+
+    Every Store has one (``store.codec``); register extra types on it before writing
+    values of those types.
+
+    >>> codec = Codec()
+    >>> codec.encode({"b": 1, "a": [1.5, None]})
+    b'\\x81{"a":[1.5,null],"b":1}'
+    >>> codec.decode(b'\\x00' + b'42')
+    42
+    """
+
+    def __init__(
+        self, *, vigilant: bool = True, vigilant_skip: Callable[[Any], bool] | None = None
+    ) -> None:
+        #: decode every encoded value again and compare it with the original
+        self.vigilant = vigilant
+        #: a predicate; when it returns true for a value, the round-trip check is skipped
+        self.vigilant_skip = vigilant_skip
+        self._by_id: dict[int, _Entry] = {}
+        self._by_type: dict[type, _Entry] = {}
+        self._conditional: dict[type, list[_Entry]] = {}
+        self._resolved: dict[type, tuple[list[_Entry], _Entry | None]] = {}
+        self._atoms: frozenset[type] = _ATOM_TYPES
+        for entry in _BUILTINS:
+            self._add(entry)
+
+    # ------------------------------------------------------------------ registration
+
+    def register(
+        self,
+        cls: type,
+        type_id: int,
+        encoder: Encoder,
+        decoder: Decoder,
+        *,
+        mutable: bool = False,
+        predicate: Callable[[Any], bool] | None = None,
+    ) -> None:
+        """Add a type: ``encoder(value) -> JSON bytes``, ``decoder(JSON bytes) -> value``.
+
+        ``type_id`` is the byte stored before the JSON (0-255, not yet used; by
+        convention ids >= 128 are mutable types).  ``mutable=True`` makes values of
+        the type need ``with storage:`` to be read.  With a ``predicate`` the
+        registration is used only for values it accepts; others of the same class
+        keep their previous encoding.  An exact type match wins over a registered
+        base class.
+
+        >>> from fractions import Fraction
+        >>> c = Codec()
+        >>> c.register(Fraction, 20, lambda f: f'"{f}"'.encode(),
+        ...            lambda raw: Fraction(raw.decode().strip('"')))
+        >>> c.decode(c.encode(Fraction(1, 3)))
+        Fraction(1, 3)
+        """
+        if not isinstance(cls, type):
+            raise TypeError(f"register() needs a class, got {cls!r}")
+        if type(type_id) is not int or not 0 <= type_id <= 255:
+            raise ValueError(f"type_id must be an int in 0..255, got {type_id!r}")
+        if type_id in self._by_id:
+            taken = self._by_id[type_id].cls
+            raise ValueError(f"type id {type_id} is already used by {taken.__qualname__}")
+        if not callable(encoder) or not callable(decoder):
+            raise TypeError("encoder and decoder must be callable")
+        if predicate is not None and not callable(predicate):
+            raise TypeError("predicate must be callable")
+        if mutable and cls in _NEVER_MUTABLE:
+            raise ValueError(f"{cls.__qualname__} values are always immutable")
+        if predicate is None and cls in self._by_type:
+            raise ValueError(
+                f"{cls.__qualname__} is already registered with type id "
+                f"{self._by_type[cls].type_id}; register a predicate to add a variant"
+            )
+        self._add(_Entry(cls, type_id, encoder, decoder, bool(mutable), predicate))
+
+    def _add(self, entry: _Entry) -> None:
+        self._by_id[entry.type_id] = entry
+        if entry.predicate is None:
+            self._by_type[entry.cls] = entry
+        else:
+            # newest registration is tried first
+            self._conditional.setdefault(entry.cls, []).insert(0, entry)
+            self._atoms = self._atoms - {entry.cls}
+        self._resolved.clear()
+
+    def type_map(self) -> dict[type, int]:
+        """Class -> type id of every registration made without a predicate."""
+        return {cls: e.type_id for cls, e in self._by_type.items()}
+
+    def immutable_types(self) -> tuple[type, ...]:
+        """Registered classes whose values are immutable (tuple/frozenset only if shallow)."""
+        return tuple(dict.fromkeys(e.cls for e in self._by_id.values() if not e.mutable))
+
+    def mutable_types(self) -> tuple[type, ...]:
+        """Registered classes whose values need ``with storage:`` to be read."""
+        return tuple(dict.fromkeys(e.cls for e in self._by_id.values() if e.mutable))
+
+    # ------------------------------------------------------------------ dispatch
+
+    def _lookup(self, cls: type) -> tuple[list[_Entry], _Entry | None]:
+        found = self._resolved.get(cls)
+        if found is None:
+            conditional: list[_Entry] = []
+            plain: _Entry | None = None
+            for base in cls.__mro__:
+                conditional.extend(self._conditional.get(base, ()))
+                if plain is None:
+                    plain = self._by_type.get(base)
+            found = self._resolved[cls] = (conditional, plain)
+        return found
+
+    def _entry_for(self, value: Any) -> _Entry:
+        conditional, plain = self._lookup(type(value))
+        for entry in conditional:
+            if entry.predicate(value):  # type: ignore[misc]
+                return entry
+        if plain is None:
+            raise UnsupportedTypeError(
+                f"cannot encode a value of type {_qualname(value)}: no codec is registered "
+                "for it (see Codec.register)"
+            )
+        return plain
+
+    # ------------------------------------------------------------------ encode/decode
+
+    def encode_raw(self, value: Any) -> tuple[int, bytes]:
+        """Return ``(type_id, json_bytes)`` for ``value``; raises if it cannot round-trip."""
+        entry = self._entry_for(value)
+        return entry.type_id, self._encode_with(entry, value, self.vigilant)
+
+    def encode(self, value: Any) -> bytes:
+        """Return the stored form of ``value``: its type-id byte followed by JSON.
+
+        Raises :class:`~appendmuch.errors.UnsupportedTypeError` (a TypeError) when the
+        value cannot be encoded and :class:`~appendmuch.errors.RoundTripError` (a
+        ValueError) when, in vigilant mode, it would not decode to an equal value.
+        """
+        entry = self._entry_for(value)
+        return bytes((entry.type_id,)) + self._encode_with(entry, value, self.vigilant)
+
+    def encode_checked(self, value: Any, *, verify: bool = True) -> tuple[bytes, bool]:
+        """Like :meth:`encode`, also telling whether the value is mutable (one dispatch).
+
+        ``verify=False`` skips the round-trip check even in vigilant mode (used to
+        compare a value with an earlier encoding of itself).
+        """
+        entry = self._entry_for(value)
+        raw = bytes((entry.type_id,)) + self._encode_with(entry, value, verify and self.vigilant)
+        if entry.mutable:
+            return raw, True
+        if isinstance(value, _CONTAINERS_OF_VALUES):
+            return raw, self.is_mutable(value)
+        return raw, False
+
+    def verify(self, value: Any, data: bytes) -> None:
+        """Raise RoundTripError unless ``data`` (from :meth:`encode`) decodes to ``value``.
+
+        Does nothing when the codec is not vigilant.
+        """
+        if self.vigilant:
+            self._check_round_trip(self._entry_for(value), value, data[1:])
+
+    def _encode_with(self, entry: _Entry, value: Any, verify: bool) -> bytes:
+        try:
+            raw = entry.encoder(value)
+        except (TypeError, ValueError, OverflowError) as exc:
+            raise UnsupportedTypeError(
+                f"cannot encode a value of type {_qualname(value)}: {exc}"
+            ) from exc
+        if not isinstance(raw, bytes):
+            raise TypeError(
+                f"the encoder for {entry.cls.__qualname__} returned {type(raw).__name__}, not bytes"
+            )
+        if verify:
+            self._check_round_trip(entry, value, raw)
+        return raw
+
+    def _check_round_trip(self, entry: _Entry, value: Any, raw: bytes) -> None:
+        if entry.exact and type(value) is entry.cls:
+            return
+        if type(value) is float:
+            return  # finite (the encoder refuses others) and JSON floats round-trip
+        skip = self.vigilant_skip
+        if skip is not None and skip(value):
+            return
+        try:
+            back = entry.decoder(raw)
+        except Exception as exc:
+            raise RoundTripError(
+                f"a value of type {_qualname(value)} does not survive the round trip: "
+                f"its encoding cannot be decoded ({exc})"
+            ) from exc
+        same = entry.equal(back, value) if entry.equal else _equal(back, value)
+        if not same:
+            hint = ""
+            if type(value).__eq__ is object.__eq__:  # type: ignore[comparison-overlap]
+                hint = " (the type defines no __eq__; define one or set Codec.vigilant_skip)"
+            raise RoundTripError(
+                f"a value of type {_qualname(value)} does not survive the round trip: "
+                f"{_short(value)} would be read back as {_short(back)}{hint}"
+            )
+
+    def decode(self, data: bytes | bytearray | memoryview) -> Any:
+        """Decode stored bytes (type-id byte + JSON) back into a value.
+
+        Raises :class:`~appendmuch.errors.DecodeError` (a ValueError) for an empty
+        value, an unknown type id or a document that does not fit its type.
+        """
+        if not data:
+            raise DecodeError("cannot decode an empty value (no type-id byte)")
+        entry = self._by_id.get(data[0])
+        if entry is None:
+            raise DecodeError(f"unknown type id {data[0]}")
+        try:
+            return entry.decoder(bytes(data[1:]))
+        except Exception as exc:
+            raise DecodeError(
+                f"malformed {entry.cls.__qualname__} (type id {entry.type_id}): {exc}"
+            ) from exc
+
+    # ------------------------------------------------------------------ mutability
+
+    def is_mutable(self, value: Any) -> bool:
+        """True when reading ``value`` from a Storage needs ``with storage:``.
+
+        Tuples and frozensets count as mutable when any member is.
+        """
+        cls = type(value)
+        if cls in self._atoms:
+            return False
+        if isinstance(value, _CONTAINERS_OF_VALUES):
+            conditional, _ = self._lookup(cls)
+            for entry in conditional:
+                if entry.predicate(value):  # type: ignore[misc]
+                    return entry.mutable
+            return any(self.is_mutable(member) for member in value)
+        conditional, plain = self._lookup(cls)
+        for entry in conditional:
+            if entry.predicate(value):  # type: ignore[misc]
+                return entry.mutable
+        return plain.mutable if plain is not None else True
+
+    @property
+    def atom_types(self) -> frozenset[type]:
+        """Immutable leaf types: values of these are handed out without copying."""
+        return self._atoms
+
+
+def _equal(a: Any, b: Any) -> bool:
+    try:
+        return bool(a == b)
+    except Exception:
+        return False
+
+
+def _qualname(value: Any) -> str:
+    cls = type(value)
+    mod = cls.__module__
+    return cls.__qualname__ if mod == "builtins" else f"{mod}.{cls.__qualname__}"
+
+
+def _short(value: Any) -> str:
+    text = repr(value)
+    return text if len(text) <= 120 else text[:117] + "..."

@@ -1,0 +1,133 @@
+"""The driver interface every backend implements, and what all of them share."""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from collections.abc import Iterable, Iterator
+from typing import TYPE_CHECKING, Any
+
+from ..dumpfile import Row, pack_rows, read_dump
+
+if TYPE_CHECKING:
+    from ..codec import Codec
+
+__all__ = ["DBDriver", "Row"]
+
+
+class DBDriver(ABC):
+    """Where a Store's log is kept.  One driver serves one Store in one thread.
+
+    A driver stores rows ``(seq, namespace, field, value, created_at, context)``; it
+    owns the sequence counter, which only ever moves forward (also across
+    :meth:`reset`) and resumes after the largest stored seq when a log is opened.
+
+    Subclasses implement the abstract methods; :meth:`dump` and :meth:`restore` are
+    built on them.
+    """
+
+    def __init__(self) -> None:
+        self._last_seq = 0
+        self._now: float | None = None
+
+    # ------------------------------------------------------------------ sequence
+
+    def next_seq(self) -> int:
+        """Allocate the next sequence number.  O(1)."""
+        self._last_seq += 1
+        return self._last_seq
+
+    @property
+    def last_seq(self) -> int:
+        """The largest seq allocated or stored so far (0 for an empty new log)."""
+        return self._last_seq
+
+    def _saw_seq(self, seq: int) -> None:
+        self._last_seq = max(self._last_seq, seq)
+
+    @property
+    def now(self) -> float | None:
+        """``created_at`` of the last row written through this driver, or None."""
+        return self._now
+
+    # ------------------------------------------------------------------ interface
+
+    @abstractmethod
+    def ensure(self) -> None:
+        """Check the connection and the table; create the table when it is absent.
+
+        Raises :class:`~appendmuch.errors.SchemaError` (a RuntimeError) when an
+        existing table has another layout; the table is left untouched.
+        """
+
+    @abstractmethod
+    def load_rows(self) -> Iterator[Row]:
+        """Every stored row in seq order (pending rows are written first)."""
+
+    @abstractmethod
+    def append(self, row: Row) -> bool:
+        """Queue a new row; return True when the batch is due to be written (flush)."""
+
+    @abstractmethod
+    def replace(self, old_seq: int | None, row: Row) -> bool:
+        """Overwrite the row with ``old_seq`` by ``row`` (insert when None); like append."""
+
+    @abstractmethod
+    def flush(self) -> None:
+        """Write every queued row.  On failure the rows stay queued and it raises."""
+
+    @abstractmethod
+    def close(self) -> None:
+        """Flush and release connections."""
+
+    @abstractmethod
+    def size(self) -> int | None:
+        """Bytes used by the stored log, or None where that has no meaning (Memory)."""
+
+    @abstractmethod
+    def reset(self) -> None:
+        """Drop and recreate the table, empty.  The sequence counter is kept."""
+
+    @abstractmethod
+    def _insert_restored(self, rows: Iterable[Row]) -> None:
+        """Insert validated dump rows atomically: all of them or none (then raise)."""
+
+    @abstractmethod
+    def _iter_rows(self) -> Iterator[Row]:
+        """Every stored row in seq order, for :meth:`dump`."""
+
+    # ------------------------------------------------------------------ dump/restore
+
+    def dump(self) -> Iterator[bytes]:
+        """The whole log as msgpack maps, one ``bytes`` chunk per row, in seq order.
+
+        Each map is ``{seq, namespace, field, value, created_at, context}``; the chunks
+        concatenated form a stream that :meth:`restore` of any driver accepts.
+
+        >>> from appendmuch import Memory, Store
+        >>> store = Store(Memory())
+        >>> store.storage("a").x = 1
+        >>> chunks = list(store.driver.dump())
+        >>> len(chunks)
+        1
+        """
+        self.flush()
+        return pack_rows(self._iter_rows())
+
+    def restore(self, stream: Any, *, codec: Codec | None = None) -> int:
+        """Append the rows of a dump, keeping their seqs; return how many.
+
+        ``stream`` is a binary file object, ``bytes``, or an iterable of ``bytes``
+        chunks.  All or nothing: a malformed dump, a seq that already exists, or (when
+        ``codec`` is given) a value that does not decode raises
+        :class:`~appendmuch.errors.DumpFormatError` and restores no row.  A Store
+        already open on this driver sees the rows after ``store.load()``.
+        """
+        self.flush()
+        rows = read_dump(stream, codec=codec)
+        self._insert_restored(rows)
+        if rows:
+            self._saw_seq(max(row[0] for row in rows))
+        return len(rows)
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}()"

@@ -1,0 +1,147 @@
+"""The dump format: a stream of msgpack maps, one per row, in seq order.
+
+Each map has exactly the keys ``seq, namespace, field, value, created_at, context``
+(in that order), with ``value`` as msgpack bin (``None`` for a tombstone) and
+``created_at`` as a float64.  A dump made by any driver restores into any other,
+byte for byte.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Iterator
+from typing import TYPE_CHECKING, Any
+
+import msgpack
+
+from .errors import DumpFormatError
+from .names import is_valid_dbns, is_valid_field
+
+if TYPE_CHECKING:
+    from .codec import Codec
+
+__all__ = ["KEYS", "Row", "pack_rows", "read_dump"]
+
+#: (seq, namespace, field, value or None, created_at, context)
+Row = tuple[int, str, str, bytes | None, float, str]
+
+KEYS = ("seq", "namespace", "field", "value", "created_at", "context")
+_KEYSET = frozenset(KEYS)
+_CHUNK = 1 << 16
+_MAX_SEQ = (1 << 63) - 1
+
+
+def pack_rows(rows: Iterable[Row]) -> Iterator[bytes]:
+    """Encode rows as msgpack maps, one ``bytes`` per row."""
+    packer = msgpack.Packer(use_bin_type=True)
+    pack = packer.pack
+    for seq, namespace, field, value, created_at, context in rows:
+        yield pack(
+            {
+                "seq": seq,
+                "namespace": namespace,
+                "field": field,
+                "value": value,
+                "created_at": float(created_at),
+                "context": context,
+            }
+        )
+
+
+def _chunks(stream: Any) -> Iterator[bytes]:
+    if isinstance(stream, bytes | bytearray | memoryview):
+        yield bytes(stream)
+        return
+    read = getattr(stream, "read", None)
+    if callable(read):
+        while True:
+            chunk = read(_CHUNK)
+            if not chunk:
+                return
+            if not isinstance(chunk, bytes | bytearray | memoryview):
+                raise DumpFormatError(
+                    f"restore needs a binary stream; read() returned {type(chunk).__name__}"
+                )
+            yield bytes(chunk)
+    try:
+        iterator = iter(stream)
+    except TypeError:
+        raise DumpFormatError(
+            "restore takes a binary file object, bytes, or an iterable of bytes chunks; "
+            f"got {type(stream).__name__}"
+        ) from None
+    for chunk in iterator:
+        if not isinstance(chunk, bytes | bytearray | memoryview):
+            raise DumpFormatError(f"restore chunks must be bytes, got {type(chunk).__name__}")
+        yield bytes(chunk)
+
+
+def read_dump(stream: Any, *, codec: Codec | None = None) -> list[Row]:
+    """Parse and validate a whole dump; raise :class:`DumpFormatError` on any fault.
+
+    Checks every map's keys and value types, namespace and field names, that no seq
+    repeats, that the stream is not truncated, and (with ``codec``) that each value
+    decodes.  Returns the rows in stream order.
+    """
+    unpacker = msgpack.Unpacker(raw=False, strict_map_key=True, use_list=True)
+    rows: list[Row] = []
+    seen: set[int] = set()
+    fed = 0
+    try:
+        for chunk in _chunks(stream):
+            unpacker.feed(chunk)
+            fed += len(chunk)
+            for obj in unpacker:
+                rows.append(_check_row(obj, len(rows), seen, codec))
+    except DumpFormatError:
+        raise
+    except (ValueError, msgpack.UnpackException, msgpack.ExtraData) as exc:
+        raise DumpFormatError(
+            f"dump is not valid msgpack after {len(rows)} complete rows: {exc}"
+        ) from exc
+    if unpacker.tell() != fed:
+        raise DumpFormatError(
+            f"dump is truncated: {fed - unpacker.tell()} bytes after row {len(rows)} do not "
+            "form a complete map"
+        )
+    return rows
+
+
+def _check_row(obj: Any, index: int, seen: set[int], codec: Codec | None) -> Row:
+    where = f"dump row {index}"
+    if not isinstance(obj, dict):
+        raise DumpFormatError(f"{where} is a {type(obj).__name__}, not a map")
+    if obj.keys() != _KEYSET:
+        missing = sorted(_KEYSET - obj.keys())
+        extra = sorted(map(str, obj.keys() - _KEYSET))
+        raise DumpFormatError(f"{where} has missing keys {missing} / unknown keys {extra}")
+    seq = obj["seq"]
+    if type(seq) is not int or not 1 <= seq <= _MAX_SEQ:
+        raise DumpFormatError(f"{where}: seq must be a positive 64-bit int, got {seq!r}")
+    where = f"dump row {index} (seq {seq})"
+    if seq in seen:
+        raise DumpFormatError(f"{where}: seq {seq} appears twice in the dump")
+    seen.add(seq)
+    namespace, field = obj["namespace"], obj["field"]
+    if not isinstance(namespace, str) or not is_valid_dbns(namespace):
+        raise DumpFormatError(f"{where}: invalid namespace {namespace!r}")
+    where = f"dump row {index} (seq {seq}, namespace {namespace!r})"
+    if not is_valid_field(field):
+        raise DumpFormatError(f"{where}: invalid field name {field!r}")
+    where = f"dump row {index} (seq {seq}, namespace {namespace!r}, field {field!r})"
+    value = obj["value"]
+    if value is not None and (not isinstance(value, bytes) or not value):
+        raise DumpFormatError(
+            f"{where}: value must be non-empty bytes or nil, got {type(value).__name__}"
+        )
+    created_at = obj["created_at"]
+    if type(created_at) not in (float, int):
+        raise DumpFormatError(f"{where}: created_at must be a number, got {created_at!r}")
+    context = obj["context"]
+    if not isinstance(context, str):
+        raise DumpFormatError(f"{where}: context must be a string, got {context!r}")
+    if codec is not None and value is not None:
+        try:
+            codec.decode(value)
+        except ValueError as exc:
+            raise DumpFormatError(f"{where}: value does not decode: {exc}") from exc
+    return seq, namespace, field, value, float(created_at), context

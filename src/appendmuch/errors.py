@@ -1,0 +1,75 @@
+"""Exceptions raised by appendmuch.
+
+Every exception derives from :class:`AppendmuchError` *and* from the built-in
+exception the behaviour contract names (``ValueError``, ``TypeError``,
+``AttributeError`` or ``RuntimeError``), so ``except ValueError`` keeps working
+while ``except appendmuch.errors.AppendmuchError`` catches everything ours.
+"""
+
+from __future__ import annotations
+
+__all__ = [
+    "AppendmuchError",
+    "DecodeError",
+    "DumpFormatError",
+    "FieldNotFoundError",
+    "InvalidNameError",
+    "MutableAccessError",
+    "NamespaceCollisionError",
+    "ReservedNameError",
+    "RoundTripError",
+    "SchemaError",
+    "UnsupportedTypeError",
+    "WriteError",
+]
+
+
+class AppendmuchError(Exception):
+    """Base class of every exception raised by appendmuch itself."""
+
+
+class InvalidNameError(AppendmuchError, ValueError):
+    """A namespace token, field name, table name or index spec is not allowed."""
+
+
+class ReservedNameError(AppendmuchError, AttributeError):
+    """An assignment targets a name that belongs to ``Storage`` itself (e.g. ``get``)."""
+
+
+class NamespaceCollisionError(AppendmuchError, ValueError):
+    """A name would be both a field and a sub-namespace of the same namespace."""
+
+
+class FieldNotFoundError(AppendmuchError, AttributeError):
+    """A field is missing, deleted, or (for temporal queries) not found in the context."""
+
+
+class MutableAccessError(AppendmuchError, TypeError):
+    """A mutable value was read outside ``with storage:``."""
+
+
+class UnsupportedTypeError(AppendmuchError, TypeError):
+    """The codec has no encoding for a value of this type."""
+
+
+class RoundTripError(AppendmuchError, ValueError):
+    """A value's encoding does not decode back to an equal value (vigilant mode)."""
+
+
+class DecodeError(AppendmuchError, ValueError):
+    """Stored bytes cannot be decoded (unknown type id, malformed JSON, ...)."""
+
+
+class DumpFormatError(AppendmuchError, ValueError):
+    """A dump given to ``restore`` is malformed; nothing was restored."""
+
+
+class SchemaError(AppendmuchError, RuntimeError):
+    """An existing table does not have the layout appendmuch needs; it was left untouched."""
+
+
+class WriteError(AppendmuchError, RuntimeError):
+    """Queued rows could not be written to the database.
+
+    The rows stay queued, in order, and are written by the next successful flush.
+    """

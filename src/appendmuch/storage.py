@@ -1,0 +1,225 @@
+"""The :class:`Storage` proxy: attribute access to the fields of one namespace."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import TYPE_CHECKING, Any
+
+from .errors import ReservedNameError
+from .fieldlog import GONE, FieldLog
+from .history import History
+from .names import RESERVED_FIELDS, check_field, is_internal
+from .virtual import VirtualFields
+
+if TYPE_CHECKING:
+    from .store import Store
+
+__all__ = ["Storage"]
+
+#: read straight from the log: immutable, never guarded, never copied
+_SCALARS = frozenset({int, float, str, bool, type(None)})
+_valid_fields: set[str] = set()
+
+_RESERVED, _DESCRIPTOR, _CLASS_ATTR = "reserved", "descriptor", "class attribute"
+_class_names: dict[type, dict[str, str]] = {}
+_set = object.__setattr__
+
+
+def _names_of(cls: type) -> dict[str, str]:
+    """Non-dunder names defined on ``cls`` and its bases, and what kind each is."""
+    names = _class_names.get(cls)
+    if names is None:
+        names = {}
+        for klass in reversed(cls.__mro__[:-1]):
+            for name, attr in vars(klass).items():
+                if is_internal(name):
+                    continue
+                if name in RESERVED_FIELDS and klass is Storage:
+                    names[name] = _RESERVED
+                elif hasattr(type(attr), "__set__"):
+                    names[name] = _DESCRIPTOR
+                else:
+                    names[name] = _CLASS_ATTR
+        _class_names[cls] = names
+    return names
+
+
+class Storage:
+    """The fields of one namespace, read and written as attributes.
+
+    Every assignment appends an entry to the log; ``del`` appends a tombstone.  Many
+    Storage objects for one namespace see the same data; they are equal and hash
+    equal.  Mutable values (lists, dicts, sets, ...) are read inside ``with storage:``
+    and in-place changes are saved when the block ends.
+
+    >>> from appendmuch import Memory, Store
+    >>> store = Store(Memory())
+    >>> player = store.storage("game", "player1")
+    >>> player.score = 100
+    >>> with player:
+    ...     player.items = ["sword"]
+    ...     player.items.append("shield")
+    >>> with player:
+    ...     player.items
+    ['sword', 'shield']
+    >>> player.__fields__()
+    ['score', 'items']
+    """
+
+    __slots__ = ("__dbns__", "__namespace__", "__store__", "__virtual__")
+
+    __namespace__: tuple[str, ...]
+    __store__: Store
+    __dbns__: str
+    __virtual__: VirtualFields | None
+    if TYPE_CHECKING:
+        #: the field ``name`` if one is stored, else the last namespace token
+        name: Any
+
+    def __init__(
+        self, *namespace: str, store: Store, virtual: Mapping[str, Any] | None = None
+    ) -> None:
+        dbns = store._attach(namespace)
+        _set(self, "__namespace__", namespace)
+        _set(self, "__store__", store)
+        _set(self, "__dbns__", dbns)
+        _set(self, "__virtual__", VirtualFields(virtual) if virtual else None)
+
+    # ------------------------------------------------------------------ attributes
+
+    def __getattr__(self, name: str) -> Any:
+        if name.startswith("__"):
+            raise AttributeError(name)
+        virtual = self.__virtual__
+        if virtual and name in virtual:
+            return virtual[name](self)
+        store = self.__store__
+        node = store._by_dbns.get(self.__dbns__)
+        if node is not None:
+            log = node.get(name)
+            if type(log) is FieldLog:
+                data = log.items[-2]
+                if type(data) in _SCALARS:
+                    return data
+                if data is not GONE:
+                    return store._read_value(self.__dbns__, name, log, data)
+        if name == "name":
+            return self.__namespace__[-1]
+        raise store._missing(self, name)
+
+    def __setattr__(self, name: str, value: Any) -> None:
+        if is_internal(name):
+            _set(self, name, value)
+            return
+        kind = _names_of(type(self)).get(name)
+        if kind is not None:
+            if kind is _DESCRIPTOR:
+                _set(self, name, value)
+                return
+            raise ReservedNameError(
+                f"{name!r} is a {kind} of {type(self).__name__}, so it cannot be a field"
+            )
+        virtual = self.__virtual__
+        if virtual and name in virtual:
+            raise AttributeError(f"{name!r} is a virtual field of {self!r} and cannot be assigned")
+        if name not in _valid_fields:
+            check_field(name, where=f" on {self!r}")
+            _valid_fields.add(name)
+        self.__store__._write(self.__namespace__, self.__dbns__, name, value)
+
+    def __delattr__(self, name: str) -> None:
+        if is_internal(name):
+            object.__delattr__(self, name)
+            return
+        kind = _names_of(type(self)).get(name)
+        if kind is not None:
+            if kind is _DESCRIPTOR:
+                object.__delattr__(self, name)
+                return
+            raise ReservedNameError(f"{name!r} is a {kind} of {type(self).__name__}")
+        virtual = self.__virtual__
+        if virtual and name in virtual:
+            raise AttributeError(
+                f"{name!r} is a virtual field of {self!r}; remove it with del storage.virtual[...]"
+            )
+        self.__store__._delete(self.__namespace__, self.__dbns__, name, self)
+
+    def __dir__(self) -> list[str]:
+        names = set(super().__dir__())
+        names.update(self.__store__._fields(self.__dbns__))
+        if self.__virtual__:
+            names.update(self.__virtual__)
+        return sorted(names)
+
+    # ------------------------------------------------------------------ API
+
+    @property
+    def virtual(self) -> VirtualFields:
+        """This object's virtual fields: a dict that is also a decorator.
+
+        >>> from appendmuch import Memory, Store
+        >>> p = Store(Memory()).storage("game", "p1")
+        >>> p.score = 100
+        >>> @p.virtual
+        ... def doubled(s):
+        ...     return s.score * 2
+        >>> p.doubled
+        200
+        """
+        virtual = self.__virtual__
+        if virtual is None:
+            virtual = VirtualFields()
+            _set(self, "__virtual__", virtual)
+        return virtual
+
+    def get(self, name: str, default: Any = None) -> Any:
+        """The field's value, or ``default`` if it is missing or deleted.  O(1)."""
+        try:
+            return getattr(self, name)
+        except AttributeError:
+            return default
+
+    def flush(self) -> None:
+        """Inside ``with``: save in-place changes of mutable values now."""
+        from .location import caller_context
+
+        self.__store__._flush_block(self.__namespace__, self.__dbns__, caller_context())
+
+    def refresh(self, *fields: str) -> None:
+        """Drop this namespace's working copies (all, or the named fields).
+
+        The next read returns the store's latest value; unsaved in-place changes of
+        the dropped copies are discarded.
+        """
+        self.__store__._refresh(self.__dbns__, fields)
+
+    def __fields__(self) -> list[str]:
+        """Currently available fields, in order of first write.  O(fields)."""
+        return list(self.__store__._fields(self.__dbns__))
+
+    def __bool__(self) -> bool:
+        for _ in self.__store__._fields(self.__dbns__):
+            return True
+        return False
+
+    def __history__(self) -> History:
+        """Snapshot: field -> tuple of Values by seq, tombstones and deleted fields included."""
+        return self.__store__._history(self.__dbns__)
+
+    def __enter__(self) -> Storage:
+        self.__store__._enter(self.__dbns__)
+        return self
+
+    def __exit__(self, exc_type: object, exc: object, tb: object) -> None:
+        self.__store__._exit(self.__namespace__, self.__dbns__, exc_type is None)
+
+    def __eq__(self, other: object) -> bool:
+        if isinstance(other, Storage):
+            return self.__namespace__ == other.__namespace__
+        return NotImplemented
+
+    def __hash__(self) -> int:
+        return hash(self.__namespace__)
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}({', '.join(map(repr, self.__namespace__))})"

@@ -1,0 +1,445 @@
+"""The :class:`Store`: the in-memory log tree in front of a driver."""
+
+from __future__ import annotations
+
+import time
+import weakref
+from collections.abc import Callable, Iterator, Mapping
+from typing import TYPE_CHECKING, Any
+
+from .blocks import Block, Working
+from .codec import Codec
+from .copying import safe_deepcopy
+from .drivers.base import DBDriver
+from .errors import (
+    DecodeError,
+    FieldNotFoundError,
+    InvalidNameError,
+    MutableAccessError,
+    NamespaceCollisionError,
+)
+from .fieldlog import GONE, FieldLog
+from .history import History
+from .location import caller_context
+from .names import check_namespace, dbns2tuple, is_valid_dbns, is_valid_field, tuple2dbns
+from .value import Value, make_value
+
+if TYPE_CHECKING:
+    from .storage import Storage
+
+__all__ = ["Store"]
+
+OnChange = Callable[[tuple[str, ...], str, Value], Any]
+ReplacePredicate = Callable[[str, str], Any]
+NamespaceValidator = Callable[[tuple[str, ...]], Any]
+
+_now = time.time
+
+
+def _close_driver(driver: DBDriver) -> None:
+    driver.close()
+
+
+class Store:
+    """An append-only log of namespaced fields, cached in memory, kept by a driver.
+
+    Opening a Store loads the driver's whole history into memory; reads are served
+    from memory and every write is appended to both.
+
+    :param driver: where the log is kept (``Memory()``, ``Sqlite3(path)``, ...).
+    :param codec: the value codec (a new :class:`~appendmuch.codec.Codec` by default).
+    :param on_change: ``f(namespace_tuple, field, value)`` called after every appended
+        entry with the :class:`~appendmuch.value.Value` appended.
+    :param replace_predicate: ``p(dbns, field)``; where true, the field keeps only its
+        latest entry (replace semantics).
+    :param namespace_validator: ``f(namespace_tuple)`` must be truthy for every
+        namespace given to :meth:`storage` (checked once per namespace).
+
+    >>> from appendmuch import Memory, Store
+    >>> store = Store(Memory())
+    >>> player = store.storage("game", "player1")
+    >>> player.score = 100
+    >>> player.score
+    100
+    """
+
+    def __init__(
+        self,
+        driver: DBDriver,
+        *,
+        codec: Codec | None = None,
+        on_change: OnChange | None = None,
+        replace_predicate: ReplacePredicate | None = None,
+        namespace_validator: NamespaceValidator | None = None,
+    ) -> None:
+        if not isinstance(driver, DBDriver):
+            raise TypeError(f"driver must be a DBDriver (Memory, Sqlite3, ...), got {driver!r}")
+        for name, func in (
+            ("on_change", on_change),
+            ("replace_predicate", replace_predicate),
+            ("namespace_validator", namespace_validator),
+        ):
+            if func is not None and not callable(func):
+                raise TypeError(f"{name} must be callable, got {type(func).__name__}")
+        #: the driver this Store writes to
+        self.driver = driver
+        #: the codec used for every value
+        self.codec = codec if codec is not None else Codec()
+        self.on_change = on_change
+        self.replace_predicate = replace_predicate
+        self.namespace_validator = namespace_validator
+        #: the log as a tree: token -> dict ... -> field -> FieldLog
+        self.cache: dict[str, Any] = {}
+        self._by_dbns: dict[str, dict[str, Any]] = {}
+        self._valid: dict[tuple[str, ...], str] = {}
+        self._replace: dict[tuple[str, str], bool] = {}
+        self._blocks: dict[str, Block] = {}
+        self._closed = False
+        self.load()
+        self._finalizer = weakref.finalize(self, _close_driver, driver)
+
+    def __repr__(self) -> str:
+        return f"Store({self.driver!r})"
+
+    # ------------------------------------------------------------------ lifecycle
+
+    def load(self) -> None:
+        """(Re)build the in-memory tree from the driver.  O(rows).
+
+        The ``cache`` dict object is cleared and refilled in place.  If a stored row
+        cannot be decoded the error names its seq, namespace and field, and the cache
+        is left as it was.
+        """
+        driver = self.driver
+        driver.ensure()
+        cache: dict[str, Any] = {}
+        by_dbns: dict[str, dict[str, Any]] = {}
+        contexts: dict[str, str] = {}
+        decode = self.codec.decode
+        replaces = self._replaces if self.replace_predicate is not None else None
+        for seq, dbns, field, value, created_at, context in driver.load_rows():
+            node = by_dbns.get(dbns)
+            if node is None:
+                node = _load_namespace(cache, by_dbns, dbns, seq)
+            log = node.get(field)
+            if log is None:
+                if not is_valid_field(field):
+                    raise InvalidNameError(
+                        f"stored row seq {seq} (namespace {dbns!r}) has an invalid field "
+                        f"name {field!r}"
+                    )
+                log = node[field] = FieldLog()
+            elif type(log) is not FieldLog:
+                raise NamespaceCollisionError(
+                    f"stored row seq {seq}: {field!r} is both a field of {dbns!r} and a "
+                    "namespace below it"
+                )
+            if value is None:
+                data = GONE
+            else:
+                try:
+                    data = decode(value)
+                except DecodeError as exc:
+                    raise DecodeError(
+                        f"stored row seq {seq}, namespace {dbns!r}, field {field!r}: {exc}"
+                    ) from exc
+            ctx = contexts.get(context)
+            if ctx is None:
+                ctx = contexts[context] = context
+            if replaces is not None and len(log) and replaces(dbns, field):
+                log = node[field] = FieldLog()
+            log.append(seq, created_at, data, ctx)
+        self.cache.clear()
+        self.cache.update(cache)
+        self._by_dbns = by_dbns
+
+    def flush(self) -> None:
+        """Write every queued row to the database now."""
+        self.driver.flush()
+
+    def close(self) -> None:
+        """Flush and close the driver.  Calling it again does nothing."""
+        if not self._closed:
+            self._closed = True
+            self._finalizer()
+
+    def __enter__(self) -> Store:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
+    # ------------------------------------------------------------------ namespaces
+
+    def storage(self, *namespace: str, virtual: Mapping[str, Any] | None = None) -> Storage:
+        """A :class:`~appendmuch.storage.Storage` for ``namespace`` (one or more tokens).
+
+        >>> from appendmuch import Memory, Store
+        >>> Store(Memory()).storage("game", "player1")
+        Storage('game', 'player1')
+        """
+        from .storage import Storage
+
+        return Storage(*namespace, store=self, virtual=virtual)
+
+    def get_namespace(
+        self, namespace: tuple[str, ...], create: bool = False
+    ) -> dict[str, Any] | None:
+        """The cache dict of ``namespace``, or None if nothing was written there yet.
+
+        With ``create=True`` the (validated) namespace is created when missing.
+        """
+        if create:
+            dbns = self._attach(tuple(namespace))
+            return self._by_dbns.get(dbns) or self._make_path(tuple(namespace), dbns)
+        node: Any = self.cache
+        for token in namespace:
+            node = node.get(token) if type(node) is dict else None
+            if node is None:
+                return None
+        return node if type(node) is dict else None
+
+    def _attach(self, namespace: tuple[str, ...]) -> str:
+        """Validate a namespace for a new Storage; return its database form."""
+        try:
+            dbns = self._valid.get(namespace)
+        except TypeError:
+            dbns = None
+        if dbns is None:
+            check_namespace(namespace)
+            validator = self.namespace_validator
+            if validator is not None and not validator(namespace):
+                raise InvalidNameError(f"namespace {namespace!r} rejected by namespace_validator")
+            dbns = tuple2dbns(namespace)
+            self._valid[namespace] = dbns
+        if dbns not in self._by_dbns:
+            self._check_path(namespace)
+        return dbns
+
+    def _check_path(self, namespace: tuple[str, ...]) -> None:
+        node: Any = self.cache
+        for depth, token in enumerate(namespace):
+            node = node.get(token)
+            if node is None:
+                return
+            if type(node) is FieldLog:
+                raise NamespaceCollisionError(
+                    f"{token!r} is a field of namespace {namespace[:depth]!r}, so it cannot "
+                    f"also be a namespace token in {namespace!r}"
+                )
+
+    def _make_path(self, namespace: tuple[str, ...], dbns: str) -> dict[str, Any]:
+        self._check_path(namespace)
+        node: dict[str, Any] = self.cache
+        for depth, token in enumerate(namespace):
+            child = node.get(token)
+            if child is None:
+                child = node[token] = {}
+                self._by_dbns[tuple2dbns(namespace[: depth + 1])] = child
+            node = child
+        return node
+
+    # ------------------------------------------------------------------ writing
+
+    def _replaces(self, dbns: str, field: str) -> bool:
+        key = (dbns, field)
+        answer = self._replace.get(key)
+        if answer is None:
+            predicate = self.replace_predicate
+            answer = self._replace[key] = bool(predicate is not None and predicate(dbns, field))
+        return answer
+
+    def _write(self, namespace: tuple[str, ...], dbns: str, field: str, value: Any) -> None:
+        """Append ``value`` to a field (the field name is already validated)."""
+        raw, mutable = self.codec.encode_checked(value)
+        self._append(
+            namespace,
+            dbns,
+            field,
+            safe_deepcopy(value) if mutable else value,
+            raw,
+            caller_context(),
+            value if mutable else None,
+        )
+
+    def _delete(self, namespace: tuple[str, ...], dbns: str, field: str, storage: Any) -> None:
+        node = self._by_dbns.get(dbns)
+        log = node.get(field) if node is not None else None
+        if type(log) is not FieldLog or log.latest is GONE:
+            raise FieldNotFoundError(f"{storage!r} has no field {field!r} to delete")
+        self._append(namespace, dbns, field, GONE, None, caller_context(), None)
+
+    def _append(
+        self,
+        namespace: tuple[str, ...],
+        dbns: str,
+        field: str,
+        data: Any,
+        raw: bytes | None,
+        context: str,
+        working: Any,
+    ) -> int:
+        """Append one entry everywhere: log tree, driver, working copies, callback."""
+        node = self._by_dbns.get(dbns)
+        if node is None:
+            node = self._make_path(namespace, dbns)
+        log = node.get(field)
+        if log is not None and type(log) is not FieldLog:
+            raise NamespaceCollisionError(
+                f"{field!r} is a namespace below {namespace!r}, so it cannot also be a field"
+            )
+        driver = self.driver
+        seq = driver.next_seq()
+        now = _now()
+        row = (seq, dbns, field, raw, now, context)
+        if self.replace_predicate is not None and self._replaces(dbns, field):
+            old_seq = log.latest_seq if log is not None else None
+            log = node[field] = FieldLog()
+            log.append(seq, now, data, context)
+            due = driver.replace(old_seq, row)
+        else:
+            if log is None:
+                log = node[field] = FieldLog()
+            log.append(seq, now, data, context)
+            due = driver.append(row)
+        block = self._blocks.get(dbns)
+        if block is not None:
+            if working is not None and raw is not None:
+                block.working[field] = Working(working, raw, seq)
+            else:
+                block.working.pop(field, None)
+        on_change = self.on_change
+        if on_change is not None:
+            if data is GONE:
+                on_change(namespace, field, make_value(now, True, None, context, seq))
+            else:
+                on_change(
+                    namespace, field, make_value(now, False, safe_deepcopy(data), context, seq)
+                )
+        if due:
+            driver.flush()
+        return seq
+
+    # ------------------------------------------------------------------ reading
+
+    def _read_value(self, dbns: str, field: str, log: FieldLog, data: Any) -> Any:
+        """Slow path of a read: the latest data is not a plain scalar."""
+        if not self.codec.is_mutable(data):
+            return data
+        block = self._blocks.get(dbns)
+        if block is None:
+            raise MutableAccessError(
+                f"{field!r} of {_show_ns(dbns)} holds a mutable {type(data).__name__}: wrap "
+                "the storage in a context manager (with storage: ...) to read it, so that "
+                "changes to it are saved"
+            )
+        working = block.working.get(field)
+        if working is not None and working.seq == log.latest_seq:
+            return working.obj
+        copy = safe_deepcopy(data)
+        baseline, _ = self.codec.encode_checked(data, verify=False)
+        block.working[field] = Working(copy, baseline, log.latest_seq)
+        return copy
+
+    def _missing(self, storage: Any, field: str) -> AttributeError:
+        node = self._by_dbns.get(storage.__dbns__)
+        log = node.get(field) if node is not None else None
+        if type(log) is FieldLog:
+            return FieldNotFoundError(f"{storage!r} has no field {field!r} (it was deleted)")
+        return FieldNotFoundError(f"{storage!r} has no field {field!r}")
+
+    def _fields(self, dbns: str) -> Iterator[str]:
+        node = self._by_dbns.get(dbns)
+        if node is not None:
+            for name, log in node.items():
+                if type(log) is FieldLog and log.items[-2] is not GONE:
+                    yield name
+
+    def _history(self, dbns: str) -> History:
+        return History(self._by_dbns.get(dbns), self.driver.last_seq)
+
+    # ------------------------------------------------------------------ with blocks
+
+    def _enter(self, dbns: str) -> None:
+        block = self._blocks.get(dbns)
+        if block is None:
+            block = self._blocks[dbns] = Block()
+        block.depth += 1
+
+    def _exit(self, namespace: tuple[str, ...], dbns: str, ok: bool) -> None:
+        block = self._blocks.get(dbns)
+        if block is None:
+            return
+        try:
+            if ok:
+                self._flush_block(namespace, dbns, caller_context())
+            else:
+                block.working.clear()
+        finally:
+            block.depth -= 1
+            if block.depth <= 0:
+                del self._blocks[dbns]
+
+    def _flush_block(self, namespace: tuple[str, ...], dbns: str, context: str) -> None:
+        """Append every working copy changed since it was read or last written."""
+        block = self._blocks.get(dbns)
+        if block is None:
+            return
+        codec = self.codec
+        node = self._by_dbns.get(dbns) or {}
+        changed: list[tuple[str, Working, bytes, bool]] = []
+        for field, working in list(block.working.items()):
+            log = node.get(field)
+            if type(log) is not FieldLog or log.latest_seq != working.seq:
+                del block.working[field]  # written meanwhile: the newer value wins
+                continue
+            raw, mutable = codec.encode_checked(working.obj, verify=False)
+            if raw != working.baseline:
+                changed.append((field, working, raw, mutable))
+        for _, working, raw, _ in changed:
+            codec.verify(working.obj, raw)  # all or none: check before writing any
+        for field, working, raw, mutable in changed:
+            obj = working.obj
+            self._append(
+                namespace,
+                dbns,
+                field,
+                safe_deepcopy(obj) if mutable else obj,
+                raw,
+                context,
+                obj if mutable else None,
+            )
+
+    def _refresh(self, dbns: str, fields: tuple[str, ...]) -> None:
+        block = self._blocks.get(dbns)
+        if block is None:
+            return
+        if not fields:
+            block.working.clear()
+        for field in fields:
+            block.working.pop(field, None)
+
+
+def _show_ns(dbns: str) -> str:
+    return f"Storage({', '.join(map(repr, dbns2tuple(dbns)))})"
+
+
+def _load_namespace(
+    cache: dict[str, Any], by_dbns: dict[str, dict[str, Any]], dbns: str, seq: int
+) -> dict[str, Any]:
+    if not is_valid_dbns(dbns):
+        raise InvalidNameError(f"stored row seq {seq} has an invalid namespace {dbns!r}")
+    node: dict[str, Any] = cache
+    tokens = dbns2tuple(dbns)
+    for depth, token in enumerate(tokens):
+        child = node.get(token)
+        if child is None:
+            child = node[token] = {}
+            by_dbns[tuple2dbns(tokens[: depth + 1])] = child
+        elif type(child) is not dict:
+            raise NamespaceCollisionError(
+                f"stored row seq {seq}: {token!r} is both a field of "
+                f"{tuple2dbns(tokens[:depth])!r} and a namespace token of {dbns!r}"
+            )
+        node = child
+    return node
