@@ -1,0 +1,73 @@
+"""The backends every contract test runs on, behind one small interface.
+
+A :class:`Backend` hands out drivers that all point at the same storage location
+for the duration of one test, so a test can close a Store and open a new one on the
+same log (``reopen``), exactly as an application restarting would.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from appendmuch import Memory, Sqlite3, Store
+from appendmuch.drivers import DBDriver
+
+
+class Backend:
+    """One storage location on one backend."""
+
+    name = "abstract"
+    persistent = True
+
+    def driver(self, **kwargs: Any) -> DBDriver:
+        raise NotImplementedError
+
+    def store(self, **store_kwargs: Any) -> Store:
+        """A new Store on this backend's location."""
+        return Store(self.driver(), **store_kwargs)
+
+    def reopen(self, store: Store, **store_kwargs: Any) -> Store:
+        """Close ``store`` and open a new Store on the same location."""
+        store.close()
+        return self.store(**store_kwargs)
+
+    def raw_rows(self) -> list[tuple[Any, ...]]:
+        """Rows as stored: (seq, namespace, field, value, created_at, context), by seq."""
+        driver = self.driver()
+        try:
+            return [tuple(row) for row in driver.load_rows()]
+        finally:
+            driver.close()
+
+    def cleanup(self) -> None:
+        """Release anything the backend created."""
+
+
+class MemoryBackend(Backend):
+    name = "memory"
+
+    def __init__(self) -> None:
+        self._driver = Memory()
+
+    def driver(self, **kwargs: Any) -> DBDriver:
+        # The Memory object is the storage location: reuse it to "reopen".
+        return self._driver
+
+
+class SqliteBackend(Backend):
+    name = "sqlite"
+
+    def __init__(self, directory: Path, filename: str = "log.sqlite3") -> None:
+        self.path = directory / filename
+
+    def driver(self, **kwargs: Any) -> DBDriver:
+        return Sqlite3(self.path, **kwargs)
+
+
+#: backend name -> factory(tmp_path) ; PostgreSQL is added by conftest when available
+FACTORIES: dict[str, Callable[[Path], Backend]] = {
+    "memory": lambda tmp: MemoryBackend(),
+    "sqlite": lambda tmp: SqliteBackend(tmp),
+}
