@@ -71,3 +71,56 @@ FACTORIES: dict[str, Callable[[Path], Backend]] = {
     "memory": lambda tmp: MemoryBackend(),
     "sqlite": lambda tmp: SqliteBackend(tmp),
 }
+
+
+class PostgresBackend(Backend):
+    """A table prefix of its own in the session's PostgreSQL database."""
+
+    name = "postgresql"
+
+    def __init__(self, conninfo: str) -> None:
+        import uuid
+
+        self.conninfo = conninfo
+        self.prefix = f"t{uuid.uuid4().hex[:12]}"
+
+    def driver(self, **kwargs: Any) -> DBDriver:
+        from appendmuch import PostgreSQL
+
+        kwargs.setdefault("table_prefix", self.prefix)
+        kwargs.setdefault("min_size", 1)
+        kwargs.setdefault("max_size", 4)
+        kwargs.setdefault("timeout", 10.0)
+        return PostgreSQL(self.conninfo, **kwargs)
+
+    def cleanup(self) -> None:
+        import psycopg
+
+        with psycopg.connect(self.conninfo, autocommit=True) as conn:
+            tables = conn.execute(
+                "SELECT tablename FROM pg_tables WHERE schemaname = current_schema() "
+                "AND tablename LIKE %s",
+                (self.prefix + "%",),
+            ).fetchall()
+            for (table,) in tables:
+                conn.execute(f'DROP TABLE IF EXISTS "{table}"')
+
+
+def pg_conninfo() -> str:
+    """The session server's conninfo; skips the test (or fails, when required) if none."""
+    import os
+
+    import pytest
+
+    from pgserver import ENV_REQUIRE, SERVER
+
+    conninfo = SERVER.get()
+    if conninfo is None:
+        reason = SERVER.unavailable or "PostgreSQL unavailable"
+        if os.environ.get(ENV_REQUIRE) == "1":
+            pytest.fail(f"{ENV_REQUIRE}=1 but {reason}", pytrace=False)
+        pytest.skip(reason)
+    return conninfo
+
+
+FACTORIES["postgresql"] = lambda tmp: PostgresBackend(pg_conninfo())

@@ -2,22 +2,22 @@
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from backends import FACTORIES, Backend
 from hypothesis import HealthCheck, settings
 
-settings.register_profile(
-    "default", deadline=None, suppress_health_check=[HealthCheck.too_slow]
-)
+from backends import FACTORIES, Backend
+
+settings.register_profile("default", deadline=None, suppress_health_check=[HealthCheck.too_slow])
 settings.register_profile(
     "ci", deadline=None, suppress_health_check=[HealthCheck.too_slow], max_examples=200
 )
-settings.load_profile("default")
+settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "default"))
 
-BACKEND_NAMES = list(FACTORIES)
+BACKEND_NAMES = list(FACTORIES)  # memory, sqlite, postgresql
 
 
 @pytest.fixture(params=BACKEND_NAMES)
@@ -39,3 +39,10 @@ def other_backend(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Ba
         yield made
     finally:
         made.cleanup()
+
+
+def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
+    """Stop the throwaway PostgreSQL server, if this session started one."""
+    from pgserver import SERVER
+
+    SERVER.stop()

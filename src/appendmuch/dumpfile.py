@@ -85,23 +85,24 @@ def read_dump(stream: Any, *, codec: Codec | None = None) -> list[Row]:
     unpacker = msgpack.Unpacker(raw=False, strict_map_key=True, use_list=True)
     rows: list[Row] = []
     seen: set[int] = set()
-    fed = 0
+    fed = complete = 0
     try:
         for chunk in _chunks(stream):
             unpacker.feed(chunk)
             fed += len(chunk)
             for obj in unpacker:
                 rows.append(_check_row(obj, len(rows), seen, codec))
+                complete = unpacker.tell()
     except DumpFormatError:
         raise
     except (ValueError, msgpack.UnpackException, msgpack.ExtraData) as exc:
         raise DumpFormatError(
             f"dump is not valid msgpack after {len(rows)} complete rows: {exc}"
         ) from exc
-    if unpacker.tell() != fed:
+    if complete != fed:
         raise DumpFormatError(
-            f"dump is truncated: {fed - unpacker.tell()} bytes after row {len(rows)} do not "
-            "form a complete map"
+            f"dump is truncated: its last {fed - complete} bytes do not form a complete "
+            f"row (after {len(rows)} complete rows)"
         )
     return rows
 
@@ -129,10 +130,10 @@ def _check_row(obj: Any, index: int, seen: set[int], codec: Codec | None) -> Row
         raise DumpFormatError(f"{where}: invalid field name {field!r}")
     where = f"dump row {index} (seq {seq}, namespace {namespace!r}, field {field!r})"
     value = obj["value"]
-    if value is not None and (not isinstance(value, bytes) or not value):
-        raise DumpFormatError(
-            f"{where}: value must be non-empty bytes or nil, got {type(value).__name__}"
-        )
+    if value is not None and not isinstance(value, bytes):
+        raise DumpFormatError(f"{where}: value must be bytes or nil, got {type(value).__name__}")
+    if value == b"":
+        raise DumpFormatError(f"{where}: value is empty (it needs at least a type-id byte)")
     created_at = obj["created_at"]
     if type(created_at) not in (float, int):
         raise DumpFormatError(f"{where}: created_at must be a number, got {created_at!r}")

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 __all__ = [
     "AppendmuchError",
+    "DatabaseError",
     "DecodeError",
     "DumpFormatError",
     "FieldNotFoundError",
@@ -68,7 +69,11 @@ class SchemaError(AppendmuchError, RuntimeError):
     """An existing table does not have the layout appendmuch needs; it was left untouched."""
 
 
-class WriteError(AppendmuchError, RuntimeError):
+class DatabaseError(AppendmuchError, RuntimeError):
+    """The database could not be reached, or refused an operation."""
+
+
+class WriteError(DatabaseError):
     """Queued rows could not be written to the database.
 
     The rows stay queued, in order, and are written by the next successful flush.

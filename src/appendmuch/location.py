@@ -9,6 +9,8 @@ from types import CodeType, FrameType
 __all__ = ["caller_context"]
 
 _PACKAGE_DIR = os.path.dirname(os.path.abspath(__file__)) + os.sep
+#: package modules that play the part of application code (their writes are named)
+_APPLICATION_MODULES = frozenset({os.path.join(_PACKAGE_DIR, "demo.py")})
 _ours: dict[str, bool] = {}
 _labels: dict[tuple[CodeType, int], str] = {}
 
@@ -16,7 +18,9 @@ _labels: dict[tuple[CodeType, int], str] = {}
 def _is_ours(filename: str) -> bool:
     ours = _ours.get(filename)
     if ours is None:
-        ours = _ours[filename] = os.path.abspath(filename).startswith(_PACKAGE_DIR)
+        path = os.path.abspath(filename)
+        ours = path.startswith(_PACKAGE_DIR) and path not in _APPLICATION_MODULES
+        _ours[filename] = ours
     return ours
 
 

@@ -110,6 +110,7 @@ class DBDriver(ABC):
         >>> len(chunks)
         1
         """
+        self.ensure()
         self.flush()
         return pack_rows(self._iter_rows())
 
@@ -122,6 +123,7 @@ class DBDriver(ABC):
         :class:`~appendmuch.errors.DumpFormatError` and restores no row.  A Store
         already open on this driver sees the rows after ``store.load()``.
         """
+        self.ensure()
         self.flush()
         rows = read_dump(stream, codec=codec)
         self._insert_restored(rows)

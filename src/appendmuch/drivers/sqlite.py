@@ -117,8 +117,6 @@ class Sqlite3(DBDriver):
             self.database, timeout=self.timeout, isolation_level=None, check_same_thread=False
         )
         try:
-            if self.database != ":memory:" and not self.database.startswith("file::memory:"):
-                conn.execute("PRAGMA journal_mode=WAL")
             conn.execute(f"PRAGMA synchronous={self.synchronous}")
         except BaseException:
             conn.close()
@@ -145,6 +143,9 @@ class Sqlite3(DBDriver):
             self._check_schema(conn)
         else:
             self._create(conn)
+        # Only now, with a table we created or accept: WAL changes the file header for good.
+        if self.database != ":memory:" and not self.database.startswith("file::memory:"):
+            conn.execute("PRAGMA journal_mode=WAL")
         (largest,) = conn.execute(f"SELECT MAX(seq) FROM {self._quoted}").fetchone()
         if largest is not None:
             self._saw_seq(int(largest))
