@@ -304,16 +304,23 @@ class Sqlite3(DBDriver):
     # ------------------------------------------------------------------ maintenance
 
     def reset(self) -> None:
-        conn = self.connection
+        # No table check here: reset is how an incompatible table gets replaced.
+        conn = self._conn if self._conn is not None else self._connect()
         self._pending.clear()
-        conn.execute("BEGIN IMMEDIATE")
         try:
-            conn.execute(f"DROP TABLE IF EXISTS {self._quoted}")
-            conn.execute("COMMIT")
+            conn.execute("BEGIN IMMEDIATE")
+            try:
+                conn.execute(f"DROP TABLE IF EXISTS {self._quoted}")
+                conn.execute("COMMIT")
+            except BaseException:
+                conn.execute("ROLLBACK")
+                raise
+            self._ensure_table(conn)
         except BaseException:
-            conn.execute("ROLLBACK")
+            if conn is not self._conn:
+                conn.close()
             raise
-        self._create(conn)
+        self._conn = conn
 
     def _insert_restored(self, rows: Iterable[Row]) -> None:
         conn = self.connection
