@@ -26,6 +26,7 @@ from bisect import bisect_left
 from collections.abc import Iterator, Sequence
 from typing import TYPE_CHECKING, Any, overload
 
+from .copying import safe_deepcopy
 from .value import Value, make_value
 
 if TYPE_CHECKING:
@@ -46,13 +47,15 @@ class _Gone:
 #: The data slot of a tombstone (deleted field).
 GONE: Any = _Gone()
 _NAN = math.nan
+_SCALARS = frozenset({int, float, str, bool, type(None), bytes})
 
 
 class FieldLog(Sequence[Value]):
     """All entries of one field of one namespace, oldest first.
 
     Supports ``len``, iteration, indexing, slicing (a list of Values) and
-    ``bisect`` with ``key=``.
+    ``bisect`` with ``key=``.  Values carry copies of mutable data, so changing them
+    never changes the log.
 
     >>> log = FieldLog()
     >>> log.append(1, 1700000000.0, 10, "__main__.<module>:1")
@@ -126,6 +129,8 @@ class FieldLog(Sequence[Value]):
         data = self.items[2 * i]
         if data is GONE:
             return make_value(t, True, None, self.items[2 * i + 1], self.seqs[i])
+        if type(data) not in _SCALARS:
+            data = safe_deepcopy(data)  # a Value handed out never aliases the log
         return make_value(t, False, data, self.items[2 * i + 1], self.seqs[i])
 
     def values_until(self, seq: int) -> tuple[Value, ...]:
