@@ -1,0 +1,613 @@
+"""Model-based tests: a real Store against a brute-force model of the log.
+
+A hypothesis state machine makes random writes, deletes, ``with`` blocks and reopens
+on a Store, and mirrors each operation in a plain Python list of entries (the log as
+SPEC describes it).  After every step, and in query rules, everything the Store
+answers (current values, ``__fields__``, ``bool``, ``__history__``, ``within``,
+``within.strict``, ``.along``) is compared with what the model derives by walking its
+entries (SPEC §3, §4, §6, §7).  The machine runs once per backend in
+``backends.FACTORIES``; hypothesis prints the failing operation sequence.
+
+A second, non-stateful property checks that arbitrary JSON-like values survive a
+write / read / reopen round trip unchanged and encode deterministically (SPEC §9).
+"""
+
+from __future__ import annotations
+
+import math
+import shutil
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, ClassVar
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from hypothesis.stateful import (
+    RuleBasedStateMachine,
+    initialize,
+    invariant,
+    precondition,
+    rule,
+    run_state_machine_as_test,
+)
+
+from appendmuch import Storage, Store, within
+from backends import FACTORIES, Backend
+
+BACKEND_NAMES = list(FACTORIES)
+
+#: examples per backend: the in-memory driver is cheap, the others touch real storage
+MAX_EXAMPLES = {"memory": 60, "sqlite": 30}
+OTHER_BACKEND_EXAMPLES = 20
+
+# ---------------------------------------------------------------------- the universe
+
+NAMESPACES: tuple[tuple[str, ...], ...] = (("g", "p1"), ("g", "p2"))
+SCALAR_FIELDS = ("round", "stage", "score")
+FIELDS = (*SCALAR_FIELDS, "items")
+
+ns_index = st.sampled_from(range(len(NAMESPACES)))
+small_ints = st.integers(0, 2)
+#: context values also include one that is never written
+context_ints = st.integers(0, 3)
+item_lists = st.lists(st.integers(0, 1), max_size=2)
+fields = st.sampled_from(FIELDS)
+scalar_fields = st.sampled_from(SCALAR_FIELDS)
+
+
+def _context_value(field: str) -> st.SearchStrategy[Any]:
+    return item_lists if field == "items" else context_ints
+
+
+@st.composite
+def contexts(draw: st.DrawFn, min_size: int = 1) -> dict[str, Any]:
+    """A context of 1-2 distinct fields (``items`` included: unhashable values)."""
+    names = draw(st.lists(fields, min_size=min_size, max_size=2, unique=True))
+    return {name: draw(_context_value(name)) for name in names}
+
+
+# ---------------------------------------------------------------------- the model
+
+
+class _Tombstone:
+    def __repr__(self) -> str:
+        return "TOMBSTONE"
+
+
+TOMBSTONE: Any = _Tombstone()
+MISSING: Any = object()
+#: end position of a stretch that still holds now
+OPEN = math.inf
+
+
+@dataclass(frozen=True)
+class Entry:
+    """One entry of the model log; its position in the list plays the part of seq."""
+
+    ns: int
+    field: str
+    data: Any  # a private copy of the written value, or TOMBSTONE
+
+
+class Model:
+    """The log as a list of entries in append order, and brute-force answers."""
+
+    def __init__(self) -> None:
+        self.entries: list[Entry] = []
+
+    def append(self, ns: int, field: str, data: Any) -> None:
+        if isinstance(data, list):
+            data = list(data)  # item lists hold ints: a shallow copy is a full copy
+        self.entries.append(Entry(ns, field, data))
+
+    def of(self, ns: int) -> list[tuple[int, Entry]]:
+        """(position, entry) for every entry of one namespace."""
+        return [(i, e) for i, e in enumerate(self.entries) if e.ns == ns]
+
+    def current(self, ns: int, field: str) -> Any:
+        """Latest data of a field; TOMBSTONE if missing or deleted."""
+        for entry in reversed(self.entries):
+            if entry.ns == ns and entry.field == field:
+                return entry.data
+        return TOMBSTONE
+
+    def available(self, ns: int, field: str) -> bool:
+        return self.current(ns, field) is not TOMBSTONE
+
+    def fields(self, ns: int) -> list[str]:
+        """Available fields in order of first write."""
+        order: list[str] = []
+        for _, entry in self.of(ns):
+            if entry.field not in order:
+                order.append(entry.field)
+        return [f for f in order if self.available(ns, f)]
+
+    def history(self, ns: int) -> dict[str, list[tuple[bool, Any]]]:
+        """field -> [(unavailable, data), ...] in append order."""
+        out: dict[str, list[tuple[bool, Any]]] = {}
+        for _, entry in self.of(ns):
+            gone = entry.data is TOMBSTONE
+            out.setdefault(entry.field, []).append((gone, None if gone else entry.data))
+        return out
+
+    # -- temporal queries (SPEC §7), by walking the log -------------------------------
+
+    @staticmethod
+    def _holds(state: dict[str, Any], context: dict[str, Any]) -> bool:
+        return all(
+            f in state and state[f] is not TOMBSTONE and state[f] == v for f, v in context.items()
+        )
+
+    def stretches(self, ns: int, context: dict[str, Any]) -> list[tuple[float, float]]:
+        """Maximal [start, end) position intervals during which the context held.
+
+        A stretch starts with the write that makes the context hold (that write is
+        inside it) and ends with the write that breaks it (outside it).
+        """
+        state: dict[str, Any] = {}
+        out: list[tuple[float, float]] = []
+        holding = self._holds(state, context)  # an empty context holds from the start
+        start: float = -1
+        for position, entry in self.of(ns):
+            state[entry.field] = entry.data
+            now = self._holds(state, context)
+            if now and not holding:
+                start = position
+            elif holding and not now:
+                out.append((start, position))
+            holding = now
+        if holding:
+            out.append((start, OPEN))
+        return out
+
+    def within(self, ns: int, context: dict[str, Any], field: str, strict: bool) -> Any:
+        """``within(s, **context).field`` (or strict); MISSING when not found."""
+        stretches = self.stretches(ns, context)
+        if not stretches:
+            return MISSING
+        start, end = stretches[-1]
+        last: tuple[int, Entry] | None = None
+        for position, entry in self.of(ns):
+            if entry.field == field and position < end:
+                last = (position, entry)
+        if last is None or (strict and last[0] < start):
+            return MISSING
+        return MISSING if last[1].data is TOMBSTONE else last[1].data
+
+    def along(self, ns: int, context: dict[str, Any], field: str) -> list[Any]:
+        """Values of the non-deleted writes of ``field`` made while ``context`` held."""
+        stretches = self.stretches(ns, context)
+        return [
+            entry.data
+            for position, entry in self.of(ns)
+            if entry.field == field
+            and entry.data is not TOMBSTONE
+            and any(a <= position < b for a, b in stretches)
+        ]
+
+
+class BoomError(Exception):
+    """Raised inside a ``with`` block on purpose."""
+
+
+# ---------------------------------------------------------------------- the machine
+
+
+class StoreMachine(RuleBasedStateMachine):
+    """Random operations on a Store, each mirrored in :class:`Model`.
+
+    Subclasses set ``backend_name``; every example gets its own temporary location.
+    """
+
+    backend_name: ClassVar[str] = "memory"
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.tmpdir = tempfile.mkdtemp(prefix="appendmuch-model-")
+        self.backend: Backend = FACTORIES[self.backend_name](Path(self.tmpdir))
+        self.store: Store = self.backend.store()
+        self.storages: list[Storage] = []
+        self.model = Model()
+        #: live within objects kept across steps: (ns, context, strict, object)
+        self.views: list[tuple[int, dict[str, Any], bool, Any]] = []
+        self._attach()
+
+    def _attach(self) -> None:
+        self.storages = [self.store.storage(*ns) for ns in NAMESPACES]
+        self.views = []
+
+    def teardown(self) -> None:
+        try:
+            self.store.close()
+            self.backend.cleanup()
+        finally:
+            shutil.rmtree(self.tmpdir, ignore_errors=True)
+
+    def s(self, ns: int) -> Storage:
+        return self.storages[ns]
+
+    # -- writes ------------------------------------------------------------------------
+
+    @initialize(
+        writes=st.lists(st.tuples(ns_index, scalar_fields, small_ints), min_size=1, max_size=12)
+    )
+    def start(self, writes: list[tuple[int, str, int]]) -> None:
+        """Every run begins with some writes so the first queries have something to see."""
+        for ns, field, value in writes:
+            setattr(self.s(ns), field, value)
+            self.model.append(ns, field, value)
+
+    @rule(ns=ns_index, field=scalar_fields, value=small_ints)
+    def set_scalar(self, ns: int, field: str, value: int) -> None:
+        """A plain assignment appends one entry."""
+        s = self.s(ns)
+        before = s.__history__()
+        before_len = len(before[field]) if field in before else 0
+        setattr(s, field, value)
+        self.model.append(ns, field, value)
+        # a history snapshot taken earlier does not see the write (SPEC §6)
+        assert (len(before[field]) if field in before else 0) == before_len
+
+    @rule(
+        ns=ns_index,
+        writes=st.lists(st.tuples(scalar_fields, small_ints), min_size=2, max_size=6),
+    )
+    def write_burst(self, ns: int, writes: list[tuple[str, int]]) -> None:
+        """Several plain assignments in a row, so that stretches form and end."""
+        s = self.s(ns)
+        for field, value in writes:
+            setattr(s, field, value)
+            self.model.append(ns, field, value)
+
+    @rule(ns=ns_index, value=item_lists)
+    def set_items(self, ns: int, value: list[int]) -> None:
+        """Writing a mutable value is allowed outside ``with``; it is stored as a copy."""
+        mine = list(value)
+        self.s(ns).items = mine
+        mine.append(99)  # the caller's object is not the stored one (SPEC §4)
+        self.model.append(ns, "items", value)
+
+    @rule(ns=ns_index, field=fields)
+    def delete(self, ns: int, field: str) -> None:
+        """``del`` appends a tombstone, or raises AttributeError and appends nothing."""
+        s = self.s(ns)
+        if self.model.available(ns, field):
+            delattr(s, field)
+            self.model.append(ns, field, TOMBSTONE)
+        else:
+            with pytest.raises(AttributeError):
+                delattr(s, field)
+
+    @rule(ns=ns_index, k=small_ints)
+    def mutate(self, ns: int, k: int) -> None:
+        """An in-place append inside ``with`` is written once at exit."""
+        s = self.s(ns)
+        current = self.model.current(ns, "items")
+        if current is TOMBSTONE:
+            with pytest.raises(AttributeError), s:
+                s.items.append(k)
+            return
+        with s:
+            s.items.append(k)
+        self.model.append(ns, "items", [*current, k])
+
+    @rule(ns=ns_index, k=small_ints)
+    def mutate_then_raise(self, ns: int, k: int) -> None:
+        """A block left by an exception writes none of its mutations."""
+        s = self.s(ns)
+        expected: type[Exception] = AttributeError
+        if self.model.available(ns, "items"):
+            expected = BoomError
+        with pytest.raises(expected), s:
+            s.items.append(k)
+            raise BoomError
+
+    @rule(ns=ns_index)
+    def read_in_block(self, ns: int) -> None:
+        """Reading a mutable value without changing it writes nothing."""
+        s = self.s(ns)
+        current = self.model.current(ns, "items")
+        with s:
+            if current is TOMBSTONE:
+                assert s.get("items", MISSING) is MISSING
+            else:
+                assert s.items == current
+                assert s.items is s.items  # one working copy per block (SPEC §4)
+
+    @rule(ns=ns_index, value=item_lists, k=small_ints)
+    def assign_in_block(self, ns: int, value: list[int], k: int) -> None:
+        """Assignment inside ``with`` writes at once; mutating it writes again at exit."""
+        s = self.s(ns)
+        mine = list(value)
+        with s:
+            s.items = mine
+            s.items.append(k)
+        self.model.append(ns, "items", value)
+        self.model.append(ns, "items", [*value, k])
+        mine.append(99)  # mutating the object after the block changes nothing stored
+
+    @rule(ns=ns_index, field=scalar_fields, value=small_ints, k=small_ints)
+    def mixed_block(self, ns: int, field: str, value: int, k: int) -> None:
+        """A scalar assigned in a block is written at once, the mutation at exit."""
+        s = self.s(ns)
+        current = self.model.current(ns, "items")
+        if current is TOMBSTONE:
+            with pytest.raises(AttributeError), s:
+                setattr(s, field, value)
+                s.items.append(k)
+            self.model.append(ns, field, value)  # written before the failing read
+            return
+        with s:
+            setattr(s, field, value)
+            s.items.append(k)
+        self.model.append(ns, field, value)
+        self.model.append(ns, "items", [*current, k])
+
+    @rule(ns=ns_index, k1=small_ints, k2=small_ints)
+    def nested_blocks(self, ns: int, k1: int, k2: int) -> None:
+        """Nested blocks on two Storage objects of one namespace lose no mutation.
+
+        Per design.md the working copy is per namespace and every normal block exit
+        writes the changed copy: the inner exit writes ``+[k1]``, the outer
+        ``+[k1, k2]``.
+        """
+        s = self.s(ns)
+        other = self.store.storage(*NAMESPACES[ns])
+        current = self.model.current(ns, "items")
+        if current is TOMBSTONE:
+            return
+        with s:
+            with other:
+                other.items.append(k1)
+            s.items.append(k2)
+        self.model.append(ns, "items", [*current, k1])
+        self.model.append(ns, "items", [*current, k1, k2])
+
+    @rule()
+    def reopen(self) -> None:
+        """Close the Store and open a new one on the same log: nothing is lost."""
+        self.store = self.backend.reopen(self.store)
+        self._attach()
+
+    # -- queries -----------------------------------------------------------------------
+
+    def _check_within(self, ns: int, context: dict[str, Any], strict: bool, view: Any) -> None:
+        for field in FIELDS:
+            expected = self.model.within(ns, context, field, strict)
+            got = view.get(field, MISSING)
+            where = (
+                f"{'within.strict' if strict else 'within'}({NAMESPACES[ns]}, {context}).{field}"
+            )
+            assert _same(got, expected), f"{where}: store {got!r}, model {expected!r}"
+            if expected is MISSING:
+                with pytest.raises(AttributeError):
+                    getattr(view, field)
+            else:
+                assert getattr(view, field) == expected, where
+
+    @rule(ns=ns_index, context=contexts(), strict=st.booleans())
+    def query_within(self, ns: int, context: dict[str, Any], strict: bool) -> None:
+        """``within`` / ``within.strict`` agree with the brute-force stretch walk."""
+        factory = within.strict if strict else within
+        self._check_within(ns, context, strict, factory(self.s(ns), **context))
+
+    @rule(ns=ns_index, strict=st.booleans())
+    def query_within_empty(self, ns: int, strict: bool) -> None:
+        """``within(s)`` with no context gives the current values."""
+        factory = within.strict if strict else within
+        self._check_within(ns, {}, strict, factory(self.s(ns)))
+
+    @rule(ns=ns_index, context=contexts(), strict=st.booleans())
+    def keep_view(self, ns: int, context: dict[str, Any], strict: bool) -> None:
+        """Keep a within object: it must stay live as the log grows (SPEC §7)."""
+        factory = within.strict if strict else within
+        self.views = [*self.views[-2:], (ns, context, strict, factory(self.s(ns), **context))]
+
+    @invariant()
+    def within_round(self) -> None:
+        """``within(s, round=r)`` and its strict form, for every written round value."""
+        for ns in range(len(NAMESPACES)):
+            for value in range(3):
+                self._check_within(ns, {"round": value}, False, within(self.s(ns), round=value))
+                self._check_within(
+                    ns, {"round": value}, True, within.strict(self.s(ns), round=value)
+                )
+
+    @precondition(lambda self: bool(self.views))
+    @invariant()
+    def live_views(self) -> None:
+        for ns, context, strict, view in self.views:
+            self._check_within(ns, context, strict, view)
+
+    @rule(ns=ns_index, field=fields, other=fields, strict=st.booleans())
+    def query_along(self, ns: int, field: str, other: str, strict: bool) -> None:
+        """``within.along(s, f)``: one pair per non-deleted write of f, in order."""
+        factory = within.strict if strict else within
+        pairs = list(factory.along(self.s(ns), field))
+        assert [v for v, _ in pairs] == self.model.along(ns, {}, field)
+        for value, ctx in pairs:
+            expected = self.model.within(ns, {field: value}, other, strict)
+            assert _same(ctx.get(other, MISSING), expected), (value, other)
+
+    @rule(ns=ns_index, context=contexts(), field=fields, other=fields, strict=st.booleans())
+    def query_context_along(
+        self, ns: int, context: dict[str, Any], field: str, other: str, strict: bool
+    ) -> None:
+        """``within(s, **ctx).along(f)``: writes of f made while ctx held."""
+        factory = within.strict if strict else within
+        pairs = list(factory(self.s(ns), **context).along(field))
+        assert [v for v, _ in pairs] == self.model.along(ns, context, field)
+        for value, ctx in pairs:
+            expected = self.model.within(ns, {**context, field: value}, other, strict)
+            assert _same(ctx.get(other, MISSING), expected), (value, other)
+
+    # -- invariants --------------------------------------------------------------------
+
+    @invariant()
+    def current_values(self) -> None:
+        """Every field reads as its latest entry, through old and new Storage objects."""
+        for ns, namespace in enumerate(NAMESPACES):
+            for s in (self.s(ns), self.store.storage(*namespace)):
+                for field in SCALAR_FIELDS:
+                    expected = self.model.current(ns, field)
+                    if expected is TOMBSTONE:
+                        with pytest.raises(AttributeError):
+                            getattr(s, field)
+                        assert s.get(field, MISSING) is MISSING
+                    else:
+                        assert getattr(s, field) == expected
+                        assert s.get(field, MISSING) == expected
+                items = self.model.current(ns, "items")
+                if items is not TOMBSTONE:
+                    with pytest.raises(TypeError, match="context manager"):
+                        s.items
+                with s:
+                    assert s.get("items", MISSING) == (MISSING if items is TOMBSTONE else items)
+
+    @invariant()
+    def fields_and_bool(self) -> None:
+        for ns in range(len(NAMESPACES)):
+            expected = self.model.fields(ns)
+            assert self.s(ns).__fields__() == expected
+            assert bool(self.s(ns)) is bool(expected)
+
+    @invariant()
+    def history_matches(self) -> None:
+        """Histories equal the model's entries; seqs are unique and order the whole log."""
+        merged: list[tuple[int, int, str, bool, Any]] = []
+        for ns in range(len(NAMESPACES)):
+            history = self.s(ns).__history__()
+            model = self.model.history(ns)
+            assert sorted(history) == sorted(model)
+            for field, values in history.items():
+                seqs = [v.seq for v in values]
+                assert seqs == sorted(set(seqs)), f"{field}: seqs not strictly increasing"
+                got = [(v.unavailable, v.data) for v in values]
+                assert got == model[field], field
+                for v in values:
+                    assert isinstance(v.time, float)
+                    assert v.context.startswith(f"{__name__}."), v.context
+                    merged.append((v.seq, ns, field, v.unavailable, v.data))
+        seqs = [m[0] for m in merged]
+        assert len(seqs) == len(set(seqs)), "a seq is used twice"
+        merged.sort(key=lambda m: m[0])
+        expected = [
+            (e.ns, e.field, e.data is TOMBSTONE, None if e.data is TOMBSTONE else e.data)
+            for e in self.model.entries
+        ]
+        assert [m[1:] for m in merged] == expected
+
+
+def _same(got: Any, expected: Any) -> bool:
+    if expected is MISSING or got is MISSING:
+        return got is expected
+    return bool(got == expected)
+
+
+def _settings(name: str) -> settings:
+    return settings(
+        max_examples=MAX_EXAMPLES.get(name, OTHER_BACKEND_EXAMPLES),
+        stateful_step_count=30,
+        deadline=None,
+        suppress_health_check=[HealthCheck.too_slow, HealthCheck.filter_too_much],
+    )
+
+
+@pytest.mark.parametrize("backend_name", BACKEND_NAMES)
+def test_store_matches_model(backend_name: str) -> None:
+    """Random operation sequences: the Store always answers like the model log."""
+    machine = type(f"StoreMachine_{backend_name}", (StoreMachine,), {"backend_name": backend_name})
+    run_state_machine_as_test(machine, settings=_settings(backend_name))
+
+
+# ---------------------------------------------------------------------- JSON round trip
+
+_scalars = (
+    st.none()
+    | st.booleans()
+    | st.integers(-(2**63), 2**63 - 1)
+    | st.floats(allow_nan=False, allow_infinity=False)
+    | st.text(max_size=8)
+)
+
+
+def _containers(children: st.SearchStrategy[Any]) -> st.SearchStrategy[Any]:
+    return st.lists(children, max_size=4) | st.dictionaries(
+        st.text(max_size=5), children, max_size=4
+    )
+
+
+def _json_like(depth: int) -> st.SearchStrategy[Any]:
+    """Scalars, and lists / str-keyed dicts nested up to ``depth`` levels."""
+    if depth == 0:
+        return _scalars
+    return _scalars | _containers(_json_like(depth - 1))
+
+
+json_values = _json_like(3)
+
+
+def _identical(a: Any, b: Any) -> bool:
+    """Equal with exact types (True is not 1, 1 is not 1.0) and the sign of zero."""
+    if type(a) is not type(b):
+        return False
+    if isinstance(a, float):
+        return a == b and math.copysign(1.0, a) == math.copysign(1.0, b)
+    if isinstance(a, list):
+        return len(a) == len(b) and all(map(_identical, a, b))
+    if isinstance(a, dict):
+        return set(a) == set(b) and all(_identical(a[k], b[k]) for k in a)
+    return bool(a == b)
+
+
+def _reordered(value: Any) -> Any:
+    """An equal deep copy whose dicts have their keys inserted in reverse order."""
+    if isinstance(value, list):
+        return [_reordered(v) for v in value]
+    if isinstance(value, dict):
+        return {k: _reordered(value[k]) for k in reversed(list(value))}
+    return value
+
+
+@pytest.mark.parametrize("backend_name", BACKEND_NAMES)
+@settings(
+    max_examples=40,
+    deadline=None,
+    suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
+)
+@given(values=st.lists(json_values, min_size=1, max_size=4))
+def test_json_values_round_trip(backend_name: str, values: list[Any]) -> None:
+    """JSON-like values read back equal (types kept) before and after a reopen, and
+    their encoding does not depend on dict insertion order (SPEC §9)."""
+    tmpdir = tempfile.mkdtemp(prefix="appendmuch-json-")
+    backend = FACTORIES[backend_name](Path(tmpdir))
+    store = backend.store()
+    try:
+        codec = store.codec
+        for value in values:
+            # equal values encode identically, whatever the dict insertion order
+            assert codec.encode(value) == codec.encode(_reordered(value))
+        s = store.storage("json", "values")
+        for i, value in enumerate(values):
+            setattr(s, f"v{i}", value)
+        for attempt in ("written", "reopened"):
+            with s:
+                for i, value in enumerate(values):
+                    got = getattr(s, f"v{i}")
+                    assert _identical(got, value), (attempt, i, got, value)
+            history = s.__history__()
+            for i, value in enumerate(values):
+                (entry,) = history[f"v{i}"]
+                assert _identical(entry.data, value), (attempt, i)
+            if attempt == "written":
+                store = backend.reopen(store)
+                s = store.storage("json", "values")
+        store.close()
+        # the stored bytes are exactly the deterministic encoding
+        assert [row[3] for row in backend.raw_rows()] == [codec.encode(v) for v in values]
+    finally:
+        store.close()
+        backend.cleanup()
+        shutil.rmtree(tmpdir, ignore_errors=True)
