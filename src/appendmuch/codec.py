@@ -27,9 +27,10 @@ from typing import Any
 
 import orjson
 
+from .copying import safe_deepcopy as _deepcopy
 from .errors import DecodeError, RoundTripError, UnsupportedTypeError
 
-__all__ = ["Codec", "Decoder", "Encoder"]
+__all__ = ["Codec", "Decoder", "Encoded", "Encoder"]
 
 Encoder = Callable[[Any], bytes]
 Decoder = Callable[[bytes], Any]
@@ -166,6 +167,65 @@ def _json(value: Any) -> bytes:
     return _dumps(value, option=_SORT)
 
 
+# Encoding with the passthrough options fails on anything but exact JSON types
+# (subclasses of str/int/dict/list, dates, dataclasses), so success means the decoded
+# document is an exact, independent copy of the value (enum members aside).
+_PLAIN = (
+    orjson.OPT_SORT_KEYS
+    | orjson.OPT_PASSTHROUGH_SUBCLASS
+    | orjson.OPT_PASSTHROUGH_DATETIME
+    | orjson.OPT_PASSTHROUGH_DATACLASS
+)
+
+
+def _plain_json(value: Any) -> bytes:
+    return _dumps(value, option=_PLAIN)
+
+
+def _plain_members(value: set[Any] | frozenset[Any]) -> bytes:
+    return b"[" + b",".join(sorted([_dumps(m, option=_PLAIN) for m in value])) + b"]"
+
+
+def _fast_int(value: int) -> bytes:
+    return b"\x00" + _dumps(value)
+
+
+def _fast_str(value: str) -> bytes:
+    return b"\x02" + _dumps(value)
+
+
+def _fast_float(value: float) -> bytes:
+    if not math.isfinite(value):
+        raise ValueError(f"{value!r} has no JSON representation")
+    return b"\x01" + _dumps(value)
+
+
+_fast_bool = {True: b"\x05true", False: b"\x05false"}.__getitem__
+
+
+def _fast_none(value: None) -> bytes:
+    return b"\x07null"
+
+
+#: exact type -> encoder returning the stored bytes (id byte included); these values
+#: always round-trip, so no vigilant check is needed
+_FAST_ENCODERS: dict[type, Callable[[Any], bytes]] = {
+    int: _fast_int,
+    str: _fast_str,
+    float: _fast_float,
+    bool: _fast_bool,
+    type(None): _fast_none,
+}
+#: built-in containers whose exact instances can be encoded with the plain options
+_PLAIN_ENCODERS: dict[type, Callable[[Any], bytes]] = {
+    list: _plain_json,
+    dict: _plain_json,
+    tuple: _plain_json,
+    set: _plain_members,
+    frozenset: _plain_members,
+}
+
+
 _BUILTINS: tuple[_Entry, ...] = (
     _Entry(int, 0, _json, lambda r: _expect(r, int, "an integer"), False, None, exact=True),
     _Entry(float, 1, _enc_float, _dec_float, False, None),
@@ -216,8 +276,21 @@ _ATOM_TYPES: frozenset[type] = frozenset(
     }
 )
 _CONTAINERS_OF_VALUES = (tuple, frozenset)
+_PLAIN_IDS = frozenset({3, 9, 128, 129, 131})
 #: read without consulting the codec, so no registration may make them mutable
 _NEVER_MUTABLE: frozenset[type] = frozenset({int, float, str, bool, type(None)})
+
+
+@dataclass(slots=True)
+class Encoded:
+    """A value's stored bytes before the round-trip check (see :meth:`Codec.finish`)."""
+
+    data: bytes
+    value: Any
+    entry: _Entry
+    #: encoded with the plain options: the decoded document is an exact copy
+    plain: bool
+    mutable: bool
 
 
 class Codec:
@@ -245,6 +318,8 @@ class Codec:
         self._conditional: dict[type, list[_Entry]] = {}
         self._resolved: dict[type, tuple[list[_Entry], _Entry | None]] = {}
         self._atoms: frozenset[type] = _ATOM_TYPES
+        #: exact scalar type -> encoder of the stored bytes, for types with no variants
+        self._fast: dict[type, Callable[[Any], bytes]] = dict(_FAST_ENCODERS)
         for entry in _BUILTINS:
             self._add(entry)
 
@@ -304,6 +379,7 @@ class Codec:
             # newest registration is tried first
             self._conditional.setdefault(entry.cls, []).insert(0, entry)
             self._atoms = self._atoms - {entry.cls}
+            self._fast.pop(entry.cls, None)
         self._resolved.clear()
 
     def type_map(self) -> dict[type, int]:
@@ -375,6 +451,62 @@ class Codec:
             return raw, self.is_mutable(value)
         return raw, False
 
+    def prepare(self, value: Any) -> tuple[bytes, bool, Any]:
+        """Encode ``value`` for storing: ``(stored bytes, mutable, object to keep)``.
+
+        The object to keep is ``value`` itself when immutable, else an independent deep
+        copy: the decoded document when the vigilant check decoded one and the value
+        holds only exact JSON types, otherwise :func:`~appendmuch.safe_deepcopy`.
+        Raises like :meth:`encode`.
+        """
+        fast = self._fast.get(type(value))
+        if fast is not None:
+            try:
+                return fast(value), False, value
+            except (TypeError, ValueError) as exc:
+                raise UnsupportedTypeError(
+                    f"cannot encode a value of type {_qualname(value)}: {exc}"
+                ) from exc
+        encoded = self.encode_unverified(value)
+        return encoded.data, encoded.mutable, self.finish(encoded)
+
+    def encode_unverified(self, value: Any) -> Encoded:
+        """First half of :meth:`prepare`: the encoding, without the round-trip check.
+
+        Used to compare a working copy with its stored encoding before paying for the
+        check; :meth:`finish` completes it.
+        """
+        entry = self._entry_for(value)
+        raw: bytes | None = None
+        plain = False
+        if entry.type_id in _PLAIN_IDS and entry.cls is type(value):
+            try:
+                raw = _PLAIN_ENCODERS[entry.cls](value)
+                plain = True
+            except TypeError:
+                raw = None
+        if raw is None:
+            raw = self._encode_with(entry, value, False)
+        mutable = entry.mutable or (
+            isinstance(value, _CONTAINERS_OF_VALUES) and self.is_mutable(value)
+        )
+        return Encoded(bytes((entry.type_id,)) + raw, value, entry, plain, mutable)
+
+    def finish(self, encoded: Encoded) -> Any:
+        """Second half of :meth:`prepare`: run the round-trip check (vigilant mode) and
+        return the object to keep in the cache."""
+        value, entry = encoded.value, encoded.entry
+        checked = self.vigilant and not (entry.exact and type(value) is entry.cls)
+        if checked and self.vigilant_skip is not None and self.vigilant_skip(value):
+            checked = False
+        if checked:
+            back = self._round_trip(entry, value, encoded.data[1:])
+            if encoded.mutable:
+                return back if encoded.plain else _deepcopy(value)
+        elif encoded.mutable:
+            return _deepcopy(value)
+        return value
+
     def verify(self, value: Any, data: bytes) -> None:
         """Raise RoundTripError unless ``data`` (from :meth:`encode`) decodes to ``value``.
 
@@ -406,6 +538,10 @@ class Codec:
         skip = self.vigilant_skip
         if skip is not None and skip(value):
             return
+        self._round_trip(entry, value, raw)
+
+    def _round_trip(self, entry: _Entry, value: Any, raw: bytes) -> Any:
+        """Decode ``raw`` and compare with ``value``; return the decoded object."""
         try:
             back = entry.decoder(raw)
         except Exception as exc:
@@ -422,6 +558,7 @@ class Codec:
                 f"a value of type {_qualname(value)} does not survive the round trip: "
                 f"{_short(value)} would be read back as {_short(back)}{hint}"
             )
+        return back
 
     def decode(self, data: bytes | bytearray | memoryview) -> Any:
         """Decode stored bytes (type-id byte + JSON) back into a value.
@@ -462,6 +599,10 @@ class Codec:
             if entry.predicate(value):  # type: ignore[misc]
                 return entry.mutable
         return plain.mutable if plain is not None else True
+
+    def decodes_builtin_scalars(self) -> bool:
+        """True while type ids 0 (int) and 2 (str) decode as the built-in types."""
+        return self._by_id.get(0) is _BUILTINS[0] and self._by_id.get(2) is _BUILTINS[2]
 
     @property
     def atom_types(self) -> frozenset[type]:

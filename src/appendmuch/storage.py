@@ -18,10 +18,12 @@ __all__ = ["Storage"]
 
 #: read straight from the log: immutable, never guarded, never copied
 _SCALARS = frozenset({int, float, str, bool, type(None)})
-_valid_fields: set[str] = set()
 
 _RESERVED, _DESCRIPTOR, _CLASS_ATTR = "reserved", "descriptor", "class attribute"
 _class_names: dict[type, dict[str, str]] = {}
+_sharing: dict[type, bool] = {}
+#: class -> names known to be plain stored fields for it (assignment fast path)
+_plain_fields: dict[type, set[str]] = {}
 _set = object.__setattr__
 
 
@@ -42,6 +44,42 @@ def _names_of(cls: type) -> dict[str, str]:
                     names[name] = _CLASS_ATTR
         _class_names[cls] = names
     return names
+
+
+def _is_field(storage: Storage, cls: type, name: str, value: Any) -> bool:
+    """Slow path of assignment: True if ``name`` is a storable field of ``cls``.
+
+    Internal (dunder) names and descriptors are assigned here and give False; names of
+    Storage itself and other class attributes raise.  Field names found valid are
+    remembered per class, so the next assignment skips all of this.
+    """
+    if is_internal(name):
+        _set(storage, name, value)
+        return False
+    kind = _names_of(cls).get(name)
+    if kind is not None:
+        if kind is _DESCRIPTOR:
+            _set(storage, name, value)
+            return False
+        raise ReservedNameError(f"{name!r} is a {kind} of {cls.__name__}, so it cannot be a field")
+    check_field(name, where=f" on {storage!r}")
+    _plain_fields.setdefault(cls, set()).add(name)
+    return True
+
+
+def _shares(cls: type) -> bool:
+    """Whether objects of ``cls`` may use their namespace's shared read dict.
+
+    Instance attributes shadow non-data class attributes, so a subclass that adds
+    methods or constants reads every field through ``__getattr__`` instead.
+    """
+    shares = _sharing.get(cls)
+    if shares is None:
+        own = _names_of(Storage)
+        shares = _sharing[cls] = all(
+            kind is _DESCRIPTOR or name in own for name, kind in _names_of(cls).items()
+        )
+    return shares
 
 
 class Storage:
@@ -66,7 +104,10 @@ class Storage:
     ['score', 'items']
     """
 
-    __slots__ = ("__dbns__", "__namespace__", "__store__", "__virtual__")
+    # __dict__ is the namespace's shared read dict (field -> latest int, float, str,
+    # bool or None, kept current by the Store), so reading such a field is a plain
+    # attribute lookup in C; everything else goes through __getattr__.
+    __slots__ = ("__dbns__", "__dict__", "__namespace__", "__store__", "__virtual__")
 
     __namespace__: tuple[str, ...]
     __store__: Store
@@ -83,7 +124,13 @@ class Storage:
         _set(self, "__namespace__", namespace)
         _set(self, "__store__", store)
         _set(self, "__dbns__", dbns)
-        _set(self, "__virtual__", VirtualFields(virtual) if virtual else None)
+        if virtual:
+            # virtual fields win over stored ones: keep a private, empty __dict__
+            _set(self, "__virtual__", VirtualFields(virtual))
+        else:
+            _set(self, "__virtual__", None)
+            if _shares(type(self)):
+                _set(self, "__dict__", store._shared(dbns))
 
     # ------------------------------------------------------------------ attributes
 
@@ -100,6 +147,8 @@ class Storage:
             if type(log) is FieldLog:
                 data = log.items[-2]
                 if type(data) in _SCALARS:
+                    if self.__dict__ is store._scalars.get(self.__dbns__):
+                        self.__dict__[name] = data  # later reads skip __getattr__
                     return data
                 if data is not GONE:
                     return store._read_value(self.__dbns__, name, log, data)
@@ -108,23 +157,13 @@ class Storage:
         raise store._missing(self, name)
 
     def __setattr__(self, name: str, value: Any) -> None:
-        if is_internal(name):
-            _set(self, name, value)
-            return
-        kind = _names_of(type(self)).get(name)
-        if kind is not None:
-            if kind is _DESCRIPTOR:
-                _set(self, name, value)
-                return
-            raise ReservedNameError(
-                f"{name!r} is a {kind} of {type(self).__name__}, so it cannot be a field"
-            )
+        cls = type(self)
+        fields = _plain_fields.get(cls)
+        if (fields is None or name not in fields) and not _is_field(self, cls, name, value):
+            return  # an internal attribute or a descriptor: set, not stored
         virtual = self.__virtual__
         if virtual and name in virtual:
             raise AttributeError(f"{name!r} is a virtual field of {self!r} and cannot be assigned")
-        if name not in _valid_fields:
-            check_field(name, where=f" on {self!r}")
-            _valid_fields.add(name)
         self.__store__._write(self.__namespace__, self.__dbns__, name, value)
 
     def __delattr__(self, name: str) -> None:
@@ -170,6 +209,8 @@ class Storage:
         if virtual is None:
             virtual = VirtualFields()
             _set(self, "__virtual__", virtual)
+            # virtual fields win over stored ones: stop using the shared read dict
+            _set(self, "__dict__", {})
         return virtual
 
     def get(self, name: str, default: Any = None) -> Any:

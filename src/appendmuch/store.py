@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import sys
 import time
 import weakref
 from collections.abc import Callable, Iterator, Mapping
-from typing import TYPE_CHECKING, Any
+from typing import Any
+
+import orjson
 
 from .blocks import Block, Working
-from .codec import Codec
+from .codec import Codec, Encoded
 from .copying import safe_deepcopy
 from .drivers.base import DBDriver
 from .errors import (
@@ -17,15 +20,14 @@ from .errors import (
     InvalidNameError,
     MutableAccessError,
     NamespaceCollisionError,
+    UnsupportedTypeError,
 )
 from .fieldlog import GONE, FieldLog
 from .history import History
-from .location import caller_context
+from .location import _labels, caller_context
 from .names import check_namespace, dbns2tuple, is_valid_dbns, is_valid_field, tuple2dbns
+from .storage import Storage
 from .value import Value, make_value
-
-if TYPE_CHECKING:
-    from .storage import Storage
 
 __all__ = ["Store"]
 
@@ -34,6 +36,13 @@ ReplacePredicate = Callable[[str, str], Any]
 NamespaceValidator = Callable[[tuple[str, ...]], Any]
 
 _now = time.time
+_getframe = sys._getframe
+#: values kept in the namespaces' shared read dicts (immutable, never guarded)
+_SCALAR_TYPES = frozenset({int, float, str, bool, type(None)})
+#: type id -> the exact type its JSON document decodes to (load fast path)
+_SCALAR_IDS: dict[int, type] = {0: int, 2: str}
+_loads = orjson.loads
+_NAN = float("nan")
 
 
 def _close_driver(driver: DBDriver) -> None:
@@ -94,6 +103,10 @@ class Store:
         self._valid: dict[tuple[str, ...], str] = {}
         self._replace: dict[tuple[str, str], bool] = {}
         self._blocks: dict[str, Block] = {}
+        #: dbns -> field -> latest scalar value; the instance __dict__ of Storage objects
+        self._scalars: dict[str, dict[str, Any]] = {}
+        #: (dbns, field) -> (seq, stored bytes) of the latest mutable value written
+        self._raws: dict[tuple[str, str], tuple[int, bytes]] = {}
         self._closed = False
         self.load()
         self._finalizer = weakref.finalize(self, _close_driver, driver)
@@ -116,7 +129,10 @@ class Store:
         by_dbns: dict[str, dict[str, Any]] = {}
         contexts: dict[str, str] = {}
         decode = self.codec.decode
+        loads = _loads
+        scalar_ids = _SCALAR_IDS if self.codec.decodes_builtin_scalars() else {}
         replaces = self._replaces if self.replace_predicate is not None else None
+        seq = 0
         for seq, dbns, field, value, created_at, context in driver.load_rows():
             node = by_dbns.get(dbns)
             if node is None:
@@ -129,7 +145,7 @@ class Store:
                         f"name {field!r}"
                     )
                 log = node[field] = FieldLog()
-            elif type(log) is not FieldLog:
+            elif log.__class__ is not FieldLog:
                 raise NamespaceCollisionError(
                     f"stored row seq {seq}: {field!r} is both a field of {dbns!r} and a "
                     "namespace below it"
@@ -137,21 +153,35 @@ class Store:
             if value is None:
                 data = GONE
             else:
-                try:
-                    data = decode(value)
-                except DecodeError as exc:
-                    raise DecodeError(
-                        f"stored row seq {seq}, namespace {dbns!r}, field {field!r}: {exc}"
-                    ) from exc
+                # ints and strs decode straight from JSON; anything else, or a document
+                # of the wrong JSON type, takes the codec's checked path
+                kind = scalar_ids.get(value[0])
+                data = loads(value[1:]) if kind is not None else None
+                if kind is None or data.__class__ is not kind:
+                    try:
+                        data = decode(value)
+                    except DecodeError as exc:
+                        raise DecodeError(
+                            f"stored row seq {seq}, namespace {dbns!r}, field {field!r}: {exc}"
+                        ) from exc
             ctx = contexts.get(context)
             if ctx is None:
                 ctx = contexts[context] = context
-            if replaces is not None and len(log) and replaces(dbns, field):
+            if replaces is not None and log.seqs and replaces(dbns, field):
                 log = node[field] = FieldLog()
-            log.append(seq, created_at, data, ctx)
+            # FieldLog.append, inlined: this loop runs once per stored row
+            log.seqs.append(seq)
+            log.times.append(_NAN if created_at is None else created_at)
+            items = log.items
+            items.append(data)
+            items.append(ctx)
+        driver._saw_seq(seq)
         self.cache.clear()
         self.cache.update(cache)
         self._by_dbns = by_dbns
+        for shared in self._scalars.values():
+            shared.clear()
+        self._raws.clear()
 
     def flush(self) -> None:
         """Write every queued row to the database now."""
@@ -178,8 +208,6 @@ class Store:
         >>> Store(Memory()).storage("game", "player1")
         Storage('game', 'player1')
         """
-        from .storage import Storage
-
         return Storage(*namespace, store=self, virtual=virtual)
 
     def get_namespace(
@@ -216,6 +244,13 @@ class Store:
             self._check_path(namespace)
         return dbns
 
+    def _shared(self, dbns: str) -> dict[str, Any]:
+        """The read dict shared by the Storage objects of a namespace (their __dict__)."""
+        shared = self._scalars.get(dbns)
+        if shared is None:
+            shared = self._scalars[dbns] = {}
+        return shared
+
     def _check_path(self, namespace: tuple[str, ...]) -> None:
         node: Any = self.cache
         for depth, token in enumerate(namespace):
@@ -250,24 +285,35 @@ class Store:
         return answer
 
     def _write(self, namespace: tuple[str, ...], dbns: str, field: str, value: Any) -> None:
-        """Append ``value`` to a field (the field name is already validated)."""
-        raw, mutable = self.codec.encode_checked(value)
-        self._append(
-            namespace,
-            dbns,
-            field,
-            safe_deepcopy(value) if mutable else value,
-            raw,
-            caller_context(),
-            value if mutable else None,
-        )
+        """Append ``value`` to a field (called by ``Storage.__setattr__``, which has
+        validated the field name)."""
+        fast = self.codec._fast.get(value.__class__)
+        if fast is not None:  # int, float, str, bool, None: no copy, no check needed
+            try:
+                raw = fast(value)
+            except (TypeError, ValueError) as exc:
+                raise UnsupportedTypeError(
+                    f"cannot encode a value of type {type(value).__name__}: {exc}"
+                ) from exc
+            keep, working = value, None
+        else:
+            raw, mutable, keep = self.codec.prepare(value)
+            working = value if mutable else None
+        # caller_context(), with its common case inlined: the caller of
+        # Storage.__setattr__ is application code whose label is already known.
+        frame = _getframe(2)
+        known = _labels.get(id(frame.f_code))  # labels exist only for application code
+        context = known[1].get(frame.f_lasti) if known is not None else None
+        if context is None:
+            context = caller_context(2)
+        self._append(namespace, dbns, field, keep, raw, context, working)
 
     def _delete(self, namespace: tuple[str, ...], dbns: str, field: str, storage: Any) -> None:
         node = self._by_dbns.get(dbns)
         log = node.get(field) if node is not None else None
         if type(log) is not FieldLog or log.latest is GONE:
             raise FieldNotFoundError(f"{storage!r} has no field {field!r} to delete")
-        self._append(namespace, dbns, field, GONE, None, caller_context(), None)
+        self._append(namespace, dbns, field, GONE, None, caller_context(3), None)
 
     def _append(
         self,
@@ -279,17 +325,21 @@ class Store:
         context: str,
         working: Any,
     ) -> int:
-        """Append one entry everywhere: log tree, driver, working copies, callback."""
+        """Append one entry everywhere: log tree, driver, read dicts, working copies,
+        callback.  ``data`` is the object the log keeps (never shared with the caller);
+        ``working`` the caller's mutable object, which becomes the working copy of an
+        open ``with`` block."""
         node = self._by_dbns.get(dbns)
         if node is None:
             node = self._make_path(namespace, dbns)
         log = node.get(field)
-        if log is not None and type(log) is not FieldLog:
+        if log.__class__ is not FieldLog and log is not None:
             raise NamespaceCollisionError(
                 f"{field!r} is a namespace below {namespace!r}, so it cannot also be a field"
             )
         driver = self.driver
-        seq = driver.next_seq()
+        seq = driver._last_seq + 1  # DBDriver.next_seq(), inlined on the hot path
+        driver._last_seq = seq
         now = _now()
         row = (seq, dbns, field, raw, now, context)
         if self.replace_predicate is not None and self._replaces(dbns, field):
@@ -300,22 +350,37 @@ class Store:
         else:
             if log is None:
                 log = node[field] = FieldLog()
-            log.append(seq, now, data, context)
+            # FieldLog.append, inlined on the hot path
+            log.seqs.append(seq)
+            log.times.append(now)
+            items = log.items
+            items.append(data)
+            items.append(context)
+            if log.runs is not None:
+                log.runs.add(log, len(log.seqs) - 1)
             due = driver.append(row)
-        block = self._blocks.get(dbns)
-        if block is not None:
-            if working is not None and raw is not None:
-                block.working[field] = Working(working, raw, seq)
+        shared = self._scalars.get(dbns)
+        if shared is not None:
+            if data.__class__ in _SCALAR_TYPES:
+                shared[field] = data
             else:
-                block.working.pop(field, None)
+                shared.pop(field, None)
+        if working is not None and raw is not None:
+            self._raws[dbns, field] = (seq, raw)
+        if self._blocks:
+            block = self._blocks.get(dbns)
+            if block is not None:
+                if working is not None and raw is not None:
+                    block.working[field] = Working(working, raw, seq)
+                else:
+                    block.working.pop(field, None)
         on_change = self.on_change
         if on_change is not None:
             if data is GONE:
                 on_change(namespace, field, make_value(now, True, None, context, seq))
             else:
-                on_change(
-                    namespace, field, make_value(now, False, safe_deepcopy(data), context, seq)
-                )
+                copy = safe_deepcopy(data)
+                on_change(namespace, field, make_value(now, False, copy, context, seq))
         if due:
             driver.flush()
         return seq
@@ -336,9 +401,15 @@ class Store:
         working = block.working.get(field)
         if working is not None and working.seq == log.latest_seq:
             return working.obj
+        seq = log.latest_seq
+        known = self._raws.get((dbns, field))
+        if known is not None and known[0] == seq:
+            baseline = known[1]
+        else:
+            baseline = self.codec.encode_unverified(data).data
+            self._raws[dbns, field] = (seq, baseline)
         copy = safe_deepcopy(data)
-        baseline, _ = self.codec.encode_checked(data, verify=False)
-        block.working[field] = Working(copy, baseline, log.latest_seq)
+        block.working[field] = Working(copy, baseline, seq)
         return copy
 
     def _missing(self, storage: Any, field: str) -> AttributeError:
@@ -387,27 +458,26 @@ class Store:
             return
         codec = self.codec
         node = self._by_dbns.get(dbns) or {}
-        changed: list[tuple[str, Working, bytes, bool]] = []
+        changed: list[tuple[str, Working, Encoded]] = []
         for field, working in list(block.working.items()):
             log = node.get(field)
             if type(log) is not FieldLog or log.latest_seq != working.seq:
                 del block.working[field]  # written meanwhile: the newer value wins
                 continue
-            raw, mutable = codec.encode_checked(working.obj, verify=False)
-            if raw != working.baseline:
-                changed.append((field, working, raw, mutable))
-        for _, working, raw, _ in changed:
-            codec.verify(working.obj, raw)  # all or none: check before writing any
-        for field, working, raw, mutable in changed:
-            obj = working.obj
+            encoded = codec.encode_unverified(working.obj)
+            if encoded.data != working.baseline:
+                changed.append((field, working, encoded))
+        # All or none: check every changed copy before writing any.
+        kept = [codec.finish(encoded) for _, _, encoded in changed]
+        for (field, working, encoded), keep in zip(changed, kept, strict=True):
             self._append(
                 namespace,
                 dbns,
                 field,
-                safe_deepcopy(obj) if mutable else obj,
-                raw,
+                keep,
+                encoded.data,
                 context,
-                obj if mutable else None,
+                working.obj if encoded.mutable else None,
             )
 
     def _refresh(self, dbns: str, fields: tuple[str, ...]) -> None:

@@ -61,7 +61,10 @@ class DBDriver(ABC):
 
     @abstractmethod
     def load_rows(self) -> Iterator[Row]:
-        """Every stored row in seq order (pending rows are written first)."""
+        """Every stored row in seq order (pending rows are written first).
+
+        The caller reports the largest seq it saw with :meth:`_saw_seq`.
+        """
 
     @abstractmethod
     def append(self, row: Row) -> bool:

@@ -58,6 +58,12 @@ class Pending:
         first = self.first_time
         return len(self) >= self.size or (first is not None and now - first >= self.interval)
 
+    @property
+    def last_time(self) -> float | None:
+        """``created_at`` of the newest queued row, or None when empty."""
+        times = [row[4] for row in self.inserts[-1:]] + [row[4] for _, row in self.updates]
+        return max(times) if times else None
+
     def clear(self) -> None:
         self.inserts = []
         self.updates = []

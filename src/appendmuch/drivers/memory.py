@@ -27,11 +27,19 @@ class Memory(DBDriver):
     def __init__(self) -> None:
         super().__init__()
         self._rows: list[Row] = []
-        self._position: dict[int, int] | None = None  # seq -> index, built for replace
+        self._index: dict[int, int] = {}  # seq -> position, for rows[: self._indexed]
+        self._indexed = 0
         self._ordered = True
+        # The hot path: appending is list.append itself (it returns None: never "due").
+        self.append = self._rows.append  # type: ignore[method-assign, assignment]
 
     def ensure(self) -> None:
         """Nothing to check: the list always exists."""
+
+    @property
+    def now(self) -> float | None:
+        times = [t for t in (self._now, self._rows[-1][4] if self._rows else None) if t]
+        return max(times) if times else None
 
     def load_rows(self) -> Iterator[Row]:
         rows = self._sorted_rows()
@@ -42,32 +50,32 @@ class Memory(DBDriver):
     def _sorted_rows(self) -> list[Row]:
         if not self._ordered:
             self._rows.sort(key=lambda row: row[0])
-            self._position = None
+            self._index.clear()
+            self._indexed = 0
             self._ordered = True
         return list(self._rows)
 
     def append(self, row: Row) -> bool:
-        rows = self._rows
-        if rows and row[0] < rows[-1][0]:
-            self._ordered = False
-        if self._position is not None:
-            self._position[row[0]] = len(rows)
-        rows.append(row)
-        self._now = row[4]
+        """Store a row (instances bind this straight to ``list.append``)."""
+        self._rows.append(row)
         return False
 
     def replace(self, old_seq: int | None, row: Row) -> bool:
+        rows = self._rows
         if old_seq is not None:
-            if self._position is None:
-                self._position = {r[0]: i for i, r in enumerate(self._rows)}
-            index = self._position.pop(old_seq, None)
-            if index is not None:
-                self._rows[index] = row
-                self._position[row[0]] = index
+            index = self._index
+            for position in range(self._indexed, len(rows)):
+                index[rows[position][0]] = position
+            self._indexed = len(rows)
+            position = index.pop(old_seq, -1)
+            if 0 <= position < len(rows) and rows[position][0] == old_seq:
+                rows[position] = row
+                index[row[0]] = position
                 self._ordered = False
                 self._now = row[4]
                 return False
-        return self.append(row)
+        rows.append(row)
+        return False
 
     def flush(self) -> None:
         """Nothing to write: rows are stored on append."""
@@ -80,7 +88,8 @@ class Memory(DBDriver):
 
     def reset(self) -> None:
         self._rows.clear()
-        self._position = None
+        self._index.clear()
+        self._indexed = 0
         self._ordered = True
 
     def _iter_rows(self) -> Iterator[Row]:
@@ -94,5 +103,6 @@ class Memory(DBDriver):
                 raise DumpFormatError(
                     f"restore: seq {row[0]} already exists in this log; nothing was restored"
                 )
-        for row in new:
-            self.append(row)
+        if new:
+            self._ordered = False  # sorted by seq when next read
+        self._rows.extend(new)

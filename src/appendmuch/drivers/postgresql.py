@@ -108,8 +108,10 @@ class PostgreSQL(DBDriver):
             **pool_kwargs,
         }
         self._pool: Any = None
+        self._writer: Any = None
         self._ensured = False
         self._pending = Pending(batch_size, batch_interval)
+        self.append = self._pending.add  # type: ignore[method-assign]
         self._copy_sql = f"COPY {self._quoted} ({ROW_COLUMNS}) FROM STDIN (FORMAT BINARY)"
 
     def __repr__(self) -> str:
@@ -117,12 +119,16 @@ class PostgreSQL(DBDriver):
 
     # ------------------------------------------------------------------ connection
 
-    def _connection(self) -> Any:
-        """A pooled connection (context manager); the pool opens on first use."""
+    def _open_pool(self) -> Any:
+        """The connection pool, opened on first use (and again after a failure)."""
         if self._pool is None:
             self._pool = self._pool_class(self.conninfo, open=False, **self._pool_args)
             self._pool.open(wait=False)
-        return self._pool.connection()
+        return self._pool
+
+    def _connection(self) -> Any:
+        """A pooled connection, as a context manager."""
+        return self._open_pool().connection()
 
     def ensure(self) -> None:
         try:
@@ -228,11 +234,15 @@ class PostgreSQL(DBDriver):
     # ------------------------------------------------------------------ writing
 
     def append(self, row: Row) -> bool:
-        self._now = row[4]
+        """Queue a row (instances bind this straight to the queue's ``add``)."""
         return self._pending.add(row)
 
+    @property
+    def now(self) -> float | None:
+        queued = self._pending.last_time
+        return queued if queued is not None else self._now
+
     def replace(self, old_seq: int | None, row: Row) -> bool:
-        self._now = row[4]
         return self._pending.replace(old_seq, row)
 
     def _copy(self, conn: Any, rows: Iterable[Row]) -> None:
@@ -242,6 +252,29 @@ class PostgreSQL(DBDriver):
             for row in rows:
                 write(row)
 
+    def _writer_connection(self) -> Any:
+        """The connection batches are written with, taken from the pool and kept.
+
+        It is in autocommit mode, so a batch of inserts is one ``COPY`` statement, atomic
+        by itself, with no BEGIN/COMMIT round trips and no per-batch pool checkout.
+        """
+        conn = self._writer
+        if conn is None or conn.closed:
+            conn = self._open_pool().getconn()
+            conn.autocommit = True
+            self._writer = conn
+        return conn
+
+    def _release_writer(self, broken: bool) -> None:
+        conn, self._writer = self._writer, None
+        if conn is None or self._pool is None:
+            return
+        if broken:
+            conn.close()
+        elif not conn.closed:
+            conn.autocommit = False
+        self._pool.putconn(conn)
+
     def flush(self) -> None:
         pending = self._pending
         if not len(pending):
@@ -249,29 +282,37 @@ class PostgreSQL(DBDriver):
         try:
             if not self._ensured:
                 self.ensure()
-            with self._connection() as conn, conn.transaction():
-                if pending.inserts:
-                    self._copy(conn, pending.inserts)
-                for old_seq, row in pending.updates:
-                    cur = conn.execute(
-                        f"UPDATE {self._quoted} SET seq = %s, namespace = %s, field = %s, "
-                        "value = %s, created_at = %s, context = %s WHERE seq = %s",
-                        (*row, old_seq),
-                    )
-                    if cur.rowcount == 0:
-                        self._copy(conn, [row])
+            conn = self._writer_connection()
+            if not pending.updates:
+                self._copy(conn, pending.inserts)
+            else:
+                with conn.transaction():
+                    if pending.inserts:
+                        self._copy(conn, pending.inserts)
+                    for old_seq, row in pending.updates:
+                        cur = conn.execute(
+                            f"UPDATE {self._quoted} SET seq = %s, namespace = %s, "
+                            "field = %s, value = %s, created_at = %s, context = %s "
+                            "WHERE seq = %s",
+                            (*row, old_seq),
+                        )
+                        if cur.rowcount == 0:
+                            self._copy(conn, [row])
         except self._errors as exc:
+            self._release_writer(broken=True)
             self._discard_pool()
             raise WriteError(
                 f"could not write {len(pending)} queued rows to PostgreSQL table "
                 f"{self.table!r}: {exc}. They stay queued and are written by the next "
                 "successful flush"
             ) from exc
+        self._now = pending.last_time
         pending.clear()
 
     def _discard_pool(self) -> None:
         """Drop the pool after a failure: the next use connects afresh, at once, instead
         of waiting for the old pool's reconnection back-off."""
+        self._release_writer(broken=True)
         pool, self._pool = self._pool, None
         if pool is not None:
             pool.close(timeout=0)
@@ -280,6 +321,7 @@ class PostgreSQL(DBDriver):
         try:
             self.flush()
         finally:
+            self._release_writer(broken=False)
             pool, self._pool = self._pool, None
             if pool is not None:
                 pool.close()  # a later use opens a new pool

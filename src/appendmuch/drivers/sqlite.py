@@ -13,8 +13,6 @@ from .sql import ROW_COLUMNS, TableNames, index_name
 
 __all__ = ["Sqlite3"]
 
-_FETCH = 8192
-
 
 def _affinity(declared: str) -> str:
     """SQLite's column affinity rules (section 3.1 of its datatype documentation)."""
@@ -96,6 +94,7 @@ class Sqlite3(DBDriver):
         self.synchronous = synchronous.upper()
         self._conn: sqlite3.Connection | None = None
         self._pending = Pending(batch_size, batch_interval)
+        self.append = self._pending.add  # type: ignore[method-assign]
         self._quoted = f'"{self.table}"'
         self._insert_sql = f"INSERT INTO {self._quoted} ({ROW_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?)"
 
@@ -226,11 +225,15 @@ class Sqlite3(DBDriver):
     # ------------------------------------------------------------------ writing
 
     def append(self, row: Row) -> bool:
-        self._now = row[4]
+        """Queue a row (instances bind this straight to the queue's ``add``)."""
         return self._pending.add(row)
 
+    @property
+    def now(self) -> float | None:
+        queued = self._pending.last_time
+        return queued if queued is not None else self._now
+
     def replace(self, old_seq: int | None, row: Row) -> bool:
-        self._now = row[4]
         return self._pending.replace(old_seq, row)
 
     def flush(self) -> None:
@@ -262,6 +265,7 @@ class Sqlite3(DBDriver):
                 f"{self.database!r}: {exc}. They stay queued and are written by the next "
                 "successful flush"
             ) from exc
+        self._now = pending.last_time
         pending.clear()
 
     def close(self) -> None:
@@ -284,15 +288,11 @@ class Sqlite3(DBDriver):
         return self._select()
 
     def _select(self) -> Iterator[Row]:
-        cur = self.connection.execute(f"SELECT {ROW_COLUMNS} FROM {self._quoted} ORDER BY seq")
-        largest = 0
-        while True:
-            rows = cur.fetchmany(_FETCH)
-            if not rows:
-                break
-            largest = rows[-1][0]
-            yield from rows
-        self._saw_seq(largest)
+        # The cursor itself: rows are produced one at a time in C, none held in bulk.
+        cursor: Iterator[Row] = self.connection.execute(
+            f"SELECT {ROW_COLUMNS} FROM {self._quoted} ORDER BY seq"
+        )
+        return cursor
 
     def size(self) -> int:
         self.flush()
