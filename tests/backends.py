@@ -34,8 +34,11 @@ class Backend:
         return self.store(**store_kwargs)
 
     def raw_rows(self) -> list[tuple[Any, ...]]:
-        """Rows as stored: (seq, namespace, field, value, created_at, context), by seq."""
-        driver = self.driver()
+        """Rows as stored: (seq, namespace, field, value, created_at, context), by seq.
+
+        Read through a read-only driver, so it works while a Store has the log open.
+        """
+        driver = self.driver(read_only=True) if self.name != "memory" else self.driver()
         try:
             return [tuple(row) for row in driver.load_rows()]
         finally:

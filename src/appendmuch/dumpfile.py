@@ -19,7 +19,7 @@ from .names import is_valid_dbns, is_valid_field
 if TYPE_CHECKING:
     from .codec import Codec
 
-__all__ = ["KEYS", "Row", "pack_rows", "read_dump"]
+__all__ = ["KEYS", "Row", "check_row", "pack_rows", "read_dump", "unpack_maps"]
 
 #: (seq, namespace, field, value or None, created_at, context)
 Row = tuple[int, str, str, bytes | None, float, str]
@@ -75,6 +75,32 @@ def _chunks(stream: Any) -> Iterator[bytes]:
         yield bytes(chunk)
 
 
+def unpack_maps(stream: Any) -> Iterator[Any]:
+    """The msgpack objects of a dump stream; raise DumpFormatError if it is not
+    msgpack or ends in the middle of an object."""
+    unpacker = msgpack.Unpacker(raw=False, strict_map_key=True, use_list=True)
+    fed = complete = count = 0
+    try:
+        for chunk in _chunks(stream):
+            unpacker.feed(chunk)
+            fed += len(chunk)
+            for obj in unpacker:
+                yield obj
+                count += 1
+                complete = unpacker.tell()
+    except DumpFormatError:
+        raise
+    except (ValueError, msgpack.UnpackException, msgpack.ExtraData) as exc:
+        raise DumpFormatError(
+            f"dump is not valid msgpack after {count} complete rows: {exc}"
+        ) from exc
+    if complete != fed:
+        raise DumpFormatError(
+            f"dump is truncated: its last {fed - complete} bytes do not form a complete "
+            f"row (after {count} complete rows)"
+        )
+
+
 def read_dump(stream: Any, *, codec: Codec | None = None) -> list[Row]:
     """Parse and validate a whole dump; raise :class:`DumpFormatError` on any fault.
 
@@ -82,32 +108,15 @@ def read_dump(stream: Any, *, codec: Codec | None = None) -> list[Row]:
     repeats, that the stream is not truncated, and (with ``codec``) that each value
     decodes.  Returns the rows in stream order.
     """
-    unpacker = msgpack.Unpacker(raw=False, strict_map_key=True, use_list=True)
     rows: list[Row] = []
     seen: set[int] = set()
-    fed = complete = 0
-    try:
-        for chunk in _chunks(stream):
-            unpacker.feed(chunk)
-            fed += len(chunk)
-            for obj in unpacker:
-                rows.append(_check_row(obj, len(rows), seen, codec))
-                complete = unpacker.tell()
-    except DumpFormatError:
-        raise
-    except (ValueError, msgpack.UnpackException, msgpack.ExtraData) as exc:
-        raise DumpFormatError(
-            f"dump is not valid msgpack after {len(rows)} complete rows: {exc}"
-        ) from exc
-    if complete != fed:
-        raise DumpFormatError(
-            f"dump is truncated: its last {fed - complete} bytes do not form a complete "
-            f"row (after {len(rows)} complete rows)"
-        )
+    for obj in unpack_maps(stream):
+        rows.append(check_row(obj, len(rows), seen, codec))
     return rows
 
 
-def _check_row(obj: Any, index: int, seen: set[int], codec: Codec | None) -> Row:
+def check_row(obj: Any, index: int, seen: set[int], codec: Codec | None) -> Row:
+    """Validate one dump map (row number ``index``); return it as a Row."""
     where = f"dump row {index}"
     if not isinstance(obj, dict):
         raise DumpFormatError(f"{where} is a {type(obj).__name__}, not a map")

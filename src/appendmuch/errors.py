@@ -15,8 +15,10 @@ __all__ = [
     "DumpFormatError",
     "FieldNotFoundError",
     "InvalidNameError",
+    "LockedError",
     "MutableAccessError",
     "NamespaceCollisionError",
+    "ReadOnlyError",
     "ReservedNameError",
     "RoundTripError",
     "SchemaError",
@@ -77,4 +79,19 @@ class WriteError(DatabaseError):
     """Queued rows could not be written to the database.
 
     The rows stay queued, in order, and are written by the next successful flush.
+    When it is raised by ``close()``, the rows were saved to a recovery file instead:
+    ``recovery_file`` is its path.
     """
+
+    def __init__(self, message: str, *, recovery_file: str | None = None) -> None:
+        super().__init__(message)
+        #: where close() saved the rows it could not write, if it did
+        self.recovery_file = recovery_file
+
+
+class ReadOnlyError(DatabaseError):
+    """A write was attempted through a driver opened with ``read_only=True``."""
+
+
+class LockedError(DatabaseError):
+    """Another process (or driver) already has the table open for writing."""

@@ -20,6 +20,7 @@ from .errors import (
     InvalidNameError,
     MutableAccessError,
     NamespaceCollisionError,
+    ReadOnlyError,
     UnsupportedTypeError,
 )
 from .fieldlog import GONE, FieldLog
@@ -338,6 +339,8 @@ class Store:
                 f"{field!r} is a namespace below {namespace!r}, so it cannot also be a field"
             )
         driver = self.driver
+        if driver.read_only:
+            raise ReadOnlyError(f"cannot write {field!r}: {driver!r} is open read-only")
         seq = driver._last_seq + 1  # DBDriver.next_seq(), inlined on the hot path
         driver._last_seq = seq
         now = _now()

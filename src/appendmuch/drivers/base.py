@@ -10,6 +10,7 @@ from ..dumpfile import Row, pack_rows, read_dump
 
 if TYPE_CHECKING:
     from ..codec import Codec
+    from ..recovery import Entry
 
 __all__ = ["DBDriver", "Row"]
 
@@ -24,6 +25,9 @@ class DBDriver(ABC):
     Subclasses implement the abstract methods; :meth:`dump` and :meth:`restore` are
     built on them.
     """
+
+    #: refuses every write (set by drivers opened with ``read_only=True``)
+    read_only: bool = False
 
     def __init__(self) -> None:
         self._last_seq = 0
@@ -133,6 +137,10 @@ class DBDriver(ABC):
         if rows:
             self._saw_seq(max(row[0] for row in rows))
         return len(rows)
+
+    @abstractmethod
+    def apply_recovered(self, entries: list[Entry]) -> int:
+        """Write the entries of a recovery file (see :func:`appendmuch.recovery.replay`)."""
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}()"

@@ -3,9 +3,13 @@
 from __future__ import annotations
 
 from collections.abc import Iterable, Iterator
+from typing import TYPE_CHECKING
 
 from ..errors import DumpFormatError
 from .base import DBDriver, Row
+
+if TYPE_CHECKING:
+    from ..recovery import Entry
 
 __all__ = ["Memory"]
 
@@ -91,6 +95,21 @@ class Memory(DBDriver):
         self._index.clear()
         self._indexed = 0
         self._ordered = True
+
+    def apply_recovered(self, entries: list[Entry]) -> int:
+        stored = {row[0] for row in self._rows}
+        applied = 0
+        for row, replaces in entries:
+            if row[0] in stored:
+                continue
+            if replaces is None:
+                self._rows.append(row)
+                self._ordered = False
+            else:
+                self.replace(replaces, row)
+            self._saw_seq(row[0])
+            applied += 1
+        return applied
 
     def _iter_rows(self) -> Iterator[Row]:
         return iter(self._sorted_rows())

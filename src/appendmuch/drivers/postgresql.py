@@ -6,13 +6,15 @@ so ``appendmuch`` works without the ``pg`` extra installed.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator
+import os
+import zlib
+from collections.abc import Iterator
 from typing import Any
 
-from ..errors import DatabaseError, DumpFormatError, SchemaError, WriteError
-from .base import DBDriver, Row
-from .batching import Pending
-from .sql import ROW_COLUMNS, TableNames, index_name
+from ..errors import DatabaseError, DumpFormatError, LockedError, SchemaError
+from .base import Row
+from .layout import ROW_COLUMNS, TableNames, index_name
+from .sql import SQLDriver
 
 __all__ = ["PostgreSQL"]
 
@@ -43,14 +45,15 @@ def _import_psycopg() -> tuple[Any, Any]:
     return psycopg, psycopg_pool
 
 
-class PostgreSQL(DBDriver):
+class PostgreSQL(SQLDriver):
     """Stores the log in one table of a PostgreSQL database.
 
-    Rows are written in batches (``batch_size`` rows or ``batch_interval`` seconds,
-    whichever first), each batch with one ``COPY`` in one transaction.  If the server
-    cannot be reached, the write or flush raises
-    :class:`~appendmuch.errors.WriteError` and the rows stay queued, in order, until a
-    later flush succeeds.
+    Batches (see :mod:`appendmuch.drivers.sql` for when they are written) go in with
+    one binary ``COPY`` each, on one connection the driver keeps for writing; that
+    connection holds a session advisory lock on the table, so a second writer fails at
+    open.  Other work uses the pool.  If the server cannot be reached, the write or
+    flush raises :class:`~appendmuch.errors.WriteError`, the rows stay queued, and the
+    next use reconnects.
 
     :param conninfo: libpq connection string or URL (``""``: libpq defaults / PG* env).
     :param table_prefix: first part of the table name (an ASCII identifier).
@@ -61,6 +64,10 @@ class PostgreSQL(DBDriver):
         (namespace, field) for replace-semantics fields.
     :param batch_size: rows per batch (default 100).
     :param batch_interval: seconds a row may wait in a batch (default 0.1).
+    :param write_through: commit every row before the assignment returns.
+    :param read_only: sessions are read-only; nothing is created or written.
+    :param recovery_dir: where ``close()`` saves rows it cannot write (default: the
+        current directory).
     :param pool_kwargs: passed to :class:`psycopg_pool.ConnectionPool` (e.g. ``timeout``,
         the seconds to wait for a connection, default 30; ``check`` defaults to
         ``ConnectionPool.check_connection`` so broken connections are replaced).
@@ -80,28 +87,39 @@ class PostgreSQL(DBDriver):
         *,
         batch_size: int = 100,
         batch_interval: float = 0.1,
+        write_through: bool = False,
+        read_only: bool = False,
+        recovery_dir: str | os.PathLike[str] | None = None,
         **pool_kwargs: Any,
     ) -> None:
-        super().__init__()
         names = TableNames(table_prefix, tblextra, replace_index_specs)
-        if batch_size < 1:
-            raise ValueError(f"batch_size must be at least 1, got {batch_size!r}")
         if not 0 <= min_size <= max_size or max_size < 1:
             raise ValueError(
                 f"need 0 <= min_size <= max_size and max_size >= 1, got {min_size}, {max_size}"
             )
         psycopg, psycopg_pool = _import_psycopg()
+        super().__init__(
+            names,
+            batch_size=batch_size,
+            batch_interval=batch_interval,
+            write_through=write_through,
+            read_only=read_only,
+            recovery_dir=recovery_dir,
+        )
         self._psycopg = psycopg
         self._pool_class = psycopg_pool.ConnectionPool
-        self._errors: tuple[type[Exception], ...] = (psycopg.Error, psycopg_pool.PoolTimeout)
+        self._library_errors: tuple[type[Exception], ...] = (
+            psycopg.Error,
+            psycopg_pool.PoolTimeout,
+        )
         self.conninfo = conninfo
-        self.table_prefix = names.table_prefix
-        self.tblextra = names.tblextra
-        self.table = names.table
-        self.replace_index_specs = names.replace_index_specs
-        self._quoted = f'"{self.table}"'
         pool_kwargs.setdefault("check", psycopg_pool.ConnectionPool.check_connection)
         pool_kwargs.setdefault("name", f"appendmuch:{self.table}")
+        if read_only:
+            kwargs = dict(pool_kwargs.pop("kwargs", None) or {})
+            options = kwargs.get("options", "")
+            kwargs["options"] = f"{options} -c default_transaction_read_only=on".strip()
+            pool_kwargs["kwargs"] = kwargs
         self._pool_args: dict[str, Any] = {
             "min_size": min_size,
             "max_size": max_size,
@@ -109,13 +127,21 @@ class PostgreSQL(DBDriver):
         }
         self._pool: Any = None
         self._writer: Any = None
-        self._ensured = False
-        self._pending = Pending(batch_size, batch_interval)
-        self.append = self._pending.add  # type: ignore[method-assign]
+        self._lock_key = zlib.crc32(f"appendmuch:{self.table}".encode())
         self._copy_sql = f"COPY {self._quoted} ({ROW_COLUMNS}) FROM STDIN (FORMAT BINARY)"
 
     def __repr__(self) -> str:
-        return f"PostgreSQL(table={self.table!r})"
+        mode = ", read_only=True" if self.read_only else ""
+        return f"PostgreSQL(table={self.table!r}{mode})"
+
+    def _where(self) -> str:
+        return f"PostgreSQL table {self.table!r}"
+
+    def _default_recovery_dir(self) -> str:
+        return os.getcwd()
+
+    def _errors(self) -> tuple[type[Exception], ...]:
+        return self._library_errors
 
     # ------------------------------------------------------------------ connection
 
@@ -130,21 +156,77 @@ class PostgreSQL(DBDriver):
         """A pooled connection, as a context manager."""
         return self._open_pool().connection()
 
-    def ensure(self) -> None:
+    def _connect(self) -> None:
         try:
             with self._connection() as conn:
                 exists = conn.execute("SELECT to_regclass(%s)", (self._quoted,)).fetchone()[0]
                 if exists is None:
+                    if self.read_only:
+                        raise DatabaseError(f"there is no table {self.table!r} on the server")
                     self._create(conn)
                 else:
                     self._check_schema(conn)
                 largest = conn.execute(f"SELECT MAX(seq) FROM {self._quoted}").fetchone()[0]
-        except self._errors as exc:
-            self._discard_pool()
-            raise DatabaseError(f"cannot open table {self.table!r} on PostgreSQL: {exc}") from exc
+            if not self.read_only:
+                self._writer_connection()
+        except self._library_errors as exc:
+            self._drop_connections()
+            raise DatabaseError(f"cannot open {self._where()}: {exc}") from exc
+        except BaseException:
+            self._drop_connections()
+            raise
         if largest is not None:
             self._saw_seq(int(largest))
-        self._ensured = True
+
+    def _writer_connection(self) -> Any:
+        """The connection batches are written with, taken from the pool and kept.
+
+        It is in autocommit mode, so a batch of inserts is one ``COPY`` statement, atomic
+        by itself, with no BEGIN/COMMIT round trips and no per-batch pool checkout.  It
+        holds the table's advisory lock: one writer per table.
+        """
+        conn = self._writer
+        if conn is None or conn.closed:
+            conn = self._open_pool().getconn()
+            conn.autocommit = True
+            (locked,) = conn.execute(
+                "SELECT pg_try_advisory_lock(%s)", (self._lock_key,)
+            ).fetchone()
+            if not locked:
+                self._open_pool().putconn(conn)
+                raise LockedError(
+                    f"{self._where()} is already open for writing by another session; "
+                    "close the other Store first, or open this one with read_only=True"
+                )
+            self._writer = conn
+        return conn
+
+    def _drop_connections(self) -> None:
+        """Close the writer connection and the pool; the next use connects afresh, at
+        once, instead of waiting for the old pool's reconnection back-off."""
+        conn, self._writer = self._writer, None
+        if conn is not None:
+            conn.close()  # also releases the advisory lock
+            if self._pool is not None:
+                self._pool.putconn(conn)
+        pool, self._pool = self._pool, None
+        if pool is not None:
+            pool.close(timeout=0)
+
+    def _after_failure(self) -> None:
+        self._drop_connections()
+        self._connected = False
+
+    def _disconnect(self) -> None:
+        conn, self._writer = self._writer, None
+        if conn is not None and self._pool is not None:
+            if not conn.closed:
+                conn.execute("SELECT pg_advisory_unlock(%s)", (self._lock_key,))
+                conn.autocommit = False
+            self._pool.putconn(conn)
+        pool, self._pool = self._pool, None
+        if pool is not None:
+            pool.close()
 
     def _create(self, conn: Any) -> None:
         conn.execute(
@@ -160,7 +242,6 @@ class PostgreSQL(DBDriver):
         self._create_indexes(conn)
 
     def _create_indexes(self, conn: Any) -> None:
-        psycopg = self._psycopg
         for field, pattern in self.replace_index_specs:
             name = index_name(self.table, field, pattern)
             try:
@@ -170,7 +251,7 @@ class PostgreSQL(DBDriver):
                         f"(namespace, field) WHERE field = '{field}' "
                         f"AND namespace LIKE '{pattern}'"
                     )
-            except psycopg.errors.UniqueViolation as exc:
+            except self._psycopg.errors.UniqueViolation as exc:
                 raise SchemaError(
                     f"cannot create the unique replace index for field {field!r} / "
                     f"namespaces LIKE {pattern!r} on table {self.table!r}: the table already "
@@ -198,9 +279,9 @@ class PostgreSQL(DBDriver):
         for name, (_, nullable, default) in columns.items():
             if name not in _EXPECTED and not nullable and default is None:
                 problems.append(f"extra column {name!r} is NOT NULL without a default")
-        if "seq" in columns and not self._seq_is_unique(conn):
+        if "seq" in columns and not self._has_single_column_index(conn, "seq", "indisunique"):
             problems.append("column 'seq' has no UNIQUE constraint")
-        if "id" in columns and not self._id_is_key(conn):
+        if "id" in columns and not self._has_single_column_index(conn, "id", "indisprimary"):
             problems.append("column 'id' is not the primary key")
         if problems:
             raise SchemaError(
@@ -209,134 +290,52 @@ class PostgreSQL(DBDriver):
                 "table_prefix/tblextra, or driver.reset() to drop and recreate it (this "
                 "deletes its rows)"
             )
-        self._create_indexes(conn)
+        if not self.read_only and self.replace_index_specs:
+            self._create_indexes(conn)
 
-    def _seq_is_unique(self, conn: Any) -> bool:
+    def _has_single_column_index(self, conn: Any, column: str, kind: str) -> bool:
         row = conn.execute(
             "SELECT 1 FROM pg_index i JOIN pg_attribute a "
             "ON a.attrelid = i.indrelid AND a.attnum = i.indkey[0] "
-            "WHERE i.indrelid = %s::regclass AND i.indisunique AND i.indnatts = 1 "
-            "AND i.indpred IS NULL AND a.attname = 'seq'",
-            (self._quoted,),
-        ).fetchone()
-        return row is not None
-
-    def _id_is_key(self, conn: Any) -> bool:
-        row = conn.execute(
-            "SELECT 1 FROM pg_index i JOIN pg_attribute a "
-            "ON a.attrelid = i.indrelid AND a.attnum = i.indkey[0] "
-            "WHERE i.indrelid = %s::regclass AND i.indisprimary AND i.indnatts = 1 "
-            "AND a.attname = 'id'",
-            (self._quoted,),
+            f"WHERE i.indrelid = %s::regclass AND i.{kind} AND i.indnatts = 1 "
+            "AND i.indpred IS NULL AND a.attname = %s",
+            (self._quoted, column),
         ).fetchone()
         return row is not None
 
     # ------------------------------------------------------------------ writing
 
-    def append(self, row: Row) -> bool:
-        """Queue a row (instances bind this straight to the queue's ``add``)."""
-        return self._pending.add(row)
-
-    @property
-    def now(self) -> float | None:
-        queued = self._pending.last_time
-        return queued if queued is not None else self._now
-
-    def replace(self, old_seq: int | None, row: Row) -> bool:
-        return self._pending.replace(old_seq, row)
-
-    def _copy(self, conn: Any, rows: Iterable[Row]) -> None:
+    def _copy(self, conn: Any, rows: list[Row]) -> None:
         with conn.cursor() as cur, cur.copy(self._copy_sql) as copy:
             copy.set_types(_COPY_TYPES)
             write = copy.write_row
             for row in rows:
                 write(row)
 
-    def _writer_connection(self) -> Any:
-        """The connection batches are written with, taken from the pool and kept.
-
-        It is in autocommit mode, so a batch of inserts is one ``COPY`` statement, atomic
-        by itself, with no BEGIN/COMMIT round trips and no per-batch pool checkout.
-        """
-        conn = self._writer
-        if conn is None or conn.closed:
-            conn = self._open_pool().getconn()
-            conn.autocommit = True
-            self._writer = conn
-        return conn
-
-    def _release_writer(self, broken: bool) -> None:
-        conn, self._writer = self._writer, None
-        if conn is None or self._pool is None:
+    def _write(self, inserts: list[Row], updates: list[tuple[int, Row]]) -> None:
+        conn = self._writer_connection()
+        if not updates:
+            self._copy(conn, inserts)  # autocommit: the COPY is its own transaction
             return
-        if broken:
-            conn.close()
-        elif not conn.closed:
-            conn.autocommit = False
-        self._pool.putconn(conn)
+        with conn.transaction():
+            if inserts:
+                self._copy(conn, inserts)
+            self._overwrite(conn, updates)
 
-    def flush(self) -> None:
-        pending = self._pending
-        if not len(pending):
-            return
-        try:
-            if not self._ensured:
-                self.ensure()
-            conn = self._writer_connection()
-            if not pending.updates:
-                self._copy(conn, pending.inserts)
-            else:
-                with conn.transaction():
-                    if pending.inserts:
-                        self._copy(conn, pending.inserts)
-                    for old_seq, row in pending.updates:
-                        cur = conn.execute(
-                            f"UPDATE {self._quoted} SET seq = %s, namespace = %s, "
-                            "field = %s, value = %s, created_at = %s, context = %s "
-                            "WHERE seq = %s",
-                            (*row, old_seq),
-                        )
-                        if cur.rowcount == 0:
-                            self._copy(conn, [row])
-        except self._errors as exc:
-            self._release_writer(broken=True)
-            self._discard_pool()
-            raise WriteError(
-                f"could not write {len(pending)} queued rows to PostgreSQL table "
-                f"{self.table!r}: {exc}. They stay queued and are written by the next "
-                "successful flush"
-            ) from exc
-        self._now = pending.last_time
-        pending.clear()
-
-    def _discard_pool(self) -> None:
-        """Drop the pool after a failure: the next use connects afresh, at once, instead
-        of waiting for the old pool's reconnection back-off."""
-        self._release_writer(broken=True)
-        pool, self._pool = self._pool, None
-        if pool is not None:
-            pool.close(timeout=0)
-
-    def close(self) -> None:
-        try:
-            self.flush()
-        finally:
-            self._release_writer(broken=False)
-            pool, self._pool = self._pool, None
-            if pool is not None:
-                pool.close()  # a later use opens a new pool
+    def _overwrite(self, conn: Any, updates: list[tuple[int, Row]]) -> None:
+        """Overwrite stored rows in place (replace semantics); insert if gone."""
+        for old_seq, row in updates:
+            cur = conn.execute(
+                f"UPDATE {self._quoted} SET seq = %s, namespace = %s, field = %s, "
+                "value = %s, created_at = %s, context = %s WHERE seq = %s",
+                (*row, old_seq),
+            )
+            if cur.rowcount == 0:
+                self._copy(conn, [row])
 
     # ------------------------------------------------------------------ reading
 
-    def load_rows(self) -> Iterator[Row]:
-        self.flush()
-        return self._select()
-
-    def _iter_rows(self) -> Iterator[Row]:
-        return self._select()
-
     def _select(self) -> Iterator[Row]:
-        largest = 0
         with (
             self._connection() as conn,
             conn.transaction(),
@@ -348,43 +347,44 @@ class PostgreSQL(DBDriver):
                 rows = cur.fetchmany(_FETCH)
                 if not rows:
                     break
-                largest = rows[-1][0]
                 yield from rows
-        self._saw_seq(largest)
 
-    def size(self) -> int:
-        self.flush()
+    def _table_size(self) -> int:
         with self._connection() as conn:
             (size,) = conn.execute(
                 "SELECT pg_total_relation_size(%s::regclass)", (self._quoted,)
             ).fetchone()
         return int(size)
 
+    def _existing_seqs(self, seqs: list[int]) -> set[int]:
+        with self._connection() as conn:
+            rows = conn.execute(
+                f"SELECT seq FROM {self._quoted} WHERE seq = ANY(%s)", (seqs,)
+            ).fetchall()
+        return {seq for (seq,) in rows}
+
     # ------------------------------------------------------------------ maintenance
 
-    def reset(self) -> None:
-        self._pending.clear()
+    def _recreate(self) -> None:
         with self._connection() as conn, conn.transaction():
             conn.execute(f"DROP TABLE IF EXISTS {self._quoted}")
             self._create(conn)
+        if self._writer is None:
+            self._writer_connection()
+        if self._flusher is None or not self._flusher.is_alive():
+            self._start_flusher()
 
-    def _insert_restored(self, rows: Iterable[Row]) -> None:
-        psycopg = self._psycopg
-        batch = list(rows)
+    def _insert_atomically(self, rows: list[Row], updates: list[tuple[int, Row]]) -> None:
         try:
             with self._connection() as conn, conn.transaction():
-                self._copy(conn, batch)
-        except psycopg.errors.UniqueViolation as exc:
-            raise DumpFormatError(
-                f"restore: {self._first_existing(batch)}; nothing was restored"
-            ) from exc
-
-    def _first_existing(self, rows: list[Row]) -> str:
-        with self._connection() as conn:
-            found = conn.execute(
-                f"SELECT MIN(seq) FROM {self._quoted} WHERE seq = ANY(%s)",
-                ([row[0] for row in rows],),
-            ).fetchone()[0]
-        if found is not None:
-            return f"seq {found} already exists in table {self.table!r}"
-        return "a row violates a constraint of the table (a replace index?)"
+                if rows:
+                    self._copy(conn, rows)
+                self._overwrite(conn, updates)
+        except self._psycopg.errors.UniqueViolation as exc:
+            existing = sorted(self._existing_seqs([row[0] for row in rows]))
+            what = (
+                f"seq {existing[0]} already exists in table {self.table!r}"
+                if existing
+                else f"a row violates a constraint of table {self.table!r} (a replace index?)"
+            )
+            raise DumpFormatError(f"restore: {what}; nothing was restored") from exc

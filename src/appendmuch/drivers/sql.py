@@ -1,44 +1,342 @@
-"""Table layout shared by the SQL drivers (SPEC section 10)."""
+"""What the SQL drivers share: batching, the background flusher, durability modes.
+
+Rows are queued (:class:`~appendmuch.drivers.batching.Pending`) and written in
+batches, each in one transaction.  A batch is written when it is full
+(``batch_size`` rows), when the application calls ``store.flush()`` or closes the
+store, and at the latest about ``batch_interval`` seconds after its oldest row was
+queued: a background thread sees to that even when the application stops writing.
+With ``write_through=True`` every row is written before the assignment returns.
+
+A batch that cannot be written stays queued, in order, and the write or flush that hit
+the failure raises :class:`~appendmuch.errors.WriteError`.  When ``close()`` cannot
+write the queue, the rows go to a recovery file (see :mod:`appendmuch.recovery`) and
+the exception says where.
+
+The application thread and the flusher thread share the queue and the connection;
+one lock serialises everything except queueing a row, which is lock-free.
+"""
 
 from __future__ import annotations
 
-import hashlib
+import os
+import threading
+import time
+import weakref
+from abc import abstractmethod
+from collections.abc import Iterable, Iterator
+from typing import TYPE_CHECKING
 
-from ..names import check_replace_index_specs, check_sql_identifier, check_table_part
+from ..errors import ReadOnlyError, WriteError
+from ..recovery import Entry, recovery_file_name, write_recovery_file
+from .base import DBDriver, Row
+from .batching import Pending
+from .layout import TableNames
 
-__all__ = ["COLUMNS", "TableNames", "index_name"]
+if TYPE_CHECKING:
+    from ..codec import Codec
 
-#: column -> (SQLite declared type, PostgreSQL type); order is the row order
-COLUMNS: dict[str, tuple[str, str]] = {
-    "id": ("INTEGER", "BIGINT"),
-    "seq": ("INTEGER", "BIGINT"),
-    "namespace": ("TEXT", "TEXT"),
-    "field": ("TEXT", "TEXT"),
-    "value": ("BLOB", "BYTEA"),
-    "created_at": ("REAL", "DOUBLE PRECISION"),
-    "context": ("TEXT", "TEXT"),
-}
-ROW_COLUMNS = "seq, namespace, field, value, created_at, context"
+__all__ = ["SQLDriver"]
+
+#: after a failed background flush, wait this long before trying again
+_RETRY_AFTER = 1.0
 
 
-class TableNames:
-    """Validated table prefix, extra part and replace index specs of a SQL driver."""
-
-    __slots__ = ("replace_index_specs", "table", "table_prefix", "tblextra")
+class SQLDriver(DBDriver):
+    """Base of :class:`~appendmuch.Sqlite3` and :class:`~appendmuch.PostgreSQL`."""
 
     def __init__(
         self,
-        table_prefix: str,
-        tblextra: str,
-        replace_index_specs: list[tuple[str, str]] | None,
+        names: TableNames,
+        *,
+        batch_size: int,
+        batch_interval: float,
+        write_through: bool,
+        read_only: bool,
+        recovery_dir: str | os.PathLike[str] | None,
     ) -> None:
-        self.table_prefix = check_sql_identifier(table_prefix, "table_prefix")
-        self.tblextra = check_table_part(tblextra, "tblextra")
-        self.table = f"{table_prefix}{tblextra}_values"
-        self.replace_index_specs = check_replace_index_specs(replace_index_specs)
+        super().__init__()
+        if type(batch_size) is not int or batch_size < 1:
+            raise ValueError(f"batch_size must be an int of at least 1, got {batch_size!r}")
+        if not batch_interval > 0:
+            raise ValueError(f"batch_interval must be positive, got {batch_interval!r}")
+        self.table_prefix = names.table_prefix
+        self.tblextra = names.tblextra
+        self.table = names.table
+        self.replace_index_specs = names.replace_index_specs
+        #: rows per batch (1 with write_through)
+        self.batch_size = 1 if write_through else batch_size
+        #: seconds a queued row may wait before the flusher writes it
+        self.batch_interval = batch_interval
+        #: every assignment returns only after its row is committed
+        self.write_through = write_through
+        self.read_only = read_only
+        self.recovery_dir = None if recovery_dir is None else os.fspath(recovery_dir)
+        #: the last error the background flusher met (its rows stay queued)
+        self.last_error: Exception | None = None
+        self._quoted = f'"{self.table}"'
+        self._pending = Pending(self.batch_size)
+        self._lock = threading.RLock()
+        self._stop = threading.Event()
+        self._flusher: threading.Thread | None = None
+        self._connected = False
+        # the hot path: queueing a row is the queue's own lock-free add
+        self.append = self._pending.add  # type: ignore[method-assign]
+
+    # ------------------------------------------------------------------ hooks
+
+    @abstractmethod
+    def _connect(self) -> None:
+        """Open connections; check or create the table (never in read-only mode);
+        note the largest stored seq."""
+
+    @abstractmethod
+    def _disconnect(self) -> None:
+        """Close connections (the driver reconnects on next use)."""
+
+    @abstractmethod
+    def _write(self, inserts: list[Row], updates: list[tuple[int, Row]]) -> None:
+        """Write one batch in one transaction: all of it, or nothing and raise."""
+
+    @abstractmethod
+    def _select(self) -> Iterator[Row]:
+        """Every stored row in seq order."""
+
+    @abstractmethod
+    def _table_size(self) -> int:
+        """Bytes used by the table."""
+
+    @abstractmethod
+    def _recreate(self) -> None:
+        """Drop the table and create it empty."""
+
+    @abstractmethod
+    def _insert_atomically(self, rows: list[Row], updates: list[tuple[int, Row]]) -> None:
+        """Insert rows and apply overwrites in one transaction; raise DumpFormatError
+        naming a seq that already exists (nothing written)."""
+
+    @abstractmethod
+    def _existing_seqs(self, seqs: list[int]) -> set[int]:
+        """Which of ``seqs`` are stored."""
+
+    @abstractmethod
+    def _errors(self) -> tuple[type[Exception], ...]:
+        """Exceptions of the database library that mean "this did not work"."""
+
+    @abstractmethod
+    def _where(self) -> str:
+        """Where the table lives, for messages (a file name, a server)."""
+
+    @abstractmethod
+    def _default_recovery_dir(self) -> str:
+        """Directory for recovery files when none was chosen."""
+
+    # ------------------------------------------------------------------ lifecycle
+
+    def ensure(self) -> None:
+        with self._lock:
+            if not self._connected:
+                self._connect()
+                self._connected = True
+            if not self.read_only and (self._flusher is None or not self._flusher.is_alive()):
+                self._start_flusher()
+
+    def _start_flusher(self) -> None:
+        self._stop.clear()
+        thread = threading.Thread(
+            target=_flusher_loop,
+            args=(weakref.ref(self), self._stop, self.batch_interval),
+            name=f"appendmuch-flusher:{self.table}",
+            daemon=True,
+        )
+        thread.start()
+        self._flusher = thread
+
+    def close(self) -> None:
+        """Write queued rows and disconnect.
+
+        If the rows cannot be written they are saved to a recovery file, taken off the
+        queue, and the :class:`~appendmuch.errors.WriteError` raised names the file
+        (replay it with ``appendmuch replay FILE DB``).
+        """
+        self._stop.set()
+        thread, self._flusher = self._flusher, None
+        if thread is not None and thread is not threading.current_thread():
+            thread.join()
+        with self._lock:
+            try:
+                if len(self._pending):
+                    self._flush_or_save()
+            finally:
+                if self._connected:
+                    self._connected = False
+                    self._disconnect()
+
+    def _flush_or_save(self) -> None:
+        try:
+            self._flush_locked()
+        except WriteError as exc:
+            inserts, updates = self._pending.take()
+            directory = self.recovery_dir or self._default_recovery_dir()
+            path = recovery_file_name(directory, self.table)
+            try:
+                count = write_recovery_file(path, inserts, updates)
+            except OSError as save_error:
+                self._pending.give_back(inserts, updates)
+                raise WriteError(
+                    f"{exc}; saving them to a recovery file at {path} failed too "
+                    f"({save_error}): they are still queued in this process"
+                ) from exc
+            raise WriteError(
+                f"could not write {count} queued rows to {self._where()} on close; they "
+                f"were saved to the recovery file {path} — write them later with "
+                f"`appendmuch replay {path} DB` (cause: {exc.__cause__ or exc})",
+                recovery_file=path,
+            ) from exc
+
+    # ------------------------------------------------------------------ writing
+
+    def append(self, row: Row) -> bool:
+        """Queue a row (instances bind this to the queue's lock-free ``add``)."""
+        return self._pending.add(row)
+
+    def replace(self, old_seq: int | None, row: Row) -> bool:
+        with self._lock:
+            return self._pending.replace(old_seq, row)
+
+    def flush(self) -> None:
+        """Write every queued row; when it returns, they are committed."""
+        if not len(self._pending):
+            return
+        with self._lock:
+            self._flush_locked()
+
+    def _flush_locked(self) -> None:
+        pending = self._pending
+        if not len(pending):
+            return
+        if self.read_only:
+            raise ReadOnlyError(f"{self._where()} is open read-only")
+        if not self._connected:
+            self.ensure()
+        inserts, updates = pending.take()
+        try:
+            self._write(inserts, updates)
+        except self._errors() as exc:
+            pending.give_back(inserts, updates)
+            self._after_failure()
+            raise WriteError(
+                f"could not write {len(inserts) + len(updates)} queued rows to "
+                f"{self._where()}: {exc}. They stay queued, in order, and are written by "
+                "the next successful flush"
+            ) from exc
+        except BaseException:
+            pending.give_back(inserts, updates)
+            raise
+        times = [row[4] for _, row in updates]
+        if inserts:
+            times.append(inserts[-1][4])
+        self._now = max(times)
+        self.last_error = None
+
+    def _after_failure(self) -> None:
+        """Hook: forget connections that may be broken (reconnect on next use)."""
+
+    @property
+    def now(self) -> float | None:
+        queued = self._pending.newest_time()
+        return queued if queued is not None else self._now
+
+    @property
+    def pending(self) -> int:
+        """How many rows are queued and not yet committed."""
+        return len(self._pending)
+
+    # ------------------------------------------------------------------ reading
+
+    def load_rows(self) -> Iterator[Row]:
+        self.ensure()
+        self.flush()
+        return self._locked_rows()
+
+    def _iter_rows(self) -> Iterator[Row]:
+        return self._locked_rows()
+
+    def _locked_rows(self) -> Iterator[Row]:
+        with self._lock:
+            yield from self._select()
+
+    def size(self) -> int:
+        self.ensure()
+        self.flush()
+        with self._lock:
+            return self._table_size()
+
+    # ------------------------------------------------------------------ maintenance
+
+    def reset(self) -> None:
+        self._refuse_writes("reset")
+        with self._lock:
+            self._pending.clear()
+            self._recreate()
+            self._connected = True
+
+    def _refuse_writes(self, what: str) -> None:
+        if self.read_only:
+            raise ReadOnlyError(f"cannot {what}: {self._where()} is open read-only")
+
+    def restore(self, stream: object, *, codec: Codec | None = None) -> int:
+        self._refuse_writes("restore")
+        return super().restore(stream, codec=codec)
+
+    def _insert_restored(self, rows: Iterable[Row]) -> None:
+        with self._lock:
+            self._insert_atomically(list(rows), [])
+
+    def apply_recovered(self, entries: list[Entry]) -> int:
+        self._refuse_writes("replay a recovery file")
+        self.ensure()
+        self.flush()
+        with self._lock:
+            seqs = [row[0] for row, _ in entries]
+            stored = self._existing_seqs(seqs)
+            inserts = [
+                row for row, replaces in entries if replaces is None and row[0] not in stored
+            ]
+            updates = [
+                (replaces, row)
+                for row, replaces in entries
+                if replaces is not None and row[0] not in stored
+            ]
+            self._insert_atomically(inserts, updates)
+            for row in inserts:
+                self._saw_seq(row[0])
+            for _, row in updates:
+                self._saw_seq(row[0])
+            return len(inserts) + len(updates)
 
 
-def index_name(table: str, field: str, pattern: str) -> str:
-    """A stable, valid name for the unique partial index of one replace spec."""
-    digest = hashlib.sha1(f"{field}\0{pattern}".encode()).hexdigest()[:10]
-    return f"{table}_replace_{digest}"
+def _flusher_loop(ref: weakref.ref[SQLDriver], stop: threading.Event, interval: float) -> None:
+    """Write batches whose oldest row is older than half the interval.
+
+    Wakes four times per interval, so no row waits much past ``interval`` even when
+    the application stops writing.  Holds only a weak reference: a driver nobody uses
+    any more is collected and the thread ends.
+    """
+    tick = interval / 4
+    while not stop.wait(tick):
+        driver = ref()
+        if driver is None:
+            return
+        oldest = driver._pending.oldest_time()
+        if oldest is not None and time.time() - oldest >= interval / 2:
+            try:
+                with driver._lock:
+                    if not stop.is_set():
+                        driver._flush_locked()
+            except Exception as exc:  # the rows stay queued; the application sees the
+                driver.last_error = exc  # error at its next flush or full batch
+                del driver
+                if stop.wait(_RETRY_AFTER):
+                    return
+                continue
+        del driver

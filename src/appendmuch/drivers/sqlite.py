@@ -2,14 +2,18 @@
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import os
 import sqlite3
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterator
+from typing import IO
+from urllib.parse import quote
 
-from ..errors import DumpFormatError, SchemaError, WriteError
-from .base import DBDriver, Row
-from .batching import Pending
-from .sql import ROW_COLUMNS, TableNames, index_name
+from ..errors import DatabaseError, DumpFormatError, LockedError, SchemaError
+from .base import Row
+from .layout import ROW_COLUMNS, TableNames, index_name
+from .sql import SQLDriver
 
 __all__ = ["Sqlite3"]
 
@@ -39,31 +43,39 @@ _EXPECTED = {
 }
 
 
-class Sqlite3(DBDriver):
+class Sqlite3(SQLDriver):
     """Stores the log in one table of a SQLite database file.
 
-    Rows are written in batches (``batch_size`` rows or ``batch_interval`` seconds,
-    whichever comes first) inside one transaction each, in WAL mode.  ``close()``
-    flushes; the driver reconnects by itself when used again after ``close()``.
+    Rows are written in batches, each in one transaction, in WAL mode (see
+    :mod:`appendmuch.drivers.sql` for when batches are written).  While a driver has
+    the table open for writing it holds a lock file ``{database}-{table}.lock``, so a
+    second writer, in this or another process, fails at open instead of colliding
+    later.  ``read_only=True`` opens a consistent snapshot for analysis, even while a
+    writer runs, and refuses every write.
 
-    :param database: path of the database file (created if missing), or ``":memory:"``.
+    :param database: path of the database file (created if missing, unless read-only),
+        or ``":memory:"``.
     :param table_prefix: first part of the table name (an ASCII identifier).
     :param tblextra: appended to the prefix; the table is ``{prefix}{extra}_values``.
     :param replace_index_specs: ``[(field, like_pattern)]``: a unique partial index on
         (namespace, field) for that field in namespaces matching the LIKE pattern.
     :param batch_size: rows per batch (default 100).
     :param batch_interval: seconds a row may wait in a batch (default 0.1).
+    :param write_through: commit every row before the assignment returns.
+    :param read_only: open without writing anything, creating nothing, locking nothing.
+    :param recovery_dir: where ``close()`` saves rows it cannot write (default: the
+        database's directory).
     :param timeout: seconds to wait for a lock held by another connection.
-    :param synchronous: SQLite ``PRAGMA synchronous`` level (default ``"NORMAL"``:
-        committed batches survive a crash of the process; ``"FULL"`` also survives
-        power loss, at the cost of an fsync per batch).
+    :param synchronous: SQLite ``PRAGMA synchronous`` level.  ``"NORMAL"`` (default):
+        a committed batch survives a crash of the process; ``"FULL"`` also survives a
+        power loss, at the cost of an fsync per batch.
 
     >>> import os, tempfile
     >>> from appendmuch import Sqlite3, Store
     >>> path = os.path.join(tempfile.mkdtemp(), "log.sqlite3")
     >>> with Store(Sqlite3(path)) as store:
     ...     store.storage("game", "p1").score = 5
-    >>> Store(Sqlite3(path)).storage("game", "p1").score
+    >>> Store(Sqlite3(path, read_only=True)).storage("game", "p1").score
     5
     """
 
@@ -76,30 +88,53 @@ class Sqlite3(DBDriver):
         *,
         batch_size: int = 100,
         batch_interval: float = 0.1,
+        write_through: bool = False,
+        read_only: bool = False,
+        recovery_dir: str | os.PathLike[str] | None = None,
         timeout: float = 5.0,
         synchronous: str = "NORMAL",
     ) -> None:
-        super().__init__()
         names = TableNames(table_prefix, tblextra, replace_index_specs)
         if synchronous.upper() not in {"OFF", "NORMAL", "FULL", "EXTRA"}:
             raise ValueError(f"synchronous must be OFF, NORMAL, FULL or EXTRA, got {synchronous!r}")
-        if batch_size < 1:
-            raise ValueError(f"batch_size must be at least 1, got {batch_size!r}")
+        super().__init__(
+            names,
+            batch_size=batch_size,
+            batch_interval=batch_interval,
+            write_through=write_through,
+            read_only=read_only,
+            recovery_dir=recovery_dir,
+        )
         self.database = os.fspath(database)
-        self.table_prefix = names.table_prefix
-        self.tblextra = names.tblextra
-        self.table = names.table
-        self.replace_index_specs = names.replace_index_specs
         self.timeout = timeout
         self.synchronous = synchronous.upper()
         self._conn: sqlite3.Connection | None = None
-        self._pending = Pending(batch_size, batch_interval)
-        self.append = self._pending.add  # type: ignore[method-assign]
-        self._quoted = f'"{self.table}"'
+        self._lockfile: IO[bytes] | None = None
+        self._wal = False
         self._insert_sql = f"INSERT INTO {self._quoted} ({ROW_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?)"
+        self._update_sql = (
+            f"UPDATE {self._quoted} SET seq = ?, namespace = ?, field = ?, value = ?, "
+            "created_at = ?, context = ? WHERE seq = ?"
+        )
 
     def __repr__(self) -> str:
-        return f"Sqlite3({self.database!r}, table={self.table!r})"
+        mode = ", read_only=True" if self.read_only else ""
+        return f"Sqlite3({self.database!r}, table={self.table!r}{mode})"
+
+    @property
+    def _in_memory(self) -> bool:
+        return self.database == ":memory:" or self.database.startswith("file::memory:")
+
+    def _where(self) -> str:
+        return f"table {self.table!r} in {self.database!r}"
+
+    def _default_recovery_dir(self) -> str:
+        if self._in_memory:
+            return os.getcwd()
+        return os.path.dirname(os.path.abspath(self.database))
+
+    def _errors(self) -> tuple[type[Exception], ...]:
+        return (sqlite3.Error,)
 
     # ------------------------------------------------------------------ connection
 
@@ -111,28 +146,86 @@ class Sqlite3(DBDriver):
         assert self._conn is not None
         return self._conn
 
-    def _connect(self) -> sqlite3.Connection:
-        conn = sqlite3.connect(
-            self.database, timeout=self.timeout, isolation_level=None, check_same_thread=False
-        )
+    def _connect(self) -> None:
+        if self.read_only:
+            conn = self._open_read_only()
+        else:
+            self._take_lock()
+            conn = sqlite3.connect(
+                self.database,
+                timeout=self.timeout,
+                isolation_level=None,
+                check_same_thread=False,
+            )
         try:
             conn.execute(f"PRAGMA synchronous={self.synchronous}")
+            self._ensure_table(conn)
         except BaseException:
             conn.close()
+            self._release_lock()
             raise
-        return conn
+        self._conn = conn
 
-    def ensure(self) -> None:
-        if self._conn is None:
-            conn = self._connect()
+    def _open_read_only(self) -> sqlite3.Connection:
+        if self._in_memory:
+            raise DatabaseError("an in-memory SQLite database cannot be opened read-only")
+        if not os.path.isfile(self.database):
+            raise DatabaseError(f"no SQLite database at {self.database!r}")
+        uri = f"file:{quote(os.path.abspath(self.database))}?mode=ro"
+        try:
+            return sqlite3.connect(
+                uri,
+                uri=True,
+                timeout=self.timeout,
+                isolation_level=None,
+                check_same_thread=False,
+            )
+        except sqlite3.Error as exc:
+            raise DatabaseError(f"cannot open {self.database!r} read-only: {exc}") from exc
+
+    def _take_lock(self) -> None:
+        """Hold ``{database}-{table}.lock`` (flock) while the table is open for writing.
+
+        The file exists only while locked: it is removed before it is unlocked, and a
+        lock taken on a file that was removed meanwhile is dropped and taken again.
+        """
+        if self._in_memory or self._lockfile is not None:
+            return
+        path = f"{self.database}-{self.table}.lock"
+        while True:
+            lockfile = open(path, "a+b")  # noqa: SIM115 - held open while connected
             try:
-                self._ensure_table(conn)
-            except BaseException:
+                fcntl.flock(lockfile.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                lockfile.close()
+                raise LockedError(
+                    f"{self._where()} is already open for writing (lock file {path}); "
+                    "close the other Store first, or open this one with read_only=True"
+                ) from None
+            try:
+                same = os.stat(path).st_ino == os.fstat(lockfile.fileno()).st_ino
+            except FileNotFoundError:
+                same = False
+            if same:
+                self._lockfile = lockfile
+                return
+            lockfile.close()  # we locked a file its last holder had just removed
+
+    def _release_lock(self) -> None:
+        lockfile, self._lockfile = self._lockfile, None
+        if lockfile is not None:
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(lockfile.name)
+            lockfile.close()  # closing releases the flock
+
+    def _disconnect(self) -> None:
+        conn, self._conn = self._conn, None
+        self._wal = False
+        try:
+            if conn is not None:
                 conn.close()
-                raise
-            self._conn = conn
-        else:
-            self._ensure_table(self._conn)
+        finally:
+            self._release_lock()
 
     def _ensure_table(self, conn: sqlite3.Connection) -> None:
         exists = conn.execute(
@@ -140,16 +233,23 @@ class Sqlite3(DBDriver):
         ).fetchone()
         if exists:
             self._check_schema(conn)
+        elif self.read_only:
+            raise DatabaseError(f"there is no table {self.table!r} in {self.database!r}")
         else:
             self._create(conn)
-        # Only now, with a table we created or accept: WAL changes the file header for good.
-        if self.database != ":memory:" and not self.database.startswith("file::memory:"):
-            conn.execute("PRAGMA journal_mode=WAL")
         (largest,) = conn.execute(f"SELECT MAX(seq) FROM {self._quoted}").fetchone()
         if largest is not None:
             self._saw_seq(int(largest))
 
+    def _use_wal(self, conn: sqlite3.Connection) -> None:
+        # Only once writing: switching to WAL changes the file for good, and an open
+        # that fails (an undecodable row, say) must leave the file untouched.
+        if not self._wal and not self._in_memory:
+            conn.execute("PRAGMA journal_mode=WAL")
+        self._wal = True
+
     def _create(self, conn: sqlite3.Connection) -> None:
+        self._use_wal(conn)
         conn.execute("BEGIN IMMEDIATE")
         try:
             conn.execute(
@@ -212,7 +312,8 @@ class Sqlite3(DBDriver):
                 "table_prefix/tblextra, or driver.reset() to drop and recreate it (this "
                 "deletes its rows)"
             )
-        self._create_indexes(conn)
+        if not self.read_only and self.replace_index_specs:
+            self._create_indexes(conn)
 
     def _seq_is_unique(self, conn: sqlite3.Connection) -> bool:
         for _, index, unique, *_ in conn.execute(f"PRAGMA index_list({self._quoted})"):
@@ -224,68 +325,27 @@ class Sqlite3(DBDriver):
 
     # ------------------------------------------------------------------ writing
 
-    def append(self, row: Row) -> bool:
-        """Queue a row (instances bind this straight to the queue's ``add``)."""
-        return self._pending.add(row)
-
-    @property
-    def now(self) -> float | None:
-        queued = self._pending.last_time
-        return queued if queued is not None else self._now
-
-    def replace(self, old_seq: int | None, row: Row) -> bool:
-        return self._pending.replace(old_seq, row)
-
-    def flush(self) -> None:
-        pending = self._pending
-        if not len(pending):
-            return
+    def _write(self, inserts: list[Row], updates: list[tuple[int, Row]]) -> None:
         conn = self.connection
+        self._use_wal(conn)
+        conn.execute("BEGIN IMMEDIATE")
         try:
-            conn.execute("BEGIN IMMEDIATE")
-            try:
-                if pending.inserts:
-                    conn.executemany(self._insert_sql, pending.inserts)
-                for old_seq, row in pending.updates:
-                    cur = conn.execute(
-                        f"UPDATE {self._quoted} SET seq = ?, namespace = ?, field = ?, "
-                        "value = ?, created_at = ?, context = ? WHERE seq = ?",
-                        (*row, old_seq),
-                    )
-                    if cur.rowcount == 0:
-                        conn.execute(self._insert_sql, row)
-                conn.execute("COMMIT")
-            except BaseException:
-                if conn.in_transaction:
-                    conn.execute("ROLLBACK")
-                raise
-        except sqlite3.Error as exc:
-            raise WriteError(
-                f"could not write {len(pending)} queued rows to table {self.table!r} in "
-                f"{self.database!r}: {exc}. They stay queued and are written by the next "
-                "successful flush"
-            ) from exc
-        self._now = pending.last_time
-        pending.clear()
+            if inserts:
+                conn.executemany(self._insert_sql, inserts)
+            self._overwrite(conn, updates)
+            conn.execute("COMMIT")
+        except BaseException:
+            if conn.in_transaction:
+                conn.execute("ROLLBACK")
+            raise
 
-    def close(self) -> None:
-        conn = self._conn
-        if conn is None:
-            return
-        try:
-            self.flush()
-        finally:
-            self._conn = None
-            conn.close()
+    def _overwrite(self, conn: sqlite3.Connection, updates: list[tuple[int, Row]]) -> None:
+        """Overwrite stored rows in place (replace semantics); insert if gone."""
+        for old_seq, row in updates:
+            if conn.execute(self._update_sql, (*row, old_seq)).rowcount == 0:
+                conn.execute(self._insert_sql, row)
 
     # ------------------------------------------------------------------ reading
-
-    def load_rows(self) -> Iterator[Row]:
-        self.flush()
-        return self._select()
-
-    def _iter_rows(self) -> Iterator[Row]:
-        return self._select()
 
     def _select(self) -> Iterator[Row]:
         # The cursor itself: rows are produced one at a time in C, none held in bulk.
@@ -294,58 +354,71 @@ class Sqlite3(DBDriver):
         )
         return cursor
 
-    def size(self) -> int:
-        self.flush()
+    def _table_size(self) -> int:
         conn = self.connection
         (pages,) = conn.execute("PRAGMA page_count").fetchone()
         (page_size,) = conn.execute("PRAGMA page_size").fetchone()
         return int(pages) * int(page_size)
 
+    def _existing_seqs(self, seqs: list[int]) -> set[int]:
+        conn = self.connection
+        found: set[int] = set()
+        for start in range(0, len(seqs), 500):
+            chunk = seqs[start : start + 500]
+            marks = ", ".join("?" * len(chunk))
+            found.update(
+                seq
+                for (seq,) in conn.execute(
+                    f"SELECT seq FROM {self._quoted} WHERE seq IN ({marks})", chunk
+                )
+            )
+        return found
+
     # ------------------------------------------------------------------ maintenance
 
-    def reset(self) -> None:
-        # No table check here: reset is how an incompatible table gets replaced.
-        conn = self._conn if self._conn is not None else self._connect()
-        self._pending.clear()
-        try:
-            conn.execute("BEGIN IMMEDIATE")
+    def _recreate(self) -> None:
+        # No table check first: reset is how an incompatible table gets replaced.
+        if self._conn is None:
+            self._take_lock()
             try:
-                conn.execute(f"DROP TABLE IF EXISTS {self._quoted}")
-                conn.execute("COMMIT")
+                self._conn = sqlite3.connect(
+                    self.database,
+                    timeout=self.timeout,
+                    isolation_level=None,
+                    check_same_thread=False,
+                )
             except BaseException:
-                conn.execute("ROLLBACK")
+                self._release_lock()
                 raise
-            self._ensure_table(conn)
-        except BaseException:
-            if conn is not self._conn:
-                conn.close()
-            raise
-        self._conn = conn
-
-    def _insert_restored(self, rows: Iterable[Row]) -> None:
-        conn = self.connection
-        batch = list(rows)
+        conn = self._conn
         conn.execute("BEGIN IMMEDIATE")
         try:
-            conn.executemany(self._insert_sql, batch)
+            conn.execute(f"DROP TABLE IF EXISTS {self._quoted}")
+            conn.execute("COMMIT")
+        except BaseException:
+            conn.execute("ROLLBACK")
+            raise
+        self._ensure_table(conn)
+        if not self.read_only and (self._flusher is None or not self._flusher.is_alive()):
+            self._start_flusher()
+
+    def _insert_atomically(self, rows: list[Row], updates: list[tuple[int, Row]]) -> None:
+        conn = self.connection
+        self._use_wal(conn)
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            conn.executemany(self._insert_sql, rows)
+            self._overwrite(conn, updates)
         except sqlite3.IntegrityError as exc:
             conn.execute("ROLLBACK")
-            raise DumpFormatError(
-                f"restore: {self._first_existing(batch)}; nothing was restored"
-            ) from exc
+            existing = sorted(self._existing_seqs([row[0] for row in rows]))
+            what = (
+                f"seq {existing[0]} already exists in table {self.table!r}"
+                if existing
+                else f"a row violates a constraint of table {self.table!r} (a replace index?)"
+            )
+            raise DumpFormatError(f"restore: {what}; nothing was restored") from exc
         except BaseException:
             conn.execute("ROLLBACK")
             raise
         conn.execute("COMMIT")
-
-    def _first_existing(self, rows: list[Row]) -> str:
-        conn = self.connection
-        for start in range(0, len(rows), 500):
-            seqs = [row[0] for row in rows[start : start + 500]]
-            marks = ", ".join("?" * len(seqs))
-            found = conn.execute(
-                f"SELECT MIN(seq) FROM {self._quoted} WHERE seq IN ({marks})", seqs
-            ).fetchone()[0]
-            if found is not None:
-                return f"seq {found} already exists in table {self.table!r}"
-        return "a row violates a constraint of the table (a replace index?)"

@@ -1,0 +1,93 @@
+"""Recovery files: rows a driver could not write when it was closed.
+
+A recovery file is a dump (see :mod:`appendmuch.dumpfile`) whose maps may carry one
+more key, ``replaces``: the seq of the stored row that the row overwrites (replace
+semantics).  :func:`replay` writes such a file into a driver; the command line offers
+it as ``appendmuch replay FILE DB``.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from collections.abc import Iterable
+from typing import TYPE_CHECKING, Any
+
+import msgpack
+
+from .dumpfile import Row, check_row, unpack_maps
+from .errors import DumpFormatError
+
+if TYPE_CHECKING:
+    from .drivers.base import DBDriver
+
+__all__ = ["read_recovery_file", "recovery_file_name", "replay", "write_recovery_file"]
+
+#: (row, seq of the row it overwrites or None)
+Entry = tuple[Row, int | None]
+
+
+def recovery_file_name(directory: str, table: str) -> str:
+    """A new, unused file name for a recovery file of ``table`` in ``directory``."""
+    stamp = time.strftime("%Y%m%dT%H%M%S")
+    base = os.path.join(directory, f"{table}.recovery-{stamp}-{os.getpid()}")
+    path, n = f"{base}.msgpack", 1
+    while os.path.exists(path):
+        path, n = f"{base}-{n}.msgpack", n + 1
+    return path
+
+
+def write_recovery_file(
+    path: str, inserts: Iterable[Row], updates: Iterable[tuple[int, Row]]
+) -> int:
+    """Write rows (and overwrites) to ``path`` and fsync it; return how many."""
+    packer = msgpack.Packer(use_bin_type=True)
+    count = 0
+    partial = f"{path}.partial"
+    with open(partial, "wb") as fh:
+        for row in inserts:
+            fh.write(packer.pack(_as_map(row)))
+            count += 1
+        for old_seq, row in updates:
+            fh.write(packer.pack({**_as_map(row), "replaces": old_seq}))
+            count += 1
+        fh.flush()
+        os.fsync(fh.fileno())
+    os.replace(partial, path)
+    return count
+
+
+def _as_map(row: Row) -> dict[str, Any]:
+    seq, namespace, field, value, created_at, context = row
+    return {
+        "seq": seq,
+        "namespace": namespace,
+        "field": field,
+        "value": value,
+        "created_at": float(created_at),
+        "context": context,
+    }
+
+
+def read_recovery_file(path: str | os.PathLike[str]) -> list[Entry]:
+    """The entries of a recovery file, validated like a dump."""
+    entries: list[Entry] = []
+    seen: set[int] = set()
+    with open(path, "rb") as fh:
+        for obj in unpack_maps(fh):
+            replaces = obj.pop("replaces", None) if isinstance(obj, dict) else None
+            if replaces is not None and (type(replaces) is not int or replaces < 1):
+                raise DumpFormatError(
+                    f"recovery entry {len(entries)}: 'replaces' must be a positive int"
+                )
+            entries.append((check_row(obj, len(entries), seen, None), replaces))
+    return entries
+
+
+def replay(path: str | os.PathLike[str], driver: DBDriver) -> int:
+    """Write the entries of a recovery file into ``driver``; return how many.
+
+    All or nothing, in one transaction on SQL drivers.  Rows already stored (same
+    seq) are skipped, so replaying a file twice changes nothing.
+    """
+    return driver.apply_recovered(read_recovery_file(path))
