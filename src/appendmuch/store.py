@@ -385,7 +385,7 @@ class Store:
                 copy = safe_deepcopy(data)
                 on_change(namespace, field, make_value(now, False, copy, context, seq))
         if due:
-            driver.flush()
+            driver.submit()
         return seq
 
     # ------------------------------------------------------------------ reading

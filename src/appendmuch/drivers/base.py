@@ -82,6 +82,14 @@ class DBDriver(ABC):
     def flush(self) -> None:
         """Write every queued row.  On failure the rows stay queued and it raises."""
 
+    def submit(self) -> None:
+        """A full batch is waiting (``append`` returned True): hand it to the database.
+
+        The default writes it at once, like :meth:`flush`; a driver may return before
+        the database has committed it (a later ``flush`` waits for it).
+        """
+        self.flush()
+
     @abstractmethod
     def close(self) -> None:
         """Flush and release connections."""

@@ -14,11 +14,14 @@ from typing import Any
 from ..errors import DatabaseError, DumpFormatError, LockedError, SchemaError
 from .base import Row
 from .layout import ROW_COLUMNS, TableNames, index_name
+from .pgpipeline import Batch, Pipeline
 from .sql import SQLDriver
 
 __all__ = ["PostgreSQL"]
 
 _FETCH = 8192
+#: batches sent but not yet confirmed, at most
+_MAX_IN_FLIGHT = 2
 _COPY_TYPES = ["int8", "text", "text", "bytea", "float8", "text"]
 
 #: column -> accepted information_schema data types
@@ -127,6 +130,8 @@ class PostgreSQL(SQLDriver):
         }
         self._pool: Any = None
         self._writer: Any = None
+        self._pipe: Pipeline | None = None
+        self._timeout = float(self._pool_args.get("timeout", 30.0))
         self._lock_key = zlib.crc32(f"appendmuch:{self.table}".encode())
         self._copy_sql = f"COPY {self._quoted} ({ROW_COLUMNS}) FROM STDIN (FORMAT BINARY)"
 
@@ -181,9 +186,8 @@ class PostgreSQL(SQLDriver):
     def _writer_connection(self) -> Any:
         """The connection batches are written with, taken from the pool and kept.
 
-        It is in autocommit mode, so a batch of inserts is one ``COPY`` statement, atomic
-        by itself, with no BEGIN/COMMIT round trips and no per-batch pool checkout.  It
-        holds the table's advisory lock: one writer per table.
+        It holds the table's advisory lock (one writer per table) and, once writing,
+        is in pipeline mode (see :mod:`appendmuch.drivers.pgpipeline`).
         """
         conn = self._writer
         if conn is None or conn.closed:
@@ -201,9 +205,22 @@ class PostgreSQL(SQLDriver):
             self._writer = conn
         return conn
 
+    def _pipeline(self) -> Pipeline:
+        pipe = self._pipe
+        if pipe is None:
+            pipe = self._pipe = Pipeline(self._writer_connection(), self._quoted, self._timeout)
+        return pipe
+
     def _drop_connections(self) -> None:
         """Close the writer connection and the pool; the next use connects afresh, at
-        once, instead of waiting for the old pool's reconnection back-off."""
+        once, instead of waiting for the old pool's reconnection back-off.  Batches
+        still in flight go back to the front of the queue (their outcome is unknown:
+        the next write leaves out rows the table turns out to hold)."""
+        pipe, self._pipe = self._pipe, None
+        if pipe is not None:
+            for inserts, updates in reversed(pipe.inflight):
+                self._pending.give_back(inserts, updates)
+            pipe.inflight.clear()
         conn, self._writer = self._writer, None
         if conn is not None:
             conn.close()  # also releases the advisory lock
@@ -218,6 +235,9 @@ class PostgreSQL(SQLDriver):
         self._connected = False
 
     def _disconnect(self) -> None:
+        pipe, self._pipe = self._pipe, None
+        if pipe is not None and not pipe.inflight and not self._writer.closed:
+            pipe.close()
         conn, self._writer = self._writer, None
         if conn is not None and self._pool is not None:
             if not conn.closed:
@@ -312,15 +332,40 @@ class PostgreSQL(SQLDriver):
             for row in rows:
                 write(row)
 
-    def _write(self, inserts: list[Row], updates: list[tuple[int, Row]]) -> None:
-        conn = self._writer_connection()
-        if not updates:
-            self._copy(conn, inserts)  # autocommit: the COPY is its own transaction
+    def _drain(self, wait: bool) -> None:
+        """Send the queue as one batch without waiting; with ``wait``, also read every
+        in-flight result (then all is committed).  At most a couple of batches are in
+        flight: sending waits for the oldest beyond that."""
+        pipe = self._pipeline()
+        self._requeue(pipe.reap(block=False))
+        if len(self._pending):
+            if len(pipe.inflight) >= _MAX_IN_FLIGHT:
+                self._requeue(pipe.reap(block=True, keep=_MAX_IN_FLIGHT - 1))
+            batch = self._take()
+            if batch[0] or batch[1]:
+                pipe.send(batch)
+                self._note_written(*batch)
+        if wait:
+            self._requeue(pipe.reap(block=True))
+
+    def _requeue(self, failed: list[tuple[Batch, str]]) -> None:
+        """Put the rows of batches the server refused back in front, then raise."""
+        if not failed:
             return
-        with conn.transaction():
-            if inserts:
-                self._copy(conn, inserts)
-            self._overwrite(conn, updates)
+        for (inserts, updates), _ in reversed(failed):
+            self._pending.give_back(inserts, updates)
+        raise self._psycopg.DatabaseError(failed[0][1].strip())
+
+    def _inflight(self) -> int:
+        pipe = self._pipe
+        if pipe is None:
+            return 0
+        return sum(len(inserts) + len(updates) for inserts, updates in pipe.inflight)
+
+    def _write(self, inserts: list[Row], updates: list[tuple[int, Row]]) -> None:
+        pipe = self._pipeline()
+        pipe.send((inserts, updates))
+        self._requeue(pipe.reap(block=True))
 
     def _overwrite(self, conn: Any, updates: list[tuple[int, Row]]) -> None:
         """Overwrite stored rows in place (replace semantics); insert if gone."""

@@ -79,6 +79,8 @@ class SQLDriver(DBDriver):
         self._stop = threading.Event()
         self._flusher: threading.Thread | None = None
         self._connected = False
+        #: a write failed in a way that may have committed it (check before rewriting)
+        self._uncertain = False
         # the hot path: queueing a row is the queue's own lock-free add
         self.append = self._pending.add  # type: ignore[method-assign]
 
@@ -164,7 +166,7 @@ class SQLDriver(DBDriver):
             thread.join()
         with self._lock:
             try:
-                if len(self._pending):
+                if self.pending:
                     self._flush_or_save()
             finally:
                 if self._connected:
@@ -175,7 +177,7 @@ class SQLDriver(DBDriver):
         try:
             self._flush_locked()
         except WriteError as exc:
-            inserts, updates = self._pending.take()
+            inserts, updates = self._pending.take()  # in-flight rows were given back
             directory = self.recovery_dir or self._default_recovery_dir()
             path = recovery_file_name(directory, self.table)
             try:
@@ -205,41 +207,86 @@ class SQLDriver(DBDriver):
 
     def flush(self) -> None:
         """Write every queued row; when it returns, they are committed."""
-        if not len(self._pending):
+        if not self.pending:
             return
         with self._lock:
             self._flush_locked()
 
+    def submit(self) -> None:
+        """A full batch is waiting: hand it to the database.
+
+        Drivers that pipeline batches (PostgreSQL) return before the server has
+        committed it; :meth:`flush` waits.  Errors of earlier batches surface here.
+        """
+        with self._lock:
+            self._write_queued(wait=False)
+
     def _flush_locked(self) -> None:
-        pending = self._pending
-        if not len(pending):
+        self._write_queued(wait=True)
+
+    def _write_queued(self, wait: bool) -> None:
+        count = self.pending
+        if not count:
             return
         if self.read_only:
             raise ReadOnlyError(f"{self._where()} is open read-only")
         if not self._connected:
             self.ensure()
-        inserts, updates = pending.take()
         try:
-            self._write(inserts, updates)
+            self._drain(wait)
         except self._errors() as exc:
-            pending.give_back(inserts, updates)
+            self._uncertain = True
             self._after_failure()
             raise WriteError(
-                f"could not write {len(inserts) + len(updates)} queued rows to "
-                f"{self._where()}: {exc}. They stay queued, in order, and are written by "
-                "the next successful flush"
+                f"could not write {count} queued rows to {self._where()}: {exc}. They stay "
+                "queued, in order, and are written by the next successful flush"
             ) from exc
+        self.last_error = None
+
+    def _drain(self, wait: bool) -> None:
+        """Write the queue; by default as one batch, synchronously.
+
+        Whatever could not be written must be back in the queue, in order, when this
+        raises.
+        """
+        inserts, updates = self._take()
+        try:
+            self._write(inserts, updates)
         except BaseException:
-            pending.give_back(inserts, updates)
+            self._pending.give_back(inserts, updates)
             raise
+        self._note_written(inserts, updates)
+
+    def _take(self) -> tuple[list[Row], list[tuple[int, Row]]]:
+        """Take the queue; after a failure whose outcome is unknown (a connection lost
+        during commit), leave out rows the database turns out to hold already."""
+        inserts, updates = self._pending.take()
+        if self._uncertain and (inserts or updates):
+            try:
+                stored = self._existing_seqs(
+                    [row[0] for row in inserts] + [row[0] for _, row in updates]
+                )
+            except BaseException:
+                self._pending.give_back(inserts, updates)
+                raise
+            inserts = [row for row in inserts if row[0] not in stored]
+            updates = [(old, row) for old, row in updates if row[0] not in stored]
+            self._uncertain = False
+        return inserts, updates
+
+    def _note_written(self, inserts: list[Row], updates: list[tuple[int, Row]]) -> None:
         times = [row[4] for _, row in updates]
         if inserts:
             times.append(inserts[-1][4])
-        self._now = max(times)
-        self.last_error = None
+        if times:
+            self._now = max(times)
 
     def _after_failure(self) -> None:
         """Hook: forget connections that may be broken (reconnect on next use)."""
+
+    def _inflight(self) -> int:
+        """Rows sent to the database but not yet known to be committed."""
+        return 0
 
     @property
     def now(self) -> float | None:
@@ -248,8 +295,8 @@ class SQLDriver(DBDriver):
 
     @property
     def pending(self) -> int:
-        """How many rows are queued and not yet committed."""
-        return len(self._pending)
+        """How many rows are queued or in flight: written but not yet committed."""
+        return len(self._pending) + self._inflight()
 
     # ------------------------------------------------------------------ reading
 
@@ -328,7 +375,7 @@ def _flusher_loop(ref: weakref.ref[SQLDriver], stop: threading.Event, interval: 
         if driver is None:
             return
         oldest = driver._pending.oldest_time()
-        if oldest is not None and time.time() - oldest >= interval / 2:
+        if driver._inflight() or (oldest is not None and time.time() - oldest >= interval / 2):
             try:
                 with driver._lock:
                     if not stop.is_set():

@@ -1,0 +1,132 @@
+"""Batches sent to PostgreSQL without waiting for them (libpq pipeline mode).
+
+Each batch is one ``INSERT ... SELECT FROM unnest(...)`` of all its rows (plus one
+statement per overwrite) followed by a Sync, so the server runs it as one implicit
+transaction and commits it on its own.  The application queues the next batch while
+the server works on this one; results are read later, oldest first.  A batch is
+acknowledged (committed) only once its result has been read.
+"""
+
+from __future__ import annotations
+
+import select
+import time
+from collections import deque
+from typing import Any
+
+from .base import Row
+
+__all__ = ["Batch", "Pipeline"]
+
+#: (rows to insert, (seq of stored row, row overwriting it))
+Batch = tuple[list[Row], list[tuple[int, Row]]]
+
+
+class Pipeline:
+    """A writer connection in pipeline mode, with the batches it has in flight."""
+
+    def __init__(self, conn: Any, table: str, timeout: float) -> None:
+        import psycopg
+        from psycopg import pq
+        from psycopg.adapt import PyFormat, Transformer
+        from psycopg.types.numeric import Int8
+
+        self.conn = conn
+        self.pgconn = conn.pgconn
+        self.timeout = timeout
+        #: batches sent, oldest first, whose results have not been read yet
+        self.inflight: deque[Batch] = deque()
+        self._pq = pq
+        self._int8 = Int8
+        self._transformer = Transformer(conn)
+        self._binary = [PyFormat.BINARY] * 7
+        self._operational_error = psycopg.OperationalError
+        self._insert = (
+            f"INSERT INTO {table} (seq, namespace, field, value, created_at, context) "
+            "SELECT * FROM unnest($1::int8[], $2::text[], $3::text[], $4::bytea[], "
+            "$5::float8[], $6::text[])"
+        ).encode()
+        self._overwrite = (
+            f"WITH updated AS (UPDATE {table} SET seq = $1::int8, namespace = $2::text, "
+            "field = $3::text, value = $4::bytea, created_at = $5::float8, "
+            "context = $6::text WHERE seq = $7::int8 RETURNING 1) "
+            f"INSERT INTO {table} (seq, namespace, field, value, created_at, context) "
+            "SELECT $1::int8, $2::text, $3::text, $4::bytea, $5::float8, $6::text "
+            "WHERE NOT EXISTS (SELECT 1 FROM updated)"
+        ).encode()
+        self.pgconn.enter_pipeline_mode()
+
+    def send(self, batch: Batch) -> None:
+        """Queue a batch on the server.  It is in flight from the first byte sent."""
+        inserts, updates = batch
+        self.inflight.append(batch)
+        if inserts:
+            columns: list[list[Any]] = [list(column) for column in zip(*inserts, strict=True)]
+            columns[0] = [self._int8(seq) for seq in columns[0]]
+            self._send(self._insert, columns, 6)
+        for old_seq, row in updates:
+            params = [self._int8(row[0]), *row[1:], self._int8(old_seq)]
+            self._send(self._overwrite, params, 7)
+        self.pgconn.pipeline_sync()
+
+    def _send(self, command: bytes, params: list[Any], count: int) -> None:
+        transformer = self._transformer
+        values = transformer.dump_sequence(params, self._binary[:count])
+        self.pgconn.send_query_params(
+            command,
+            values,
+            param_types=transformer.types,
+            param_formats=transformer.formats,
+        )
+
+    def reap(self, *, block: bool, keep: int = 0) -> list[tuple[Batch, str]]:
+        """Read results of in-flight batches, oldest first, down to ``keep`` left.
+
+        Without ``block``, stops at the first batch whose results have not arrived.
+        Returns the batches that failed, with the server's message; the others are
+        committed.  Raises ``psycopg.OperationalError`` if the connection breaks (the
+        in-flight batches then stay in :attr:`inflight`, their outcome unknown).
+        """
+        failed: list[tuple[Batch, str]] = []
+        while len(self.inflight) > keep:
+            if not block and not self._arrived():
+                break
+            message = self._read_batch()
+            batch = self.inflight.popleft()
+            if message is not None:
+                failed.append((batch, message))
+        return failed
+
+    def _arrived(self) -> bool:
+        self.pgconn.consume_input()
+        return not self.pgconn.is_busy()
+
+    def _wait(self) -> None:
+        deadline = time.monotonic() + self.timeout
+        pgconn = self.pgconn
+        while not self._arrived():
+            left = deadline - time.monotonic()
+            if left <= 0:
+                raise self._operational_error(f"no answer from the server within {self.timeout} s")
+            select.select([pgconn.socket], [], [], left)
+
+    def _read_batch(self) -> str | None:
+        """Read one batch's results up to its Sync; the first error message, if any."""
+        pq = self._pq
+        error: str | None = None
+        while True:
+            self._wait()
+            result = self.pgconn.get_result()
+            if result is None:
+                continue  # the end of one statement's results
+            status = result.status
+            if status == pq.ExecStatus.PIPELINE_SYNC:
+                return error
+            if status == pq.ExecStatus.FATAL_ERROR and error is None:
+                error = result.get_error_message()
+            elif status not in (pq.ExecStatus.COMMAND_OK, pq.ExecStatus.PIPELINE_ABORTED):
+                error = error or f"unexpected result {status.name}"
+
+    def close(self) -> None:
+        """Leave pipeline mode (every result must have been read)."""
+        self.pgconn.exit_pipeline_mode()
