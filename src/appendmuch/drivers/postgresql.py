@@ -401,12 +401,12 @@ class PostgreSQL(SQLDriver):
             ).fetchone()
         return int(size)
 
-    def _existing_seqs(self, seqs: list[int]) -> set[int]:
+    def _stored_rows(self, seqs: list[int]) -> dict[int, Row]:
         with self._connection() as conn:
             rows = conn.execute(
-                f"SELECT seq FROM {self._quoted} WHERE seq = ANY(%s)", (seqs,)
+                f"SELECT {ROW_COLUMNS} FROM {self._quoted} WHERE seq = ANY(%s)", (seqs,)
             ).fetchall()
-        return {seq for (seq,) in rows}
+        return {row[0]: tuple(row) for row in rows}
 
     # ------------------------------------------------------------------ maintenance
 

@@ -117,8 +117,12 @@ class SQLDriver(DBDriver):
         naming a seq that already exists (nothing written)."""
 
     @abstractmethod
+    def _stored_rows(self, seqs: list[int]) -> dict[int, Row]:
+        """The stored rows with these seqs, by seq."""
+
     def _existing_seqs(self, seqs: list[int]) -> set[int]:
         """Which of ``seqs`` are stored."""
+        return set(self._stored_rows(seqs))
 
     @abstractmethod
     def _errors(self) -> tuple[type[Exception], ...]:
@@ -263,14 +267,16 @@ class SQLDriver(DBDriver):
         inserts, updates = self._pending.take()
         if self._uncertain and (inserts or updates):
             try:
-                stored = self._existing_seqs(
+                stored = self._stored_rows(
                     [row[0] for row in inserts] + [row[0] for _, row in updates]
                 )
             except BaseException:
                 self._pending.give_back(inserts, updates)
                 raise
-            inserts = [row for row in inserts if row[0] not in stored]
-            updates = [(old, row) for old, row in updates if row[0] not in stored]
+            # Only identical rows were written before; a different row under the same
+            # seq is a conflict, which the write reports rather than hides.
+            inserts = [row for row in inserts if stored.get(row[0]) != row]
+            updates = [(old, row) for old, row in updates if stored.get(row[0]) != row]
             self._uncertain = False
         return inserts, updates
 

@@ -360,18 +360,16 @@ class Sqlite3(SQLDriver):
         (page_size,) = conn.execute("PRAGMA page_size").fetchone()
         return int(pages) * int(page_size)
 
-    def _existing_seqs(self, seqs: list[int]) -> set[int]:
+    def _stored_rows(self, seqs: list[int]) -> dict[int, Row]:
         conn = self.connection
-        found: set[int] = set()
+        found: dict[int, Row] = {}
         for start in range(0, len(seqs), 500):
             chunk = seqs[start : start + 500]
             marks = ", ".join("?" * len(chunk))
-            found.update(
-                seq
-                for (seq,) in conn.execute(
-                    f"SELECT seq FROM {self._quoted} WHERE seq IN ({marks})", chunk
-                )
-            )
+            for row in conn.execute(
+                f"SELECT {ROW_COLUMNS} FROM {self._quoted} WHERE seq IN ({marks})", chunk
+            ):
+                found[row[0]] = row
         return found
 
     # ------------------------------------------------------------------ maintenance
