@@ -600,6 +600,10 @@ class Codec:
                 return entry.mutable
         return plain.mutable if plain is not None else True
 
+    def knows(self, type_id: int) -> bool:
+        """True if values stored with ``type_id`` can be decoded by this codec."""
+        return type_id in self._by_id
+
     def decodes_builtin_scalars(self) -> bool:
         """True while type ids 0 (int) and 2 (str) decode as the built-in types."""
         return self._by_id.get(0) is _BUILTINS[0] and self._by_id.get(2) is _BUILTINS[2]

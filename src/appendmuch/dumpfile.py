@@ -8,6 +8,7 @@ byte for byte.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterable, Iterator
 from typing import TYPE_CHECKING, Any
 
@@ -19,7 +20,7 @@ from .names import is_valid_dbns, is_valid_field
 if TYPE_CHECKING:
     from .codec import Codec
 
-__all__ = ["KEYS", "Row", "check_row", "pack_rows", "read_dump", "unpack_maps"]
+__all__ = ["KEYS", "Row", "check_row", "check_tree", "pack_rows", "read_dump", "unpack_maps"]
 
 #: (seq, namespace, field, value or None, created_at, context)
 Row = tuple[int, str, str, bytes | None, float, str]
@@ -73,6 +74,25 @@ def _chunks(stream: Any) -> Iterator[bytes]:
         if not isinstance(chunk, bytes | bytearray | memoryview):
             raise DumpFormatError(f"restore chunks must be bytes, got {type(chunk).__name__}")
         yield bytes(chunk)
+
+
+def check_tree(rows: Iterable[Row], existing: Iterable[tuple[str, str]] = ()) -> None:
+    """Raise DumpFormatError if a name would be both a field of a namespace and a token
+    of a deeper namespace (a log with such rows cannot be opened).  O(rows)."""
+    pairs: dict[tuple[str, str], int] = {pair: 0 for pair in existing}
+    for row in rows:
+        pairs.setdefault((row[1], row[2]), row[0])
+    prefixes: set[str] = set()
+    for namespace, _ in pairs:
+        tokens = namespace.split("/")
+        prefixes.update("/".join(tokens[: i + 1]) for i in range(len(tokens)))
+    for (namespace, field), seq in pairs.items():
+        if f"{namespace}/{field}" in prefixes:
+            where = f"row seq {seq}" if seq else "a stored row"
+            raise DumpFormatError(
+                f"{where}: {field!r} is a field of namespace {namespace!r} and also a "
+                f"namespace token of {namespace}/{field}/...; nothing was restored"
+            )
 
 
 def unpack_maps(stream: Any) -> Iterator[Any]:
@@ -144,11 +164,13 @@ def check_row(obj: Any, index: int, seen: set[int], codec: Codec | None) -> Row:
     if value == b"":
         raise DumpFormatError(f"{where}: value is empty (it needs at least a type-id byte)")
     created_at = obj["created_at"]
-    if type(created_at) not in (float, int):
-        raise DumpFormatError(f"{where}: created_at must be a number, got {created_at!r}")
+    if type(created_at) not in (float, int) or not math.isfinite(created_at):
+        raise DumpFormatError(f"{where}: created_at must be a finite number, got {created_at!r}")
     context = obj["context"]
-    if not isinstance(context, str):
-        raise DumpFormatError(f"{where}: context must be a string, got {context!r}")
+    if not isinstance(context, str) or "\x00" in context:
+        raise DumpFormatError(
+            f"{where}: context must be a string without NUL characters, got {context!r}"
+        )
     if codec is not None and value is not None:
         try:
             codec.decode(value)

@@ -19,6 +19,7 @@ __all__ = [
     "MutableAccessError",
     "NamespaceCollisionError",
     "ReadOnlyError",
+    "RecoveryPendingError",
     "ReservedNameError",
     "RoundTripError",
     "SchemaError",
@@ -91,6 +92,17 @@ class WriteError(DatabaseError):
 
 class ReadOnlyError(DatabaseError):
     """A write was attempted through a driver opened with ``read_only=True``."""
+
+
+class RecoveryPendingError(DatabaseError):
+    """Rows a driver saved to a recovery file must be replayed before writing again.
+
+    ``recovery_files`` lists them.  Writing first would reuse their sequence numbers.
+    """
+
+    def __init__(self, message: str, *, recovery_files: list[str]) -> None:
+        super().__init__(message)
+        self.recovery_files = recovery_files
 
 
 class LockedError(DatabaseError):

@@ -21,7 +21,13 @@ from .errors import DumpFormatError
 if TYPE_CHECKING:
     from .drivers.base import DBDriver
 
-__all__ = ["read_recovery_file", "recovery_file_name", "replay", "write_recovery_file"]
+__all__ = [
+    "list_recovery_files",
+    "read_recovery_file",
+    "recovery_file_name",
+    "replay",
+    "write_recovery_file",
+]
 
 #: (row, seq of the row it overwrites or None)
 Entry = tuple[Row, int | None]
@@ -35,6 +41,20 @@ def recovery_file_name(directory: str, table: str) -> str:
     while os.path.exists(path):
         path, n = f"{base}-{n}.msgpack", n + 1
     return path
+
+
+def list_recovery_files(directory: str, table: str) -> list[str]:
+    """Recovery files of ``table`` in ``directory``, oldest first."""
+    try:
+        names = os.listdir(directory)
+    except OSError:
+        return []
+    prefix = f"{table}.recovery-"
+    return sorted(
+        os.path.join(directory, name)
+        for name in names
+        if name.startswith(prefix) and name.endswith(".msgpack")
+    )
 
 
 def write_recovery_file(
@@ -73,21 +93,31 @@ def read_recovery_file(path: str | os.PathLike[str]) -> list[Entry]:
     """The entries of a recovery file, validated like a dump."""
     entries: list[Entry] = []
     seen: set[int] = set()
-    with open(path, "rb") as fh:
-        for obj in unpack_maps(fh):
-            replaces = obj.pop("replaces", None) if isinstance(obj, dict) else None
-            if replaces is not None and (type(replaces) is not int or replaces < 1):
-                raise DumpFormatError(
-                    f"recovery entry {len(entries)}: 'replaces' must be a positive int"
-                )
-            entries.append((check_row(obj, len(entries), seen, None), replaces))
+    try:
+        with open(path, "rb") as fh:
+            for obj in unpack_maps(fh):
+                replaces = obj.pop("replaces", None) if isinstance(obj, dict) else None
+                if replaces is not None and (type(replaces) is not int or replaces < 1):
+                    raise DumpFormatError(
+                        f"entry {len(entries)}: 'replaces' must be a positive int"
+                    )
+                entries.append((check_row(obj, len(entries), seen, None), replaces))
+    except DumpFormatError as exc:
+        raise DumpFormatError(f"recovery file {os.fspath(path)}: {exc}") from exc
     return entries
 
 
 def replay(path: str | os.PathLike[str], driver: DBDriver) -> int:
     """Write the entries of a recovery file into ``driver``; return how many.
 
-    All or nothing, in one transaction on SQL drivers.  Rows already stored (same
-    seq) are skipped, so replaying a file twice changes nothing.
+    All or nothing, in one transaction on SQL drivers.  Rows already stored
+    identically are skipped (replaying twice changes nothing); a different row under
+    the same seq is a conflict and nothing is written.  Once replayed, the file no
+    longer keeps the table from being opened for writing (it may then be deleted).
     """
-    return driver.apply_recovered(read_recovery_file(path))
+    entries = read_recovery_file(path)
+    driver._replaying = True  # type: ignore[attr-defined]
+    try:
+        return driver.apply_recovered(entries)
+    finally:
+        driver._replaying = False  # type: ignore[attr-defined]

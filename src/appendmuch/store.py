@@ -109,6 +109,7 @@ class Store:
         #: (dbns, field) -> (seq, stored bytes) of the latest mutable value written
         self._raws: dict[tuple[str, str], tuple[int, bytes]] = {}
         self._closed = False
+        self._due = False
         self.load()
         self._finalizer = weakref.finalize(self, _close_driver, driver)
 
@@ -134,48 +135,63 @@ class Store:
         scalar_ids = _SCALAR_IDS if self.codec.decodes_builtin_scalars() else {}
         replaces = self._replaces if self.replace_predicate is not None else None
         seq = 0
-        for seq, dbns, field, value, created_at, context in driver.load_rows():
-            node = by_dbns.get(dbns)
-            if node is None:
-                node = _load_namespace(cache, by_dbns, dbns, seq)
-            log = node.get(field)
-            if log is None:
-                if not is_valid_field(field):
-                    raise InvalidNameError(
-                        f"stored row seq {seq} (namespace {dbns!r}) has an invalid field "
-                        f"name {field!r}"
+        for row in driver.load_rows():
+            try:
+                seq, dbns, field, value, created_at, context = row
+                node = by_dbns.get(dbns)
+                if node is None:
+                    node = _load_namespace(cache, by_dbns, dbns, seq)
+                log = node.get(field)
+                if log is None:
+                    if not is_valid_field(field):
+                        raise InvalidNameError(
+                            f"stored row seq {seq} (namespace {dbns!r}) has an invalid field "
+                            f"name {field!r}"
+                        )
+                    log = node[field] = FieldLog()
+                elif log.__class__ is not FieldLog:
+                    raise NamespaceCollisionError(
+                        f"stored row seq {seq}: {field!r} is both a field of {dbns!r} and a "
+                        "namespace below it"
                     )
-                log = node[field] = FieldLog()
-            elif log.__class__ is not FieldLog:
-                raise NamespaceCollisionError(
-                    f"stored row seq {seq}: {field!r} is both a field of {dbns!r} and a "
-                    "namespace below it"
-                )
-            if value is None:
-                data = GONE
-            else:
-                # ints and strs decode straight from JSON; anything else, or a document
-                # of the wrong JSON type, takes the codec's checked path
-                kind = scalar_ids.get(value[0])
-                data = loads(value[1:]) if kind is not None else None
-                if kind is None or data.__class__ is not kind:
-                    try:
-                        data = decode(value)
-                    except DecodeError as exc:
-                        raise DecodeError(
-                            f"stored row seq {seq}, namespace {dbns!r}, field {field!r}: {exc}"
-                        ) from exc
-            ctx = contexts.get(context)
-            if ctx is None:
-                ctx = contexts[context] = context
-            if replaces is not None and log.seqs and replaces(dbns, field):
-                log = node[field] = FieldLog()
-            # FieldLog.append, inlined: this loop runs once per stored row
-            log.seqs.append(seq)
-            log.times.append(_NAN if created_at is None else created_at)
-            items = log.items
-            items.append(data)
-            items.append(ctx)
+                if value is None:
+                    data = GONE
+                else:
+                    # ints and strs decode straight from JSON; anything else, or a document
+                    # of the wrong JSON type, takes the codec's checked path
+                    kind = scalar_ids.get(value[0]) if value else None
+                    data = loads(value[1:]) if kind is not None else None
+                    if kind is None or data.__class__ is not kind:
+                        try:
+                            data = decode(value)
+                        except DecodeError as exc:
+                            raise DecodeError(
+                                f"stored row seq {seq}, namespace {dbns!r}, field {field!r}: {exc}"
+                            ) from exc
+                ctx = contexts.get(context)
+                if ctx is None:
+                    if context.__class__ is not str:
+                        raise TypeError(f"context is {type(context).__name__}, not str")
+                    ctx = contexts[context] = context
+                if replaces is not None and log.seqs and replaces(dbns, field):
+                    log = node[field] = FieldLog()
+                # FieldLog.append, inlined: this loop runs once per stored row
+                log.seqs.append(seq)
+                try:
+                    log.times.append(_NAN if created_at is None else created_at)
+                except TypeError:
+                    raise TypeError(
+                        f"created_at is {type(created_at).__name__}, not a number"
+                    ) from None
+                items = log.items
+                items.append(data)
+                items.append(ctx)
+            except (InvalidNameError, NamespaceCollisionError, DecodeError):
+                raise
+            except Exception as exc:  # a column of the wrong type, bytes that are not JSON
+                raise DecodeError(
+                    f"stored row {_describe(row)} cannot be loaded: {type(exc).__name__}: {exc}"
+                ) from exc
         driver._saw_seq(seq)
         self.cache.clear()
         self.cache.update(cache)
@@ -325,11 +341,16 @@ class Store:
         raw: bytes | None,
         context: str,
         working: Any,
+        submit: bool = True,
     ) -> int:
         """Append one entry everywhere: log tree, driver, read dicts, working copies,
         callback.  ``data`` is the object the log keeps (never shared with the caller);
         ``working`` the caller's mutable object, which becomes the working copy of an
-        open ``with`` block."""
+        open ``with`` block.  With ``submit=False`` a full batch is left for the caller
+        to hand to the driver (``self._due`` says so)."""
+        driver = self.driver
+        if driver.read_only:
+            raise ReadOnlyError(f"cannot write {field!r}: {driver!r} is open read-only")
         node = self._by_dbns.get(dbns)
         if node is None:
             node = self._make_path(namespace, dbns)
@@ -338,9 +359,6 @@ class Store:
             raise NamespaceCollisionError(
                 f"{field!r} is a namespace below {namespace!r}, so it cannot also be a field"
             )
-        driver = self.driver
-        if driver.read_only:
-            raise ReadOnlyError(f"cannot write {field!r}: {driver!r} is open read-only")
         seq = driver._last_seq + 1  # DBDriver.next_seq(), inlined on the hot path
         driver._last_seq = seq
         now = _now()
@@ -385,7 +403,10 @@ class Store:
                 copy = safe_deepcopy(data)
                 on_change(namespace, field, make_value(now, False, copy, context, seq))
         if due:
-            driver.submit()
+            if submit:
+                driver.submit()
+            else:
+                self._due = True
         return seq
 
     # ------------------------------------------------------------------ reading
@@ -470,8 +491,10 @@ class Store:
             encoded = codec.encode_unverified(working.obj)
             if encoded.data != working.baseline:
                 changed.append((field, working, encoded))
-        # All or none: check every changed copy before writing any.
+        # All or none: check every changed copy before writing any, and queue them all
+        # before a full batch goes to the driver (whose failure must not stop the rest).
         kept = [codec.finish(encoded) for _, _, encoded in changed]
+        self._due = False
         for (field, working, encoded), keep in zip(changed, kept, strict=True):
             self._append(
                 namespace,
@@ -481,7 +504,11 @@ class Store:
                 encoded.data,
                 context,
                 working.obj if encoded.mutable else None,
+                submit=False,
             )
+        if self._due:
+            self._due = False
+            self.driver.submit()
 
     def _refresh(self, dbns: str, fields: tuple[str, ...]) -> None:
         block = self._blocks.get(dbns)
@@ -491,6 +518,15 @@ class Store:
             block.working.clear()
         for field in fields:
             block.working.pop(field, None)
+
+
+def _describe(row: Any) -> str:
+    """Name a stored row in an error message: seq, namespace and field if it has them."""
+    try:
+        seq, dbns, field = row[0], row[1], row[2]
+    except Exception:
+        return repr(row)[:200]
+    return f"seq {seq!r}, namespace {dbns!r}, field {field!r}"
 
 
 def _show_ns(dbns: str) -> str:

@@ -6,7 +6,7 @@ from abc import ABC, abstractmethod
 from collections.abc import Iterable, Iterator
 from typing import TYPE_CHECKING, Any
 
-from ..dumpfile import Row, pack_rows, read_dump
+from ..dumpfile import Row, check_tree, pack_rows, read_dump
 
 if TYPE_CHECKING:
     from ..codec import Codec
@@ -110,6 +110,10 @@ class DBDriver(ABC):
     def _iter_rows(self) -> Iterator[Row]:
         """Every stored row in seq order, for :meth:`dump`."""
 
+    def _names(self) -> Iterable[tuple[str, str]]:
+        """Every (namespace, field) stored.  The default scans all rows."""
+        return {(row[1], row[2]) for row in self._iter_rows()}
+
     # ------------------------------------------------------------------ dump/restore
 
     def dump(self) -> Iterator[bytes]:
@@ -141,6 +145,7 @@ class DBDriver(ABC):
         self.ensure()
         self.flush()
         rows = read_dump(stream, codec=codec)
+        check_tree(rows, self._names())
         self._insert_restored(rows)
         if rows:
             self._saw_seq(max(row[0] for row in rows))

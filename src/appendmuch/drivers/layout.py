@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 
+from ..errors import InvalidNameError
 from ..names import check_replace_index_specs, check_sql_identifier, check_table_part
 
 __all__ = ["COLUMNS", "TableNames", "index_name"]
@@ -19,6 +20,8 @@ COLUMNS: dict[str, tuple[str, str]] = {
     "context": ("TEXT", "TEXT"),
 }
 ROW_COLUMNS = "seq, namespace, field, value, created_at, context"
+#: longest table name (PostgreSQL truncates identifiers beyond 63 bytes)
+MAX_TABLE_NAME = 63
 
 
 class TableNames:
@@ -34,11 +37,25 @@ class TableNames:
     ) -> None:
         self.table_prefix = check_sql_identifier(table_prefix, "table_prefix")
         self.tblextra = check_table_part(tblextra, "tblextra")
-        self.table = f"{table_prefix}{tblextra}_values"
+        table = f"{table_prefix}{tblextra}_values"
+        if len(table) > MAX_TABLE_NAME:
+            # PostgreSQL silently truncates longer names, so two long prefixes could
+            # share one table; SQLite is held to the same limit for portability.
+            raise InvalidNameError(
+                f"table name {table!r} is {len(table)} characters long; table_prefix and "
+                f"tblextra together may have at most {MAX_TABLE_NAME - len('_values')}"
+            )
+        if table.lower().startswith(("sqlite_", "pg_")):
+            raise InvalidNameError(
+                f"table name {table!r} starts with a prefix the database reserves "
+                "(sqlite_ or pg_); choose another table_prefix"
+            )
+        self.table = table
         self.replace_index_specs = check_replace_index_specs(replace_index_specs)
 
 
 def index_name(table: str, field: str, pattern: str) -> str:
-    """A stable, valid name for the unique partial index of one replace spec."""
-    digest = hashlib.sha1(f"{field}\0{pattern}".encode()).hexdigest()[:10]
-    return f"{table}_replace_{digest}"
+    """A stable name for the unique partial index of one replace spec, short enough for
+    PostgreSQL's 63-byte limit whatever the table name."""
+    digest = hashlib.sha1(f"{table}\0{field}\0{pattern}".encode()).hexdigest()[:20]
+    return f"appendmuch_replace_{digest}"

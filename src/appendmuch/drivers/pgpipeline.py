@@ -79,6 +79,19 @@ class Pipeline:
             param_formats=transformer.formats,
         )
 
+    def check_alive(self) -> None:
+        """Raise ``psycopg.OperationalError`` if the server has closed the connection.
+
+        A server that shuts down sends a notice and closes the socket; libpq notices
+        only when it reads past the notice, so read whatever is waiting (results of
+        in-flight batches are kept for :meth:`reap`).  Costs one ``select`` when idle.
+        """
+        pgconn = self.pgconn
+        for _ in range(3):
+            if not select.select([pgconn.socket], [], [], 0)[0]:
+                return
+            pgconn.consume_input()
+
     def reap(self, *, block: bool, keep: int = 0) -> list[tuple[Batch, str]]:
         """Read results of in-flight batches, oldest first, down to ``keep`` left.
 

@@ -7,6 +7,7 @@ so ``appendmuch`` works without the ``pg`` extra installed.
 from __future__ import annotations
 
 import os
+import threading
 import zlib
 from collections.abc import Iterator
 from typing import Any
@@ -228,7 +229,8 @@ class PostgreSQL(SQLDriver):
                 self._pool.putconn(conn)
         pool, self._pool = self._pool, None
         if pool is not None:
-            pool.close(timeout=0)
+            # Its workers may be busy reconnecting: let them stop in the background.
+            threading.Thread(target=pool.close, kwargs={"timeout": 10.0}, daemon=True).start()
 
     def _after_failure(self) -> None:
         self._drop_connections()
@@ -341,6 +343,7 @@ class PostgreSQL(SQLDriver):
         if len(self._pending):
             if len(pipe.inflight) >= _MAX_IN_FLIGHT:
                 self._requeue(pipe.reap(block=True, keep=_MAX_IN_FLIGHT - 1))
+            pipe.check_alive()  # so the write that meets a dead server is the one to raise
             batch = self._take()
             if batch[0] or batch[1]:
                 pipe.send(batch)
@@ -393,6 +396,11 @@ class PostgreSQL(SQLDriver):
                 if not rows:
                     break
                 yield from rows
+
+    def _names(self) -> set[tuple[str, str]]:
+        with self._connection() as conn:
+            rows = conn.execute(f"SELECT DISTINCT namespace, field FROM {self._quoted}")
+            return {(namespace, field) for namespace, field in rows}
 
     def _table_size(self) -> int:
         with self._connection() as conn:

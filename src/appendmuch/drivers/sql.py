@@ -26,8 +26,14 @@ from abc import abstractmethod
 from collections.abc import Iterable, Iterator
 from typing import TYPE_CHECKING
 
-from ..errors import ReadOnlyError, WriteError
-from ..recovery import Entry, recovery_file_name, write_recovery_file
+from ..errors import DatabaseError, DumpFormatError, ReadOnlyError, RecoveryPendingError, WriteError
+from ..recovery import (
+    Entry,
+    list_recovery_files,
+    read_recovery_file,
+    recovery_file_name,
+    write_recovery_file,
+)
 from .base import DBDriver, Row
 from .batching import Pending
 from .layout import TableNames
@@ -81,6 +87,8 @@ class SQLDriver(DBDriver):
         self._connected = False
         #: a write failed in a way that may have committed it (check before rewriting)
         self._uncertain = False
+        #: set by recovery.replay(): opening for writing despite waiting recovery files
+        self._replaying = False
         # the hot path: queueing a row is the queue's own lock-free add
         self.append = self._pending.add  # type: ignore[method-assign]
 
@@ -143,8 +151,37 @@ class SQLDriver(DBDriver):
             if not self._connected:
                 self._connect()
                 self._connected = True
+                if not self.read_only and not self._replaying:
+                    try:
+                        self._refuse_if_recovery_pending()
+                    except BaseException:
+                        self._connected = False
+                        self._disconnect()
+                        raise
             if not self.read_only and (self._flusher is None or not self._flusher.is_alive()):
                 self._start_flusher()
+
+    def recovery_files(self) -> list[str]:
+        """Recovery files of this table in the recovery directory, oldest first."""
+        directory = self.recovery_dir or self._default_recovery_dir()
+        return list_recovery_files(directory, self.table)
+
+    def _refuse_if_recovery_pending(self) -> None:
+        # New writes would take the seqs of rows saved but never written: those must be
+        # replayed first.  A file whose rows are all stored has been replayed.
+        waiting = []
+        for path in self.recovery_files():
+            entries = read_recovery_file(path)
+            stored = self._stored_rows([row[0] for row, _ in entries])
+            if any(stored.get(row[0]) != row for row, _ in entries):
+                waiting.append(path)
+        if waiting:
+            raise RecoveryPendingError(
+                f"{self._where()} has rows saved in {', '.join(waiting)} that were never "
+                f"written; write them first with `appendmuch replay {waiting[0]} DB` (or "
+                "appendmuch.recovery.replay), or move the file away to discard them",
+                recovery_files=waiting,
+            )
 
     def _start_flusher(self) -> None:
         self._stop.clear()
@@ -180,7 +217,7 @@ class SQLDriver(DBDriver):
     def _flush_or_save(self) -> None:
         try:
             self._flush_locked()
-        except WriteError as exc:
+        except Exception as exc:  # whatever stops the write, the rows must not be lost
             inserts, updates = self._pending.take()  # in-flight rows were given back
             directory = self.recovery_dir or self._default_recovery_dir()
             path = recovery_file_name(directory, self.table)
@@ -194,8 +231,9 @@ class SQLDriver(DBDriver):
                 ) from exc
             raise WriteError(
                 f"could not write {count} queued rows to {self._where()} on close; they "
-                f"were saved to the recovery file {path} — write them later with "
-                f"`appendmuch replay {path} DB` (cause: {exc.__cause__ or exc})",
+                f"were saved to the recovery file {path} — write them with "
+                f"`appendmuch replay {path} DB` before writing to the table again "
+                f"(cause: {exc.__cause__ or exc})",
                 recovery_file=path,
             ) from exc
 
@@ -234,11 +272,14 @@ class SQLDriver(DBDriver):
             return
         if self.read_only:
             raise ReadOnlyError(f"{self._where()} is open read-only")
-        if not self._connected:
-            self.ensure()
+        failures: tuple[type[Exception], ...] = (DatabaseError, *self._errors())
         try:
+            if not self._connected:
+                self.ensure()
             self._drain(wait)
-        except self._errors() as exc:
+        except WriteError:
+            raise
+        except failures as exc:
             self._uncertain = True
             self._after_failure()
             raise WriteError(
@@ -350,8 +391,14 @@ class SQLDriver(DBDriver):
         self.ensure()
         self.flush()
         with self._lock:
-            seqs = [row[0] for row, _ in entries]
-            stored = self._existing_seqs(seqs)
+            stored = self._stored_rows([row[0] for row, _ in entries])
+            for row, _ in entries:
+                if row[0] in stored and stored[row[0]] != row:
+                    raise DumpFormatError(
+                        f"recovery row seq {row[0]} ({row[1]!r}, {row[2]!r}) conflicts with "
+                        f"a different row stored under that seq in {self._where()}; nothing "
+                        "was replayed"
+                    )
             inserts = [
                 row for row, replaces in entries if replaces is None and row[0] not in stored
             ]

@@ -10,7 +10,7 @@ from collections.abc import Iterator
 from typing import IO
 from urllib.parse import quote
 
-from ..errors import DatabaseError, DumpFormatError, LockedError, SchemaError
+from ..errors import DatabaseError, DecodeError, DumpFormatError, LockedError, SchemaError
 from .base import Row
 from .layout import ROW_COLUMNS, TableNames, index_name
 from .sql import SQLDriver
@@ -62,7 +62,9 @@ class Sqlite3(SQLDriver):
     :param batch_size: rows per batch (default 100).
     :param batch_interval: seconds a row may wait in a batch (default 0.1).
     :param write_through: commit every row before the assignment returns.
-    :param read_only: open without writing anything, creating nothing, locking nothing.
+    :param read_only: open without writing to the database, creating it or locking it.
+        (A writer leaves a closed file in rollback-journal mode, so reading it creates
+        nothing; while a writer runs, readers share its ``-wal`` and ``-shm`` files.)
     :param recovery_dir: where ``close()`` saves rows it cannot write (default: the
         database's directory).
     :param timeout: seconds to wait for a lock held by another connection.
@@ -160,6 +162,12 @@ class Sqlite3(SQLDriver):
         try:
             conn.execute(f"PRAGMA synchronous={self.synchronous}")
             self._ensure_table(conn)
+        except sqlite3.DatabaseError as exc:
+            conn.close()
+            self._release_lock()
+            raise DatabaseError(
+                f"{self.database!r} is not a usable SQLite database: {exc}"
+            ) from exc
         except BaseException:
             conn.close()
             self._release_lock()
@@ -191,7 +199,9 @@ class Sqlite3(SQLDriver):
         """
         if self._in_memory or self._lockfile is not None:
             return
-        path = f"{self.database}-{self.table}.lock"
+        # One lock per file and table however they are spelled: symlinks resolved, and
+        # table names compared as SQLite does (ASCII case-insensitively).
+        path = f"{os.path.realpath(self.database)}-{self.table.lower()}.lock"
         while True:
             lockfile = open(path, "a+b")  # noqa: SIM115 - held open while connected
             try:
@@ -220,18 +230,29 @@ class Sqlite3(SQLDriver):
 
     def _disconnect(self) -> None:
         conn, self._conn = self._conn, None
-        self._wal = False
+        wal, self._wal = self._wal, False
         try:
             if conn is not None:
+                if wal:
+                    # Leave the closed file in rollback-journal mode: a read-only open
+                    # of it then creates no -wal/-shm files.  If a reader is attached,
+                    # the switch is refused; the file simply stays in WAL mode.
+                    with contextlib.suppress(sqlite3.Error):
+                        conn.execute("PRAGMA journal_mode=DELETE")
                 conn.close()
         finally:
             self._release_lock()
 
     def _ensure_table(self, conn: sqlite3.Connection) -> None:
-        exists = conn.execute(
-            "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = ?", (self.table,)
+        found = conn.execute(
+            "SELECT type FROM sqlite_master WHERE name = ? COLLATE NOCASE", (self.table,)
         ).fetchone()
-        if exists:
+        if found and found[0] != "table":
+            raise SchemaError(
+                f"{self.table!r} in {self.database!r} is a {found[0]}, not a table; it was "
+                "left untouched. Use another table_prefix/tblextra"
+            )
+        if found:
             self._check_schema(conn)
         elif self.read_only:
             raise DatabaseError(f"there is no table {self.table!r} in {self.database!r}")
@@ -239,17 +260,24 @@ class Sqlite3(SQLDriver):
             self._create(conn)
         (largest,) = conn.execute(f"SELECT MAX(seq) FROM {self._quoted}").fetchone()
         if largest is not None:
-            self._saw_seq(int(largest))
+            if type(largest) is not int:
+                raise DecodeError(
+                    f"table {self.table!r} in {self.database!r} holds a seq that is not an "
+                    f"integer ({largest!r}); it was left untouched"
+                )
+            self._saw_seq(largest)
 
     def _use_wal(self, conn: sqlite3.Connection) -> None:
         # Only once writing: switching to WAL changes the file for good, and an open
         # that fails (an undecodable row, say) must leave the file untouched.
         if not self._wal and not self._in_memory:
-            conn.execute("PRAGMA journal_mode=WAL")
+            # Refused while a reader holds the file in rollback mode: then this
+            # connection simply writes in rollback-journal mode (as durable).
+            with contextlib.suppress(sqlite3.OperationalError):
+                conn.execute("PRAGMA journal_mode=WAL")
         self._wal = True
 
     def _create(self, conn: sqlite3.Connection) -> None:
-        self._use_wal(conn)
         conn.execute("BEGIN IMMEDIATE")
         try:
             conn.execute(
@@ -267,6 +295,7 @@ class Sqlite3(SQLDriver):
         except BaseException:
             conn.execute("ROLLBACK")
             raise
+        self._use_wal(conn)
 
     def _create_indexes(self, conn: sqlite3.Connection) -> None:
         for field, pattern in self.replace_index_specs:
@@ -353,6 +382,12 @@ class Sqlite3(SQLDriver):
             f"SELECT {ROW_COLUMNS} FROM {self._quoted} ORDER BY seq"
         )
         return cursor
+
+    def _names(self) -> set[tuple[str, str]]:
+        with self._lock:
+            return set(
+                self.connection.execute(f"SELECT DISTINCT namespace, field FROM {self._quoted}")
+            )
 
     def _table_size(self) -> int:
         conn = self.connection
