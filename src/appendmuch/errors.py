@@ -10,6 +10,7 @@ from __future__ import annotations
 
 __all__ = [
     "AppendmuchError",
+    "ClosedError",
     "DatabaseError",
     "DecodeError",
     "DumpFormatError",
@@ -103,6 +104,10 @@ class RecoveryPendingError(DatabaseError):
     def __init__(self, message: str, *, recovery_files: list[str]) -> None:
         super().__init__(message)
         self.recovery_files = recovery_files
+
+
+class ClosedError(AppendmuchError, RuntimeError):
+    """A write through a Store that was closed."""
 
 
 class LockedError(DatabaseError):

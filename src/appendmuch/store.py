@@ -15,6 +15,7 @@ from .codec import Codec, Encoded
 from .copying import safe_deepcopy
 from .drivers.base import DBDriver
 from .errors import (
+    ClosedError,
     DecodeError,
     FieldNotFoundError,
     InvalidNameError,
@@ -205,7 +206,11 @@ class Store:
         self.driver.flush()
 
     def close(self) -> None:
-        """Flush and close the driver.  Calling it again does nothing."""
+        """Flush and close the driver.  Calling it again does nothing.
+
+        Reads keep working on the in-memory log; writes raise
+        :class:`~appendmuch.errors.ClosedError`.
+        """
         if not self._closed:
             self._closed = True
             self._finalizer()
@@ -349,7 +354,11 @@ class Store:
         open ``with`` block.  With ``submit=False`` a full batch is left for the caller
         to hand to the driver (``self._due`` says so)."""
         driver = self.driver
-        if driver.read_only:
+        if driver.read_only or self._closed:
+            if self._closed:
+                raise ClosedError(
+                    f"cannot write {field!r}: this Store was closed; open a new Store to write"
+                )
             raise ReadOnlyError(f"cannot write {field!r}: {driver!r} is open read-only")
         node = self._by_dbns.get(dbns)
         if node is None:

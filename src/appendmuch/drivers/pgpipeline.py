@@ -68,6 +68,22 @@ class Pipeline:
             params = [self._int8(row[0]), *row[1:], self._int8(old_seq)]
             self._send(self._overwrite, params, 7)
         self.pgconn.pipeline_sync()
+        self._drain_output()
+
+    def _drain_output(self) -> None:
+        """Push libpq's output buffer to the server (psycopg runs libpq non-blocking,
+        so a large batch may still sit in it after the calls above returned)."""
+        pgconn = self.pgconn
+        deadline = time.monotonic() + self.timeout
+        while pgconn.flush():
+            left = deadline - time.monotonic()
+            if left <= 0:
+                raise self._operational_error(
+                    f"could not send a batch to the server within {self.timeout} s"
+                )
+            readable, _, _ = select.select([pgconn.socket], [pgconn.socket], [], left)
+            if readable:
+                pgconn.consume_input()  # the server may wait for us to read first
 
     def _send(self, command: bytes, params: list[Any], count: int) -> None:
         transformer = self._transformer
@@ -115,6 +131,7 @@ class Pipeline:
         return not self.pgconn.is_busy()
 
     def _wait(self) -> None:
+        self._drain_output()
         deadline = time.monotonic() + self.timeout
         pgconn = self.pgconn
         while not self._arrived():

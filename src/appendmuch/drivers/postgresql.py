@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 import threading
+import time
 import zlib
 from collections.abc import Iterator
 from typing import Any
@@ -72,6 +73,8 @@ class PostgreSQL(SQLDriver):
     :param read_only: sessions are read-only; nothing is created or written.
     :param recovery_dir: where ``close()`` saves rows it cannot write (default: the
         current directory).
+    :param lock_timeout: seconds to wait for the table's writer lock (default 10): the
+        session of a writer that was just killed holds it until the server notices.
     :param pool_kwargs: passed to :class:`psycopg_pool.ConnectionPool` (e.g. ``timeout``,
         the seconds to wait for a connection, default 30; ``check`` defaults to
         ``ConnectionPool.check_connection`` so broken connections are replaced).
@@ -94,6 +97,7 @@ class PostgreSQL(SQLDriver):
         write_through: bool = False,
         read_only: bool = False,
         recovery_dir: str | os.PathLike[str] | None = None,
+        lock_timeout: float = 10.0,
         **pool_kwargs: Any,
     ) -> None:
         names = TableNames(table_prefix, tblextra, replace_index_specs)
@@ -117,6 +121,8 @@ class PostgreSQL(SQLDriver):
             psycopg_pool.PoolTimeout,
         )
         self.conninfo = conninfo
+        #: seconds to wait for the table's writer lock held by another session
+        self.lock_timeout = lock_timeout
         pool_kwargs.setdefault("check", psycopg_pool.ConnectionPool.check_connection)
         pool_kwargs.setdefault("name", f"appendmuch:{self.table}")
         if read_only:
@@ -194,14 +200,22 @@ class PostgreSQL(SQLDriver):
         if conn is None or conn.closed:
             conn = self._open_pool().getconn()
             conn.autocommit = True
-            (locked,) = conn.execute(
-                "SELECT pg_try_advisory_lock(%s)", (self._lock_key,)
-            ).fetchone()
+            # A writer that was just killed keeps its server session, and the lock,
+            # until the server notices; wait a little for it rather than refuse at once.
+            deadline = time.monotonic() + self.lock_timeout
+            while True:
+                (locked,) = conn.execute(
+                    "SELECT pg_try_advisory_lock(%s)", (self._lock_key,)
+                ).fetchone()
+                if locked or time.monotonic() >= deadline:
+                    break
+                time.sleep(0.1)
             if not locked:
                 self._open_pool().putconn(conn)
                 raise LockedError(
-                    f"{self._where()} is already open for writing by another session; "
-                    "close the other Store first, or open this one with read_only=True"
+                    f"{self._where()} is already open for writing by another session "
+                    f"(waited {self.lock_timeout} s); close the other Store first, or open "
+                    "this one with read_only=True"
                 )
             self._writer = conn
         return conn

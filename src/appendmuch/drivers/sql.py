@@ -18,6 +18,7 @@ one lock serialises everything except queueing a row, which is lock-free.
 
 from __future__ import annotations
 
+import atexit
 import os
 import threading
 import time
@@ -89,6 +90,7 @@ class SQLDriver(DBDriver):
         self._uncertain = False
         #: set by recovery.replay(): opening for writing despite waiting recovery files
         self._replaying = False
+        self._exit_hook = False
         # the hot path: queueing a row is the queue's own lock-free add
         self.append = self._pending.add  # type: ignore[method-assign]
 
@@ -184,6 +186,10 @@ class SQLDriver(DBDriver):
             )
 
     def _start_flusher(self) -> None:
+        if not self._exit_hook:
+            # Rows queued through the driver alone (no Store) are written at exit too.
+            atexit.register(_close_at_exit, weakref.ref(self))
+            self._exit_hook = True
         self._stop.clear()
         thread = threading.Thread(
             target=_flusher_loop,
@@ -213,6 +219,13 @@ class SQLDriver(DBDriver):
                 if self._connected:
                     self._connected = False
                     self._disconnect()
+                # used again, the driver reconnects and restarts its flusher first
+                self.append = self._append_after_close  # type: ignore[method-assign]
+
+    def _append_after_close(self, row: Row) -> bool:
+        self.ensure()
+        self.append = self._pending.add  # type: ignore[method-assign]
+        return self._pending.add(row)
 
     def _flush_or_save(self) -> None:
         try:
@@ -258,10 +271,11 @@ class SQLDriver(DBDriver):
         """A full batch is waiting: hand it to the database.
 
         Drivers that pipeline batches (PostgreSQL) return before the server has
-        committed it; :meth:`flush` waits.  Errors of earlier batches surface here.
+        committed it, unless ``write_through``; :meth:`flush` waits.  Errors of
+        earlier batches surface here.
         """
         with self._lock:
-            self._write_queued(wait=False)
+            self._write_queued(wait=self.write_through)
 
     def _flush_locked(self) -> None:
         self._write_queued(wait=True)
@@ -413,6 +427,12 @@ class SQLDriver(DBDriver):
             for _, row in updates:
                 self._saw_seq(row[0])
             return len(inserts) + len(updates)
+
+
+def _close_at_exit(ref: weakref.ref[SQLDriver]) -> None:
+    driver = ref()
+    if driver is not None and driver.pending:
+        driver.close()
 
 
 def _flusher_loop(ref: weakref.ref[SQLDriver], stop: threading.Event, interval: float) -> None:
