@@ -73,8 +73,10 @@ class PostgreSQL(SQLDriver):
     :param read_only: sessions are read-only; nothing is created or written.
     :param recovery_dir: where ``close()`` saves rows it cannot write (default: the
         current directory).
-    :param lock_timeout: seconds to wait for the table's writer lock (default 10): the
-        session of a writer that was just killed holds it until the server notices.
+    :param lock_timeout: seconds to wait for the table's writer lock while the session
+        holding it is running a statement (default 10): a writer that was just killed
+        keeps its session until the batch it sent is done.  An idle holder is a living
+        writer: opening fails at once.
     :param pool_kwargs: passed to :class:`psycopg_pool.ConnectionPool` (e.g. ``timeout``,
         the seconds to wait for a connection, default 30; ``check`` defaults to
         ``ConnectionPool.check_connection`` so broken connections are replaced).
@@ -201,15 +203,16 @@ class PostgreSQL(SQLDriver):
             conn = self._open_pool().getconn()
             conn.autocommit = True
             # A writer that was just killed keeps its server session, and the lock,
-            # until the server notices; wait a little for it rather than refuse at once.
+            # while that session finishes the batch it was running; wait for such a
+            # busy holder (up to lock_timeout), but not for an idle, living writer.
             deadline = time.monotonic() + self.lock_timeout
             while True:
                 (locked,) = conn.execute(
                     "SELECT pg_try_advisory_lock(%s)", (self._lock_key,)
                 ).fetchone()
-                if locked or time.monotonic() >= deadline:
+                if locked or time.monotonic() >= deadline or not self._holder_busy(conn):
                     break
-                time.sleep(0.1)
+                time.sleep(0.05)
             if not locked:
                 self._open_pool().putconn(conn)
                 raise LockedError(
@@ -219,6 +222,16 @@ class PostgreSQL(SQLDriver):
                 )
             self._writer = conn
         return conn
+
+    def _holder_busy(self, conn: Any) -> bool:
+        """Whether the session holding the table's writer lock is running a statement."""
+        row = conn.execute(
+            "SELECT a.state FROM pg_locks l JOIN pg_stat_activity a ON a.pid = l.pid "
+            "WHERE l.locktype = 'advisory' AND l.granted AND l.classid = 0 "
+            "AND l.objid = %s::bigint::oid",
+            (self._lock_key,),
+        ).fetchone()
+        return row is not None and row[0] == "active"
 
     def _pipeline(self) -> Pipeline:
         pipe = self._pipe
