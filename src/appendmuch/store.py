@@ -44,6 +44,8 @@ _SCALAR_TYPES = frozenset({int, float, str, bool, type(None)})
 #: type id -> the exact type its JSON document decodes to (load fast path)
 _SCALAR_IDS: dict[int, type] = {0: int, 2: str}
 _loads = orjson.loads
+#: Store._write's default for ``data``: encode ``value`` (a plain assignment)
+_ENCODE: Any = object()
 _NAN = float("nan")
 
 
@@ -110,6 +112,10 @@ class Store:
         #: (dbns, field) -> (seq, stored bytes) of the latest mutable value written
         self._raws: dict[tuple[str, str], tuple[int, bytes]] = {}
         self._closed = False
+        #: closed, or a read-only driver: every write raises (one check on the hot path)
+        self._refuse_writes = driver.read_only
+        #: the codec's exact-type scalar encoders (the same dict object, kept current)
+        self._fast = self.codec._fast
         self._due = False
         self.load()
         self._finalizer = weakref.finalize(self, _close_driver, driver)
@@ -212,7 +218,7 @@ class Store:
         :class:`~appendmuch.errors.ClosedError`.
         """
         if not self._closed:
-            self._closed = True
+            self._closed = self._refuse_writes = True
             self._finalizer()
 
     def __enter__(self) -> Store:
@@ -306,55 +312,58 @@ class Store:
             answer = self._replace[key] = bool(predicate is not None and predicate(dbns, field))
         return answer
 
-    def _write(self, namespace: tuple[str, ...], dbns: str, field: str, value: Any) -> None:
-        """Append ``value`` to a field (called by ``Storage.__setattr__``, which has
-        validated the field name)."""
-        fast = self.codec._fast.get(value.__class__)
-        if fast is not None:  # int, float, str, bool, None: no copy, no check needed
-            try:
-                raw = fast(value)
-            except (TypeError, ValueError) as exc:
-                raise UnsupportedTypeError(
-                    f"cannot encode a value of type {type(value).__name__}: {exc}"
-                ) from exc
-            keep, working = value, None
-        else:
-            raw, mutable, keep = self.codec.prepare(value)
-            working = value if mutable else None
-        # caller_context(), with its common case inlined: the caller of
-        # Storage.__setattr__ is application code whose label is already known.
-        frame = _getframe(2)
-        known = _labels.get(id(frame.f_code))  # labels exist only for application code
-        context = known[1].get(frame.f_lasti) if known is not None else None
-        if context is None:
-            context = caller_context(2)
-        self._append(namespace, dbns, field, keep, raw, context, working)
-
     def _delete(self, namespace: tuple[str, ...], dbns: str, field: str, storage: Any) -> None:
         node = self._by_dbns.get(dbns)
         log = node.get(field) if node is not None else None
         if type(log) is not FieldLog or log.latest is GONE:
             raise FieldNotFoundError(f"{storage!r} has no field {field!r} to delete")
-        self._append(namespace, dbns, field, GONE, None, caller_context(3), None)
+        self._write(namespace, dbns, field, None, GONE, None, caller_context(3))
 
-    def _append(
+    def _write(
         self,
         namespace: tuple[str, ...],
         dbns: str,
         field: str,
-        data: Any,
-        raw: bytes | None,
-        context: str,
-        working: Any,
+        value: Any,
+        data: Any = _ENCODE,
+        raw: bytes | None = None,
+        context: str = "",
+        working: Any = None,
         submit: bool = True,
     ) -> int:
-        """Append one entry everywhere: log tree, driver, read dicts, working copies,
-        callback.  ``data`` is the object the log keeps (never shared with the caller);
-        ``working`` the caller's mutable object, which becomes the working copy of an
-        open ``with`` block.  With ``submit=False`` a full batch is left for the caller
-        to hand to the driver (``self._due`` says so)."""
+        """The write path: append one entry to the log tree, the driver, the read dicts
+        and working copies, and call ``on_change``.  Returns the new seq.
+
+        A plain assignment (``Storage.__setattr__``, which has validated the name) passes
+        just ``value``: it is encoded here, and the entry is labelled with the caller of
+        ``__setattr__``.  Deletes and ``with``-block exits pass the entry ready made:
+        ``data`` is the object the log keeps (never shared with the caller), ``raw`` its
+        stored bytes (None for a tombstone), ``working`` the caller's mutable object,
+        which becomes the working copy of an open block.  With ``submit=False`` a full
+        batch is left for the caller to hand to the driver (``self._due`` says so).
+        """
+        if data is _ENCODE:
+            fast = self._fast.get(value.__class__)
+            if fast is not None:  # int, float, str, bool, None: no copy, no check needed
+                try:
+                    raw = fast(value)
+                except (TypeError, ValueError) as exc:
+                    raise UnsupportedTypeError(
+                        f"cannot encode a value of type {type(value).__name__}: {exc}"
+                    ) from exc
+                data = value
+            else:
+                raw, mutable, data = self.codec.prepare(value)
+                if mutable:
+                    working = value
+            # caller_context(), with its common case inlined: the caller of
+            # Storage.__setattr__ is application code whose label is already known.
+            frame = _getframe(2)
+            known = _labels.get(id(frame.f_code))  # labels exist only for application code
+            label = known[1].get(frame.f_lasti) if known is not None else None
+            context = label if label is not None else caller_context(2)
         driver = self.driver
-        if driver.read_only or self._closed:
+        if self._refuse_writes:
             if self._closed:
                 raise ClosedError(
                     f"cannot write {field!r}: this Store was closed; open a new Store to write"
@@ -505,10 +514,11 @@ class Store:
         kept = [codec.finish(encoded) for _, _, encoded in changed]
         self._due = False
         for (field, working, encoded), keep in zip(changed, kept, strict=True):
-            self._append(
+            self._write(
                 namespace,
                 dbns,
                 field,
+                None,
                 keep,
                 encoded.data,
                 context,
