@@ -27,6 +27,7 @@ from typing import Any
 
 import orjson
 
+from .copying import ATOM_TYPES
 from .copying import safe_deepcopy as _deepcopy
 from .errors import DecodeError, RoundTripError, UnsupportedTypeError
 
@@ -259,22 +260,7 @@ _BUILTINS: tuple[_Entry, ...] = (
 )
 
 #: Immutable built-ins that hold no other values: never copied, never guarded.
-_ATOM_TYPES: frozenset[type] = frozenset(
-    {
-        int,
-        float,
-        str,
-        bytes,
-        bool,
-        complex,
-        type(None),
-        Decimal,
-        _dt.date,
-        _dt.time,
-        _dt.datetime,
-        uuid.UUID,
-    }
-)
+_ATOM_TYPES = ATOM_TYPES
 _CONTAINERS_OF_VALUES = (tuple, frozenset)
 _PLAIN_IDS = frozenset({3, 9, 128, 129, 131})
 #: read without consulting the codec, so no registration may make them mutable

@@ -9,11 +9,12 @@ import uuid
 from decimal import Decimal
 from typing import Any, TypeVar, cast
 
-__all__ = ["safe_deepcopy"]
+__all__ = ["ATOM_TYPES", "safe_deepcopy"]
 
 T = TypeVar("T")
 
-_ATOMS: frozenset[type] = frozenset(
+#: Immutable built-ins that hold no other values: returned as they are, never copied.
+ATOM_TYPES: frozenset[type] = frozenset(
     {
         int,
         float,
@@ -50,16 +51,16 @@ def safe_deepcopy(value: T) -> T:
 
 def _copy(value: Any) -> Any:
     cls = type(value)
-    if cls in _ATOMS:
+    if cls in ATOM_TYPES:
         return value
     if cls is list:
         if len(value) < _PICKLE_FROM:
-            return [v if type(v) in _ATOMS else _copy(v) for v in value]
+            return [v if type(v) in ATOM_TYPES else _copy(v) for v in value]
     elif cls is dict:
         if len(value) < _PICKLE_FROM:
-            return {k: (v if type(v) in _ATOMS else _copy(v)) for k, v in value.items()}
+            return {k: (v if type(v) in ATOM_TYPES else _copy(v)) for k, v in value.items()}
     elif cls is tuple or cls is frozenset:
-        copied = [v if type(v) in _ATOMS else _copy(v) for v in value]
+        copied = [v if type(v) in ATOM_TYPES else _copy(v) for v in value]
         if all(a is b for a, b in zip(copied, value, strict=True)):
             return value
         return cls(copied)

@@ -20,7 +20,16 @@ from .names import is_valid_dbns, is_valid_field
 if TYPE_CHECKING:
     from .codec import Codec
 
-__all__ = ["KEYS", "Row", "check_row", "check_tree", "pack_rows", "read_dump", "unpack_maps"]
+__all__ = [
+    "KEYS",
+    "Row",
+    "check_row",
+    "check_tree",
+    "pack_rows",
+    "read_dump",
+    "row_map",
+    "unpack_maps",
+]
 
 #: (seq, namespace, field, value or None, created_at, context)
 Row = tuple[int, str, str, bytes | None, float, str]
@@ -33,19 +42,22 @@ _MAX_SEQ = (1 << 63) - 1
 
 def pack_rows(rows: Iterable[Row]) -> Iterator[bytes]:
     """Encode rows as msgpack maps, one ``bytes`` per row."""
-    packer = msgpack.Packer(use_bin_type=True)
-    pack = packer.pack
-    for seq, namespace, field, value, created_at, context in rows:
-        yield pack(
-            {
-                "seq": seq,
-                "namespace": namespace,
-                "field": field,
-                "value": value,
-                "created_at": float(created_at),
-                "context": context,
-            }
-        )
+    pack = msgpack.Packer(use_bin_type=True).pack
+    for row in rows:
+        yield pack(row_map(row))
+
+
+def row_map(row: Row) -> dict[str, Any]:
+    """A row as the map a dump holds (keys in dump order, created_at a float64)."""
+    seq, namespace, field, value, created_at, context = row
+    return {
+        "seq": seq,
+        "namespace": namespace,
+        "field": field,
+        "value": value,
+        "created_at": float(created_at),
+        "context": context,
+    }
 
 
 def _chunks(stream: Any) -> Iterator[bytes]:

@@ -11,11 +11,11 @@ from __future__ import annotations
 import os
 import time
 from collections.abc import Iterable
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 import msgpack
 
-from .dumpfile import Row, check_row, unpack_maps
+from .dumpfile import Row, check_row, row_map, unpack_maps
 from .errors import DumpFormatError
 
 if TYPE_CHECKING:
@@ -66,27 +66,15 @@ def write_recovery_file(
     partial = f"{path}.partial"
     with open(partial, "wb") as fh:
         for row in inserts:
-            fh.write(packer.pack(_as_map(row)))
+            fh.write(packer.pack(row_map(row)))
             count += 1
         for old_seq, row in updates:
-            fh.write(packer.pack({**_as_map(row), "replaces": old_seq}))
+            fh.write(packer.pack({**row_map(row), "replaces": old_seq}))
             count += 1
         fh.flush()
         os.fsync(fh.fileno())
     os.replace(partial, path)
     return count
-
-
-def _as_map(row: Row) -> dict[str, Any]:
-    seq, namespace, field, value, created_at, context = row
-    return {
-        "seq": seq,
-        "namespace": namespace,
-        "field": field,
-        "value": value,
-        "created_at": float(created_at),
-        "context": context,
-    }
 
 
 def read_recovery_file(path: str | os.PathLike[str]) -> list[Entry]:
