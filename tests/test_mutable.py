@@ -8,7 +8,6 @@ alias.  Every test runs on every backend; persistence is checked by reopening.
 
 from __future__ import annotations
 
-import inspect
 import random
 from collections.abc import Callable
 from datetime import date, datetime, time
@@ -19,30 +18,12 @@ from uuid import UUID
 import orjson
 import pytest
 
-from appendmuch import Codec, Storage, Store, Value
+from appendmuch import Codec, Storage, Store
 from backends import Backend
+from helpers import datas, history, next_line, where
 from snapshots import state
 
 # --------------------------------------------------------------------------- helpers
-
-
-def next_line() -> int:
-    """The line number of the statement right after the caller's call of this."""
-    frame = inspect.currentframe()
-    assert frame is not None and frame.f_back is not None
-    return frame.f_back.f_lineno + 1
-
-
-def where(function: str, line: int) -> str:
-    return f"{__name__}.{function}:{line}"
-
-
-def history(storage: Storage, field: str) -> tuple[Value, ...]:
-    return tuple(storage.__history__()[field])
-
-
-def datas(storage: Storage, field: str) -> list[Any]:
-    return [v.data for v in history(storage, field)]
 
 
 def same(store: Store, left: Any, right: Any) -> bool:

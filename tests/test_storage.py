@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import bisect
 import contextlib
-import inspect
 import time
 from typing import Any
 
@@ -17,29 +16,10 @@ import pytest
 
 from appendmuch import Codec, Memory, Storage, Store, Value, flatten
 from backends import Backend
+from helpers import datas, history, next_line, where
 from snapshots import cache_snapshot, state
 
 # --------------------------------------------------------------------------- helpers
-
-
-def next_line() -> int:
-    """The line number of the statement right after the caller's call of this."""
-    frame = inspect.currentframe()
-    assert frame is not None and frame.f_back is not None
-    return frame.f_back.f_lineno + 1
-
-
-def where(function: str, line: int) -> str:
-    """The context string a write from ``function`` at ``line`` of this module has."""
-    return f"{__name__}.{function}:{line}"
-
-
-def history(storage: Storage, field: str) -> tuple[Value, ...]:
-    return tuple(storage.__history__()[field])
-
-
-def datas(storage: Storage, field: str) -> list[Any]:
-    return [v.data for v in history(storage, field)]
 
 
 def all_seqs(store: Store) -> list[int]:

@@ -1,0 +1,33 @@
+"""Small helpers shared by the behaviour tests."""
+
+from __future__ import annotations
+
+import inspect
+from typing import Any
+
+from appendmuch import Storage, Value
+
+
+def next_line() -> int:
+    """The line number of the statement right after the caller's call of this."""
+    frame = inspect.currentframe()
+    assert frame is not None and frame.f_back is not None
+    return frame.f_back.f_lineno + 1
+
+
+def where(function: str, line: int) -> str:
+    """The context string of a write made by ``function`` at ``line`` of the calling
+    test module."""
+    frame = inspect.currentframe()
+    assert frame is not None and frame.f_back is not None
+    return f"{frame.f_back.f_globals['__name__']}.{function}:{line}"
+
+
+def history(storage: Storage, field: str) -> tuple[Value, ...]:
+    """A field's history as a tuple of Values."""
+    return tuple(storage.__history__()[field])
+
+
+def datas(storage: Storage, field: str) -> list[Any]:
+    """The data of every entry of a field, oldest first."""
+    return [v.data for v in history(storage, field)]
