@@ -423,20 +423,6 @@ class Codec:
         entry = self._entry_for(value)
         return bytes((entry.type_id,)) + self._encode_with(entry, value, self.vigilant)
 
-    def encode_checked(self, value: Any, *, verify: bool = True) -> tuple[bytes, bool]:
-        """Like :meth:`encode`, also telling whether the value is mutable (one dispatch).
-
-        ``verify=False`` skips the round-trip check even in vigilant mode (used to
-        compare a value with an earlier encoding of itself).
-        """
-        entry = self._entry_for(value)
-        raw = bytes((entry.type_id,)) + self._encode_with(entry, value, verify and self.vigilant)
-        if entry.mutable:
-            return raw, True
-        if isinstance(value, _CONTAINERS_OF_VALUES):
-            return raw, self.is_mutable(value)
-        return raw, False
-
     def prepare(self, value: Any) -> tuple[bytes, bool, Any]:
         """Encode ``value`` for storing: ``(stored bytes, mutable, object to keep)``.
 
@@ -492,14 +478,6 @@ class Codec:
         elif encoded.mutable:
             return _deepcopy(value)
         return value
-
-    def verify(self, value: Any, data: bytes) -> None:
-        """Raise RoundTripError unless ``data`` (from :meth:`encode`) decodes to ``value``.
-
-        Does nothing when the codec is not vigilant.
-        """
-        if self.vigilant:
-            self._check_round_trip(self._entry_for(value), value, data[1:])
 
     def _encode_with(self, entry: _Entry, value: Any, verify: bool) -> bytes:
         try:
@@ -593,11 +571,6 @@ class Codec:
     def decodes_builtin_scalars(self) -> bool:
         """True while type ids 0 (int) and 2 (str) decode as the built-in types."""
         return self._by_id.get(0) is _BUILTINS[0] and self._by_id.get(2) is _BUILTINS[2]
-
-    @property
-    def atom_types(self) -> frozenset[type]:
-        """Immutable leaf types: values of these are handed out without copying."""
-        return self._atoms
 
 
 def _equal(a: Any, b: Any) -> bool:
