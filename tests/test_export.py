@@ -10,10 +10,11 @@ from __future__ import annotations
 
 import csv
 import datetime as dt
-import importlib.util
 import io
 import json
 import random
+import subprocess
+import sys
 import uuid
 from decimal import Decimal
 from fractions import Fraction
@@ -310,15 +311,28 @@ class TestErrors:
 
 
 class TestDataFrame:
-    """``to_dataframe`` imports pandas only when called; pandas is not a dependency."""
+    """``to_dataframe`` imports pandas only when called; pandas is not a dependency of
+    appendmuch (it is one of the ``dev`` extra, so both paths are tested)."""
 
-    def test_dataframe_or_a_clear_import_error(self, backend: Backend) -> None:
+    def test_without_pandas_a_clear_import_error(self) -> None:
+        # sys.modules[name] = None makes "import name" raise ImportError: pandas absent.
+        code = (
+            "import sys; sys.modules['pandas'] = None\n"
+            "from appendmuch import Memory, Store\n"
+            "from appendmuch.export import to_dataframe\n"
+            "store = Store(Memory()); store.storage('g').x = 1\n"
+            "try:\n"
+            "    to_dataframe(store)\n"
+            "except ImportError as exc:\n"
+            "    print('ImportError:', exc)\n"
+        )
+        out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+        assert out.returncode == 0, out.stderr
+        assert out.stdout.startswith("ImportError:") and "pandas" in out.stdout
+
+    def test_dataframe(self, backend: Backend) -> None:
         store = backend.store(codec=fraction_codec())
         write_game(store)
-        if importlib.util.find_spec("pandas") is None:
-            with pytest.raises(ImportError, match="pandas"):
-                to_dataframe(store)
-            return
         frame = to_dataframe(store)
         assert list(frame.columns) == list(LOG_COLUMNS)
         assert len(frame) == len(backend.raw_rows())
