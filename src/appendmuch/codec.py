@@ -468,10 +468,7 @@ class Codec:
         """Second half of :meth:`prepare`: run the round-trip check (vigilant mode) and
         return the object to keep in the cache."""
         value, entry = encoded.value, encoded.entry
-        checked = self.vigilant and not (entry.exact and type(value) is entry.cls)
-        if checked and self.vigilant_skip is not None and self.vigilant_skip(value):
-            checked = False
-        if checked:
+        if self.vigilant and self._needs_check(entry, value):
             back = self._round_trip(entry, value, encoded.data[1:])
             if encoded.mutable:
                 return back if encoded.plain else _deepcopy(value)
@@ -495,14 +492,17 @@ class Codec:
         return raw
 
     def _check_round_trip(self, entry: _Entry, value: Any, raw: bytes) -> None:
+        if self._needs_check(entry, value):
+            self._round_trip(entry, value, raw)
+
+    def _needs_check(self, entry: _Entry, value: Any) -> bool:
+        """Whether the vigilant round-trip check can tell anything about ``value``."""
         if entry.exact and type(value) is entry.cls:
-            return
+            return False
         if type(value) is float:
-            return  # finite (the encoder refuses others) and JSON floats round-trip
+            return False  # finite (the encoder refuses others) and JSON floats round-trip
         skip = self.vigilant_skip
-        if skip is not None and skip(value):
-            return
-        self._round_trip(entry, value, raw)
+        return skip is None or not skip(value)
 
     def _round_trip(self, entry: _Entry, value: Any, raw: bytes) -> Any:
         """Decode ``raw`` and compare with ``value``; return the decoded object."""

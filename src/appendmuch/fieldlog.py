@@ -147,10 +147,6 @@ class FieldLog(Sequence[Value]):
         """``seq`` of the newest entry.  O(1)."""
         return self.seqs[-1]
 
-    def available(self) -> bool:
-        """True when the newest entry is not a tombstone."""
-        return self.items[-2] is not GONE
-
     def data_at(self, position: int) -> Any:
         """Data of the entry at ``position`` (GONE for tombstones)."""
         return self.items[2 * position]
