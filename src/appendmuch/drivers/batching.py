@@ -1,32 +1,51 @@
-"""Rows waiting to be written by a SQL driver, kept in order."""
+"""Rows waiting to be written by a SQL driver, kept in order until committed."""
 
 from __future__ import annotations
 
 from collections import deque
 from contextlib import suppress
+from itertools import islice
+from operator import itemgetter
 
 from .base import Row
 
 __all__ = ["Pending"]
 
+_value = itemgetter(3)
+
+
+def _bytes(rows: list[Row]) -> int:
+    """Bytes of the rows' values (tombstones count nothing)."""
+    return sum(map(len, filter(None, map(_value, rows))))
+
 
 class Pending:
     """Queued inserts and in-place overwrites (replace semantics), oldest first.
 
+    A row leaves the queue only once it is committed: a batch being written is *taken*
+    (the first ``held`` inserts and ``held_updates`` overwrites) but stays queued until
+    :meth:`done`, so an interruption anywhere (an error, a KeyboardInterrupt, a lost
+    connection) can lose no row: :meth:`release` makes taken rows due again.
+
     ``add`` is the application's hot path and takes no lock: appending to a deque is
-    atomic, and the only code that removes rows (``take``, under the driver's lock)
-    removes exactly the rows it counted first, from the other end.  Everything else
-    runs under the driver's lock.  Overwriting a row that is still queued swaps the
-    queued row, so the database sees one insert.
+    atomic, and the only code that removes rows (``done``, under the driver's lock)
+    removes rows from the other end.  Everything else runs under the driver's lock.
+    Overwriting a row that is still queued and not taken swaps the queued row, so the
+    database sees one insert.
     """
 
-    __slots__ = ("inserts", "size", "updates")
+    __slots__ = ("due_at", "held", "held_updates", "inserts", "size", "updates")
 
     def __init__(self, size: int) -> None:
         self.size = size
         self.inserts: deque[Row] = deque()
         #: (seq of the stored row to overwrite, new row)
         self.updates: list[tuple[int, Row]] = []
+        #: inserts / overwrites at the front taken by a batch not yet committed
+        self.held = 0
+        self.held_updates = 0
+        #: queue length at which a full batch (beyond the taken rows) is waiting
+        self.due_at = size
 
     def __len__(self) -> int:
         return len(self.inserts) + len(self.updates)
@@ -35,35 +54,68 @@ class Pending:
         """Queue an insert; True when a full batch is waiting.  O(1), lock-free."""
         inserts = self.inserts
         inserts.append(row)
-        return len(inserts) >= self.size
+        return len(inserts) >= self.due_at
 
     def replace(self, old_seq: int | None, row: Row) -> bool:
         """Queue an overwrite of the row stored under ``old_seq`` (under the lock)."""
         if old_seq is not None:
             inserts = self.inserts
-            for i, queued in enumerate(inserts):
+            start = self.held
+            for i, queued in enumerate(islice(inserts, start, None), start):
                 if queued[0] == old_seq:
                     inserts[i] = row
-                    return len(self) >= self.size
-            for i, (target, queued) in enumerate(self.updates):
-                if queued[0] == old_seq:
-                    self.updates[i] = (target, row)
-                    return len(self) >= self.size
-            self.updates.append((old_seq, row))
-            return len(self) >= self.size
+                    return self.unsent() >= self.size
+            updates = self.updates
+            for i in range(self.held_updates, len(updates)):
+                if updates[i][1][0] == old_seq:
+                    updates[i] = (updates[i][0], row)
+                    return self.unsent() >= self.size
+            updates.append((old_seq, row))
+            return self.unsent() >= self.size
         return self.add(row)
 
-    def take(self) -> tuple[list[Row], list[tuple[int, Row]]]:
-        """Remove and return everything queued so far (under the lock)."""
-        inserts = self.inserts
-        rows = [inserts.popleft() for _ in range(len(inserts))]
-        updates, self.updates = self.updates, []
+    def unsent(self) -> int:
+        """Rows queued and not taken by a batch."""
+        return len(self.inserts) - self.held + len(self.updates) - self.held_updates
+
+    def take(self, max_bytes: int) -> tuple[list[Row], list[tuple[int, Row]]]:
+        """The next batch: every row not yet taken, cut to about ``max_bytes`` of
+        values (at least one row).  The rows stay queued, taken, until :meth:`done`."""
+        held = self.held
+        rows = list(islice(self.inserts, held, None)) if held else list(self.inserts)
+        updates = self.updates[self.held_updates :]
+        size = _bytes(rows)
+        if size > max_bytes:
+            rows = _cut(rows, max_bytes)
+            updates = []  # overwrites follow the inserts queued before them
+        elif updates and size + _bytes([row for _, row in updates]) > max_bytes:
+            budget = max_bytes - size
+            kept = _cut([row for _, row in updates], budget) if budget > 0 or not rows else []
+            updates = updates[: len(kept)]
+        self.held = held = held + len(rows)
+        self.held_updates += len(updates)
+        self.due_at = held + self.size
         return rows, updates
 
-    def give_back(self, rows: list[Row], updates: list[tuple[int, Row]]) -> None:
-        """Put rows that could not be written back in front, in order (under the lock)."""
-        self.inserts.extendleft(reversed(rows))
-        self.updates[:0] = updates
+    def done(self, count: int, updates: int) -> None:
+        """The first ``count`` inserts and ``updates`` overwrites are committed: drop them."""
+        inserts = self.inserts
+        for _ in range(count):
+            inserts.popleft()
+        self.held -= count
+        self.due_at = self.held + self.size
+        if updates:
+            del self.updates[:updates]
+            self.held_updates -= updates
+
+    def release(self) -> None:
+        """Taken rows were not (or not surely) committed: they are due again, in order."""
+        self.held = self.held_updates = 0
+        self.due_at = self.size
+
+    def snapshot(self) -> tuple[list[Row], list[tuple[int, Row]]]:
+        """Everything queued, taken or not (a copy)."""
+        return list(self.inserts), list(self.updates)
 
     def oldest_time(self) -> float | None:
         """``created_at`` of the oldest queued row, or None when nothing is queued."""
@@ -82,3 +134,15 @@ class Pending:
     def clear(self) -> None:
         self.inserts.clear()
         self.updates = []
+        self.release()
+
+
+def _cut(rows: list[Row], max_bytes: int) -> list[Row]:
+    """The longest prefix of ``rows`` within ``max_bytes`` of values (at least one row)."""
+    total = 0
+    for i, row in enumerate(rows):
+        value = row[3]
+        total += len(value) if value is not None else 0
+        if total > max_bytes:
+            return rows[: max(i, 1)]
+    return rows

@@ -4,7 +4,11 @@ Each batch is one ``INSERT ... SELECT FROM unnest(...)`` of all its rows (plus o
 statement per overwrite) followed by a Sync, so the server runs it as one implicit
 transaction and commits it on its own.  The application queues the next batch while
 the server works on this one; results are read later, oldest first.  A batch is
-acknowledged (committed) only once its result has been read.
+acknowledged (committed) only once its result has been read.  Each batch carries a tag
+(how many queued rows it took), handed back with its result.
+
+A pipeline whose sending or reading was cut short (an exception, KeyboardInterrupt)
+is out of step with the server: the driver drops its connection rather than read on.
 """
 
 from __future__ import annotations
@@ -16,10 +20,12 @@ from typing import Any
 
 from .base import Row
 
-__all__ = ["Batch", "Pipeline"]
+__all__ = ["Batch", "Pipeline", "Tag"]
 
 #: (rows to insert, (seq of stored row, row overwriting it))
 Batch = tuple[list[Row], list[tuple[int, Row]]]
+#: what the sender needs back with a batch's result (queued inserts, overwrites taken)
+Tag = tuple[int, int]
 
 
 class Pipeline:
@@ -34,8 +40,8 @@ class Pipeline:
         self.conn = conn
         self.pgconn = conn.pgconn
         self.timeout = timeout
-        #: batches sent, oldest first, whose results have not been read yet
-        self.inflight: deque[Batch] = deque()
+        #: tags of the batches sent, oldest first, whose results have not been read yet
+        self.inflight: deque[Tag] = deque()
         self._pq = pq
         self._int8 = Int8
         self._transformer = Transformer(conn)
@@ -56,10 +62,10 @@ class Pipeline:
         ).encode()
         self.pgconn.enter_pipeline_mode()
 
-    def send(self, batch: Batch) -> None:
+    def send(self, batch: Batch, tag: Tag) -> None:
         """Queue a batch on the server.  It is in flight from the first byte sent."""
         inserts, updates = batch
-        self.inflight.append(batch)
+        self.inflight.append(tag)
         if inserts:
             columns: list[list[Any]] = [list(column) for column in zip(*inserts, strict=True)]
             columns[0] = [self._int8(seq) for seq in columns[0]]
@@ -108,23 +114,21 @@ class Pipeline:
                 return
             pgconn.consume_input()
 
-    def reap(self, *, block: bool, keep: int = 0) -> list[tuple[Batch, str]]:
+    def reap(self, *, block: bool, keep: int = 0) -> list[tuple[Tag, str | None]]:
         """Read results of in-flight batches, oldest first, down to ``keep`` left.
 
         Without ``block``, stops at the first batch whose results have not arrived.
-        Returns the batches that failed, with the server's message; the others are
+        Returns each batch's tag with the server's error message, or None when it was
         committed.  Raises ``psycopg.OperationalError`` if the connection breaks (the
         in-flight batches then stay in :attr:`inflight`, their outcome unknown).
         """
-        failed: list[tuple[Batch, str]] = []
+        results: list[tuple[Tag, str | None]] = []
         while len(self.inflight) > keep:
             if not block and not self._arrived():
                 break
             message = self._read_batch()
-            batch = self.inflight.popleft()
-            if message is not None:
-                failed.append((batch, message))
-        return failed
+            results.append((self.inflight.popleft(), message))
+        return results
 
     def _arrived(self) -> bool:
         self.pgconn.consume_input()
@@ -144,11 +148,16 @@ class Pipeline:
         """Read one batch's results up to its Sync; the first error message, if any."""
         pq = self._pq
         error: str | None = None
+        ended = False
         while True:
             self._wait()
             result = self.pgconn.get_result()
             if result is None:
+                if ended:  # nothing more will come: no Sync was sent for this batch
+                    raise self._operational_error("the pipeline is out of step")
+                ended = True
                 continue  # the end of one statement's results
+            ended = False
             status = result.status
             if status == pq.ExecStatus.PIPELINE_SYNC:
                 return error

@@ -16,8 +16,8 @@ from typing import Any
 from ..errors import DatabaseError, DumpFormatError, LockedError, SchemaError
 from .base import Row
 from .layout import ROW_COLUMNS, TableNames, index_name
-from .pgpipeline import Batch, Pipeline
-from .sql import SQLDriver
+from .pgpipeline import Pipeline, Tag
+from .sql import BATCH_BYTES, RETRY_INTERVAL, SQLDriver
 
 __all__ = ["PostgreSQL"]
 
@@ -77,6 +77,10 @@ class PostgreSQL(SQLDriver):
         holding it is running a statement (default 10): a writer that was just killed
         keeps its session until the batch it sent is done.  An idle holder is a living
         writer: opening fails at once.
+    :param batch_bytes: a queue holding more bytes of values is written in several
+        batches (default 64 MiB; one statement cannot carry more than 1 GB).
+    :param retry_interval: seconds after a failed write during which full batches only
+        queue (default 1); ``flush()`` retries at once.
     :param pool_kwargs: passed to :class:`psycopg_pool.ConnectionPool` (e.g. ``timeout``,
         the seconds to wait for a connection, default 30; ``check`` defaults to
         ``ConnectionPool.check_connection`` so broken connections are replaced).
@@ -100,6 +104,8 @@ class PostgreSQL(SQLDriver):
         read_only: bool = False,
         recovery_dir: str | os.PathLike[str] | None = None,
         lock_timeout: float = 10.0,
+        batch_bytes: int = BATCH_BYTES,
+        retry_interval: float = RETRY_INTERVAL,
         **pool_kwargs: Any,
     ) -> None:
         names = TableNames(table_prefix, tblextra, replace_index_specs)
@@ -115,6 +121,8 @@ class PostgreSQL(SQLDriver):
             write_through=write_through,
             read_only=read_only,
             recovery_dir=recovery_dir,
+            batch_bytes=batch_bytes,
+            retry_interval=retry_interval,
         )
         self._psycopg = psycopg
         self._pool_class = psycopg_pool.ConnectionPool
@@ -244,11 +252,9 @@ class PostgreSQL(SQLDriver):
         once, instead of waiting for the old pool's reconnection back-off.  Batches
         still in flight go back to the front of the queue (their outcome is unknown:
         the next write leaves out rows the table turns out to hold)."""
-        pipe, self._pipe = self._pipe, None
-        if pipe is not None:
-            for inserts, updates in reversed(pipe.inflight):
-                self._pending.give_back(inserts, updates)
-            pipe.inflight.clear()
+        self._pipe = None
+        self._pending.release()
+        self._uncertain = True
         conn, self._writer = self._writer, None
         if conn is not None:
             conn.close()  # also releases the advisory lock
@@ -262,6 +268,29 @@ class PostgreSQL(SQLDriver):
     def _after_failure(self) -> None:
         self._drop_connections()
         self._connected = False
+
+    def _abort(self) -> None:
+        # A pipeline cut short is out of step with the server: start a new session
+        # (which takes the writer lock again, see SQLDriver._open).
+        if self._pipe is not None or self._writer is not None:
+            self._after_failure()
+
+    def _abandon(self) -> list[object]:
+        # Never closed here: closing would end the parent's sessions (and its lock).
+        kept = [self._pipe, self._writer, self._pool]
+        self._pipe = self._writer = self._pool = None
+        return kept
+
+    def _patience(self) -> float:
+        return 4 * self._timeout + self.lock_timeout + 30.0
+
+    def _seqs_after(self, seq: int, limit: int) -> list[int]:
+        with self._connection() as conn:
+            rows = conn.execute(
+                f"SELECT seq FROM {self._quoted} WHERE seq > %s ORDER BY seq LIMIT %s",
+                (seq, limit),
+            ).fetchall()
+        return [int(row[0]) for row in rows]
 
     def _disconnect(self) -> None:
         pipe, self._pipe = self._pipe, None
@@ -362,40 +391,41 @@ class PostgreSQL(SQLDriver):
                 write(row)
 
     def _drain(self, wait: bool) -> None:
-        """Send the queue as one batch without waiting; with ``wait``, also read every
-        in-flight result (then all is committed).  At most a couple of batches are in
-        flight: sending waits for the oldest beyond that."""
+        """Send the queue without waiting, in batches of at most ``batch_bytes``; with
+        ``wait``, also read every in-flight result (then all is committed).  At most a
+        couple of batches are in flight: sending waits for the oldest beyond that."""
         pipe = self._pipeline()
-        self._requeue(pipe.reap(block=False))
-        if len(self._pending):
+        pending = self._pending
+        self._confirm(pipe.reap(block=False))
+        left = pending.unsent()
+        while left > 0:
             if len(pipe.inflight) >= _MAX_IN_FLIGHT:
-                self._requeue(pipe.reap(block=True, keep=_MAX_IN_FLIGHT - 1))
+                self._confirm(pipe.reap(block=True, keep=_MAX_IN_FLIGHT - 1))
             pipe.check_alive()  # so the write that meets a dead server is the one to raise
-            batch = self._take()
-            if batch[0] or batch[1]:
-                pipe.send(batch)
-                self._note_written(*batch)
+            inserts, updates, taken = self._take()
+            left -= taken[0] + taken[1]
+            # Sent even when nothing is left after the check for stored rows: the
+            # result confirms the batch's place in the queue, in order.
+            pipe.send((inserts, updates), taken)
+            self._note_written(inserts, updates)
         if wait:
-            self._requeue(pipe.reap(block=True))
+            self._confirm(pipe.reap(block=True))
 
-    def _requeue(self, failed: list[tuple[Batch, str]]) -> None:
-        """Put the rows of batches the server refused back in front, then raise."""
-        if not failed:
-            return
-        for (inserts, updates), _ in reversed(failed):
-            self._pending.give_back(inserts, updates)
-        raise self._psycopg.DatabaseError(failed[0][1].strip())
-
-    def _inflight(self) -> int:
-        pipe = self._pipe
-        if pipe is None:
-            return 0
-        return sum(len(inserts) + len(updates) for inserts, updates in pipe.inflight)
+    def _confirm(self, results: list[tuple[Tag, str | None]]) -> None:
+        """Drop committed batches from the queue, oldest first; at the first batch the
+        server refused, raise (its rows and every later batch's stay queued)."""
+        for (inserts, updates), message in results:
+            if message is not None:
+                raise self._psycopg.DatabaseError(message.strip())
+            self._pending.done(inserts, updates)
 
     def _write(self, inserts: list[Row], updates: list[tuple[int, Row]]) -> None:
+        """Write one batch of rows that are not queued in one transaction, and wait
+        for its commit (after confirming the queued batches in flight)."""
         pipe = self._pipeline()
-        pipe.send((inserts, updates))
-        self._requeue(pipe.reap(block=True))
+        self._confirm(pipe.reap(block=True))
+        pipe.send((inserts, updates), (0, 0))
+        self._confirm(pipe.reap(block=True))
 
     def _overwrite(self, conn: Any, updates: list[tuple[int, Row]]) -> None:
         """Overwrite stored rows in place (replace semantics); insert if gone."""

@@ -5,15 +5,28 @@ batches, each in one transaction.  A batch is written when it is full
 (``batch_size`` rows), when the application calls ``store.flush()`` or closes the
 store, and at the latest about ``batch_interval`` seconds after its oldest row was
 queued: a background thread sees to that even when the application stops writing.
-With ``write_through=True`` every row is written before the assignment returns.
+With ``write_through=True`` every row is written before the assignment returns.  A
+queue larger than ``batch_bytes`` (of values) is written as several batches.
 
-A batch that cannot be written stays queued, in order, and the write or flush that hit
-the failure raises :class:`~appendmuch.errors.WriteError`.  When ``close()`` cannot
+A row leaves the queue only once its batch is committed.  A batch that cannot be
+written stays queued, in order, and the write or flush that hit the failure raises
+:class:`~appendmuch.errors.WriteError`; for ``retry_interval`` seconds after that,
+full batches only queue (and raise at once) while ``flush()`` still tries.  A write
+cut short anywhere (KeyboardInterrupt included) leaves its rows queued; the next write
+first undoes what the cut-short one left (an open transaction, a half-sent pipeline)
+and leaves out rows the database turns out to hold already.  When ``close()`` cannot
 write the queue, the rows go to a recovery file (see :mod:`appendmuch.recovery`) and
 the exception says where.
 
+Before each batch the driver checks that the table is still its own (the SQLite file
+and lock file are the ones it opened; a reconnected PostgreSQL writer got its lock
+back and no other writer took seqs meanwhile); if not, it refuses every later write.
+A child process forked while a driver is open finds the driver inert: it never writes
+the parent's queue, never closes the parent's connections or removes its lock file.
+
 The application thread and the flusher thread share the queue and the connection;
-one lock serialises everything except queueing a row, which is lock-free.
+one lock serialises everything except queueing a row, which is lock-free.  Every wait
+for that lock, or for the flusher to stop, is bounded.
 """
 
 from __future__ import annotations
@@ -25,9 +38,16 @@ import time
 import weakref
 from abc import abstractmethod
 from collections.abc import Iterable, Iterator
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
-from ..errors import DatabaseError, DumpFormatError, ReadOnlyError, RecoveryPendingError, WriteError
+from ..errors import (
+    DatabaseError,
+    DumpFormatError,
+    LockedError,
+    ReadOnlyError,
+    RecoveryPendingError,
+    WriteError,
+)
 from ..recovery import (
     Entry,
     list_recovery_files,
@@ -44,8 +64,16 @@ if TYPE_CHECKING:
 
 __all__ = ["SQLDriver"]
 
-#: after a failed background flush, wait this long before trying again
-_RETRY_AFTER = 1.0
+#: default ``batch_bytes``: a queue with more value bytes is written in several batches
+BATCH_BYTES = 64 * 1024 * 1024
+#: default ``retry_interval``: after a failed write, full batches only queue this long
+RETRY_INTERVAL = 1.0
+
+#: every SQL driver open in this process (made inert in a forked child)
+_open_drivers: weakref.WeakSet[SQLDriver] = weakref.WeakSet()
+#: connections a forked child inherited: kept, never closed or collected, so that
+#: closing them cannot disturb the parent's sessions and locks
+_inherited: list[Any] = []
 
 
 class SQLDriver(DBDriver):
@@ -60,12 +88,18 @@ class SQLDriver(DBDriver):
         write_through: bool,
         read_only: bool,
         recovery_dir: str | os.PathLike[str] | None,
+        batch_bytes: int = BATCH_BYTES,
+        retry_interval: float = RETRY_INTERVAL,
     ) -> None:
         super().__init__()
         if type(batch_size) is not int or batch_size < 1:
             raise ValueError(f"batch_size must be an int of at least 1, got {batch_size!r}")
         if not batch_interval > 0:
             raise ValueError(f"batch_interval must be positive, got {batch_interval!r}")
+        if type(batch_bytes) is not int or batch_bytes < 1:
+            raise ValueError(f"batch_bytes must be an int of at least 1, got {batch_bytes!r}")
+        if not retry_interval >= 0:
+            raise ValueError(f"retry_interval must be 0 or more, got {retry_interval!r}")
         self.table_prefix = names.table_prefix
         self.tblextra = names.tblextra
         self.table = names.table
@@ -76,6 +110,10 @@ class SQLDriver(DBDriver):
         self.batch_interval = batch_interval
         #: every assignment returns only after its row is committed
         self.write_through = write_through
+        #: a queue with more bytes of values than this is written in several batches
+        self.batch_bytes = batch_bytes
+        #: seconds after a failed write during which full batches only queue
+        self.retry_interval = retry_interval
         self.read_only = read_only
         self.recovery_dir = None if recovery_dir is None else os.fspath(recovery_dir)
         #: the last error the background flusher met (its rows stay queued)
@@ -86,11 +124,25 @@ class SQLDriver(DBDriver):
         self._stop = threading.Event()
         self._flusher: threading.Thread | None = None
         self._connected = False
-        #: a write failed in a way that may have committed it (check before rewriting)
+        #: a write may have committed rows still queued (check before rewriting them)
         self._uncertain = False
+        #: a write is under way, or was cut short: the next one cleans up first
+        self._dirty = False
+        #: time.monotonic() of the last failed write, None after a success
+        self._failed_at: float | None = None
+        #: why this driver refuses to write on (lost lock, file gone, forked child)
+        self._refusal: tuple[type[Exception], str] | None = None
+        #: the process that opened the driver
+        self._pid = os.getpid()
+        #: largest seq known stored when (re)connecting: others' rows above it mean
+        #: another writer took seqs while this one's lock was lost
+        self._stored_upto = 0
+        #: connected for writing since the last close (a new connect is a reconnect)
+        self._holding = False
         #: set by recovery.replay(): opening for writing despite waiting recovery files
         self._replaying = False
         self._exit_hook = False
+        _open_drivers.add(self)
         # the hot path: queueing a row is the queue's own lock-free add
         self.append = self._pending.add  # type: ignore[method-assign]
 
@@ -146,22 +198,94 @@ class SQLDriver(DBDriver):
     def _default_recovery_dir(self) -> str:
         """Directory for recovery files when none was chosen."""
 
+    def _check_still_ours(self) -> None:
+        """Hook: raise WriteError (after :meth:`_refuse`) if the table is no longer
+        this writer's (its file replaced, its lock lost).  Called before each write."""
+
+    @abstractmethod
+    def _seqs_after(self, seq: int, limit: int) -> list[int]:
+        """Up to ``limit`` stored seqs above ``seq``, ascending."""
+
+    def _opened(self) -> None:
+        """Hook: just connected for writing (note what :meth:`_check_still_ours` checks)."""
+
+    def _abort(self) -> None:
+        """Hook: undo what a write cut short left behind (an open transaction, a
+        half-sent pipeline), so the next write starts clean."""
+
+    def _abandon(self) -> list[Any]:
+        """Hook (in a forked child): forget the inherited connections without closing
+        them and return them; release nothing the parent holds."""
+        return []
+
+    def _patience(self) -> float:
+        """Seconds to wait at most for the lock or for the flusher to stop: longer than
+        any one write can take given the driver's own timeouts."""
+        return 60.0
+
     # ------------------------------------------------------------------ lifecycle
 
     def ensure(self) -> None:
         with self._lock:
-            if not self._connected:
-                self._connect()
-                self._connected = True
-                if not self.read_only and not self._replaying:
-                    try:
-                        self._refuse_if_recovery_pending()
-                    except BaseException:
-                        self._connected = False
-                        self._disconnect()
-                        raise
+            self._open()
             if not self.read_only and (self._flusher is None or not self._flusher.is_alive()):
                 self._start_flusher()
+
+    def _open(self) -> None:
+        """Connect if not connected (without starting the flusher).  A reconnect of a
+        writer checks that no other writer took seqs while it was away."""
+        if self._pid != os.getpid():
+            self._refuse_write()
+        if self._connected:
+            return
+        reconnect = self._holding and not self.read_only
+        self._connect()
+        self._connected = True
+        if not self.read_only and not self._replaying and not reconnect:
+            try:
+                self._refuse_if_recovery_pending()
+            except BaseException:
+                self._connected = False
+                self._disconnect()
+                raise
+        if reconnect:
+            self._check_nobody_wrote()
+        if not self.read_only:
+            if not reconnect:
+                self._stored_upto = self._last_seq
+            self._holding = True
+            self._opened()
+
+    def _check_nobody_wrote(self) -> None:
+        """After a reconnect: every stored row above what this writer knew stored must
+        be one of its own queued rows; anything else was written by another writer
+        while this one's lock was lost, and writing on would collide."""
+        inserts, updates = self._pending.snapshot()
+        ours = {row[0] for row in inserts} | {row[0] for _, row in updates}
+        foreign = [seq for seq in self._seqs_after(self._stored_upto, 1000) if seq not in ours]
+        if foreign:
+            self._refuse(
+                LockedError,
+                f"{self._where()} received rows from another writer (seqs {foreign[0]}"
+                f"{'...' if len(foreign) > 1 else ''}) while this writer's connection, and "
+                "its lock, were lost; it refuses to write on. Close this Store (its queued "
+                "rows go to a recovery file) and reopen",
+            )
+
+    def _refuse(self, kind: type[Exception], message: str) -> None:
+        """Refuse every later write of this driver, and raise now."""
+        self._refusal = (kind, message)
+        self._refuse_write()
+
+    def _refuse_write(self) -> None:
+        if self._pid != os.getpid():
+            raise WriteError(
+                f"{self._where()} was opened by process {self._pid}; this process (a "
+                "forked child) cannot write or read through it: open a new Store here"
+            )
+        if self._refusal is not None:
+            kind, message = self._refusal
+            raise kind(message)
 
     def recovery_files(self) -> list[str]:
         """Recovery files of this table in the recovery directory, oldest first."""
@@ -190,37 +314,61 @@ class SQLDriver(DBDriver):
             # Rows queued through the driver alone (no Store) are written at exit too.
             atexit.register(_close_at_exit, weakref.ref(self))
             self._exit_hook = True
-        self._stop.clear()
+        # A stop event of its own: a flusher being stopped can never be revived.
+        self._stop = stop = threading.Event()
         thread = threading.Thread(
             target=_flusher_loop,
-            args=(weakref.ref(self), self._stop, self.batch_interval),
+            args=(weakref.ref(self), stop, self.batch_interval),
             name=f"appendmuch-flusher:{self.table}",
             daemon=True,
         )
         thread.start()
         self._flusher = thread
 
+    def _acquire(self, what: str) -> None:
+        """Take the driver's lock, waiting a bounded time."""
+        patience = self._patience()
+        if not self._lock.acquire(timeout=patience):
+            raise WriteError(
+                f"cannot {what}: {self._where()} has been busy for {patience:.0f} s (the "
+                "background writer is still waiting for the database); the rows stay queued"
+            )
+
     def close(self) -> None:
         """Write queued rows and disconnect.
 
         If the rows cannot be written they are saved to a recovery file, taken off the
         queue, and the :class:`~appendmuch.errors.WriteError` raised names the file
-        (replay it with ``appendmuch replay FILE DB``).
+        (replay it with ``appendmuch replay FILE DB``).  In a forked child it does
+        nothing: the parent owns the connections, the lock and the queue.
         """
+        if self._pid != os.getpid():
+            return
         self._stop.set()
         thread, self._flusher = self._flusher, None
         if thread is not None and thread is not threading.current_thread():
-            thread.join()
-        with self._lock:
+            thread.join(self._patience())
+            if thread.is_alive():
+                raise WriteError(
+                    f"cannot close {self._where()}: the background writer did not stop "
+                    f"within {self._patience():.0f} s; {self.pending} rows stay queued"
+                )
+        self._acquire("close")
+        try:
             try:
                 if self.pending:
                     self._flush_or_save()
+                elif self._connected and not self.read_only and self._refusal is None:
+                    self._check_still_ours()
             finally:
+                self._holding = False
                 if self._connected:
                     self._connected = False
                     self._disconnect()
                 # used again, the driver reconnects and restarts its flusher first
                 self.append = self._append_after_close  # type: ignore[method-assign]
+        finally:
+            self._lock.release()
 
     def _append_after_close(self, row: Row) -> bool:
         self.ensure()
@@ -231,17 +379,19 @@ class SQLDriver(DBDriver):
         try:
             self._flush_locked()
         except Exception as exc:  # whatever stops the write, the rows must not be lost
-            inserts, updates = self._pending.take()  # in-flight rows were given back
+            pending = self._pending
+            pending.release()
+            inserts, updates = pending.snapshot()
             directory = self.recovery_dir or self._default_recovery_dir()
             path = recovery_file_name(directory, self.table)
             try:
                 count = write_recovery_file(path, inserts, updates)
             except OSError as save_error:
-                self._pending.give_back(inserts, updates)
                 raise WriteError(
                     f"{exc}; saving them to a recovery file at {path} failed too "
                     f"({save_error}): they are still queued in this process"
                 ) from exc
+            pending.done(len(inserts), len(updates))
             raise WriteError(
                 f"could not write {count} queued rows to {self._where()} on close; they "
                 f"were saved to the recovery file {path} — write them with "
@@ -257,30 +407,51 @@ class SQLDriver(DBDriver):
         return self._pending.add(row)
 
     def replace(self, old_seq: int | None, row: Row) -> bool:
+        if self._pid != os.getpid():
+            self._refuse_write()
         with self._lock:
             return self._pending.replace(old_seq, row)
 
     def flush(self) -> None:
-        """Write every queued row; when it returns, they are committed."""
-        if not self.pending:
-            return
-        with self._lock:
-            self._flush_locked()
+        """Write every queued row; when it returns, they are committed.
+
+        It takes the lock even when nothing is queued: the background flusher may be
+        writing a batch taken before this call, and that batch must be committed too.
+        """
+        self._acquire("flush")
+        try:
+            self._write_queued(wait=True)
+        finally:
+            self._lock.release()
 
     def submit(self) -> None:
         """A full batch is waiting: hand it to the database.
 
         Drivers that pipeline batches (PostgreSQL) return before the server has
         committed it, unless ``write_through``; :meth:`flush` waits.  Errors of
-        earlier batches surface here.
+        earlier batches surface here.  Within ``retry_interval`` of a failed write it
+        raises that failure again without trying (the rows stay queued).
         """
-        with self._lock:
+        failed_at = self._failed_at
+        if failed_at is not None and time.monotonic() - failed_at < self.retry_interval:
+            raise WriteError(
+                f"{self.pending} rows wait to be written to {self._where()}, which failed "
+                f"{time.monotonic() - failed_at:.1f} s ago ({self.last_error}); the next "
+                f"write retries after {self.retry_interval} s, flush() retries now. The "
+                "rows stay queued, in order"
+            )
+        self._acquire("write")
+        try:
             self._write_queued(wait=self.write_through)
+        finally:
+            self._lock.release()
 
     def _flush_locked(self) -> None:
         self._write_queued(wait=True)
 
     def _write_queued(self, wait: bool) -> None:
+        if self._pid != os.getpid() or self._refusal is not None:
+            self._refuse_write()
         count = self.pending
         if not count:
             return
@@ -288,66 +459,97 @@ class SQLDriver(DBDriver):
             raise ReadOnlyError(f"{self._where()} is open read-only")
         failures: tuple[type[Exception], ...] = (DatabaseError, *self._errors())
         try:
-            if not self._connected:
-                self.ensure()
+            if self._dirty:
+                # The previous write was cut short: roll back what it left open and
+                # treat its rows as possibly committed.
+                self._pending.release()
+                self._uncertain = True
+                self._abort()
+            self._dirty = True
+            self._open()
+            self._check_still_ours()
             self._drain(wait)
-        except WriteError:
+        except (WriteError, LockedError) as exc:
+            self._failed(exc)
             raise
         except failures as exc:
-            self._uncertain = True
+            self._failed(exc)
             self._after_failure()
             raise WriteError(
                 f"could not write {count} queued rows to {self._where()}: {exc}. They stay "
                 "queued, in order, and are written by the next successful flush"
             ) from exc
+        self._dirty = False
+        self._failed_at = None
         self.last_error = None
 
+    def _failed(self, exc: Exception) -> None:
+        self._failed_at = time.monotonic()
+        self.last_error = exc
+
     def _drain(self, wait: bool) -> None:
-        """Write the queue; by default as one batch, synchronously.
+        """Write the queue in batches of at most ``batch_bytes``, each in one
+        transaction, synchronously.  Rows leave the queue once committed."""
+        pending = self._pending
+        left = pending.unsent()
+        while left > 0:
+            inserts, updates, taken = self._take()
+            left -= taken[0] + taken[1]
+            if inserts or updates:
+                self._write(inserts, updates)
+            pending.done(*taken)
+            self._note_written(inserts, updates)
 
-        Whatever could not be written must be back in the queue, in order, when this
-        raises.
-        """
-        inserts, updates = self._take()
-        try:
-            self._write(inserts, updates)
-        except BaseException:
-            self._pending.give_back(inserts, updates)
-            raise
-        self._note_written(inserts, updates)
-
-    def _take(self) -> tuple[list[Row], list[tuple[int, Row]]]:
-        """Take the queue; after a failure whose outcome is unknown (a connection lost
-        during commit), leave out rows the database turns out to hold already."""
-        inserts, updates = self._pending.take()
-        if self._uncertain and (inserts or updates):
-            try:
+    def _take(self) -> tuple[list[Row], list[tuple[int, Row]], tuple[int, int]]:
+        """The next batch to write, and how many inserts and overwrites it took off
+        the queue; after a write whose outcome is unknown (cut short, a connection
+        lost during commit), leave out rows the database turns out to hold already."""
+        pending = self._pending
+        inserts, updates = pending.take(self.batch_bytes)
+        taken = (len(inserts), len(updates))
+        if self._uncertain:
+            if inserts or updates:
                 stored = self._stored_rows(
                     [row[0] for row in inserts] + [row[0] for _, row in updates]
                 )
-            except BaseException:
-                self._pending.give_back(inserts, updates)
-                raise
-            # Only identical rows were written before; a different row under the same
-            # seq is a conflict, which the write reports rather than hides.
-            inserts = [row for row in inserts if stored.get(row[0]) != row]
-            updates = [(old, row) for old, row in updates if stored.get(row[0]) != row]
-            self._uncertain = False
-        return inserts, updates
+                # Only identical rows were written before; a different row under the
+                # same seq is a conflict, which the write reports rather than hides.
+                inserts = [row for row in inserts if stored.get(row[0]) != row]
+                updates = [(old, row) for old, row in updates if stored.get(row[0]) != row]
+            if not pending.unsent():
+                self._uncertain = False
+        return inserts, updates, taken
 
     def _note_written(self, inserts: list[Row], updates: list[tuple[int, Row]]) -> None:
         times = [row[4] for _, row in updates]
+        seqs = [row[0] for _, row in updates]
         if inserts:
             times.append(inserts[-1][4])
+            seqs.append(inserts[-1][0])
         if times:
             self._now = max(times)
+            self._stored_upto = max(self._stored_upto, *seqs)
 
     def _after_failure(self) -> None:
         """Hook: forget connections that may be broken (reconnect on next use)."""
 
     def _inflight(self) -> int:
-        """Rows sent to the database but not yet known to be committed."""
-        return 0
+        """Rows taken by batches not yet known to be committed."""
+        pending = self._pending
+        return pending.held + pending.held_updates
+
+    def _forked(self) -> None:
+        """In a forked child: make this driver inert (see the module docstring)."""
+        _inherited.extend(self._abandon())
+        self._connected = False
+        self._flusher = None
+        self._lock = threading.RLock()  # a parent thread may have held it at the fork
+        self._pending = Pending(self.batch_size)  # the parent writes these rows
+        self.append = self._append_in_child  # type: ignore[method-assign]
+
+    def _append_in_child(self, row: Row) -> bool:
+        self._refuse_write()
+        return False
 
     @property
     def now(self) -> float | None:
@@ -356,8 +558,8 @@ class SQLDriver(DBDriver):
 
     @property
     def pending(self) -> int:
-        """How many rows are queued or in flight: written but not yet committed."""
-        return len(self._pending) + self._inflight()
+        """How many rows are queued, including those of batches not yet committed."""
+        return len(self._pending)
 
     # ------------------------------------------------------------------ reading
 
@@ -435,28 +637,44 @@ def _close_at_exit(ref: weakref.ref[SQLDriver]) -> None:
         driver.close()
 
 
+def _forget_in_child() -> None:
+    """After a fork, in the child: every inherited driver becomes inert."""
+    for driver in list(_open_drivers):
+        driver._forked()
+
+
+os.register_at_fork(after_in_child=_forget_in_child)
+
+
 def _flusher_loop(ref: weakref.ref[SQLDriver], stop: threading.Event, interval: float) -> None:
     """Write batches whose oldest row is older than half the interval.
 
     Wakes four times per interval, so no row waits much past ``interval`` even when
-    the application stops writing.  Holds only a weak reference: a driver nobody uses
-    any more is collected and the thread ends.
+    the application stops writing; after a failure it waits ``retry_interval``.  Holds
+    only a weak reference: a driver nobody uses any more is collected and the thread
+    ends.  It never starts another flusher, and stops for good once ``stop`` is set.
     """
     tick = interval / 4
     while not stop.wait(tick):
         driver = ref()
         if driver is None:
             return
-        oldest = driver._pending.oldest_time()
-        if driver._inflight() or (oldest is not None and time.time() - oldest >= interval / 2):
-            try:
+        retry = driver.retry_interval
+        try:
+            failed_at = driver._failed_at
+            oldest = driver._pending.oldest_time()
+            due = driver._inflight() or (
+                oldest is not None and time.time() - oldest >= interval / 2
+            )
+            if due and (failed_at is None or time.monotonic() - failed_at >= retry):
                 with driver._lock:
                     if not stop.is_set():
                         driver._flush_locked()
-            except Exception as exc:  # the rows stay queued; the application sees the
-                driver.last_error = exc  # error at its next flush or full batch
-                del driver
-                if stop.wait(_RETRY_AFTER):
-                    return
-                continue
+        except BaseException as exc:  # the rows stay queued; the
+            # application sees the error at its next flush or full batch
+            driver.last_error = exc if isinstance(exc, Exception) else WriteError(repr(exc))
+            del driver
+            if stop.wait(max(retry, tick)):
+                return
+            continue
         del driver

@@ -6,14 +6,22 @@ import contextlib
 import fcntl
 import os
 import sqlite3
+import time
 from collections.abc import Iterator
 from typing import IO
 from urllib.parse import quote
 
-from ..errors import DatabaseError, DecodeError, DumpFormatError, LockedError, SchemaError
+from ..errors import (
+    DatabaseError,
+    DecodeError,
+    DumpFormatError,
+    LockedError,
+    SchemaError,
+    WriteError,
+)
 from .base import Row
 from .layout import ROW_COLUMNS, TableNames, index_name
-from .sql import SQLDriver
+from .sql import BATCH_BYTES, RETRY_INTERVAL, SQLDriver
 
 __all__ = ["Sqlite3"]
 
@@ -68,6 +76,10 @@ class Sqlite3(SQLDriver):
     :param recovery_dir: where ``close()`` saves rows it cannot write (default: the
         database's directory).
     :param timeout: seconds to wait for a lock held by another connection.
+    :param batch_bytes: a queue holding more bytes of values is written in several
+        batches (default 64 MiB).
+    :param retry_interval: seconds after a failed write during which full batches only
+        queue (default 1); ``flush()`` retries at once.
     :param synchronous: SQLite ``PRAGMA synchronous`` level.  ``"NORMAL"`` (default):
         a committed batch survives a crash of the process; ``"FULL"`` also survives a
         power loss, at the cost of an fsync per batch.
@@ -95,6 +107,8 @@ class Sqlite3(SQLDriver):
         recovery_dir: str | os.PathLike[str] | None = None,
         timeout: float = 5.0,
         synchronous: str = "NORMAL",
+        batch_bytes: int = BATCH_BYTES,
+        retry_interval: float = RETRY_INTERVAL,
     ) -> None:
         names = TableNames(table_prefix, tblextra, replace_index_specs)
         if synchronous.upper() not in {"OFF", "NORMAL", "FULL", "EXTRA"}:
@@ -106,6 +120,8 @@ class Sqlite3(SQLDriver):
             write_through=write_through,
             read_only=read_only,
             recovery_dir=recovery_dir,
+            batch_bytes=batch_bytes,
+            retry_interval=retry_interval,
         )
         self.database = os.fspath(database)
         self.timeout = timeout
@@ -113,6 +129,10 @@ class Sqlite3(SQLDriver):
         self._conn: sqlite3.Connection | None = None
         self._lockfile: IO[bytes] | None = None
         self._wal = False
+        #: time.monotonic() before which the switch to WAL is not tried again
+        self._wal_retry_at = 0.0
+        #: (device, inode) of the database file and of the lock file as opened
+        self._identity: tuple[tuple[int, int], tuple[int, int] | None] | None = None
         self._insert_sql = f"INSERT INTO {self._quoted} ({ROW_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?)"
         self._update_sql = (
             f"UPDATE {self._quoted} SET seq = ?, namespace = ?, field = ?, value = ?, "
@@ -224,13 +244,18 @@ class Sqlite3(SQLDriver):
     def _release_lock(self) -> None:
         lockfile, self._lockfile = self._lockfile, None
         if lockfile is not None:
-            with contextlib.suppress(FileNotFoundError):
-                os.unlink(lockfile.name)
+            # Only the file this driver locked: if it was removed, another writer may
+            # have created (and hold) a new one under the same name.
+            if _identity(lockfile.name) == _fidentity(lockfile):
+                with contextlib.suppress(FileNotFoundError):
+                    os.unlink(lockfile.name)
             lockfile.close()  # closing releases the flock
 
     def _disconnect(self) -> None:
         conn, self._conn = self._conn, None
         wal, self._wal = self._wal, False
+        self._wal_retry_at = 0.0
+        self._identity = None
         try:
             if conn is not None:
                 if wal:
@@ -268,14 +293,31 @@ class Sqlite3(SQLDriver):
             self._saw_seq(largest)
 
     def _use_wal(self, conn: sqlite3.Connection) -> None:
-        # Only once writing: switching to WAL changes the file for good, and an open
-        # that fails (an undecodable row, say) must leave the file untouched.
-        if not self._wal and not self._in_memory:
-            # Refused while a reader holds the file in rollback mode: then this
-            # connection simply writes in rollback-journal mode (as durable).
-            with contextlib.suppress(sqlite3.OperationalError):
-                conn.execute("PRAGMA journal_mode=WAL")
-        self._wal = True
+        """Switch the file to WAL mode, if not done yet.
+
+        Only once writing: switching to WAL changes the file for good, and an open that
+        fails (an undecodable row, say) must leave the file untouched.  A reader in the
+        middle of a read transaction refuses the switch; then this batch is written in
+        rollback-journal mode (as durable) and the switch is tried again, without
+        waiting, at a later batch (at most once a second), until it succeeds.
+        """
+        if self._wal:
+            return
+        if self._in_memory:
+            self._wal = True
+            return
+        now = time.monotonic()
+        if now < self._wal_retry_at:
+            return
+        conn.execute("PRAGMA busy_timeout=0")
+        try:
+            (mode,) = conn.execute("PRAGMA journal_mode=WAL").fetchone()
+        except sqlite3.OperationalError:
+            mode = None
+        finally:
+            conn.execute(f"PRAGMA busy_timeout={int(self.timeout * 1000)}")
+        self._wal = str(mode).lower() == "wal"
+        self._wal_retry_at = now + 1.0
 
     def _create(self, conn: sqlite3.Connection) -> None:
         conn.execute("BEGIN IMMEDIATE")
@@ -356,6 +398,8 @@ class Sqlite3(SQLDriver):
 
     def _write(self, inserts: list[Row], updates: list[tuple[int, Row]]) -> None:
         conn = self.connection
+        if conn.in_transaction:  # left open by a write cut short (KeyboardInterrupt)
+            conn.execute("ROLLBACK")
         self._use_wal(conn)
         conn.execute("BEGIN IMMEDIATE")
         try:
@@ -367,6 +411,61 @@ class Sqlite3(SQLDriver):
             if conn.in_transaction:
                 conn.execute("ROLLBACK")
             raise
+
+    def _abort(self) -> None:
+        conn = self._conn
+        if conn is not None and conn.in_transaction:
+            conn.execute("ROLLBACK")
+
+    def _opened(self) -> None:
+        if self._in_memory:
+            return
+        database = _identity(self.database)
+        lockfile = self._lockfile
+        if database is not None:
+            self._identity = (database, None if lockfile is None else _fidentity(lockfile))
+
+    def _check_still_ours(self) -> None:
+        """The database file and the lock file must be the ones opened: a file removed
+        or replaced while open would take the rows with it, a lock file removed lets a
+        second writer in.  Two ``stat`` calls per batch."""
+        expected = self._identity
+        if expected is None:
+            return
+        database, lock = expected
+        if _identity(self.database) != database:
+            self._refuse(
+                WriteError,
+                f"the database file {self.database!r} was removed or replaced while "
+                f"{self._where()} was open for writing; nothing more is written to it. "
+                "The queued rows stay in memory, and close() saves them to a recovery file",
+            )
+        lockfile = self._lockfile
+        if lock is not None and lockfile is not None and _identity(lockfile.name) != lock:
+            self._refuse(
+                LockedError,
+                f"the lock file {lockfile.name} of {self._where()} was removed or replaced "
+                "while open, so another writer may have opened the table; this one refuses "
+                "to write on. Close it (the queued rows go to a recovery file) and reopen",
+            )
+
+    def _abandon(self) -> list[object]:
+        conn, self._conn = self._conn, None
+        lockfile, self._lockfile = self._lockfile, None
+        if lockfile is not None:
+            # Closing this descriptor leaves the parent's flock (held through its own
+            # descriptor) in place; the file itself is not touched.
+            lockfile.close()
+        return [conn]
+
+    def _patience(self) -> float:
+        return 4 * self.timeout + 30.0
+
+    def _seqs_after(self, seq: int, limit: int) -> list[int]:
+        rows = self.connection.execute(
+            f"SELECT seq FROM {self._quoted} WHERE seq > ? ORDER BY seq LIMIT ?", (seq, limit)
+        )
+        return [int(row[0]) for row in rows]
 
     def _overwrite(self, conn: sqlite3.Connection, updates: list[tuple[int, Row]]) -> None:
         """Overwrite stored rows in place (replace semantics); insert if gone."""
@@ -455,3 +554,17 @@ class Sqlite3(SQLDriver):
             conn.execute("ROLLBACK")
             raise
         conn.execute("COMMIT")
+
+
+def _identity(path: str) -> tuple[int, int] | None:
+    """(device, inode) of the file at ``path``, or None when there is none."""
+    try:
+        st = os.stat(path)
+    except OSError:
+        return None
+    return (st.st_dev, st.st_ino)
+
+
+def _fidentity(file: IO[bytes]) -> tuple[int, int]:
+    st = os.fstat(file.fileno())
+    return (st.st_dev, st.st_ino)
