@@ -484,6 +484,9 @@ class SQLDriver(DBDriver):
         self.last_error = None
 
     def _failed(self, exc: Exception) -> None:
+        """A write failed: its rows are due again (the next write first checks which
+        of them the database holds), and full batches wait for ``retry_interval``."""
+        self._pending.release()
         self._failed_at = time.monotonic()
         self.last_error = exc
 

@@ -6,7 +6,6 @@ import contextlib
 import fcntl
 import os
 import sqlite3
-import time
 from collections.abc import Iterator
 from typing import IO
 from urllib.parse import quote
@@ -129,8 +128,6 @@ class Sqlite3(SQLDriver):
         self._conn: sqlite3.Connection | None = None
         self._lockfile: IO[bytes] | None = None
         self._wal = False
-        #: time.monotonic() before which the switch to WAL is not tried again
-        self._wal_retry_at = 0.0
         #: (device, inode) of the database file and of the lock file as opened
         self._identity: tuple[tuple[int, int], tuple[int, int] | None] | None = None
         self._insert_sql = f"INSERT INTO {self._quoted} ({ROW_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?)"
@@ -254,7 +251,6 @@ class Sqlite3(SQLDriver):
     def _disconnect(self) -> None:
         conn, self._conn = self._conn, None
         wal, self._wal = self._wal, False
-        self._wal_retry_at = 0.0
         self._identity = None
         try:
             if conn is not None:
@@ -297,27 +293,24 @@ class Sqlite3(SQLDriver):
 
         Only once writing: switching to WAL changes the file for good, and an open that
         fails (an undecodable row, say) must leave the file untouched.  A reader in the
-        middle of a read transaction refuses the switch; then this batch is written in
-        rollback-journal mode (as durable) and the switch is tried again, without
-        waiting, at a later batch (at most once a second), until it succeeds.
+        middle of a read transaction refuses the switch (SQLITE_BUSY); then this batch
+        is written in rollback-journal mode (as durable) and the switch is tried again,
+        without waiting, at the next batch, until it succeeds.  A file that cannot be
+        in WAL mode at all (the answer is another mode) is not asked again.
         """
         if self._wal:
             return
         if self._in_memory:
             self._wal = True
             return
-        now = time.monotonic()
-        if now < self._wal_retry_at:
-            return
         conn.execute("PRAGMA busy_timeout=0")
         try:
-            (mode,) = conn.execute("PRAGMA journal_mode=WAL").fetchone()
+            conn.execute("PRAGMA journal_mode=WAL").fetchone()
         except sqlite3.OperationalError:
-            mode = None
+            return  # busy: a reader holds the file; try again at the next batch
         finally:
             conn.execute(f"PRAGMA busy_timeout={int(self.timeout * 1000)}")
-        self._wal = str(mode).lower() == "wal"
-        self._wal_retry_at = now + 1.0
+        self._wal = True
 
     def _create(self, conn: sqlite3.Connection) -> None:
         conn.execute("BEGIN IMMEDIATE")
