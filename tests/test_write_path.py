@@ -119,21 +119,32 @@ class TestFlushWaitsForTheFlusher:
         blocker.close()
 
     def test_sigkill_right_after_flush_loses_nothing(self, tmp_path: Path) -> None:
-        """A child writes large rows (the background flusher busy with them) and flushes;
-        it is killed with SIGKILL the moment it reports that flush() returned.  Every
-        row written before that flush is in the file."""
+        """A child writes large rows, waits until the background flusher is writing
+        them, and flushes; it is killed with SIGKILL the moment it reports that flush()
+        returned.  Every row written before that flush is in the file."""
         script = (
-            "import sys\n"
+            "import sys, time\n"
             "from appendmuch import Sqlite3, Store\n"
-            "store = Store(Sqlite3(sys.argv[1], batch_interval=0.002))\n"
+            "store = Store(Sqlite3(sys.argv[1], batch_interval=0.5))\n"
             "s = store.storage('big')\n"
-            "for i in range(1, 41):\n"
-            "    s.x = str(i) * 100_000\n"
+            "for i in range(1, 11):\n"
+            "    s.x = str(i % 10) * 3_000_000\n"
+            "ident = store.driver._flusher.ident\n"
+            "deadline = time.monotonic() + 30\n"
+            "def writing():\n"
+            "    frame = sys._current_frames().get(ident)\n"
+            "    while frame is not None:\n"
+            "        if frame.f_code.co_name == '_write':\n"
+            "            return True\n"
+            "        frame = frame.f_back\n"
+            "    return False\n"
+            "while not writing() and time.monotonic() < deadline:\n"
+            "    time.sleep(0.0005)\n"
             "store.flush()\n"
             "print('flushed', flush=True)\n"
             "sys.stdin.read()\n"
         )
-        for attempt in range(8):
+        for attempt in range(5):
             path = tmp_path / f"kill{attempt}.sqlite3"
             child = subprocess.Popen(
                 [sys.executable, "-c", script, str(path)],
@@ -146,7 +157,7 @@ class TestFlushWaitsForTheFlusher:
             os.kill(child.pid, signal.SIGKILL)
             child.wait()
             assert line.strip() == "flushed"
-            assert count_rows(path) == 40, f"attempt {attempt}: rows lost after flush()"
+            assert count_rows(path) == 10, f"attempt {attempt}: rows lost after flush()"
 
 
 # --------------------------------------------------------------------------- 12.7
