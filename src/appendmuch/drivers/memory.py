@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Iterable, Iterator
+from operator import itemgetter
 from typing import TYPE_CHECKING
 
 from ..errors import DumpFormatError
@@ -70,11 +71,16 @@ class Memory(DBDriver):
             index = self._index
             for position in range(self._indexed, len(rows)):
                 index[rows[position][0]] = position
-            self._indexed = len(rows)
-            position = index.pop(old_seq, -1)
-            if 0 <= position < len(rows) and rows[position][0] == old_seq:
-                rows[position] = row
+                self._indexed = position + 1  # an interrupted loop keeps its progress
+            position = index.get(old_seq, -1)
+            if not (0 <= position < len(rows) and rows[position][0] == old_seq):
+                # Not where the index says (an interrupted replace): look it up.
+                seqs = list(map(itemgetter(0), rows))
+                position = seqs.index(old_seq) if old_seq in seqs else -1
+            if position >= 0:
                 index[row[0]] = position
+                rows[position] = row
+                index.pop(old_seq, None)
                 self._ordered = False
                 self._now = row[4]
                 return False

@@ -25,8 +25,10 @@ A child process forked while a driver is open finds the driver inert: it never w
 the parent's queue, never closes the parent's connections or removes its lock file.
 
 The application thread and the flusher thread share the queue and the connection;
-one lock serialises everything except queueing a row, which is lock-free.  Every wait
-for that lock, or for the flusher to stop, is bounded.
+one lock serialises everything except queueing a row, which is lock-free.  It is only
+ever taken by ``with`` (which an interrupt cannot split from its release), and held by
+the flusher only for one write, which the database timeouts bound; waiting for the
+flusher to stop is bounded too (``close()`` raises WriteError rather than hang).
 """
 
 from __future__ import annotations
@@ -325,15 +327,6 @@ class SQLDriver(DBDriver):
         thread.start()
         self._flusher = thread
 
-    def _acquire(self, what: str) -> None:
-        """Take the driver's lock, waiting a bounded time."""
-        patience = self._patience()
-        if not self._lock.acquire(timeout=patience):
-            raise WriteError(
-                f"cannot {what}: {self._where()} has been busy for {patience:.0f} s (the "
-                "background writer is still waiting for the database); the rows stay queued"
-            )
-
     def close(self) -> None:
         """Write queued rows and disconnect.
 
@@ -353,8 +346,7 @@ class SQLDriver(DBDriver):
                     f"cannot close {self._where()}: the background writer did not stop "
                     f"within {self._patience():.0f} s; {self.pending} rows stay queued"
                 )
-        self._acquire("close")
-        try:
+        with self._lock:
             try:
                 if self.pending:
                     self._flush_or_save()
@@ -362,13 +354,10 @@ class SQLDriver(DBDriver):
                     self._check_still_ours()
             finally:
                 self._holding = False
-                if self._connected:
-                    self._connected = False
-                    self._disconnect()
+                self._connected = False
+                self._disconnect()  # idempotent: also completes one cut short
                 # used again, the driver reconnects and restarts its flusher first
                 self.append = self._append_after_close  # type: ignore[method-assign]
-        finally:
-            self._lock.release()
 
     def _append_after_close(self, row: Row) -> bool:
         self.ensure()
@@ -418,11 +407,8 @@ class SQLDriver(DBDriver):
         It takes the lock even when nothing is queued: the background flusher may be
         writing a batch taken before this call, and that batch must be committed too.
         """
-        self._acquire("flush")
-        try:
+        with self._lock:
             self._write_queued(wait=True)
-        finally:
-            self._lock.release()
 
     def submit(self) -> None:
         """A full batch is waiting: hand it to the database.
@@ -440,11 +426,8 @@ class SQLDriver(DBDriver):
                 f"write retries after {self.retry_interval} s, flush() retries now. The "
                 "rows stay queued, in order"
             )
-        self._acquire("write")
-        try:
+        with self._lock:
             self._write_queued(wait=self.write_through)
-        finally:
-            self._lock.release()
 
     def _flush_locked(self) -> None:
         self._write_queued(wait=True)
