@@ -108,6 +108,13 @@ class Pending:
             del self.updates[:updates]
             self.held_updates -= updates
 
+    def newest_seq(self, count: int, updates: int) -> int:
+        """The largest seq among the first ``count`` inserts and ``updates`` overwrites."""
+        seqs = [row[0] for _, row in self.updates[:updates]]
+        if count:
+            seqs.append(self.inserts[count - 1][0])
+        return max(seqs, default=0)
+
     def release(self) -> None:
         """Taken rows were not (or not surely) committed: they are due again, in order."""
         self.held = self.held_updates = 0

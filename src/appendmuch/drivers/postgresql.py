@@ -293,16 +293,14 @@ class PostgreSQL(SQLDriver):
         return [int(row[0]) for row in rows]
 
     def _disconnect(self) -> None:
-        pipe, self._pipe = self._pipe, None
-        if pipe is not None and not pipe.inflight and not self._writer.closed:
-            pipe.close()
-        conn, self._writer = self._writer, None
-        if conn is not None and self._pool is not None:
-            if not conn.closed:
-                conn.execute("SELECT pg_advisory_unlock(%s)", (self._lock_key,))
-                conn.autocommit = False
-            self._pool.putconn(conn)
-        pool, self._pool = self._pool, None
+        # The writer connection is closed, not given back: that ends its session and
+        # the lock with it, whatever state a write cut short left it in.
+        conn, pool = self._writer, self._pool
+        self._pipe = self._writer = self._pool = None
+        if conn is not None:
+            conn.close()
+            if pool is not None:
+                pool.putconn(conn)
         if pool is not None:
             pool.close()
 
@@ -417,7 +415,7 @@ class PostgreSQL(SQLDriver):
         for (inserts, updates), message in results:
             if message is not None:
                 raise self._psycopg.DatabaseError(message.strip())
-            self._pending.done(inserts, updates)
+            self._committed(inserts, updates)
 
     def _write(self, inserts: list[Row], updates: list[tuple[int, Row]]) -> None:
         """Write one batch of rows that are not queued in one transaction, and wait

@@ -263,8 +263,10 @@ class SQLDriver(DBDriver):
         be one of its own queued rows; anything else was written by another writer
         while this one's lock was lost, and writing on would collide."""
         inserts, updates = self._pending.snapshot()
-        ours = {row[0] for row in inserts} | {row[0] for _, row in updates}
-        foreign = [seq for seq in self._seqs_after(self._stored_upto, 1000) if seq not in ours]
+        ours = {row[0]: row for row in inserts} | {row[0]: row for _, row in updates}
+        after = self._seqs_after(self._stored_upto, 1000)
+        stored = self._stored_rows([seq for seq in after if seq in ours])
+        foreign = [seq for seq in after if seq not in ours or stored.get(seq) != ours[seq]]
         if foreign:
             self._refuse(
                 LockedError,
@@ -483,7 +485,7 @@ class SQLDriver(DBDriver):
             left -= taken[0] + taken[1]
             if inserts or updates:
                 self._write(inserts, updates)
-            pending.done(*taken)
+            self._committed(*taken)
             self._note_written(inserts, updates)
 
     def _take(self) -> tuple[list[Row], list[tuple[int, Row]], tuple[int, int]]:
@@ -506,15 +508,19 @@ class SQLDriver(DBDriver):
                 self._uncertain = False
         return inserts, updates, taken
 
+    def _committed(self, count: int, updates: int) -> None:
+        """The first ``count`` queued inserts and ``updates`` overwrites are committed:
+        note their seqs as this writer's (first), then drop them from the queue."""
+        pending = self._pending
+        self._stored_upto = max(self._stored_upto, pending.newest_seq(count, updates))
+        pending.done(count, updates)
+
     def _note_written(self, inserts: list[Row], updates: list[tuple[int, Row]]) -> None:
         times = [row[4] for _, row in updates]
-        seqs = [row[0] for _, row in updates]
         if inserts:
             times.append(inserts[-1][4])
-            seqs.append(inserts[-1][0])
         if times:
             self._now = max(times)
-            self._stored_upto = max(self._stored_upto, *seqs)
 
     def _after_failure(self) -> None:
         """Hook: forget connections that may be broken (reconnect on next use)."""
