@@ -631,3 +631,50 @@ class TestServerGone:
         rows = stored(pg)
         assert rows == expected
         assert without_time(rows) == reference(tmp_path, phases)
+
+
+class TestServerRestartDuringClose:
+    def test_close_while_the_flusher_reconnects_returns_and_stops_it(
+        self, pg: PostgresBackend, cluster: TempCluster, tmp_path: Path
+    ) -> None:
+        """The server is down and the background flusher, retrying, waits for a pooled
+        connection; close() is called, and the server comes back while the flusher is
+        still waiting.  The flusher's reconnect must not start another flusher (which
+        would keep close() joining for ever): close() returns, no flusher thread of the
+        table is left, and every row is written."""
+        import threading
+
+        driver = pg.driver(timeout=20.0, recovery_dir=tmp_path, batch_interval=0.05)
+        store = Store(driver)
+        assert phase(store, "a", 3) == []
+        store.flush()
+        name = f"appendmuch-flusher:{driver.table}"  # type: ignore[attr-defined]
+        outcome: list[BaseException | None] = []
+
+        def close() -> None:
+            try:
+                store.close()
+                outcome.append(None)
+            except BaseException as exc:  # reported below
+                outcome.append(exc)
+
+        def flusher_holds_the_lock() -> bool:
+            lock = driver._lock  # type: ignore[attr-defined]
+            if lock.acquire(blocking=False):
+                lock.release()
+                return False
+            return True
+
+        with Outage(cluster) as outage:
+            assert phase(store, "b", 4) == []
+            expected = log_rows(store)
+            wait_for(lambda: driver.last_error is not None, "the flusher to fail")  # type: ignore[attr-defined]
+            wait_for(flusher_holds_the_lock, "the flusher to retry (waiting for the pool)")
+            closer = threading.Thread(target=close)
+            closer.start()
+            outage.back()
+            closer.join(60.0)
+        assert not closer.is_alive(), "close() hangs"
+        assert outcome == [None], outcome
+        assert not [t for t in threading.enumerate() if t.name == name and t.is_alive()]
+        assert stored(pg) == expected

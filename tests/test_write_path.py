@@ -305,9 +305,7 @@ class TestWalAfterAReader:
 
 class TestFileAndLockIdentity:
     @pytest.mark.parametrize("how", ["removed", "replaced"])
-    def test_a_database_file_removed_while_open_is_noticed(
-        self, tmp_path: Path, how: str
-    ) -> None:
+    def test_a_database_file_removed_while_open_is_noticed(self, tmp_path: Path, how: str) -> None:
         """The file is removed (or replaced by another) while a Store has it open: the
         next flush raises WriteError saying so, later writes are refused, and close()
         saves the queued rows to a recovery file."""
