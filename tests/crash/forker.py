@@ -16,10 +16,10 @@ import sys
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
-from childlib import make_driver  # noqa: E402
+from childlib import make_driver
 
-from appendmuch import Store  # noqa: E402
-from appendmuch.errors import WriteError  # noqa: E402
+from appendmuch import Store
+from appendmuch.errors import WriteError
 
 location = json.loads(sys.argv[1])
 store = Store(make_driver(location, batch_interval=3600.0))
