@@ -29,7 +29,7 @@ import orjson
 
 from .copying import ATOM_TYPES
 from .copying import safe_deepcopy as _deepcopy
-from .errors import DecodeError, RoundTripError, UnsupportedTypeError
+from .errors import DecodeError, RoundTripError, UnknownTypeIdError, UnsupportedTypeError
 
 __all__ = ["Codec", "Decoder", "Encoded", "Encoder"]
 
@@ -324,7 +324,9 @@ class Codec:
         """Add a type: ``encoder(value) -> JSON bytes``, ``decoder(JSON bytes) -> value``.
 
         ``type_id`` is the byte stored before the JSON (0-255, not yet used; by
-        convention ids >= 128 are mutable types).  ``mutable=True`` makes values of
+        convention ids >= 128 are mutable types).  Registering an already registered
+        class (a built-in one too) under a new id adds a decoder for that id; values
+        are still encoded with the class's existing id.  ``mutable=True`` makes values of
         the type need ``with storage:`` to be read.  With a ``predicate`` the
         registration is used only for values it accepts; others of the same class
         keep their previous encoding.  An exact type match wins over a registered
@@ -343,19 +345,23 @@ class Codec:
             raise ValueError(f"type_id must be an int in 0..255, got {type_id!r}")
         if type_id in self._by_id:
             taken = self._by_id[type_id].cls
-            raise ValueError(f"type id {type_id} is already used by {taken.__qualname__}")
+            raise ValueError(
+                f"Type ID {type_id} already registered (for {taken.__qualname__}); "
+                f"choose a free id for {cls.__qualname__}"
+            )
         if not callable(encoder) or not callable(decoder):
             raise TypeError("encoder and decoder must be callable")
         if predicate is not None and not callable(predicate):
             raise TypeError("predicate must be callable")
         if mutable and cls in _NEVER_MUTABLE:
             raise ValueError(f"{cls.__qualname__} values are always immutable")
+        entry = _Entry(cls, type_id, encoder, decoder, bool(mutable), predicate)
         if predicate is None and cls in self._by_type:
-            raise ValueError(
-                f"{cls.__qualname__} is already registered with type id "
-                f"{self._by_type[cls].type_id}; register a predicate to add a variant"
-            )
-        self._add(_Entry(cls, type_id, encoder, decoder, bool(mutable), predicate))
+            # already registered: the new id is one more decoder (say, for values an
+            # older application stored under it); encoding keeps the existing id
+            self._by_id[type_id] = entry
+            return
+        self._add(entry)
 
     def _add(self, entry: _Entry) -> None:
         self._by_id[entry.type_id] = entry
@@ -534,7 +540,9 @@ class Codec:
             raise DecodeError("cannot decode an empty value (no type-id byte)")
         entry = self._by_id.get(data[0])
         if entry is None:
-            raise DecodeError(f"unknown type id {data[0]}")
+            raise UnknownTypeIdError(
+                f"unknown type id {data[0]}: no codec registration decodes it (see Codec.register)"
+            )
         try:
             return entry.decoder(bytes(data[1:]))
         except Exception as exc:

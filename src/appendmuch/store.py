@@ -172,7 +172,7 @@ class Store:
                         try:
                             data = decode(value)
                         except DecodeError as exc:
-                            raise DecodeError(
+                            raise type(exc)(
                                 f"stored row seq {seq}, namespace {dbns!r}, field {field!r}: {exc}"
                             ) from exc
                 ctx = contexts.get(context)
@@ -265,7 +265,9 @@ class Store:
             check_namespace(namespace)
             validator = self.namespace_validator
             if validator is not None and not validator(namespace):
-                raise InvalidNameError(f"namespace {namespace!r} rejected by namespace_validator")
+                raise InvalidNameError(
+                    f"namespace {namespace!r} failed namespace validation (namespace_validator)"
+                )
             dbns = tuple2dbns(namespace)
             self._valid[namespace] = dbns
         if dbns not in self._by_dbns:
