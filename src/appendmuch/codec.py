@@ -526,7 +526,7 @@ class Codec:
                 hint = " (the type defines no __eq__; define one or set Codec.vigilant_skip)"
             raise RoundTripError(
                 f"a value of type {_qualname(value)} does not survive the round trip: "
-                f"{_short(value)} would be read back as {_short(back)}{hint}"
+                f"{_difference(value, back)}{hint}"
             )
         return back
 
@@ -594,6 +594,35 @@ def _qualname(value: Any) -> str:
     return cls.__qualname__ if mod == "builtins" else f"{mod}.{cls.__qualname__}"
 
 
-def _short(value: Any) -> str:
-    text = repr(value)
-    return text if len(text) <= 120 else text[:117] + "..."
+def _difference(value: Any, back: Any) -> str:
+    """Say where ``back`` (the decoded value) first differs from ``value``."""
+    path, a, b = _first_difference(value, back, "")
+    where = f"at {path}, " if path else ""
+    return f"{where}{_around(a, b)} would be read back as {_around(b, a)}"
+
+
+def _first_difference(a: Any, b: Any, path: str) -> tuple[str, Any, Any]:
+    """The path (``[1]['k']``) and the two parts where ``a`` and ``b`` first differ."""
+    if type(a) is type(b):
+        if isinstance(a, list | tuple) and len(a) == len(b):
+            for i, (x, y) in enumerate(zip(a, b, strict=True)):
+                if type(x) is not type(y) or not _equal(x, y):
+                    return _first_difference(x, y, f"{path}[{i}]")
+        elif isinstance(a, dict) and isinstance(b, dict) and a.keys() == b.keys():
+            for key in a:
+                x, y = a[key], b[key]
+                if type(x) is not type(y) or not _equal(x, y):
+                    return _first_difference(x, y, f"{path}[{key!r}]")
+    return path, a, b
+
+
+def _around(value: Any, other: Any) -> str:
+    """``repr(value)`` with its type, cut around where it differs from ``repr(other)``."""
+    text, versus = repr(value), repr(other)
+    if len(text) > 120:
+        start = 0
+        while start < min(len(text), len(versus)) and text[start] == versus[start]:
+            start += 1
+        begin = max(0, start - 40)
+        text = ("..." if begin else "") + text[begin : begin + 100] + "..."
+    return f"{text} ({type(value).__name__})"
