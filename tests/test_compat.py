@@ -8,8 +8,13 @@ of ``within`` objects, and error messages that say where a value differs.
 
 from __future__ import annotations
 
+import collections
+import datetime as dt
+import enum
+import random
 from decimal import Decimal
 from typing import Any
+from zoneinfo import ZoneInfo
 
 import orjson
 import pytest
@@ -232,3 +237,230 @@ class TestRoundTripMessages:
             s.pairs = [(1, 2)]
         assert "'pairs'" in str(info.value)
         assert "'game', 'p1'" in str(info.value)
+
+
+# --------------------------------------------------------------------------- subclasses
+
+try:
+    import numpy
+except ImportError:  # numpy is optional: its cases are added only where it imports
+    numpy = None
+
+
+class Colour(str, enum.Enum):  # noqa: UP042 (the mixin form applications use)
+    RED = "red"
+
+
+class Side(enum.StrEnum):
+    LEFT = "left"
+
+
+class Level(enum.IntEnum):
+    HIGH = 3
+
+
+class Perm(enum.IntFlag):
+    R = 4
+    W = 2
+
+
+class Name(str):
+    pass
+
+
+class Count(int):
+    pass
+
+
+class Ratio(float):
+    pass
+
+
+class Blob(bytes):
+    pass
+
+
+class Money(Decimal):
+    pass
+
+
+Pair = collections.namedtuple("Pair", "a b")
+
+
+class Items(list[Any]):
+    pass
+
+
+class Attrs(dict[str, Any]):
+    pass
+
+
+class Tags(set[Any]):
+    pass
+
+
+class Frozen(frozenset[Any]):
+    pass
+
+
+class Buffer(bytearray):
+    pass
+
+
+class Dice(random.Random):
+    pass
+
+
+BERLIN = dt.datetime(2024, 7, 1, 12, 30, tzinfo=ZoneInfo("Europe/Berlin"))
+
+#: (value, the plain value memory and disk hold)
+NORMALISED: list[tuple[Any, Any]] = [
+    (Colour.RED, "red"),
+    (Side.LEFT, "left"),
+    (Level.HIGH, 3),
+    (Perm.R | Perm.W, 6),
+    (Name("n"), "n"),
+    (Count(7), 7),
+    (Ratio(0.5), 0.5),
+    (Blob(b"\x00b"), b"\x00b"),
+    (Money("1.25"), Decimal("1.25")),
+    (BERLIN, dt.datetime(2024, 7, 1, 12, 30, tzinfo=dt.timezone(dt.timedelta(hours=2)))),
+    ([Colour.RED, Level.HIGH, Ratio(1.5), {"k": Name("v")}], ["red", 3, 1.5, {"k": "v"}]),
+    ((Count(1), Name("x")), (1, "x")),
+    ({Count(1), Name("x")}, {1, "x"}),
+    (frozenset({Level.HIGH}), frozenset({3})),
+]
+if numpy is not None:
+    NORMALISED += [
+        (numpy.float64(1.5), 1.5),
+        (numpy.float32(0.1), float(numpy.float32(0.1))),
+        (numpy.int64(-3), -3),
+        (numpy.uint8(200), 200),
+        (numpy.bool_(True), True),
+        (numpy.str_("s"), "s"),
+        (numpy.bytes_(b"b"), b"b"),
+        (numpy.complex128(1 + 2j), 1 + 2j),
+        ([numpy.float64(2.5), numpy.int32(4), numpy.bool_(False)], [2.5, 4, False]),
+        ({"mean": numpy.float64(0.25)}, {"mean": 0.25}),
+        ((numpy.int64(1),), (1,)),
+        ({numpy.int16(5)}, {5}),
+    ]
+
+REFUSED: list[tuple[Any, str]] = [
+    (collections.OrderedDict(a=1), "OrderedDict"),
+    (collections.defaultdict(list), "defaultdict"),
+    (collections.Counter("ab"), "Counter"),
+    (Pair(1, 2), "Pair"),
+    (Items([1]), "Items"),
+    (Attrs(a=1), "Attrs"),
+    (Tags({1}), "Tags"),
+    (Frozen({1}), "Frozen"),
+    (Buffer(b"x"), "Buffer"),
+    (Dice(1), "Dice"),
+    ([collections.OrderedDict(a=1)], "OrderedDict"),
+    ({"k": Pair(1, 2)}, "Pair"),
+    ((Items(),), "Items"),
+]
+if numpy is not None:
+    REFUSED += [
+        (numpy.array([1, 2]), "ndarray"),
+        ([numpy.array([1.0])], "ndarray"),
+        (numpy.datetime64("2024-01-01"), "datetime64"),
+    ]
+
+
+def identical(a: Any, b: Any) -> bool:
+    """Equal, with exactly the same types at every depth."""
+    if type(a) is not type(b):
+        return False
+    if isinstance(a, list | tuple):
+        return len(a) == len(b) and all(map(identical, a, b))
+    if isinstance(a, dict):
+        return a.keys() == b.keys() and all(identical(a[k], b[k]) for k in a)
+    if isinstance(a, set | frozenset):
+        return sorted(map(repr, a)) == sorted(map(repr, b))
+    if isinstance(a, dt.datetime):
+        return a == b and a.tzinfo == b.tzinfo
+    return bool(a == b)
+
+
+def read(store: Store, field: str) -> Any:
+    s = store.storage("n")
+    with s:
+        return getattr(s, field)
+
+
+class TestSubclassRule:
+    """One rule: memory holds exactly what a reopen decodes (README "Values and custom
+    types").  Subclasses of built-in scalars and numpy scalars are kept as the plain
+    value; subclasses of built-in containers are refused."""
+
+    @pytest.mark.parametrize(("value", "plain"), NORMALISED, ids=lambda v: type(v).__name__)
+    def test_normalised_on_write(self, backend: Backend, value: Any, plain: Any) -> None:
+        with backend.store() as store:
+            store.storage("n").v = value
+            in_memory = read(store, "v")
+            assert identical(in_memory, plain), (in_memory, plain)
+            assert identical(store.storage("n").__history__()["v"][0].data, plain)
+        with backend.store() as store:
+            assert identical(read(store, "v"), in_memory)
+
+    @pytest.mark.parametrize(
+        ("value", "plain"),
+        [(v, p) for v, p in NORMALISED if type(p) is not type(v) and not isinstance(p, dt.date)],
+        ids=lambda v: type(v).__name__,
+    )
+    def test_scalars_normalised_without_the_round_trip_check(self, value: Any, plain: Any) -> None:
+        """A subclass of a built-in scalar is kept as the plain value even when the
+        check is off (values inside containers are then kept as assigned, SPEC §12)."""
+        store = Store(Memory(), codec=Codec(vigilant=False))
+        store.storage("n").v = value
+        assert identical(read(store, "v"), plain)
+        store = Store(Memory(), codec=Codec(vigilant_skip=lambda v: True))
+        store.storage("n").v = value
+        assert identical(read(store, "v"), plain)
+
+    @pytest.mark.parametrize(("value", "name"), REFUSED, ids=lambda v: type(v).__name__)
+    def test_container_subclasses_refused(self, backend: Backend, value: Any, name: str) -> None:
+        seen: list[Any] = []
+        with backend.store(on_change=lambda *a: seen.append(a)) as store:
+            s = store.storage("n")
+            s.v = 1
+            with pytest.raises(UnsupportedTypeError, match=name) as info:
+                s.v = value
+            assert "'v'" in str(info.value)
+            assert s.v == 1
+            assert len(s.__history__()["v"]) == 1
+            assert len(seen) == 1
+        assert len(backend.raw_rows()) == 1
+
+    def test_mutation_adding_a_container_subclass_is_refused(self, backend: Backend) -> None:
+        with backend.store() as store:
+            s = store.storage("n")
+            s.items = [1]
+            with pytest.raises(UnsupportedTypeError, match="OrderedDict"), s:
+                s.items.append(collections.OrderedDict(a=1))
+            with s:
+                assert s.items == [1]
+
+    def test_registered_subclass_codec_wins(self, backend: Backend) -> None:
+        def make() -> Codec:
+            codec = Codec()
+            codec.register(
+                collections.OrderedDict,
+                150,
+                lambda d: orjson.dumps(list(d.items())),
+                lambda raw: collections.OrderedDict(orjson.loads(raw)),
+                mutable=True,
+            )
+            codec.register(Level, 30, lambda v: b"%d" % v, lambda raw: Level(int(raw)))
+            return codec
+
+        with backend.store(codec=make()) as store:
+            s = store.storage("n")
+            s.od = collections.OrderedDict([("b", 1), ("a", 2)])
+            s.level = Level.HIGH
+            assert type(s.level) is Level
+        with backend.store(codec=make()) as store:
+            assert identical(read(store, "od"), collections.OrderedDict([("b", 1), ("a", 2)]))
+            assert read(store, "level") is Level.HIGH

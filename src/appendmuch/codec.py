@@ -53,6 +53,8 @@ class _Entry:
     exact: bool = False
     #: equality used by the vigilant check (default ``==``)
     equal: Callable[[Any, Any], bool] | None = None
+    #: one of the built-in registrations (whose subclasses are normalised or refused)
+    builtin: bool = False
 
 
 # --------------------------------------------------------------------------- built-ins
@@ -80,7 +82,7 @@ def _expect(raw: bytes, kind: type | tuple[type, ...], what: str) -> Any:
 
 def _enc_members(value: set[Any] | frozenset[Any]) -> bytes:
     # members ordered by their own encoding: equal sets always encode the same
-    return b"[" + b",".join(sorted([_dumps(m, option=_SORT) for m in value])) + b"]"
+    return b"[" + b",".join(sorted([_json(m) for m in value])) + b"]"
 
 
 def _enc_float(value: float) -> bytes:
@@ -164,8 +166,91 @@ def _same_random(a: Any, b: Any) -> bool:
     )
 
 
+_MEMBERS = _SORT | orjson.OPT_PASSTHROUGH_SUBCLASS
+
+
 def _json(value: Any) -> bytes:
-    return _dumps(value, option=_SORT)
+    try:
+        return _dumps(value, default=_member, option=_MEMBERS)
+    except TypeError as exc:
+        if str(exc) != "Dict key must be str":
+            raise
+        # orjson passes str-subclass keys (str enum members, ...) through as errors
+        return _dumps(_plain_keys(value), default=_member, option=_MEMBERS)
+
+
+def _plain_keys(value: Any) -> Any:
+    """``value`` with the str-subclass keys of its plain dicts made plain str."""
+    cls = type(value)
+    if cls is dict:
+        return {
+            (str.__str__(k) if isinstance(k, str) else k): _plain_keys(v) for k, v in value.items()
+        }
+    if cls is list or cls is tuple:
+        return [_plain_keys(v) for v in value]
+    return value
+
+
+#: what a numpy scalar's ``item()`` may give for it to be stored as that plain value
+_ITEM_TYPES = frozenset({int, float, bool, complex, str, bytes})
+#: class -> whether it is a numpy scalar type (subclass of ``numpy.generic``)
+_numpy_scalar_types: dict[type, bool] = {}
+
+
+def _numpy_item(value: Any) -> Any:
+    """The plain Python value of a numpy scalar (``float64`` -> float), else ``_NOT``.
+
+    Found without importing numpy: the class derives from ``numpy.generic``.
+    """
+    cls = type(value)
+    known = _numpy_scalar_types.get(cls)
+    if known is None:
+        known = _numpy_scalar_types[cls] = any(
+            base.__name__ == "generic" and base.__module__ == "numpy" for base in cls.__mro__
+        )
+    if known:
+        try:
+            item = value.item()
+        except Exception:
+            return _NOT
+        if type(item) in _ITEM_TYPES:
+            return item
+    return _NOT
+
+
+_NOT: Any = object()
+#: built-in containers (and Random): a subclass of one is refused, not normalised
+_CONTAINER_BASES: tuple[type, ...] = (tuple, frozenset, list, dict, set, bytearray, random.Random)
+#: how a subclass of a built-in scalar found inside a container becomes the plain value
+_TO_PLAIN: tuple[tuple[type, Callable[[Any], Any]], ...] = (
+    (str, str.__str__),
+    (int, int.__int__),
+    (float, float.__float__),
+)
+
+
+def _member(value: Any) -> Any:
+    """orjson's ``default`` for values inside a container: the plain form of numpy
+    scalars and of subclasses of str/int/float; container subclasses are refused."""
+    item = _numpy_item(value)
+    if item is not _NOT:
+        return item
+    for base, plain in _TO_PLAIN:
+        if isinstance(value, base):
+            return plain(value)
+    if isinstance(value, _CONTAINER_BASES):
+        raise TypeError(_subclass_refusal(value))
+    raise TypeError(f"Type is not JSON serializable: {_qualname(value)}")
+
+
+def _subclass_refusal(value: Any) -> str:
+    cls = type(value)
+    base = next(b for b in _CONTAINER_BASES if isinstance(value, b))
+    return (
+        f"{_qualname(value)} is a subclass of {base.__qualname__} and would be read back "
+        f"as a plain {base.__qualname__}; store {base.__qualname__}(value) instead, or "
+        f"register a codec for {cls.__qualname__} (Codec.register)"
+    )
 
 
 # Encoding with the passthrough options fails on anything but exact JSON types
@@ -257,6 +342,11 @@ _BUILTINS: tuple[_Entry, ...] = (
     _Entry(bytearray, 130, _b64, lambda r: bytearray(_unb64(r)), True, None, exact=True),
     _Entry(set, 131, _enc_members, lambda r: set(_expect(r, list, "an array")), True, None),
     _Entry(random.Random, 133, _enc_random, _dec_random, True, None, equal=_same_random),
+)
+
+_BUILTINS = tuple(
+    _Entry(e.cls, e.type_id, e.encoder, e.decoder, e.mutable, e.predicate, e.exact, e.equal, True)
+    for e in _BUILTINS
 )
 
 #: Immutable built-ins that hold no other values: never copied, never guarded.
@@ -400,23 +490,40 @@ class Codec:
             found = self._resolved[cls] = (conditional, plain)
         return found
 
-    def _entry_for(self, value: Any) -> _Entry:
-        conditional, plain = self._lookup(type(value))
+    def _resolve(self, value: Any) -> tuple[_Entry, Any]:
+        """The registration that encodes ``value``, and the value it encodes.
+
+        The exact class's registration wins.  Otherwise a numpy scalar becomes its
+        plain Python value (``float64`` -> float); a subclass of a built-in container
+        is refused; any other subclass uses its nearest registered base (a subclass
+        of a built-in scalar is then kept as the plain value: see :meth:`finish`).
+        """
+        cls = type(value)
+        conditional, plain = self._lookup(cls)
         for entry in conditional:
             if entry.predicate(value):  # type: ignore[misc]
-                return entry
+                return entry, value
+        if plain is not None and plain.cls is cls:
+            return plain, value
+        item = _numpy_item(value)
+        if item is not _NOT:
+            return self._resolve(item)
         if plain is None:
             raise UnsupportedTypeError(
                 f"cannot encode a value of type {_qualname(value)}: no codec is registered "
                 "for it (see Codec.register)"
             )
-        return plain
+        if plain.builtin and isinstance(value, _CONTAINER_BASES):
+            raise UnsupportedTypeError(
+                f"cannot encode a value of type {_qualname(value)}: {_subclass_refusal(value)}"
+            )
+        return plain, value
 
     # ------------------------------------------------------------------ encode/decode
 
     def encode_raw(self, value: Any) -> tuple[int, bytes]:
         """Return ``(type_id, json_bytes)`` for ``value``; raises if it cannot round-trip."""
-        entry = self._entry_for(value)
+        entry, value = self._resolve(value)
         return entry.type_id, self._encode_with(entry, value, self.vigilant)
 
     def encode(self, value: Any) -> bytes:
@@ -426,15 +533,15 @@ class Codec:
         value cannot be encoded and :class:`~appendmuch.errors.RoundTripError` (a
         ValueError) when, in vigilant mode, it would not decode to an equal value.
         """
-        entry = self._entry_for(value)
+        entry, value = self._resolve(value)
         return bytes((entry.type_id,)) + self._encode_with(entry, value, self.vigilant)
 
     def prepare(self, value: Any) -> tuple[bytes, bool, Any]:
         """Encode ``value`` for storing: ``(stored bytes, mutable, object to keep)``.
 
-        The object to keep is ``value`` itself when immutable, else an independent deep
-        copy: the decoded document when the vigilant check decoded one and the value
-        holds only exact JSON types, otherwise :func:`~appendmuch.safe_deepcopy`.
+        The object to keep is what a reopen would decode: in vigilant mode the object
+        the round-trip check decoded; without the check ``value`` itself when immutable
+        (a subclass of a built-in scalar decoded to the plain value), else a deep copy.
         Raises like :meth:`encode`.
         """
         fast = self._fast.get(type(value))
@@ -454,7 +561,7 @@ class Codec:
         Used to compare a working copy with its stored encoding before paying for the
         check; :meth:`finish` completes it.
         """
-        entry = self._entry_for(value)
+        entry, value = self._resolve(value)
         raw: bytes | None = None
         plain = False
         if entry.type_id in _PLAIN_IDS and entry.cls is type(value):
@@ -475,10 +582,12 @@ class Codec:
         return the object to keep in the cache."""
         value, entry = encoded.value, encoded.entry
         if self.vigilant and self._needs_check(entry, value):
-            back = self._round_trip(entry, value, encoded.data[1:])
-            if encoded.mutable:
-                return back if encoded.plain else _deepcopy(value)
-        elif encoded.mutable:
+            # keep what was decoded: exactly what a reopened Store will read
+            return self._round_trip(entry, value, encoded.data[1:])
+        if entry.builtin and type(value) is not entry.cls:
+            # a subclass of a built-in scalar (str enum, IntEnum, ...): keep the plain value
+            return entry.decoder(encoded.data[1:])
+        if encoded.mutable:
             return _deepcopy(value)
         return value
 
@@ -486,8 +595,10 @@ class Codec:
         try:
             raw = entry.encoder(value)
         except (TypeError, ValueError, OverflowError) as exc:
+            # orjson reports what its ``default`` (_member) refused as the cause
+            detail = exc.__cause__ if isinstance(exc.__cause__, TypeError) else exc
             raise UnsupportedTypeError(
-                f"cannot encode a value of type {_qualname(value)}: {exc}"
+                f"cannot encode a value of type {_qualname(value)}: {detail}"
             ) from exc
         if not isinstance(raw, bytes):
             raise TypeError(
