@@ -16,12 +16,14 @@ from decimal import Decimal
 from typing import Any
 from zoneinfo import ZoneInfo
 
+import msgpack
 import orjson
 import pytest
 
 from appendmuch import Codec, Memory, Store, flatten, within
 from appendmuch.errors import (
     DecodeError,
+    DumpFormatError,
     InvalidNameError,
     ReservedNameError,
     RoundTripError,
@@ -184,6 +186,10 @@ class TestMessages:
             s.get = 1
         assert "is a reserved" not in str(info.value)
         assert "'get'" in str(info.value)
+
+    def test_dump_row_type_grammar(self) -> None:
+        with pytest.raises(DumpFormatError, match="dump row 0 is an int, not a map"):
+            Memory().restore([msgpack.packb(5)])
 
     def test_namespace_token_type_grammar(self) -> None:
         with pytest.raises(InvalidNameError) as info:

@@ -586,7 +586,13 @@ class Codec:
             return self._round_trip(entry, value, encoded.data[1:])
         if entry.builtin and type(value) is not entry.cls:
             # a subclass of a built-in scalar (str enum, IntEnum, ...): keep the plain value
-            return entry.decoder(encoded.data[1:])
+            try:
+                return entry.decoder(encoded.data[1:])
+            except Exception as exc:
+                raise RoundTripError(
+                    f"a value of type {_qualname(value)} does not survive the round trip: "
+                    f"its encoding cannot be decoded ({exc})"
+                ) from exc
         if encoded.mutable:
             return _deepcopy(value)
         return value

@@ -21,6 +21,7 @@ __all__ = [
     "is_valid_dbns",
     "is_valid_field",
     "tuple2dbns",
+    "with_article",
 ]
 
 #: Attributes and methods of every Storage that can never be fields.  (``name`` is
@@ -84,7 +85,7 @@ def check_namespace(namespace: tuple[object, ...]) -> tuple[str, ...]:
         if not isinstance(token, str):
             raise InvalidNameError(
                 f"invalid namespace {namespace!r}: token {token!r} is "
-                f"{_article(type(token).__name__)}, not a str"
+                f"{with_article(type(token).__name__)}, not a str"
             )
         if not _TOKEN.match(token):
             raise InvalidNameError(
@@ -94,8 +95,12 @@ def check_namespace(namespace: tuple[object, ...]) -> tuple[str, ...]:
     return namespace  # type: ignore[return-value]
 
 
-def _article(noun: str) -> str:
-    """``"an int"``, ``"a str"``: the noun with its indefinite article."""
+def with_article(noun: str) -> str:
+    """The noun with its indefinite article, for messages.
+
+    >>> with_article("int"), with_article("str")
+    ('an int', 'a str')
+    """
     return f"{'an' if noun[:1].lower() in 'aeiou' else 'a'} {noun}"
 
 
