@@ -470,3 +470,20 @@ class TestSubclassRule:
         with backend.store(codec=make()) as store:
             assert identical(read(store, "od"), collections.OrderedDict([("b", 1), ("a", 2)]))
             assert read(store, "level") is Level.HIGH
+
+
+def test_round_trip_message_points_at_the_unequal_member() -> None:
+    """A member that only changes type (an enum member) is not the difference."""
+    with pytest.raises(RoundTripError) as info:
+        Codec().encode([Colour.RED, "x" * 300, {"a": 1, "b": (2,)}])
+    message = str(info.value)
+    assert "at [2]['b'], (2,) (tuple) would be read back as [2] (list)" in message
+
+
+def test_str_subclass_dict_keys_are_plain() -> None:
+    codec = Codec()
+    assert codec.encode({Colour.RED: 1, Name("b"): [{Name("c"): 2}]}) == (
+        b'\x81{"b":[{"c":2}],"red":1}'
+    )
+    with pytest.raises(UnsupportedTypeError, match="Dict key must be str"):
+        codec.encode({1: 2})

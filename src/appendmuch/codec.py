@@ -172,11 +172,24 @@ _MEMBERS = _SORT | orjson.OPT_PASSTHROUGH_SUBCLASS
 def _json(value: Any) -> bytes:
     try:
         return _dumps(value, default=_member, option=_MEMBERS)
-    except TypeError as exc:
-        if str(exc) != "Dict key must be str":
+    except TypeError:
+        # with OPT_PASSTHROUGH_SUBCLASS orjson refuses str-subclass dict keys (str enum
+        # members, ...): make them plain and try once more
+        if not _subclass_keys(value):
             raise
-        # orjson passes str-subclass keys (str enum members, ...) through as errors
         return _dumps(_plain_keys(value), default=_member, option=_MEMBERS)
+
+
+def _subclass_keys(value: Any) -> bool:
+    """True if a plain dict in ``value`` has a key of a str subclass."""
+    cls = type(value)
+    if cls is dict:
+        return any(type(k) is not str and isinstance(k, str) for k in value) or any(
+            map(_subclass_keys, value.values())
+        )
+    if cls is list or cls is tuple:
+        return any(map(_subclass_keys, value))
+    return False
 
 
 def _plain_keys(value: Any) -> Any:
@@ -723,13 +736,12 @@ def _first_difference(a: Any, b: Any, path: str) -> tuple[str, Any, Any]:
     if type(a) is type(b):
         if isinstance(a, list | tuple) and len(a) == len(b):
             for i, (x, y) in enumerate(zip(a, b, strict=True)):
-                if type(x) is not type(y) or not _equal(x, y):
+                if not _equal(x, y):
                     return _first_difference(x, y, f"{path}[{i}]")
-        elif isinstance(a, dict) and isinstance(b, dict) and a.keys() == b.keys():
+        elif isinstance(a, dict) and a.keys() == b.keys():
             for key in a:
-                x, y = a[key], b[key]
-                if type(x) is not type(y) or not _equal(x, y):
-                    return _first_difference(x, y, f"{path}[{key!r}]")
+                if not _equal(a[key], b[key]):
+                    return _first_difference(a[key], b[key], f"{path}[{key!r}]")
     return path, a, b
 
 
@@ -741,5 +753,6 @@ def _around(value: Any, other: Any) -> str:
         while start < min(len(text), len(versus)) and text[start] == versus[start]:
             start += 1
         begin = max(0, start - 40)
-        text = ("..." if begin else "") + text[begin : begin + 100] + "..."
+        end = begin + 100
+        text = ("..." if begin else "") + text[begin:end] + ("..." if end < len(text) else "")
     return f"{text} ({type(value).__name__})"
