@@ -331,6 +331,20 @@ NORMALISED: list[tuple[Any, Any]] = [
     (Blob(b"\x00b"), b"\x00b"),
     (Money("1.25"), Decimal("1.25")),
     (BERLIN, dt.datetime(2024, 7, 1, 12, 30, tzinfo=dt.timezone(dt.timedelta(hours=2)))),
+    # the repeated hour when clocks go back: each fold keeps its own offset
+    (
+        dt.datetime(2024, 10, 27, 2, 30, tzinfo=ZoneInfo("Europe/Berlin")),
+        dt.datetime(2024, 10, 27, 2, 30, tzinfo=dt.timezone(dt.timedelta(hours=2))),
+    ),
+    (
+        dt.datetime(2024, 10, 27, 2, 30, fold=1, tzinfo=ZoneInfo("Europe/Berlin")),
+        dt.datetime(2024, 10, 27, 2, 30, tzinfo=dt.timezone(dt.timedelta(hours=1))),
+    ),
+    # a wall time skipped when clocks go forward: the offset before the change
+    (
+        dt.datetime(2024, 3, 31, 2, 30, tzinfo=ZoneInfo("Europe/Berlin")),
+        dt.datetime(2024, 3, 31, 2, 30, tzinfo=dt.timezone(dt.timedelta(hours=1))),
+    ),
     ([Colour.RED, Level.HIGH, Ratio(1.5), {"k": Name("v")}], ["red", 3, 1.5, {"k": "v"}]),
     ((Count(1), Name("x")), (1, "x")),
     ({Count(1), Name("x")}, {1, "x"}),
@@ -386,7 +400,7 @@ def identical(a: Any, b: Any) -> bool:
     if isinstance(a, set | frozenset):
         return sorted(map(repr, a)) == sorted(map(repr, b))
     if isinstance(a, dt.datetime):
-        return a == b and a.tzinfo == b.tzinfo
+        return a == b and a.tzinfo == b.tzinfo and a.fold == b.fold
     return bool(a == b)
 
 

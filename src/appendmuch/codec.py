@@ -256,6 +256,29 @@ def _member(value: Any) -> Any:
     raise TypeError(f"Type is not JSON serializable: {_qualname(value)}")
 
 
+def _zoned(value: _dt.datetime) -> bool:
+    """True for an aware datetime whose tzinfo is not a fixed offset (a ZoneInfo, ...)."""
+    return value.tzinfo is not None and type(value.tzinfo) is not _dt.timezone
+
+
+def _fixed_offset(value: _dt.datetime) -> _dt.datetime:
+    """The same wall time with the fixed UTC offset in force for it (fold respected).
+
+    The wire format keeps only the offset; this is what a reopen reads back.
+    """
+    offset = value.utcoffset()
+    return _dt.datetime(
+        value.year,
+        value.month,
+        value.day,
+        value.hour,
+        value.minute,
+        value.second,
+        value.microsecond,
+        None if offset is None else _dt.timezone(offset),
+    )
+
+
 def _subclass_refusal(value: Any) -> str:
     cls = type(value)
     base = next(b for b in _CONTAINER_BASES if isinstance(value, b))
@@ -517,10 +540,14 @@ class Codec:
             if entry.predicate(value):  # type: ignore[misc]
                 return entry, value
         if plain is not None and plain.cls is cls:
+            if cls is _dt.datetime and _zoned(value):
+                value = _fixed_offset(value)
             return plain, value
         item = _numpy_item(value)
         if item is not _NOT:
             return self._resolve(item)
+        if isinstance(value, _dt.datetime) and _zoned(value):
+            return self._resolve(_fixed_offset(value))
         if plain is None:
             raise UnsupportedTypeError(
                 f"cannot encode a value of type {_qualname(value)}: no codec is registered "
