@@ -221,8 +221,8 @@ class SQLDriver(DBDriver):
         return []
 
     def _patience(self) -> float:
-        """Seconds to wait at most for the lock or for the flusher to stop: longer than
-        any one write can take given the driver's own timeouts."""
+        """Seconds ``close()`` waits at most for the flusher to stop: longer than any
+        one write can take given the driver's own timeouts."""
         return 60.0
 
     # ------------------------------------------------------------------ lifecycle
@@ -398,8 +398,6 @@ class SQLDriver(DBDriver):
         return self._pending.add(row)
 
     def replace(self, old_seq: int | None, row: Row) -> bool:
-        if self._pid != os.getpid():
-            self._refuse_write()
         with self._lock:
             return self._pending.replace(old_seq, row)
 
@@ -538,8 +536,13 @@ class SQLDriver(DBDriver):
         self._lock = threading.RLock()  # a parent thread may have held it at the fork
         self._pending = Pending(self.batch_size)  # the parent writes these rows
         self.append = self._append_in_child  # type: ignore[method-assign]
+        self.replace = self._replace_in_child  # type: ignore[method-assign]
 
     def _append_in_child(self, row: Row) -> bool:
+        self._refuse_write()
+        return False
+
+    def _replace_in_child(self, old_seq: int | None, row: Row) -> bool:
         self._refuse_write()
         return False
 
