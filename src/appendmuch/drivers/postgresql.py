@@ -22,6 +22,8 @@ from .sql import BATCH_BYTES, RETRY_INTERVAL, SQLDriver
 __all__ = ["PostgreSQL"]
 
 _FETCH = 8192
+#: server pids of writer sessions this process closed without unlocking first
+_ended_sessions: set[int] = set()
 #: batches sent but not yet confirmed, at most
 _MAX_IN_FLIGHT = 2
 _COPY_TYPES = ["int8", "text", "text", "bytea", "float8", "text"]
@@ -232,14 +234,16 @@ class PostgreSQL(SQLDriver):
         return conn
 
     def _holder_busy(self, conn: Any) -> bool:
-        """Whether the session holding the table's writer lock is running a statement."""
+        """Whether the session holding the table's writer lock is running a statement,
+        or is a writer session this process closed without unlocking (after a write was
+        cut short): it lets go of the lock once the server has noticed."""
         row = conn.execute(
-            "SELECT a.state FROM pg_locks l JOIN pg_stat_activity a ON a.pid = l.pid "
+            "SELECT a.state, a.pid FROM pg_locks l JOIN pg_stat_activity a ON a.pid = l.pid "
             "WHERE l.locktype = 'advisory' AND l.granted AND l.classid = 0 "
             "AND l.objid = %s::bigint::oid",
             (self._lock_key,),
         ).fetchone()
-        return row is not None and row[0] == "active"
+        return row is not None and (row[0] == "active" or row[1] in _ended_sessions)
 
     def _pipeline(self) -> Pipeline:
         pipe = self._pipe
@@ -257,6 +261,7 @@ class PostgreSQL(SQLDriver):
         self._uncertain = True
         conn, self._writer = self._writer, None
         if conn is not None:
+            _ending(conn)
             conn.close()  # also releases the advisory lock
             if self._pool is not None:
                 self._pool.putconn(conn)
@@ -293,14 +298,28 @@ class PostgreSQL(SQLDriver):
         return [int(row[0]) for row in rows]
 
     def _disconnect(self) -> None:
-        # The writer connection is closed, not given back: that ends its session and
-        # the lock with it, whatever state a write cut short left it in.
-        conn, pool = self._writer, self._pool
-        self._pipe = self._writer = self._pool = None
+        # The writer connection is closed, not given back, whatever state a write cut
+        # short left it in; the lock is released first when the session is in step, so
+        # that a writer opening right after finds it free (a closed session lets go of
+        # it only once the server has noticed).
+        conn, pool, pipe = self._writer, self._pool, self._pipe
         if conn is not None:
-            conn.close()
+            _ending(conn)
+            try:
+                if not conn.closed:
+                    if pipe is not None:
+                        pipe.close()
+                    conn.execute("SELECT pg_advisory_unlock(%s)", (self._lock_key,))
+                    _ended_sessions.discard(conn.info.backend_pid)  # unlocked: nothing to wait for
+            except Exception:  # out of step: closing ends the session (and the lock) anyway
+                pass
+            finally:
+                conn.close()
+            # cleared only now: a disconnect cut short is completed by the next one
+            self._writer = self._pipe = None
             if pool is not None:
                 pool.putconn(conn)
+        self._pipe = self._pool = None
         if pool is not None:
             pool.close()
 
@@ -496,3 +515,9 @@ class PostgreSQL(SQLDriver):
                 else f"a row violates a constraint of table {self.table!r} (a replace index?)"
             )
             raise DumpFormatError(f"restore: {what}; nothing was restored") from exc
+
+
+def _ending(conn: Any) -> None:
+    """Note a writer session about to be closed (see PostgreSQL._holder_busy)."""
+    if not conn.closed:
+        _ended_sessions.add(conn.info.backend_pid)
