@@ -24,7 +24,7 @@ from .errors import (
     ReadOnlyError,
     UnsupportedTypeError,
 )
-from .fieldlog import GONE, FieldLog
+from .fieldlog import GONE, KEPT_DECODED, FieldLog, Packed
 from .history import History
 from .location import _labels, caller_context
 from .names import check_namespace, dbns2tuple, is_valid_dbns, is_valid_field, tuple2dbns
@@ -41,6 +41,7 @@ _now = time.time
 _getframe = sys._getframe
 #: values kept in the namespaces' shared read dicts (immutable, never guarded)
 _SCALAR_TYPES = frozenset({int, float, str, bool, type(None)})
+_KEPT_DECODED = KEPT_DECODED
 #: type id -> the exact type its JSON document decodes to (load fast path)
 _SCALAR_IDS: dict[int, type] = {0: int, 2: str}
 _loads = orjson.loads
@@ -117,6 +118,8 @@ class Store:
         #: the codec's exact-type scalar encoders (the same dict object, kept current)
         self._fast = self.codec._fast
         self._due = False
+        #: how the logs decode the stored bytes of their older entries
+        self._decode = self.codec.decode
         self.load()
         self._finalizer = weakref.finalize(self, _close_driver, driver)
 
@@ -138,6 +141,8 @@ class Store:
         by_dbns: dict[str, dict[str, Any]] = {}
         contexts: dict[str, str] = {}
         decode = self.codec.decode
+        log_decode = self._decode
+        kept = KEPT_DECODED
         loads = _loads
         scalar_ids = _SCALAR_IDS if self.codec.decodes_builtin_scalars() else {}
         replaces = self._replaces if self.replace_predicate is not None else None
@@ -155,7 +160,7 @@ class Store:
                             f"stored row seq {seq} (namespace {dbns!r}) has an invalid field "
                             f"name {field!r}"
                         )
-                    log = node[field] = FieldLog()
+                    log = node[field] = FieldLog(log_decode)
                 elif log.__class__ is not FieldLog:
                     raise NamespaceCollisionError(
                         f"stored row seq {seq}: {field!r} is both a field of {dbns!r} and a "
@@ -181,7 +186,7 @@ class Store:
                         raise TypeError(f"context is {type(context).__name__}, not str")
                     ctx = contexts[context] = context
                 if replaces is not None and log.seqs and replaces(dbns, field):
-                    log = node[field] = FieldLog()
+                    log = node[field] = FieldLog(log_decode)
                 # FieldLog.append, inlined: this loop runs once per stored row
                 log.seqs.append(seq)
                 try:
@@ -191,8 +196,13 @@ class Store:
                         f"created_at is {type(created_at).__name__}, not a number"
                     ) from None
                 items = log.items
+                if log.raw is not None:
+                    items[-2] = Packed(log.raw)  # superseded: keep the stored bytes
+                    log.raw = None
                 items.append(data)
                 items.append(ctx)
+                if data.__class__ not in kept and data is not GONE:
+                    log.raw = value
             except (InvalidNameError, NamespaceCollisionError, DecodeError):
                 raise
             except Exception as exc:  # a column of the wrong type, bytes that are not JSON
@@ -383,18 +393,23 @@ class Store:
         row = (seq, dbns, field, raw, now, context)
         if self.replace_predicate is not None and self._replaces(dbns, field):
             old_seq = log.latest_seq if log is not None else None
-            log = node[field] = FieldLog()
+            log = node[field] = FieldLog(self._decode)
             log.append(seq, now, data, context)
             due = driver.replace(old_seq, row)
         else:
             if log is None:
-                log = node[field] = FieldLog()
+                log = node[field] = FieldLog(self._decode)
             # FieldLog.append, inlined on the hot path
             log.seqs.append(seq)
             log.times.append(now)
             items = log.items
+            if log.raw is not None:
+                items[-2] = Packed(log.raw)  # superseded: keep the stored bytes
+                log.raw = None
             items.append(data)
             items.append(context)
+            if data.__class__ not in _KEPT_DECODED and raw is not None:
+                log.raw = raw
             if log.runs is not None:
                 log.runs.add(log, len(log.seqs) - 1)
             due = driver.append(row)
