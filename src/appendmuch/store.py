@@ -50,6 +50,21 @@ _ENCODE: Any = object()
 _NAN = float("nan")
 
 
+def _refs_when_unshared() -> int:
+    """What ``sys.getrefcount`` says of an object held only by a dict, when read as
+    :meth:`Store.storage` reads it (the dict, a local name, the call's argument)."""
+    holder = {0: object()}
+    obj = holder.get(0)
+    return _refcount(obj)
+
+
+_refcount: Callable[[object], int] = getattr(sys, "getrefcount", lambda obj: 1 << 30)
+#: reference count of a remembered Storage that nothing outside the Store holds
+_UNSHARED = _refs_when_unshared()
+#: only where reference counts tell whether an object is held elsewhere (CPython)
+_RECYCLE = hasattr(sys, "getrefcount")
+
+
 def _close_driver(driver: DBDriver) -> None:
     driver.close()
 
@@ -108,6 +123,8 @@ class Store:
         self._valid: dict[tuple[str, ...], str] = {}
         self._replace: dict[tuple[str, str], bool] = {}
         self._blocks: dict[str, Block] = {}
+        #: namespace tuple -> the last plain Storage handed out for it (see storage())
+        self._handles: dict[tuple[str, ...], Storage] = {}
         #: dbns -> field -> latest scalar value; the instance __dict__ of Storage objects
         self._scalars: dict[str, dict[str, Any]] = {}
         #: (dbns, field) -> (seq, stored bytes) of the latest mutable value written
@@ -242,10 +259,31 @@ class Store:
     def storage(self, *namespace: str, virtual: Mapping[str, Any] | None = None) -> Storage:
         """A :class:`~appendmuch.storage.Storage` for ``namespace`` (one or more tokens).
 
+        Each call gives an object that no one else holds.  The Store remembers the
+        last one it made per namespace and hands it out again once nothing but the
+        Store refers to it (and it has no virtual fields), which makes
+        ``store.storage(...).x`` cost little more than reading a held object.
+
         >>> from appendmuch import Memory, Store
         >>> Store(Memory()).storage("game", "player1")
         Storage('game', 'player1')
         """
+        if virtual is None:
+            try:
+                handle = self._handles.get(namespace)
+            except TypeError:  # an unhashable token: let Storage say what is wrong
+                handle = None
+            if (
+                handle is not None
+                and _refcount(handle) <= _UNSHARED
+                and handle.__virtual__ is None
+                and (handle.__dbns__ in self._by_dbns or self._check_path(namespace) is None)
+            ):
+                return handle  # nobody else holds it: as good as a new one
+            handle = Storage(*namespace, store=self)
+            if _RECYCLE:
+                self._handles[namespace] = handle
+            return handle
         return Storage(*namespace, store=self, virtual=virtual)
 
     def get_namespace(
