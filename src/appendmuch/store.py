@@ -273,12 +273,9 @@ class Store:
                 handle = self._handles.get(namespace)
             except TypeError:  # an unhashable token: let Storage say what is wrong
                 handle = None
-            if (
-                handle is not None
-                and _refcount(handle) <= _UNSHARED
-                and handle.__virtual__ is None
-                and (handle.__dbns__ in self._by_dbns or self._check_path(namespace) is None)
-            ):
+            if handle is not None and _refcount(handle) <= _UNSHARED and handle.__virtual__ is None:
+                if handle.__dbns__ not in self._by_dbns:
+                    self._check_path(namespace)  # a field may have taken a token since
                 return handle  # nobody else holds it: as good as a new one
             handle = Storage(*namespace, store=self)
             if _RECYCLE:
