@@ -3,13 +3,13 @@
     python benchmarks/procmem.py PATH      # prints one JSON object
 
 Run as a script it opens ``PATH`` with ``Store(Sqlite3(PATH, read_only=True))`` and
-prints: ``open_s``; ``rss_before`` (resident bytes after importing appendmuch, before
-the open); ``peak`` (the peak resident bytes of the process, ``VmHWM``); ``settled``
-(resident bytes after the open and a garbage collection, from ``/proc/self/statm``);
-and ``rows``.  :func:`measure_open` runs it from another process.  The peak is read
-from ``/proc/self/status`` rather than ``ru_maxrss``: on Linux a child's ``ru_maxrss``
-starts at the resident size of the process it was forked from, which would make the
-figure depend on who runs the benchmark.
+prints: ``open_s`` (and ``open_cpu_s``, CPU time); ``rss_before`` (resident bytes
+after importing appendmuch, before the open); ``peak`` (the peak resident bytes of
+the process, ``VmHWM``); ``settled`` (resident bytes after the open and a garbage
+collection, from ``/proc/self/statm``); and ``rows``.  :func:`measure_open` runs it
+from another process.  The peak is read from ``/proc/self/status`` rather than
+``ru_maxrss``: on Linux a child's ``ru_maxrss`` starts at the resident size of the
+process it was forked from, which would make the figure depend on who runs it.
 """
 
 from __future__ import annotations
@@ -66,15 +66,16 @@ def _child(path: str) -> None:
     driver = Sqlite3(path, read_only=True)
     gc.collect()
     before = resident()
-    start = time.perf_counter()
+    start, cpu = time.perf_counter(), time.process_time()
     store = Store(driver)
-    seconds = time.perf_counter() - start
+    seconds, cpu_seconds = time.perf_counter() - start, time.process_time() - cpu
     gc.collect()
     settled = resident()
     print(
         json.dumps(
             {
                 "open_s": seconds,
+                "open_cpu_s": cpu_seconds,
                 "rss_before": before,
                 "peak": peak_resident(),
                 "settled": settled,

@@ -6,7 +6,7 @@ from __future__ import annotations
 import random
 from typing import Any
 
-from harness import Bench, perf
+from harness import Bench
 
 from appendmuch import Memory, Storage, Store, within
 
@@ -39,9 +39,9 @@ def _query_time(bench: Bench, player: Storage, factory: Any, size: int, seed: in
     return bench.per_call(query) * 1e6
 
 
-def _along_time(player: Storage, size: int) -> float:
+def _along_time(bench: Bench, player: Storage, size: int) -> float:
     """Seconds for one full ``within.along(player, "round")`` pass reading each score."""
-    start = perf()
+    start = bench.clock()
     count = 0
     for k, context in within.along(player, "round"):
         if context.score != 10 * k:
@@ -49,7 +49,45 @@ def _along_time(player: Storage, size: int) -> float:
         count += 1
     if count != size:
         raise AssertionError(f"along yielded {count} pairs, expected {size}")
-    return perf() - start
+    return bench.clock() - start
+
+
+def _list_history(bench: Bench) -> None:
+    """A field whose older values are lists (held as stored bytes, decoded on demand):
+    round k's ``items`` is the list of the ten numbers k .. k+9."""
+    size = 1_000
+    store = Store(Memory())
+    player = store.storage("bench", "lists")
+    for k in range(1, size + 1):
+        player.round = k
+        player.items = list(range(k, k + 10))
+
+    picks = iter(random.Random(7).choices(range(1, size + 1), k=1_000_000))
+
+    def query() -> None:
+        k = next(picks)
+        if within(player, round=k).items[0] != k:
+            raise AssertionError(f"within(round={k}).items is wrong")
+
+    def along() -> None:
+        for k, context in within.along(player, "round"):
+            if context.items[0] != k:
+                raise AssertionError(f"along: round {k} has the wrong items")
+
+    def history() -> None:
+        if len(player.__history__()["items"]) != size:
+            raise AssertionError("history: wrong length")
+
+    bench.record("within.list.H1000", bench.per_call(query) * 1e6, "us/query", "lower")
+    bench.record("along.list.H1000", bench.per_call(along), "s/pass", "lower")
+    bench.record(
+        "history.list.H1000",
+        bench.per_call(history) * 1e3,
+        "ms/call",
+        "lower",
+        note="__history__()['items'] of 1,000 lists of 10 ints",
+    )
+    store.close()
 
 
 def run(bench: Bench) -> None:
@@ -58,8 +96,10 @@ def run(bench: Bench) -> None:
         for name, factory in (("within", within), ("within.strict", within.strict)):
             us = _query_time(bench, player, factory, size, 12345)
             bench.record(f"{name}.H{size}", us, "us/query", "lower")
-        bench.record(f"along.H{size}", _along_time(player, size), "s/pass", "lower")
+        bench.record(f"along.H{size}", _along_time(bench, player, size), "s/pass", "lower")
         player.__store__.close()
+
+    _list_history(bench)
 
     store = Store(Memory())
     wide = store.storage("bench", "wide")

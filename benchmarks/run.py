@@ -79,6 +79,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--budget", type=float, default=1.0, help="seconds spent timing each per-call figure"
     )
+    parser.add_argument(
+        "--clock",
+        choices=("cpu", "wall"),
+        default="cpu",
+        help="time CPU used by this process (default; steady when other processes "
+        "compete for the cores) or elapsed time; PostgreSQL figures always use elapsed",
+    )
     parser.add_argument("--json-out", metavar="FILE", help="also write the figures as JSON")
     parser.add_argument("-q", "--quiet", action="store_true", help="only the final table")
     args = parser.parse_args(argv)
@@ -101,7 +108,10 @@ def main(argv: list[str] | None = None) -> int:
             return 2
         cluster = TempCluster(bindir)
         conninfo = cluster.start()
-    bench = Bench(Options(args.scale, max(1, args.repeat), args.budget, conninfo, args.quiet))
+    options = Options(
+        args.scale, max(1, args.repeat), args.budget, conninfo, args.quiet, args.clock
+    )
+    bench = Bench(options)
     import floors
 
     floors.register(bench)
