@@ -158,13 +158,12 @@ class FieldLog(Sequence[Value]):
         self.seqs.append(seq)
         self.times.append(_NAN if time is None else time)
         items = self.items
-        if self.raw is not None:
-            items[-2] = Packed(self.raw)
-            self.raw = None
         items.append(data)
         items.append(context)
-        if raw is not None and data.__class__ not in KEPT_DECODED and data is not GONE:
-            self.raw = raw
+        if self.raw is not None:
+            # after the append, so that the latest entry is never seen packed
+            items[-4] = Packed(self.raw)
+        self.raw = raw if data.__class__ not in KEPT_DECODED and data is not GONE else None
         runs = self.runs
         if runs is not None:
             runs.add(self, len(self.seqs) - 1)

@@ -213,13 +213,11 @@ class Store:
                         f"created_at is {type(created_at).__name__}, not a number"
                     ) from None
                 items = log.items
-                if log.raw is not None:
-                    items[-2] = Packed(log.raw)  # superseded: keep the stored bytes
-                    log.raw = None
                 items.append(data)
                 items.append(ctx)
-                if data.__class__ not in kept and data is not GONE:
-                    log.raw = value
+                if log.raw is not None:
+                    items[-4] = Packed(log.raw)  # superseded: keep the stored bytes
+                log.raw = value if data.__class__ not in kept and data is not GONE else None
             except (InvalidNameError, NamespaceCollisionError, DecodeError):
                 raise
             except Exception as exc:  # a column of the wrong type, bytes that are not JSON
@@ -438,13 +436,11 @@ class Store:
             log.seqs.append(seq)
             log.times.append(now)
             items = log.items
-            if log.raw is not None:
-                items[-2] = Packed(log.raw)  # superseded: keep the stored bytes
-                log.raw = None
             items.append(data)
             items.append(context)
-            if data.__class__ not in _KEPT_DECODED and raw is not None:
-                log.raw = raw
+            if log.raw is not None:
+                items[-4] = Packed(log.raw)  # superseded: keep the stored bytes
+            log.raw = raw if data.__class__ not in _KEPT_DECODED else None
             if log.runs is not None:
                 log.runs.add(log, len(log.seqs) - 1)
             due = driver.append(row)
