@@ -124,7 +124,8 @@ def main(argv: list[str] | None = None) -> int:
                 f"({figures['peak_per_file']:.2f}x the file)\n"
                 f"settled RSS       {best['settled'] / MIB:,.1f} MiB "
                 f"({figures['settled_per_file']:.2f}x the file; "
-                f"{best['rss_before'] / MIB:.1f} MiB before the open)"
+                f"{best['rss_before'] / MIB:.1f} MiB before the open, so the open added "
+                f"{(best['settled'] - best['rss_before']) / size:.2f}x the file)"
             )
     finally:
         if scratch is not None and not args.keep:
