@@ -230,6 +230,7 @@ class Store:
         self._by_dbns = by_dbns
         for shared in self._scalars.values():
             shared.clear()
+        self._handles.clear()
         self._raws.clear()
 
     def flush(self) -> None:
@@ -272,11 +273,11 @@ class Store:
             except TypeError:  # an unhashable token: let Storage say what is wrong
                 handle = None
             if handle is not None and _refcount(handle) <= _UNSHARED and handle.__virtual__ is None:
-                if handle.__dbns__ not in self._by_dbns:
-                    self._check_path(namespace)  # a field may have taken a token since
                 return handle  # nobody else holds it: as good as a new one
             handle = Storage(*namespace, store=self)
-            if _RECYCLE:
+            # Only namespaces that exist, so that no later write can make their tokens
+            # collide with a field (load() forgets them all).
+            if _RECYCLE and handle.__dbns__ in self._by_dbns:
                 self._handles[namespace] = handle
             return handle
         return Storage(*namespace, store=self, virtual=virtual)
