@@ -83,7 +83,8 @@ def _decoder() -> Decode:
 class _Recent:
     """A small cache of decoded packed entries, for queries that compare the same old
     entries again and again (contexts on lists or dicts).  Its objects are compared,
-    never handed out.  Bounded by the bytes of the entries it holds."""
+    never handed out.  Emptied whenever the bytes it holds would pass ``LIMIT``
+    (simpler than LRU, and safe when several threads read)."""
 
     __slots__ = ("decoded", "size")
 
@@ -99,11 +100,10 @@ class _Recent:
         data = decoded.get(key, decoded)
         if data is decoded:
             data = decode(packed)
+            if self.size + len(packed) > self.LIMIT:
+                decoded.clear()
+                self.size = 0
             if len(packed) <= self.LIMIT // 4:
-                while self.size + len(packed) > self.LIMIT:
-                    oldest = next(iter(decoded))
-                    self.size -= len(oldest[1])
-                    del decoded[oldest]
                 decoded[key] = data
                 self.size += len(packed)
         return data
