@@ -39,7 +39,9 @@ class Workload:
 
 #: Workloads in the order they run.  A new benchmark is a module with ``run(bench)``
 #: listed here; one that should only run on request sets ``default=False`` and is
-#: picked with ``--only NAME``.
+#: picked with ``--only NAME``.  A benchmark that is its own script (several processes,
+#: say) gets a small module here whose ``run`` starts the script with ``subprocess``
+#: and records what it prints with ``bench.record``.
 WORKLOADS: list[Workload] = [
     Workload("floors", "floors"),
     Workload("write", "writes"),
