@@ -12,9 +12,12 @@ from __future__ import annotations
 import tracemalloc
 import uuid
 from decimal import Decimal
+from pathlib import Path
 from typing import Any
 
-from appendmuch import Codec, Store, within
+import orjson
+
+from appendmuch import Codec, Sqlite3, Store, within
 from backends import Backend
 
 
@@ -148,4 +151,53 @@ class TestStoredBytes:
             if attempt == "written":
                 store = backend.reopen(store)
                 s = store.storage("exp", "p1")
+        store.close()
+
+
+class Box:
+    """A mutable, unhashable registered type (type id 140 in one codec)."""
+
+    __hash__ = None  # type: ignore[assignment]
+
+    def __init__(self, items: list[int]) -> None:
+        self.items = items
+
+    def __eq__(self, other: object) -> bool:
+        return type(other) is type(self) and other.items == self.items  # type: ignore[attr-defined]
+
+
+class Crate(Box):
+    """Another class stored under the same type id by another codec."""
+
+
+def _codec_for(cls: type[Box]) -> Codec:
+    codec = Codec()
+    codec.register(
+        cls,
+        140,
+        lambda box: orjson.dumps(box.items),
+        lambda raw: cls(orjson.loads(raw)),
+        mutable=True,
+    )
+    return codec
+
+
+def test_decoded_entries_are_never_mixed_up_between_codecs(tmp_path: Path) -> None:
+    """The same stored bytes mean a Box to one Store and a Crate to another; queries that
+    compare older entries of each (through the cache of decoded entries) see their own."""
+    stores = []
+    for cls, score in ((Box, 1), (Crate, 5)):
+        store = Store(Sqlite3(tmp_path / f"{cls.__name__}.sqlite3"), codec=_codec_for(cls))
+        s = store.storage("exp", "p1")
+        s.v = cls([1])
+        s.score = score
+        s.v = cls([2])
+        stores.append(store)
+    for _ in range(2):
+        for store, cls, score in ((stores[0], Box, 1), (stores[1], Crate, 5)):
+            s = store.storage("exp", "p1")
+            assert within(s, v=cls([1])).score == score
+            assert within(s, v=cls([1])).v == cls([1])
+            assert type(s.__history__()["v"][0].data) is cls
+    for store in stores:
         store.close()
