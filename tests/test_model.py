@@ -426,7 +426,7 @@ class StoreMachine(RuleBasedStateMachine):
                 with pytest.raises(AttributeError):
                     getattr(view, field)
             else:
-                assert _exact(getattr(view, field), expected), where
+                assert _typed_equal(getattr(view, field), expected), where
 
     @rule(ns=ns_index, context=contexts(), strict=st.booleans())
     def query_within(self, ns: int, context: dict[str, Any], strict: bool) -> None:
@@ -467,7 +467,7 @@ class StoreMachine(RuleBasedStateMachine):
         """``within.along(s, f)``: one pair per non-deleted write of f, in order."""
         factory = within.strict if strict else within
         pairs = list(factory.along(self.s(ns), field))
-        assert _all_exact([v for v, _ in pairs], self.model.along(ns, {}, field))
+        assert _all_typed_equal([v for v, _ in pairs], self.model.along(ns, {}, field))
         for value, ctx in pairs:
             expected = self.model.within(ns, {field: value}, other, strict)
             assert _same(ctx.get(other, MISSING), expected), (value, other)
@@ -479,7 +479,7 @@ class StoreMachine(RuleBasedStateMachine):
         """``within(s, **ctx).along(f)``: writes of f made while ctx held."""
         factory = within.strict if strict else within
         pairs = list(factory(self.s(ns), **context).along(field))
-        assert _all_exact([v for v, _ in pairs], self.model.along(ns, context, field))
+        assert _all_typed_equal([v for v, _ in pairs], self.model.along(ns, context, field))
         for value, ctx in pairs:
             expected = self.model.within(ns, {**context, field: value}, other, strict)
             assert _same(ctx.get(other, MISSING), expected), (value, other)
@@ -530,7 +530,7 @@ class StoreMachine(RuleBasedStateMachine):
                 assert seqs == sorted(set(seqs)), f"{field}: seqs not strictly increasing"
                 got = [(v.unavailable, v.data) for v in values]
                 assert len(got) == len(model[field]), field
-                assert all(map(_exact, got, model[field])), (field, got, model[field])
+                assert all(map(_typed_equal, got, model[field])), (field, got, model[field])
                 for v in values:
                     assert isinstance(v.time, float)
                     assert v.context.startswith(f"{__name__}."), v.context
@@ -548,22 +548,23 @@ class StoreMachine(RuleBasedStateMachine):
 def _same(got: Any, expected: Any) -> bool:
     if expected is MISSING or got is MISSING:
         return got is expected
-    return _exact(got, expected)
+    return _typed_equal(got, expected)
 
 
-def _exact(a: Any, b: Any) -> bool:
-    """Equal with the same types all the way down (a tuple is not a list)."""
+def _typed_equal(a: Any, b: Any) -> bool:
+    """Equal with the same types all the way down (a tuple is not a list; dict key
+    order does not matter, as for ``==``)."""
     if type(a) is not type(b):
         return False
     if isinstance(a, list | tuple):
-        return len(a) == len(b) and all(map(_exact, a, b))
+        return len(a) == len(b) and all(map(_typed_equal, a, b))
     if isinstance(a, dict):
-        return a.keys() == b.keys() and all(_exact(a[k], b[k]) for k in a)
+        return a.keys() == b.keys() and all(_typed_equal(a[k], b[k]) for k in a)
     return bool(a == b)
 
 
-def _all_exact(got: list[Any], expected: list[Any]) -> bool:
-    return len(got) == len(expected) and all(map(_exact, got, expected))
+def _all_typed_equal(got: list[Any], expected: list[Any]) -> bool:
+    return len(got) == len(expected) and all(map(_typed_equal, got, expected))
 
 
 def _scribble(value: Any) -> None:
