@@ -50,7 +50,8 @@ _NAN = float("nan")
 
 
 def _close_driver(driver: DBDriver) -> None:
-    driver.close()
+    # for good: after Store.close() nothing may take the writer lock again
+    driver.retire()
 
 
 class Store:
@@ -87,6 +88,10 @@ class Store:
     ) -> None:
         if not isinstance(driver, DBDriver):
             raise TypeError(f"driver must be a DBDriver (Memory, Sqlite3, ...), got {driver!r}")
+        if driver.retired:
+            raise ClosedError(
+                f"{driver!r} was closed with the Store that used it; make a new driver"
+            )
         for name, func in (
             ("on_change", on_change),
             ("replace_predicate", replace_predicate),
@@ -117,7 +122,11 @@ class Store:
         #: the codec's exact-type scalar encoders (the same dict object, kept current)
         self._fast = self.codec._fast
         self._due = False
-        self.load()
+        try:
+            self.load()
+        except BaseException:
+            driver.close()  # a Store that failed to open holds no lock
+            raise
         self._finalizer = weakref.finalize(self, _close_driver, driver)
 
     def __repr__(self) -> str:
