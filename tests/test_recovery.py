@@ -113,9 +113,7 @@ def db_argument(backend: Backend) -> str:
 
     assert isinstance(backend, PostgresBackend)
     params = conninfo_to_dict(backend.conninfo)
-    return (
-        f"postgresql://{params['user']}@{params['host']}:{params['port']}/{params['dbname']}"
-    )
+    return f"postgresql://{params['user']}@{params['host']}:{params['port']}/{params['dbname']}"
 
 
 def table_args(backend: Backend) -> list[str]:

@@ -71,7 +71,8 @@ class PostgreSQL(SQLDriver):
     :param conninfo: libpq connection string or URL (``""``: libpq defaults / PG* env).
     :param table_prefix: first part of the table name (an ASCII identifier).
     :param tblextra: appended to the prefix; the table is ``{prefix}{extra}_values``.
-    :param min_size: connections the pool keeps open.
+    :param min_size: connections the pool keeps open (default 5, or ``max_size`` if
+        that is smaller).
     :param max_size: most connections the pool opens.
     :param replace_index_specs: ``[(field, like_pattern)]``: unique partial indexes on
         (namespace, field) for replace-semantics fields.
@@ -104,7 +105,7 @@ class PostgreSQL(SQLDriver):
         conninfo: str = "",
         table_prefix: str = "appendmuch",
         tblextra: str = "",
-        min_size: int = 5,
+        min_size: int | None = None,
         max_size: int = 50,
         replace_index_specs: list[tuple[str, str]] | None = None,
         *,
@@ -118,6 +119,8 @@ class PostgreSQL(SQLDriver):
         **pool_kwargs: Any,
     ) -> None:
         names = TableNames(table_prefix, tblextra, replace_index_specs)
+        if min_size is None:
+            min_size = min(5, max_size)
         if not 0 <= min_size <= max_size or max_size < 1:
             raise ValueError(
                 f"need 0 <= min_size <= max_size and max_size >= 1, got {min_size}, {max_size}"
