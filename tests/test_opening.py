@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 
 from appendmuch import PostgreSQL, Sqlite3, Store
-from appendmuch.errors import AppendmuchError, ClosedError, DatabaseError, LockedError
+from appendmuch.errors import AppendmuchError, ClosedError, LockedError
 from backends import FACTORIES, Backend, pg_conninfo
 
 
@@ -132,7 +132,7 @@ class TestBadSqlitePaths:
         for page in leaves[len(leaves) // 2 :]:
             data[page * page_size : (page + 1) * page_size] = b"\xa5" * page_size
         path.write_bytes(bytes(data))
-        with pytest.raises(AppendmuchError, match="log.sqlite3") as info:
+        with pytest.raises(AppendmuchError, match=r"log\.sqlite3") as info:
             Store(Sqlite3(path))
         assert not isinstance(info.value, sqlite3.Error)
         assert path.read_bytes() == bytes(data)

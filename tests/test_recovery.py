@@ -25,7 +25,7 @@ from typing import Any
 import msgpack
 import pytest
 
-from appendmuch import Sqlite3, Store
+from appendmuch import Store
 from appendmuch.errors import RecoveryMismatchError, RecoveryPendingError, WriteError
 from appendmuch.recovery import read_recovery, replay, write_recovery_file
 from backends import FACTORIES, Backend, PostgresBackend, SqliteBackend
@@ -204,7 +204,7 @@ def test_a_file_of_one_database_never_blocks_or_enters_another(tmp_path: Path) -
     assert exp2.path.read_bytes() == before
 
     driver = exp2.driver()
-    with pytest.raises(RecoveryMismatchError, match="exp1.sqlite3"):
+    with pytest.raises(RecoveryMismatchError, match=r"exp1\.sqlite3"):
         replay(path, driver)
     driver.close()
     refused = cli("replay", path, str(exp2.path), cwd=tmp_path)
