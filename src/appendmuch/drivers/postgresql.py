@@ -403,7 +403,13 @@ class PostgreSQL(SQLDriver):
             pipe.close()
         conn, self._writer = self._writer, None
         if conn is not None:
-            conn.close()  # ends the session: releases the advisory lock
+            try:
+                if not conn.closed and self._lock_key is not None:
+                    # at once: the server ends a closed session (and frees its locks)
+                    # only some time after the client has gone
+                    conn.execute("SELECT pg_advisory_unlock(%s)", (self._lock_key,))
+            finally:
+                conn.close()
         pool, self._pool = self._pool, None
         if pool is not None:
             pool.close()
