@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 
 from appendmuch import PostgreSQL, Sqlite3, Store
-from appendmuch.errors import AppendmuchError, ClosedError, LockedError
+from appendmuch.errors import AppendmuchError, ClosedError, LockedError, RecoveryPendingError
 from backends import FACTORIES, Backend, pg_conninfo
 
 
@@ -260,3 +260,29 @@ class TestPostgresOpening:
 
         with psycopg.connect(conninfo, autocommit=True) as conn:
             conn.execute(f'DROP TABLE "{prefix}_values"')
+
+
+class _RefusingSqlite3(Sqlite3):
+    """A driver whose open fails after connecting, as a pending recovery file of this
+    very database makes it fail."""
+
+    def _refuse_if_recovery_pending(self) -> None:
+        raise RecoveryPendingError("refused for the test", recovery_files=[])
+
+
+def test_a_failed_open_removes_the_file_it_created(tmp_path: Path) -> None:
+    path = tmp_path / "new.sqlite3"
+    with pytest.raises(RecoveryPendingError):
+        Store(_RefusingSqlite3(path))
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_a_failed_open_keeps_a_file_that_was_there(tmp_path: Path) -> None:
+    path = tmp_path / "old.sqlite3"
+    with Store(Sqlite3(path)) as store:
+        store.storage("a").x = 1
+    before = path.read_bytes()
+    with pytest.raises(RecoveryPendingError):
+        Store(_RefusingSqlite3(path))
+    assert path.read_bytes() == before
+    assert [p.name for p in tmp_path.iterdir()] == ["old.sqlite3"]
