@@ -270,8 +270,11 @@ def write_export(
         raise ValueError(f"format must be 'csv' or 'jsonl', got {format!r}")
     driver, _codec = _source(source, None)
     prefix = _prefix(namespace)
-    if prefix is not None and not any(in_prefix(dbns, prefix) for dbns, _ in driver._names()):
-        raise NotInLogError(f"there is no namespace {prefix!r} in the log")
+    if prefix is not None:
+        driver.ensure()
+        driver.flush()  # queued rows count
+        if not any(in_prefix(dbns, prefix) for dbns, _ in driver._names()):
+            raise NotInLogError(f"there is no namespace {prefix!r} in the log")
     rows = stream_rows(driver, progress)
     if shape == "log":
         return _write_log(rows, prefix, out, format)
