@@ -286,3 +286,29 @@ def test_a_failed_open_keeps_a_file_that_was_there(tmp_path: Path) -> None:
         Store(_RefusingSqlite3(path))
     assert path.read_bytes() == before
     assert [p.name for p in tmp_path.iterdir()] == ["old.sqlite3"]
+
+
+# ---------------------------------------------------------------- 12.17: read-only after a crash
+
+
+def test_read_only_open_after_a_crash_changes_no_file(tmp_path: Path) -> None:
+    """A writer killed in WAL mode leaves -wal and -shm; a read-only Store then sees
+    every committed row and changes no byte of any file (not even -shm)."""
+    path = tmp_path / "log.sqlite3"
+    code = (
+        "import os, sys\n"
+        "from appendmuch import Sqlite3, Store\n"
+        "store = Store(Sqlite3(sys.argv[1], write_through=True))\n"
+        "for i in range(50):\n"
+        "    store.storage('a').x = i\n"
+        "os.kill(os.getpid(), 9)\n"
+    )
+    done = subprocess.run([sys.executable, "-c", code, str(path)], timeout=60)
+    assert done.returncode == -9
+    before = {p.name: p.read_bytes() for p in tmp_path.iterdir()}
+    assert {"log.sqlite3-wal", "log.sqlite3-shm"} <= set(before)
+    store = Store(Sqlite3(path, read_only=True))
+    assert store.storage("a").x == 49
+    store.load()
+    store.close()
+    assert {p.name: p.read_bytes() for p in tmp_path.iterdir()} == before

@@ -300,16 +300,31 @@ class Sqlite3(SQLDriver):
         if not os.path.isfile(self.database):
             raise DatabaseError(f"no SQLite database at {self.database!r}")
         uri = f"file:{quote(os.path.abspath(self.database))}?mode=ro"
+        if os.path.exists(self.database + "-shm") and not writer_lock_held(self.lock_path):
+            # A writer's -shm with no writer alive (it crashed): read it without writing
+            # to it; SQLite then indexes the -wal in private memory.
+            conn = None
+            try:
+                conn = self._connect_uri(uri + "&readonly_shm=1")
+                conn.execute("SELECT 1 FROM sqlite_master LIMIT 1").fetchall()
+            except sqlite3.Error:
+                if conn is not None:
+                    conn.close()
+            else:
+                return conn
         try:
-            return sqlite3.connect(
-                uri,
-                uri=True,
-                timeout=self.timeout,
-                isolation_level=None,
-                check_same_thread=False,
-            )
+            return self._connect_uri(uri)
         except sqlite3.Error as exc:
             raise DatabaseError(f"cannot open {self.database!r} read-only: {exc}") from exc
+
+    def _connect_uri(self, uri: str) -> sqlite3.Connection:
+        return sqlite3.connect(
+            uri,
+            uri=True,
+            timeout=self.timeout,
+            isolation_level=None,
+            check_same_thread=False,
+        )
 
     def _take_lock(self) -> None:
         """Hold ``{database}-{table}.lock`` (flock) while the table is open for writing.
