@@ -160,6 +160,26 @@ class TestUnreachableServer:
         captured = capfd.readouterr()
         assert captured.err == ""
 
+    def test_nothing_on_stderr_without_logging_configured(self) -> None:
+        """In an application that configured no logging (unlike pytest), the pool's
+        messages would reach stderr through logging's last resort."""
+        code = (
+            "import sys\n"
+            "from appendmuch import PostgreSQL, Store\n"
+            "try:\n"
+            "    Store(PostgreSQL(f'host=127.0.0.1 port={sys.argv[1]} user=x dbname=y'))\n"
+            "except Exception as exc:\n"
+            "    print(type(exc).__name__)\n"
+        )
+        done = subprocess.run(
+            [sys.executable, "-c", code, str(closed_port())],
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
+        assert done.stdout == "DatabaseError\n"
+        assert done.stderr == ""
+
     def test_connect_timeout_is_a_keyword(self) -> None:
         driver = PostgreSQL("host=127.0.0.1 port=1", connect_timeout=3.0)
         assert driver.connect_timeout == 3.0
