@@ -217,13 +217,23 @@ def test_a_file_of_one_database_never_blocks_or_enters_another(tmp_path: Path) -
         exp1.store()
 
 
-def test_a_copy_of_the_database_needs_any_database(tmp_path: Path) -> None:
-    """A copy is another file: replay refuses it unless any_database=True."""
+@pytest.mark.parametrize("how", ["copied", "moved", "restored"])
+def test_a_moved_or_copied_database_needs_any_database(tmp_path: Path, how: str) -> None:
+    """A copy, a renamed file and a backup restored at the same path all count as other
+    databases: replay refuses them unless any_database=True."""
     exp1 = SqliteBackend(tmp_path, "exp1.sqlite3")
     path, saved = failed_close(exp1)
-    copy = SqliteBackend(tmp_path, "copy.sqlite3")
-    copy.path.write_bytes(exp1.path.read_bytes())
-    driver = copy.driver()
+    other = SqliteBackend(tmp_path, "other.sqlite3")
+    if how == "copied":
+        other.path.write_bytes(exp1.path.read_bytes())
+    elif how == "moved":
+        exp1.path.rename(other.path)
+    else:
+        backup = tmp_path / "backup.sqlite3"  # exists alongside: another inode
+        backup.write_bytes(exp1.path.read_bytes())
+        backup.replace(exp1.path)
+        other = exp1
+    driver = other.driver()
     with pytest.raises(RecoveryMismatchError):
         replay(path, driver)
     assert replay(path, driver, any_database=True) == len(saved)

@@ -10,9 +10,9 @@ row that the row overwrites (replace semantics).  After a replay, a marker map
 ``appendmuch replay FILE DB``.  The rules (README, "Durability"):
 
 - A file is replayed only into the database it names (SQLite: the same file, by
-  device and inode, and table; PostgreSQL: the same server, database, schema and
-  table).  ``any_database=True`` overrides that, for a database copied or restored
-  elsewhere, and for files without a header.
+  path, device and inode, and table; PostgreSQL: the same server, database, schema and
+  table).  ``any_database=True`` overrides that, for a database moved, copied or
+  restored from a backup, and for files without a header.
 - Replayed rows get new seqs, after every row stored: they keep their namespace,
   field, value, original ``created_at`` and context.  So a replay can never collide
   with seqs handed out after the file was written.
@@ -118,14 +118,14 @@ def list_recovery_files(directory: str, database: Identity) -> list[str]:
 def same_database(saved: Identity, current: Identity) -> bool:
     """Whether a recovery file's database is ``current``.
 
-    SQLite: the same file (device and inode; the path may have changed by a rename)
-    and table.  PostgreSQL: the same database, schema and table on the same server
+    SQLite: the same file (absolute path, device and inode: a file at another path, or
+    another file at the same path, is another database) and table.  PostgreSQL: the same database, schema and table on the same server
     (its system identifier when both sides know it, else host and port)."""
     if saved.get("backend") != current.get("backend"):
         return False
     backend = current.get("backend")
     if backend == "sqlite":
-        keys: tuple[str, ...] = ("dev", "ino", "table")
+        keys: tuple[str, ...] = ("path", "dev", "ino", "table")
     elif backend == "postgresql":
         keys = ("database", "schema", "table")
         if saved.get("system") is not None and current.get("system") is not None:
