@@ -119,8 +119,9 @@ def same_database(saved: Identity, current: Identity) -> bool:
     """Whether a recovery file's database is ``current``.
 
     SQLite: the same file (absolute path, device and inode: a file at another path, or
-    another file at the same path, is another database) and table.  PostgreSQL: the same database, schema and table on the same server
-    (its system identifier when both sides know it, else host and port)."""
+    another file at the same path, is another database) and table.  PostgreSQL: the
+    same database, schema and table on the same server (its system identifier when
+    both sides know it, else host and port)."""
     if saved.get("backend") != current.get("backend"):
         return False
     backend = current.get("backend")
