@@ -6,6 +6,7 @@ so ``appendmuch`` works without the ``pg`` extra installed.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import math
 import os
@@ -403,13 +404,13 @@ class PostgreSQL(SQLDriver):
             pipe.close()
         conn, self._writer = self._writer, None
         if conn is not None:
-            try:
+            # Unlock at once: the server ends a closed session (and frees its locks)
+            # only some time after the client has gone.  If that fails, closing frees
+            # the lock all the same.
+            with contextlib.suppress(self._psycopg.Error):
                 if not conn.closed and self._lock_key is not None:
-                    # at once: the server ends a closed session (and frees its locks)
-                    # only some time after the client has gone
                     conn.execute("SELECT pg_advisory_unlock(%s)", (self._lock_key,))
-            finally:
-                conn.close()
+            conn.close()
         pool, self._pool = self._pool, None
         if pool is not None:
             pool.close()
