@@ -67,7 +67,8 @@ _RECYCLE = hasattr(sys, "getrefcount")
 
 
 def _close_driver(driver: DBDriver) -> None:
-    driver.close()
+    # for good: after Store.close() nothing may take the writer lock again
+    driver.retire()
 
 
 class Store:
@@ -104,6 +105,10 @@ class Store:
     ) -> None:
         if not isinstance(driver, DBDriver):
             raise TypeError(f"driver must be a DBDriver (Memory, Sqlite3, ...), got {driver!r}")
+        if driver.retired:
+            raise ClosedError(
+                f"{driver!r} was closed with the Store that used it; make a new driver"
+            )
         for name, func in (
             ("on_change", on_change),
             ("replace_predicate", replace_predicate),
@@ -138,7 +143,11 @@ class Store:
         self._due = False
         #: how the logs decode the stored bytes of their older entries
         self._decode = self.codec.decode
-        self.load()
+        try:
+            self.load()
+        except BaseException:
+            driver.close()  # a Store that failed to open holds no lock
+            raise
         self._finalizer = weakref.finalize(self, _close_driver, driver)
 
     def __repr__(self) -> str:
