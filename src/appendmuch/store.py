@@ -25,7 +25,7 @@ from .errors import (
     RoundTripError,
     UnsupportedTypeError,
 )
-from .fieldlog import GONE, FieldLog
+from .fieldlog import GONE, KEPT_DECODED, FieldLog, Packed
 from .history import History
 from .location import _labels, caller_context
 from .names import check_namespace, dbns2tuple, is_valid_dbns, is_valid_field, tuple2dbns
@@ -42,6 +42,7 @@ _now = time.time
 _getframe = sys._getframe
 #: values kept in the namespaces' shared read dicts (immutable, never guarded)
 _SCALAR_TYPES = frozenset({int, float, str, bool, type(None)})
+_KEPT_DECODED = KEPT_DECODED
 #: type id -> the exact type its JSON document decodes to (load fast path)
 _SCALAR_IDS: dict[int, type] = {0: int, 2: str}
 _loads = orjson.loads
@@ -50,8 +51,24 @@ _ENCODE: Any = object()
 _NAN = float("nan")
 
 
+def _refs_when_unshared() -> int:
+    """What ``sys.getrefcount`` says of an object held only by a dict, when read as
+    :meth:`Store.storage` reads it (the dict, a local name, the call's argument)."""
+    holder = {0: object()}
+    obj = holder.get(0)
+    return _refcount(obj)
+
+
+_refcount: Callable[[object], int] = getattr(sys, "getrefcount", lambda obj: 1 << 30)
+#: reference count of a remembered Storage that nothing outside the Store holds
+_UNSHARED = _refs_when_unshared()
+#: only where reference counts tell whether an object is held elsewhere (CPython)
+_RECYCLE = hasattr(sys, "getrefcount")
+
+
 def _close_driver(driver: DBDriver) -> None:
-    driver.close()
+    # for good: after Store.close() nothing may take the writer lock again
+    driver.retire()
 
 
 class Store:
@@ -88,6 +105,10 @@ class Store:
     ) -> None:
         if not isinstance(driver, DBDriver):
             raise TypeError(f"driver must be a DBDriver (Memory, Sqlite3, ...), got {driver!r}")
+        if driver.retired:
+            raise ClosedError(
+                f"{driver!r} was closed with the Store that used it; make a new driver"
+            )
         for name, func in (
             ("on_change", on_change),
             ("replace_predicate", replace_predicate),
@@ -108,6 +129,8 @@ class Store:
         self._valid: dict[tuple[str, ...], str] = {}
         self._replace: dict[tuple[str, str], bool] = {}
         self._blocks: dict[str, Block] = {}
+        #: namespace tuple -> the last plain Storage handed out for it (see storage())
+        self._handles: dict[tuple[str, ...], Storage] = {}
         #: dbns -> field -> latest scalar value; the instance __dict__ of Storage objects
         self._scalars: dict[str, dict[str, Any]] = {}
         #: (dbns, field) -> (seq, stored bytes) of the latest mutable value written
@@ -118,7 +141,13 @@ class Store:
         #: the codec's exact-type scalar encoders (the same dict object, kept current)
         self._fast = self.codec._fast
         self._due = False
-        self.load()
+        #: how the logs decode the stored bytes of their older entries
+        self._decode = self.codec.decode
+        try:
+            self.load()
+        except BaseException:
+            driver.close()  # a Store that failed to open holds no lock
+            raise
         self._finalizer = weakref.finalize(self, _close_driver, driver)
 
     def __repr__(self) -> str:
@@ -139,6 +168,8 @@ class Store:
         by_dbns: dict[str, dict[str, Any]] = {}
         contexts: dict[str, str] = {}
         decode = self.codec.decode
+        log_decode = self._decode
+        kept = KEPT_DECODED
         loads = _loads
         scalar_ids = _SCALAR_IDS if self.codec.decodes_builtin_scalars() else {}
         replaces = self._replaces if self.replace_predicate is not None else None
@@ -156,7 +187,7 @@ class Store:
                             f"stored row seq {seq} (namespace {dbns!r}) has an invalid field "
                             f"name {field!r}"
                         )
-                    log = node[field] = FieldLog()
+                    log = node[field] = FieldLog(log_decode)
                 elif log.__class__ is not FieldLog:
                     raise NamespaceCollisionError(
                         f"stored row seq {seq}: {field!r} is both a field of {dbns!r} and a "
@@ -182,7 +213,7 @@ class Store:
                         raise TypeError(f"context is {type(context).__name__}, not str")
                     ctx = contexts[context] = context
                 if replaces is not None and log.seqs and replaces(dbns, field):
-                    log = node[field] = FieldLog()
+                    log = node[field] = FieldLog(log_decode)
                 # FieldLog.append, inlined: this loop runs once per stored row
                 log.seqs.append(seq)
                 try:
@@ -194,6 +225,9 @@ class Store:
                 items = log.items
                 items.append(data)
                 items.append(ctx)
+                if log.raw is not None:
+                    items[-4] = Packed(log.raw)  # superseded: keep the stored bytes
+                log.raw = value if data.__class__ not in kept and data is not GONE else None
             except (InvalidNameError, NamespaceCollisionError, DecodeError):
                 raise
             except Exception as exc:  # a column of the wrong type, bytes that are not JSON
@@ -206,6 +240,7 @@ class Store:
         self._by_dbns = by_dbns
         for shared in self._scalars.values():
             shared.clear()
+        self._handles.clear()
         self._raws.clear()
 
     def flush(self) -> None:
@@ -233,10 +268,28 @@ class Store:
     def storage(self, *namespace: str, virtual: Mapping[str, Any] | None = None) -> Storage:
         """A :class:`~appendmuch.storage.Storage` for ``namespace`` (one or more tokens).
 
+        Each call gives an object that no one else holds.  The Store remembers the
+        last one it made per namespace and hands it out again once nothing but the
+        Store refers to it (and it has no virtual fields), which makes
+        ``store.storage(...).x`` cost little more than reading a held object.
+
         >>> from appendmuch import Memory, Store
         >>> Store(Memory()).storage("game", "player1")
         Storage('game', 'player1')
         """
+        if virtual is None:
+            try:
+                handle = self._handles.get(namespace)
+            except TypeError:  # an unhashable token: let Storage say what is wrong
+                handle = None
+            if handle is not None and _refcount(handle) <= _UNSHARED and handle.__virtual__ is None:
+                return handle  # nobody else holds it: as good as a new one
+            handle = Storage(*namespace, store=self)
+            # Only namespaces that exist, so that no later write can make their tokens
+            # collide with a field (load() forgets them all).
+            if _RECYCLE and handle.__dbns__ in self._by_dbns:
+                self._handles[namespace] = handle
+            return handle
         return Storage(*namespace, store=self, virtual=virtual)
 
     def get_namespace(
@@ -389,18 +442,21 @@ class Store:
         row = (seq, dbns, field, raw, now, context)
         if self.replace_predicate is not None and self._replaces(dbns, field):
             old_seq = log.latest_seq if log is not None else None
-            log = node[field] = FieldLog()
+            log = node[field] = FieldLog(self._decode)
             log.append(seq, now, data, context)
             due = driver.replace(old_seq, row)
         else:
             if log is None:
-                log = node[field] = FieldLog()
+                log = node[field] = FieldLog(self._decode)
             # FieldLog.append, inlined on the hot path
             log.seqs.append(seq)
             log.times.append(now)
             items = log.items
             items.append(data)
             items.append(context)
+            if log.raw is not None:
+                items[-4] = Packed(log.raw)  # superseded: keep the stored bytes
+            log.raw = raw if data.__class__ not in _KEPT_DECODED else None
             if log.runs is not None:
                 log.runs.add(log, len(log.seqs) - 1)
             due = driver.append(row)
