@@ -25,6 +25,7 @@ created_at, what the same workload stores in a run without faults.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import subprocess
@@ -678,20 +679,27 @@ class TestServerGone:
 
 class TestServerRestartDuringClose:
     def test_close_while_the_flusher_reconnects_returns_and_stops_it(
-        self, pg: PostgresBackend, cluster: TempCluster, tmp_path: Path
+        self, pg: PostgresBackend, tmp_path: Path
     ) -> None:
-        """The server is down and the background flusher, retrying, waits for a pooled
-        connection; close() is called, and the server comes back while the flusher is
-        still waiting.  The flusher's reconnect must not start another flusher (which
-        would keep close() joining for ever): close() returns, no flusher thread of the
-        table is left, and every row is written."""
+        """The server ends the writer's session (as a restart does); the background
+        flusher fails, and on its retry waits to take the writer lock again (another
+        session holds it, running a statement).  close() is called while it waits, then
+        the lock comes free.  The flusher's reconnect must not start another flusher
+        (which would keep close() joining for ever): close() returns, no flusher thread
+        of the table is left, and every row is written."""
+        import sys
         import threading
 
-        driver = pg.driver(timeout=20.0, recovery_dir=tmp_path, batch_interval=0.05)
+        import psycopg
+
+        driver = pg.driver(
+            recovery_dir=tmp_path, batch_interval=0.05, retry_interval=2.0, lock_timeout=120.0
+        )
         store = Store(driver)
         assert phase(store, "a", 3) == []
         store.flush()
         name = f"appendmuch-flusher:{driver.table}"  # type: ignore[attr-defined]
+        flusher = driver._flusher  # type: ignore[attr-defined]
         outcome: list[BaseException | None] = []
 
         def close() -> None:
@@ -701,22 +709,38 @@ class TestServerRestartDuringClose:
             except BaseException as exc:  # reported below
                 outcome.append(exc)
 
-        def flusher_holds_the_lock() -> bool:
-            lock = driver._lock  # type: ignore[attr-defined]
-            if lock.acquire(blocking=False):
-                lock.release()
-                return False
-            return True
+        def flusher_in(function: str) -> bool:
+            frame = sys._current_frames().get(flusher.ident)
+            while frame is not None:
+                if frame.f_code.co_name == function:
+                    return True
+                frame = frame.f_back
+            return False
 
-        with Outage(cluster) as outage:
-            assert phase(store, "b", 4) == []
-            expected = log_rows(store)
-            wait_for(lambda: driver.last_error is not None, "the flusher to fail")  # type: ignore[attr-defined]
-            wait_for(flusher_holds_the_lock, "the flusher to retry (waiting for the pool)")
-            closer = threading.Thread(target=close)
-            closer.start()
-            outage.back()
-            closer.join(60.0)
+        pid = driver._writer.info.backend_pid  # type: ignore[attr-defined]
+        blocker = psycopg.connect(pg.conninfo, autocommit=True)
+        with psycopg.connect(pg.conninfo, autocommit=True) as admin:
+            admin.execute("SELECT pg_terminate_backend(%s)", (pid,))
+        assert phase(store, "b", 4) == []
+        expected = log_rows(store)
+        wait_for(lambda: driver.last_error is not None, "the flusher to fail")  # type: ignore[attr-defined]
+
+        def hold_the_lock() -> None:
+            with contextlib.suppress(psycopg.Error):  # cancelled below
+                blocker.execute(
+                    "SELECT pg_advisory_lock(%s), pg_sleep(600)",
+                    (driver._lock_key,),  # type: ignore[attr-defined]
+                )
+
+        holder = threading.Thread(target=hold_the_lock)
+        holder.start()
+        wait_for(lambda: flusher_in("_take_writer_lock"), "the flusher to wait for the lock")
+        closer = threading.Thread(target=close)
+        closer.start()
+        blocker.cancel()
+        holder.join(PATIENCE)
+        blocker.close()
+        closer.join(60.0)
         assert not closer.is_alive(), "close() hangs"
         assert outcome == [None], outcome
         assert not [t for t in threading.enumerate() if t.name == name and t.is_alive()]
