@@ -369,9 +369,10 @@ class PostgreSQL(SQLDriver):
         )
 
     def _holder_busy(self, conn: Any) -> bool:
-        """Whether the session holding the table's writer lock is running a statement,
-        or is a writer session this process closed without unlocking (after a write was
-        cut short): it lets go of the lock once the server has noticed."""
+        """Whether to wait for the table's writer lock: its holder is running a
+        statement, or is a writer session this process closed without unlocking (after
+        a write was cut short), which lets go once the server has noticed, or there is
+        no holder any more."""
         row = conn.execute(
             "SELECT a.state, a.pid FROM pg_locks l JOIN pg_stat_activity a ON a.pid = l.pid "
             "WHERE l.locktype = 'advisory' AND l.granted AND l.classid = 0 "
@@ -379,7 +380,8 @@ class PostgreSQL(SQLDriver):
             "AND l.database = (SELECT oid FROM pg_database WHERE datname = current_database())",
             (self._lock_key,),
         ).fetchone()
-        return row is not None and (row[0] == "active" or row[1] in _ended_sessions)
+        # No holder any more (it let go since the try): worth trying again at once.
+        return row is None or row[0] == "active" or row[1] in _ended_sessions
 
     def _pipeline(self) -> Pipeline:
         pipe = self._pipe
