@@ -570,6 +570,10 @@ class PostgreSQL(SQLDriver):
                 raise self._psycopg.DatabaseError(message.strip())
             self._committed(inserts, updates)
 
+    def _inflight(self) -> int:
+        pipe = self._pipe
+        return 0 if pipe is None else len(pipe.inflight)
+
     def _write(self, inserts: list[Row], updates: list[tuple[int, Row]]) -> None:
         """Write one batch of rows that are not queued in one transaction, and wait
         for its commit (after confirming the queued batches in flight)."""

@@ -581,9 +581,9 @@ class SQLDriver(DBDriver):
         """Hook: forget connections that may be broken (reconnect on next use)."""
 
     def _inflight(self) -> int:
-        """Rows taken by batches not yet known to be committed."""
-        pending = self._pending
-        return pending.held + pending.held_updates
+        """Batches sent to the database whose commit is not yet confirmed, outside any
+        write (the flusher confirms them); none for a driver that writes synchronously."""
+        return 0
 
     def _forked(self) -> None:
         """In a forked child: make this driver inert (see the module docstring)."""
