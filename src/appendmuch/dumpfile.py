@@ -22,6 +22,7 @@ if TYPE_CHECKING:
 
 __all__ = [
     "KEYS",
+    "MAX_RESTORED_SEQ",
     "Row",
     "check_row",
     "check_tree",
@@ -38,6 +39,9 @@ KEYS = ("seq", "namespace", "field", "value", "created_at", "context")
 _KEYSET = frozenset(KEYS)
 _CHUNK = 1 << 16
 _MAX_SEQ = (1 << 63) - 1
+#: the largest seq a dump (or recovery file) may hold: the log must be able to go on
+#: from it (seqs are signed 64-bit in every backend), so 2**62 more seqs stay free
+MAX_RESTORED_SEQ = 1 << 62
 
 
 def pack_rows(rows: Iterable[Row]) -> Iterator[bytes]:
@@ -159,6 +163,11 @@ def check_row(obj: Any, index: int, seen: set[int], codec: Codec | None) -> Row:
     seq = obj["seq"]
     if type(seq) is not int or not 1 <= seq <= _MAX_SEQ:
         raise DumpFormatError(f"{where}: seq must be a positive 64-bit int, got {seq!r}")
+    if seq > MAX_RESTORED_SEQ:
+        raise DumpFormatError(
+            f"{where}: seq {seq} leaves no room for later writes (seqs are 64-bit; a "
+            f"restored seq may be at most 2**62 = {MAX_RESTORED_SEQ})"
+        )
     where = f"dump row {index} (seq {seq})"
     if seq in seen:
         raise DumpFormatError(f"{where}: seq {seq} appears twice in the dump")
@@ -176,8 +185,11 @@ def check_row(obj: Any, index: int, seen: set[int], codec: Codec | None) -> Row:
     if value == b"":
         raise DumpFormatError(f"{where}: value is empty (it needs at least a type-id byte)")
     created_at = obj["created_at"]
-    if type(created_at) not in (float, int) or not math.isfinite(created_at):
-        raise DumpFormatError(f"{where}: created_at must be a finite number, got {created_at!r}")
+    if type(created_at) not in (float, int) or not 0 <= created_at < math.inf:
+        raise DumpFormatError(
+            f"{where}: created_at must be a finite, non-negative time in seconds since the "
+            f"epoch, got {created_at!r}"
+        )
     context = obj["context"]
     if not isinstance(context, str) or "\x00" in context:
         raise DumpFormatError(
