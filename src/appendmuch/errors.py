@@ -25,6 +25,7 @@ __all__ = [
     "RoundTripError",
     "SchemaError",
     "UnsupportedTypeError",
+    "ValueTooLargeError",
     "WriteError",
 ]
 
@@ -59,6 +60,10 @@ class UnsupportedTypeError(AppendmuchError, TypeError):
 
 class RoundTripError(AppendmuchError, ValueError):
     """A value's encoding does not decode back to an equal value (vigilant mode)."""
+
+
+class ValueTooLargeError(AppendmuchError, ValueError):
+    """An encoded value is larger than the driver can store (``max_value_bytes``)."""
 
 
 class DecodeError(AppendmuchError, ValueError):

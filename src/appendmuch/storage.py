@@ -236,12 +236,10 @@ class Storage:
 
     def __fields__(self) -> list[str]:
         """Currently available fields, in order of first write.  O(fields)."""
-        return list(self.__store__._fields(self.__dbns__))
+        return self.__store__._fields(self.__dbns__)
 
     def __bool__(self) -> bool:
-        for _ in self.__store__._fields(self.__dbns__):
-            return True
-        return False
+        return bool(self.__store__._fields(self.__dbns__))
 
     def __history__(self) -> History:
         """Snapshot: field -> tuple of Values by seq, tombstones and deleted fields included."""
