@@ -150,7 +150,7 @@ class Store:
         cache: dict[str, Any] = {}
         by_dbns: dict[str, dict[str, Any]] = {}
         contexts: dict[str, str] = {}
-        decode = self.codec.decode
+        decode_stored = self._decode_stored
         loads = _loads
         scalar_ids = _SCALAR_IDS if self.codec.decodes_builtin_scalars() else {}
         replaces = self._replaces if self.replace_predicate is not None else None
@@ -182,12 +182,7 @@ class Store:
                     kind = scalar_ids.get(value[0]) if value else None
                     data = loads(value[1:]) if kind is not None else None
                     if kind is None or data.__class__ is not kind:
-                        try:
-                            data = decode(value)
-                        except DecodeError as exc:
-                            raise DecodeError(
-                                f"stored row seq {seq}, namespace {dbns!r}, field {field!r}: {exc}"
-                            ) from exc
+                        data = decode_stored(value, seq, dbns, field)
                 ctx = contexts.get(context)
                 if ctx is None:
                     if context.__class__ is not str:
@@ -219,6 +214,64 @@ class Store:
         for shared in self._scalars.values():
             shared.clear()
         self._raws.clear()
+
+    def _decode_stored(self, raw: bytes, seq: int, dbns: str, field: str) -> Any:
+        """Decode a stored value; a DecodeError names the row."""
+        try:
+            return self.codec.decode(raw)
+        except DecodeError as exc:
+            raise DecodeError(
+                f"stored row seq {seq}, namespace {dbns!r}, field {field!r}: {exc}"
+            ) from exc
+
+    def _apply_entry(
+        self, seq: int, dbns: str, field: str, raw: bytes | None, created_at: float, context: str
+    ) -> None:
+        """Add an entry sequenced elsewhere (a row another process wrote) to the tree.
+
+        Names are checked and the value decoded as :meth:`load` does; the tree, the
+        read dicts and the seq counter change under ``_mutex``, so this may run in a
+        background thread.  Entries of a field must come in seq order.
+        """
+        data = GONE if raw is None else self._decode_stored(raw, seq, dbns, field)
+        with self._mutex:
+            node = self._by_dbns.get(dbns)
+            if node is None:
+                node = _load_namespace(self.cache, self._by_dbns, dbns, seq)
+            log = node.get(field)
+            if log is None:
+                if not is_valid_field(field):
+                    raise InvalidNameError(
+                        f"stored row seq {seq} (namespace {dbns!r}) has an invalid field "
+                        f"name {field!r}"
+                    )
+            elif type(log) is not FieldLog:
+                raise NamespaceCollisionError(
+                    f"stored row seq {seq}: {field!r} is both a field of {dbns!r} and a "
+                    "namespace below it"
+                )
+            elif seq <= log.latest_seq:
+                raise DecodeError(
+                    f"stored row seq {seq}, namespace {dbns!r}, field {field!r} comes after "
+                    f"seq {log.latest_seq} of the same field"
+                )
+            if log is None or (self.replace_predicate is not None and self._replaces(dbns, field)):
+                log = FieldLog()
+                log.append(seq, created_at, data, context)
+                node[field] = log  # published filled
+            else:
+                log.seqs.append(seq)
+                log.times.append(created_at)
+                log.items.extend((data, context))  # one step for lock-free readers
+                if log.runs is not None:
+                    log.runs.add(log, len(log.seqs) - 1)
+            shared = self._scalars.get(dbns)
+            if shared is not None:
+                if data.__class__ in _SCALAR_TYPES:
+                    shared[field] = data
+                else:
+                    shared.pop(field, None)
+            self.driver._saw_seq(seq)
 
     def flush(self) -> None:
         """Write every queued row to the database now."""

@@ -63,21 +63,22 @@ class Within:
         object.__setattr__(self, "__strict__", strict)
 
     def _lookup(self, name: str) -> Any:
-        node = _node(self.__storage__)
-        log = node.get(name) if node is not None else None
-        if type(log) is not FieldLog:
-            return _MISSING
-        conds = _conds(node, self.__context__)
-        if conds is None:
-            return _MISSING
-        stretch = latest_stretch(conds)
-        if stretch is None:
-            return _MISSING
-        start, end = stretch
-        position = log.position_before(end)
-        if position < 0 or (self.__strict__ and log.seqs[position] < start):
-            return _MISSING
-        data = log.data_at(position)
+        with self.__storage__.__store__._mutex:  # the logs and their run index, as one
+            node = _node(self.__storage__)
+            log = node.get(name) if node is not None else None
+            if type(log) is not FieldLog:
+                return _MISSING
+            conds = _conds(node, self.__context__)
+            if conds is None:
+                return _MISSING
+            stretch = latest_stretch(conds)
+            if stretch is None:
+                return _MISSING
+            start, end = stretch
+            position = log.position_before(end)
+            if position < 0 or (self.__strict__ and log.seqs[position] < start):
+                return _MISSING
+            data = log.data_at(position)
         return _MISSING if data is GONE else safe_deepcopy(data)
 
     def __getattr__(self, name: str) -> Any:
@@ -102,28 +103,30 @@ class Within:
 
         O(runs of the context + writes yielded).
         """
-        node = _node(self.__storage__)
-        log = node.get(field) if node is not None else None
-        if type(log) is not FieldLog:
-            return
-        conds = _conds(node, self.__context__)
-        if conds is None:
-            return
-        stretches = all_stretches(conds)
-        seqs, items, end = log.seqs, log.items, len(log)
-        for start, stop in stretches:
-            position = log.position_before(start) + 1
-            while position < end and seqs[position] < stop:
-                data = items[2 * position]
-                if data is not GONE:
-                    value = data if type(data) in _IMMUTABLE else safe_deepcopy(data)
-                    yield (
-                        value,
-                        Within(
-                            self.__storage__, {**self.__context__, field: value}, self.__strict__
-                        ),
-                    )
-                position += 1
+        with self.__storage__.__store__._mutex:  # the log as of now, without holding it
+            node = _node(self.__storage__)
+            log = node.get(field) if node is not None else None
+            if type(log) is not FieldLog:
+                return
+            conds = _conds(node, self.__context__)
+            if conds is None:
+                return
+            stretches = all_stretches(conds)
+            seqs, items, end = log.seqs, log.items, len(log)
+            found: list[Any] = []
+            for start, stop in stretches:
+                position = log.position_before(start) + 1
+                while position < end and seqs[position] < stop:
+                    data = items[2 * position]
+                    if data is not GONE:
+                        found.append(data)
+                    position += 1
+        for data in found:
+            value = data if type(data) in _IMMUTABLE else safe_deepcopy(data)
+            yield (
+                value,
+                Within(self.__storage__, {**self.__context__, field: value}, self.__strict__),
+            )
 
     def __repr__(self) -> str:
         kind = "within.strict" if self.__strict__ else "within"
