@@ -117,6 +117,8 @@ class Store:
         #: held around every change of the log tree, seq allocation + queueing, and
         #: reads that walk more than one entry; never around latest-value reads
         self._mutex = threading.RLock()
+        self._acquire = self._mutex.acquire
+        self._release = self._mutex.release
         #: dbns -> field -> latest scalar value; the instance __dict__ of Storage objects
         self._scalars: dict[str, dict[str, Any]] = {}
         #: (dbns, field) -> (seq, stored bytes) of the latest mutable value written
@@ -439,7 +441,9 @@ class Store:
         driver = self.driver
         if raw is not None and len(raw) > driver.max_value_bytes:
             raise _too_large(dbns, field, len(raw), driver)
-        with self._mutex:
+        # acquire/release rather than ``with``: half the cost on this hot path
+        self._acquire()
+        try:
             if self._refuse_writes:
                 if self._closed:
                     raise ClosedError(
@@ -493,6 +497,8 @@ class Store:
                         block.working[field] = Working(working, raw, seq)
                     else:
                         block.working.pop(field, None)
+        finally:
+            self._release()
         if appended is not None:
             appended.entries.append((namespace, field, data, now, context, seq))
             appended.due = appended.due or due
@@ -551,7 +557,8 @@ class Store:
         if working is not None and working.seq == log.latest_seq:
             return working.obj
         with self._mutex:  # the latest data and its seq, as one (another thread may write)
-            current = self._by_dbns[dbns].get(field)
+            node = self._by_dbns.get(dbns)
+            current = node.get(field) if node is not None else None
             if type(current) is FieldLog:
                 log = current
             data, seq = log.latest, log.latest_seq
