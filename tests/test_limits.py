@@ -91,6 +91,21 @@ def test_block_exit_over_the_limit_writes_no_field(backend: Backend) -> None:
     store.close()
 
 
+def test_nested_exit_over_the_limit_discards_only_the_nested_changes(backend: Backend) -> None:
+    """A nested block whose exit cannot save (a value too big) fails like a block that
+    raised: its changes are discarded, the enclosing block's kept and saved."""
+    store, _ = limited(backend)
+    s = store.storage("game", "p1")
+    s.items = [1]
+    with s:
+        s.items.append(2)
+        with pytest.raises(ValueTooLargeError), s:
+            s.items.extend([1] * 40)
+        assert s.items == [1, 2]
+    assert [v.data for v in s.__history__()["items"]] == [[1], [1, 2]]
+    store.close()
+
+
 def test_restore_refuses_a_value_the_target_cannot_store(backend: Backend) -> None:
     """A dump row whose value exceeds the target driver's limit is refused naming the
     row, and nothing is restored."""

@@ -617,7 +617,12 @@ class Store:
         mark = block.marks.pop() if block.depth > 1 else None
         try:
             if ok:
-                self._flush_block(namespace, dbns, caller_context())
+                try:
+                    self._flush_block(namespace, dbns, caller_context())
+                except BaseException:
+                    if mark is not None:  # a nested exit that cannot save fails like a block
+                        self._rewind(dbns, block, mark)
+                    raise
             elif mark is None:
                 block.working.clear()
             else:
