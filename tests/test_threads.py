@@ -10,11 +10,12 @@ from __future__ import annotations
 import sys
 import threading
 from collections.abc import Callable, Iterator
+from types import FrameType
 from typing import Any
 
 import pytest
 
-from appendmuch import Store, flatten, within
+from appendmuch import Storage, Store, flatten, within
 from appendmuch.errors import ClosedError
 from backends import Backend
 from helpers import datas
@@ -300,4 +301,47 @@ def test_entries_applied_from_a_background_thread(backend: Backend) -> None:
     applier.join()
     assert datas(remote, "x") == list(range(count))
     assert store.driver.last_seq == base + 2 * (count - 1)
+    store.close()
+
+
+def test_a_read_racing_a_write_never_remembers_the_older_value(backend: Backend) -> None:
+    """A read that finds a plain scalar remembers it for later lock-free reads.  If a
+    write lands between finding it and remembering it, the older value must not be
+    remembered: reads after the write return the new value.  The reader thread is held
+    at that point by a trace hook while the main thread writes."""
+    store = backend.store()
+    s = store.storage("race")
+    s.x = 1
+    store.load()  # forget remembered values: the next read finds x in the log
+    found, written = threading.Event(), threading.Event()
+    got: list[Any] = []
+
+    def hold_after_finding(frame: FrameType, event: str, arg: Any) -> Any:
+        if frame.f_code is not Storage.__getattr__.__code__:
+            return None
+
+        def local(frame: FrameType, event: str, arg: Any) -> Any:
+            if event == "line" and "data" in frame.f_locals and not found.is_set():
+                found.set()  # the reader holds the value it found: let the write happen
+                assert written.wait(60)
+            return local
+
+        return local
+
+    def read() -> None:
+        sys.settrace(hold_after_finding)
+        try:
+            got.append(store.storage("race").x)
+        finally:
+            sys.settrace(None)
+
+    reader = threading.Thread(target=read)
+    reader.start()
+    assert found.wait(60)
+    s.x = (2,)  # not a plain scalar: only found in the log
+    written.set()
+    reader.join()
+    assert got == [1]  # the value when it was read
+    assert s.x == (2,)
+    assert store.storage("race").x == (2,)
     store.close()

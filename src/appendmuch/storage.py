@@ -148,7 +148,7 @@ class Storage:
                 data = log.items[-2]
                 if type(data) in _SCALARS:
                     if self.__dict__ is store._scalars.get(self.__dbns__):
-                        self.__dict__[name] = data  # later reads skip __getattr__
+                        store._remember(self.__dbns__, name, log, data)  # later reads: no call
                     return data
                 if data is not GONE:
                     return store._read_value(self.__dbns__, name, log, data)

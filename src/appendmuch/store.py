@@ -576,6 +576,20 @@ class Store:
         block.working[field] = Working(copy, baseline, seq)
         return copy
 
+    def _remember(self, dbns: str, field: str, log: FieldLog, data: Any) -> None:
+        """Put a scalar just read from ``log`` into the namespace's shared read dict,
+        unless a write (in another thread) has superseded it meanwhile."""
+        with self._mutex:
+            node = self._by_dbns.get(dbns)
+            shared = self._scalars.get(dbns)
+            if (
+                shared is not None
+                and node is not None
+                and node.get(field) is log
+                and log.latest is data
+            ):
+                shared[field] = data
+
     def _missing(self, storage: Any, field: str) -> AttributeError:
         node = self._by_dbns.get(storage.__dbns__)
         log = node.get(field) if node is not None else None
