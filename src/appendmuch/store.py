@@ -715,6 +715,7 @@ class Store:
                 raise _too_large(dbns, field, len(encoded.data), driver)
         appended = _Appended()
         with self._mutex:
+            node = self._by_dbns.get(dbns) or {}
             for (field, working, encoded), keep in zip(changed, kept, strict=True):
                 log = node.get(field)
                 if type(log) is not FieldLog or log.latest_seq != working.seq:
