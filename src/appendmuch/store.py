@@ -146,7 +146,8 @@ class Store:
         with self._mutex:
             self._load()
 
-    def _load(self) -> None:
+    def _load(self) -> int:
+        """The body of :meth:`load`; returns the largest seq loaded (0 if none)."""
         driver = self.driver
         driver.ensure()
         cache: dict[str, Any] = {}
@@ -184,7 +185,7 @@ class Store:
                     kind = scalar_ids.get(value[0]) if value else None
                     data = loads(value[1:]) if kind is not None else None
                     if kind is None or data.__class__ is not kind:
-                        data = decode_stored(value, seq, dbns, field)
+                        data = decode_stored(seq, dbns, field, value)
                 ctx = contexts.get(context)
                 if ctx is None:
                     if context.__class__ is not str:
@@ -216,11 +217,14 @@ class Store:
         for shared in self._scalars.values():
             shared.clear()
         self._raws.clear()
+        return seq
 
-    def _decode_stored(self, raw: bytes, seq: int, dbns: str, field: str) -> Any:
-        """Decode a stored value; a DecodeError names the row."""
+    def _decode_stored(self, seq: int, dbns: str, field: str, value: bytes | None) -> Any:
+        """Decode a stored value (GONE for a tombstone); a DecodeError names the row."""
+        if value is None:
+            return GONE
         try:
-            return self.codec.decode(raw)
+            return self.codec.decode(value)
         except DecodeError as exc:
             raise DecodeError(
                 f"stored row seq {seq}, namespace {dbns!r}, field {field!r}: {exc}"
@@ -235,45 +239,60 @@ class Store:
         read dicts and the seq counter change under ``_mutex``, so this may run in a
         background thread.  Entries of a field must come in seq order.
         """
-        data = GONE if raw is None else self._decode_stored(raw, seq, dbns, field)
+        data = self._decode_stored(seq, dbns, field, raw)
+        replaces = self._replaces if self.replace_predicate is not None else None
         with self._mutex:
             node = self._by_dbns.get(dbns)
-            if node is None:
-                node = _load_namespace(self.cache, self._by_dbns, dbns, seq)
-            log = node.get(field)
-            if log is None:
-                if not is_valid_field(field):
-                    raise InvalidNameError(
-                        f"stored row seq {seq} (namespace {dbns!r}) has an invalid field "
-                        f"name {field!r}"
-                    )
-            elif type(log) is not FieldLog:
-                raise NamespaceCollisionError(
-                    f"stored row seq {seq}: {field!r} is both a field of {dbns!r} and a "
-                    "namespace below it"
-                )
-            elif seq <= log.latest_seq:
+            log = node.get(field) if node is not None else None
+            if type(log) is FieldLog and seq <= log.latest_seq:
                 raise DecodeError(
                     f"stored row seq {seq}, namespace {dbns!r}, field {field!r} comes after "
                     f"seq {log.latest_seq} of the same field"
                 )
-            if log is None or (self.replace_predicate is not None and self._replaces(dbns, field)):
-                log = FieldLog()
-                log.append(seq, created_at, data, context)
-                node[field] = log  # published filled
-            else:
-                log.seqs.append(seq)
-                log.times.append(created_at)
-                log.items.extend((data, context))  # one step for lock-free readers
-                if log.runs is not None:
-                    log.runs.add(log, len(log.seqs) - 1)
-            shared = self._scalars.get(dbns)
-            if shared is not None:
-                if data.__class__ in _SCALAR_TYPES:
-                    shared[field] = data
-                else:
-                    shared.pop(field, None)
+            self._append_stored(seq, dbns, field, data, created_at, context, replaces)
             self.driver._saw_seq(seq)
+
+    def _append_stored(
+        self,
+        seq: int,
+        dbns: str,
+        field: str,
+        data: Any,
+        created_at: float | None,
+        context: str,
+        replaces: ReplacePredicate | None,
+    ) -> None:
+        """Append an entry that already has its seq to the tree (under ``_mutex``)."""
+        node = self._by_dbns.get(dbns)
+        if node is None:
+            node = _load_namespace(self.cache, self._by_dbns, dbns, seq)
+        log = node.get(field)
+        if log is not None and log.__class__ is not FieldLog:
+            raise NamespaceCollisionError(
+                f"stored row seq {seq}: {field!r} is both a field of {dbns!r} and a "
+                "namespace below it"
+            )
+        if log is None and not is_valid_field(field):
+            raise InvalidNameError(
+                f"stored row seq {seq} (namespace {dbns!r}) has an invalid field name {field!r}"
+            )
+        if log is None or (replaces is not None and replaces(dbns, field)):
+            log = FieldLog()
+            log.append(seq, created_at, data, context)
+            node[field] = log  # published filled: lock-free readers never see it empty
+        else:
+            # data first: a reader never pairs the new seq with the old data
+            log.items.extend((data, context))
+            log.times.append(_NAN if created_at is None else created_at)
+            log.seqs.append(seq)
+            if log.runs is not None:
+                log.runs.add(log, len(log.seqs) - 1)
+        shared = self._scalars.get(dbns)
+        if shared is not None:
+            if data.__class__ in _SCALAR_TYPES:
+                shared[field] = data
+            else:
+                shared.pop(field, None)
 
     def flush(self) -> None:
         """Write every queued row to the database now."""
@@ -474,11 +493,12 @@ class Store:
                 node[field] = log  # published filled: lock-free readers never see it empty
                 due = driver.append(row)
             else:
-                # FieldLog.append, inlined on the hot path.  data and context go in with
-                # one extend, so a lock-free reader of items[-2] always sees data.
-                log.seqs.append(seq)
-                log.times.append(now)
+                # FieldLog.append, inlined on the hot path.  Data first, with its context
+                # in one extend: a lock-free reader sees items[-2] as data, and never
+                # pairs the new seq with the old data.
                 log.items.extend((data, context))
+                log.times.append(now)
+                log.seqs.append(seq)
                 if log.runs is not None:
                     log.runs.add(log, len(log.seqs) - 1)
                 due = driver.append(row)
