@@ -15,7 +15,7 @@ from typing import Any
 
 import pytest
 
-from appendmuch import Storage, Store, flatten, within
+from appendmuch import Storage, Store, iter_fields, within
 from appendmuch.errors import ClosedError
 from backends import Backend
 from helpers import datas
@@ -61,7 +61,7 @@ def run_threads(count: int, target: Callable[[int], None]) -> None:
 def assert_in_seq_order(store: Store) -> list[int]:
     """Every field's history is sorted by seq; return all seqs."""
     seqs: list[int] = []
-    for namespace, field, log in flatten(store.cache):
+    for namespace, field, log in iter_fields(store.cache):
         mine = [value.seq for value in log]
         assert mine == sorted(mine), f"{namespace} {field} out of seq order"
         seqs += mine

@@ -15,7 +15,7 @@ from .drivers import DBDriver, Memory, PostgreSQL, Sqlite3
 from .names import dbns2tuple, tuple2dbns
 from .storage import Storage
 from .store import Store
-from .tree import flatten
+from .tree import flatten, iter_fields
 from .value import Value
 from .virtual import VirtualFields
 from .within import within
@@ -35,6 +35,7 @@ __all__ = [
     "__version__",
     "dbns2tuple",
     "flatten",
+    "iter_fields",
     "safe_deepcopy",
     "tuple2dbns",
     "within",
