@@ -20,6 +20,7 @@ __all__ = [
     "MutableAccessError",
     "NamespaceCollisionError",
     "ReadOnlyError",
+    "RecoveryMismatchError",
     "RecoveryPendingError",
     "ReservedNameError",
     "RoundTripError",
@@ -120,6 +121,11 @@ class RecoveryPendingError(DatabaseError):
     def __init__(self, message: str, *, recovery_files: list[str]) -> None:
         super().__init__(message)
         self.recovery_files = recovery_files
+
+
+class RecoveryMismatchError(AppendmuchError, ValueError):
+    """A recovery file belongs to another database (or does not say which); nothing
+    was replayed."""
 
 
 class ClosedError(AppendmuchError, RuntimeError):

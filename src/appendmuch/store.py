@@ -57,7 +57,8 @@ Done = tuple[tuple[str, ...], str, Any, float, str, int]
 
 
 def _close_driver(driver: DBDriver) -> None:
-    driver.close()
+    # for good: after Store.close() nothing may take the writer lock again
+    driver.retire()
 
 
 class Store:
@@ -94,6 +95,10 @@ class Store:
     ) -> None:
         if not isinstance(driver, DBDriver):
             raise TypeError(f"driver must be a DBDriver (Memory, Sqlite3, ...), got {driver!r}")
+        if driver.retired:
+            raise ClosedError(
+                f"{driver!r} was closed with the Store that used it; make a new driver"
+            )
         for name, func in (
             ("on_change", on_change),
             ("replace_predicate", replace_predicate),
@@ -129,7 +134,11 @@ class Store:
         self._refuse_writes = driver.read_only
         #: the codec's exact-type scalar encoders (the same dict object, kept current)
         self._fast = self.codec._fast
-        self.load()
+        try:
+            self.load()
+        except BaseException:
+            driver.close()  # a Store that failed to open holds no lock
+            raise
         self._finalizer = weakref.finalize(self, _close_driver, driver)
 
     def __repr__(self) -> str:
