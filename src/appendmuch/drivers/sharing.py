@@ -29,6 +29,7 @@ also uses in shared mode), except the follower's waiting and reading.
 
 from __future__ import annotations
 
+import contextlib
 import threading
 import time
 import weakref
@@ -102,28 +103,22 @@ class Sharing:
             return
         driver = self.driver
         try:
-            driver._lease_take()
+            rows = driver._lease_take(self.hwm)
         except driver._errors() as exc:
+            with contextlib.suppress(*driver._errors()):
+                driver._lease_drop()
             driver._after_failure()
             raise WriteError(
-                f"could not take the write lease of {driver._where()}: {exc}; nothing was "
-                "written"
+                f"could not take the write lease of {driver._where()}: {exc}; nothing was written"
             ) from exc
         self.held = True
         self._since = time.monotonic()
-        try:
-            rows = driver._lease_rows_after(self.hwm)
-            if rows:
+        if rows:
+            try:
                 self._take_in(rows)
-        except driver._errors() as exc:
-            self._drop_quietly()
-            driver._after_failure()
-            raise WriteError(
-                f"could not catch up with {driver._where()}: {exc}; nothing was written"
-            ) from exc
-        except BaseException:
-            self._drop_quietly()
-            raise
+            except BaseException:
+                self._drop_quietly()
+                raise
 
     def _drop_quietly(self) -> None:
         try:
@@ -200,8 +195,8 @@ class Sharing:
         inserts, updates = pending.take()
         queued = {row[0]: row for row in inserts}
         queued.update((row[0], row) for _, row in updates)
-        ours = {row[0] for row in rows if queued.get(row[0]) == tuple(row)}
-        foreign = [tuple(row) for row in rows if row[0] not in ours]
+        ours = {row[0] for row in rows if queued.get(row[0]) == row}
+        foreign = [row for row in rows if row[0] not in ours]
         inserts = [row for row in inserts if row[0] not in ours]
         updates = [(old, row) for old, row in updates if row[0] not in ours]
         driver._uncertain = False
@@ -231,7 +226,7 @@ class Sharing:
     def _deliver(self, rows: list[Row]) -> None:
         """Hand rows after the high-water mark to the Store (under the lock)."""
         hwm = self.hwm
-        fresh = [tuple(row) for row in rows if row[0] > hwm]
+        fresh = [row for row in rows if row[0] > hwm]
         if not fresh:
             return
         driver = self.driver

@@ -162,16 +162,13 @@ class SQLDriver(DBDriver):
 
     # ------------------------------------------------------------------ shared mode
 
-    def _lease_take(self) -> None:
-        """Block until this process holds the table's write lease."""
+    def _lease_take(self, seq: int) -> list[Row]:
+        """Block until this process holds the table's write lease; return the rows
+        committed with a seq above ``seq``, in seq order.  On failure nothing is held."""
         raise NotImplementedError
 
     def _lease_drop(self) -> None:
         """Give the write lease back without writing."""
-        raise NotImplementedError
-
-    def _lease_rows_after(self, seq: int) -> list[Row]:
-        """Committed rows with a seq above ``seq``, in seq order (lease held)."""
         raise NotImplementedError
 
     def _lease_commit(self, inserts: list[Row], updates: list[tuple[int, Row]]) -> None:

@@ -402,18 +402,20 @@ class Sqlite3(SQLDriver):
 
     # ------------------------------------------------------------------ shared mode
 
-    def _lease_take(self) -> None:
-        self.connection  # noqa: B018 - connects (and takes the mode lock) if needed
+    def _lease_take(self, seq: int) -> list[Row]:
+        conn = self.connection  # connects (and takes the mode lock) if needed
         assert self._leasefile is not None
         # blocks until the holder commits; the kernel releases it if the holder dies
         fcntl.flock(self._leasefile.fileno(), fcntl.LOCK_EX)
+        try:
+            return self._rows_after(conn, seq)
+        except BaseException:
+            self._lease_drop()
+            raise
 
     def _lease_drop(self) -> None:
         if self._leasefile is not None:
             fcntl.flock(self._leasefile.fileno(), fcntl.LOCK_UN)
-
-    def _lease_rows_after(self, seq: int) -> list[Row]:
-        return self._rows_after(self.connection, seq)
 
     def _lease_commit(self, inserts: list[Row], updates: list[tuple[int, Row]]) -> None:
         try:
@@ -603,7 +605,6 @@ def _shared_holders(stat: os.stat_result) -> int | None:
     for line in lines:
         parts = line.split()
         # "1: FLOCK  ADVISORY  READ 1234 08:01:5678 0 EOF"; waiters are marked "->"
-        if len(parts) >= 6 and "->" not in parts and parts[1] == "FLOCK" and parts[3] == "READ":
-            if parts[5] == device:
-                count += 1
+        if len(parts) >= 6 and "->" not in parts and parts[1:4] == ["FLOCK", "ADVISORY", "READ"]:
+            count += parts[5] == device
     return count
