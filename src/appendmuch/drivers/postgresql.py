@@ -282,6 +282,24 @@ class PostgreSQL(SQLDriver):
         with self._connection() as conn:
             return self._count_shared(conn)
 
+    def lock_holders(self) -> tuple[str, int | None]:
+        """Who has the table open for writing: ``("none", 0)``, ``("single", 1)`` or
+        ``("shared", number of writers)``."""
+        with self._connection() as conn:
+            modes = dict(
+                conn.execute(
+                    "SELECT mode, count(*) FROM pg_locks WHERE locktype = 'advisory' "
+                    "AND granted AND classid = 0 AND objid = %s::bigint::oid "
+                    "AND objsubid = 1 GROUP BY mode",
+                    (self._lock_key,),
+                ).fetchall()
+            )
+        if modes.get("ExclusiveLock"):
+            return "single", 1
+        if modes.get("ShareLock"):
+            return "shared", int(modes["ShareLock"])
+        return "none", 0
+
     def _holder_busy(self, conn: Any) -> bool:
         """Whether the session holding the table's writer lock is running a statement."""
         row = conn.execute(
@@ -535,11 +553,17 @@ class PostgreSQL(SQLDriver):
         return conn
 
     def _follow_wait(self, stop: threading.Event, poll: float) -> bool:
-        # A NOTIFY wakes the follower at once; without one it reads anyway every
-        # ``poll`` seconds (a safety net: nothing is lost if a notification is).
-        for _ in self._follow_connection().notifies(timeout=poll, stop_after=1):
-            pass
-        return True
+        # A NOTIFY of another session wakes the follower at once; without one it reads
+        # anyway every ``poll`` seconds (a safety net: nothing is lost if a
+        # notification is).  This process's own commits need no reading.
+        writer = self._writer
+        own = writer.info.backend_pid if writer is not None and not writer.closed else None
+        heard = False
+        for notify in self._follow_connection().notifies(timeout=poll, stop_after=1):
+            if notify.pid != own:
+                return True
+            heard = True
+        return not heard
 
     def _follow_rows_after(self, seq: int) -> list[Row]:
         return self._rows_after(self._follow_connection(), seq)

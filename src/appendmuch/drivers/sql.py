@@ -196,6 +196,11 @@ class SQLDriver(DBDriver):
         """How many shared-mode writers have the table open (None: unknown)."""
         return None
 
+    def lock_holders(self) -> tuple[str, int | None]:
+        """Who has the table open for writing: ``("none", 0)``, ``("single", 1)`` or
+        ``("shared", number of writers)`` (None: unknown here)."""
+        raise NotImplementedError
+
     # ------------------------------------------------------------------ lifecycle
 
     def ensure(self) -> None:
@@ -463,12 +468,22 @@ class SQLDriver(DBDriver):
 
     def _insert_restored(self, rows: Iterable[Row]) -> None:
         with self._lock:
-            self._insert_atomically(list(rows), [])
+            sharing = self.sharing
+            if sharing is None:
+                self._insert_atomically(list(rows), [])
+                return
+            sharing.acquire()  # no other writer allocates seqs meanwhile
+            try:
+                self._insert_atomically(list(rows), [])
+            finally:
+                sharing.release_idle()
 
     def apply_recovered(self, entries: list[Entry]) -> int:
         self._refuse_writes("replay a recovery file")
         self.ensure()
         self.flush()
+        if self.sharing is not None:
+            return self._apply_recovered_shared(entries)
         with self._lock:
             stored = self._stored_rows([row[0] for row, _ in entries])
             for row, _ in entries:
@@ -492,6 +507,25 @@ class SQLDriver(DBDriver):
             for _, row in updates:
                 self._saw_seq(row[0])
             return len(inserts) + len(updates)
+
+    def _apply_recovered_shared(self, entries: list[Entry]) -> int:
+        """Shared mode: other writers may have taken the seqs of the saved rows since,
+        so rows not stored identically are appended under new seqs (overwrites too:
+        the field may have been replaced meanwhile, so they become plain rows)."""
+        sharing = self.sharing
+        assert sharing is not None
+        with self._lock:
+            sharing.acquire()
+            try:
+                stored = self._stored_rows([row[0] for row, _ in entries])
+                fresh = [row for row, _ in entries if stored.get(row[0]) != row]
+                for row in fresh:
+                    self._pending.add((self.next_seq(), *row[1:]))
+                if fresh:
+                    self._flush_locked()
+            finally:
+                sharing.release_idle()
+            return len(fresh)
 
 
 def _close_at_exit(ref: weakref.ref[SQLDriver]) -> None:

@@ -179,7 +179,6 @@ class Sqlite3(SQLDriver):
             if self.sharing is not None and not self.read_only:
                 # several connections write and read at once: WAL from the start
                 self._use_wal(conn)
-                self._leasefile = open(self._lock_path()[:-5] + ".lease", "a+b")  # noqa: SIM115
         except sqlite3.DatabaseError as exc:
             conn.close()
             self._release_lock()
@@ -235,6 +234,8 @@ class Sqlite3(SQLDriver):
                 same = False
             if same:
                 self._lockfile = lockfile
+                if shared:
+                    self._leasefile = open(path[: -len(".lock")] + ".lease", "a+b")  # noqa: SIM115
                 return
             lockfile.close()  # we locked a file its last holder had just removed
 
@@ -464,6 +465,13 @@ class Sqlite3(SQLDriver):
         """How many shared-mode writers have the table open (None: unknown here)."""
         state, count = lock_state(self._lock_path())
         return count if state == "shared" else 0
+
+    def lock_holders(self) -> tuple[str, int | None]:
+        """Who has the table open for writing: ``("none", 0)``, ``("single", 1)`` or
+        ``("shared", number of writers)``."""
+        if self._in_memory:
+            return "none", 0
+        return lock_state(self._lock_path())
 
     # ------------------------------------------------------------------ writing
 
