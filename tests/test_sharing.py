@@ -377,13 +377,16 @@ def test_rows_of_a_failed_commit_are_renumbered_after_others_commits(
         a.storage("r").base = 0
         a.flush()
         b.sync()
-        a.storage("r").mine = "a"  # queued under a's lease
-        _break_commit(place, a)
-        with pytest.raises(WriteError):
-            a.flush()
-        _unbreak_commit(place)
-        b.storage("r").theirs = "b"
-        b.flush()
+        sharing = a.driver.sharing
+        assert sharing is not None
+        with sharing.lock:  # (keeps a's flusher from writing in between)
+            a.storage("r").mine = "a"  # queued under a's lease
+            _break_commit(place, a)
+            with pytest.raises(WriteError):
+                a.flush()  # the lease is released, the row stays queued
+            _unbreak_commit(place)
+            b.storage("r").theirs = "b"  # takes the seq a's row had
+            b.flush()
         a.flush()  # catches up, renumbers its row after b's, commits
         b.sync()
         assert history(a) == history(b)

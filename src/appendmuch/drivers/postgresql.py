@@ -448,7 +448,7 @@ class PostgreSQL(SQLDriver):
         in-flight result (then all is committed).  At most a couple of batches are in
         flight: sending waits for the oldest beyond that."""
         if self.sharing is not None:
-            self.sharing.drain()  # one transaction under the lease, no pipeline
+            self.sharing.drain(keep=not wait)  # one transaction under the lease
             return
         pipe = self._pipeline()
         self._requeue(pipe.reap(block=False))
@@ -487,24 +487,38 @@ class PostgreSQL(SQLDriver):
     def _lease_take(self, seq: int) -> list[Row]:
         if not self._connected:
             self.ensure()
+        self._leave_pipeline()
         conn = self._writer_connection()
-        # One round trip.  The lock waits while another writer holds it; it is released
-        # by COMMIT/ROLLBACK, or by the server when the holder's session dies.  The
-        # SELECT after it sees every commit made under the lock before.
+        # One round trip.  The session lock waits while another writer holds it; the
+        # holder gives it back once its batches are committed, or the server does when
+        # the holder's session ends (after the batches it had received).  The SELECT
+        # after it sees every commit made under the lock before.
         with conn.pipeline():
-            conn.execute("BEGIN")
-            conn.execute("SELECT pg_advisory_xact_lock(%s)", (self._lease_key,))
+            conn.execute("SELECT pg_advisory_lock(%s)", (self._lease_key,))
             cur = conn.execute(
                 f"SELECT {ROW_COLUMNS} FROM {self._quoted} WHERE seq > %s ORDER BY seq",
                 (seq,),
             )
         return [tuple(row) for row in cur.fetchall()]
 
+    def _leave_pipeline(self) -> None:
+        """Take the writer connection out of pipeline mode (nothing in flight)."""
+        pipe, self._pipe = self._pipe, None
+        if pipe is not None:
+            if pipe.inflight:
+                self._pipe = pipe
+                raise RuntimeError("batches still in flight")  # pragma: no cover - a bug
+            pipe.close()
+
     def _lease_drop(self) -> None:
         conn = self._writer
-        idle = self._psycopg.pq.TransactionStatus.IDLE
-        if conn is not None and not conn.closed and conn.info.transaction_status != idle:
-            conn.execute("ROLLBACK")
+        if conn is None or conn.closed:
+            return
+        pipe = self._pipe
+        if pipe is not None and pipe.inflight:
+            self._requeue(pipe.reap(block=True))  # raises if the server refused one
+        self._leave_pipeline()
+        conn.execute("SELECT pg_advisory_unlock(%s)", (self._lease_key,))
 
     def _rows_after(self, conn: Any, seq: int) -> list[Row]:
         rows = conn.execute(
@@ -512,33 +526,34 @@ class PostgreSQL(SQLDriver):
         ).fetchall()
         return [tuple(row) for row in rows]
 
-    def _lease_commit(self, inserts: list[Row], updates: list[tuple[int, Row]]) -> None:
-        conn = self._writer_connection()
-        top = max([row[0] for row in inserts[-1:]] + [row[0] for _, row in updates])
+    def _lease_commit(
+        self, inserts: list[Row], updates: list[tuple[int, Row]], keep: bool
+    ) -> list[Row] | None:
+        # Batches go in pipeline mode, as in single-writer mode, each with a NOTIFY in
+        # its transaction; the lease (a session lock) is kept while they are in flight
+        # and given back only once all of them are committed.
+        sent = not inserts and not updates
         try:
-            with conn.pipeline():  # one round trip
-                if inserts:
-                    columns = [list(column) for column in zip(*inserts, strict=True)]
-                    conn.execute(self._insert_sql, columns)
-                for old_seq, (seq, ns, field, value, at, ctx) in updates:
-                    conn.execute(
-                        self._upsert_sql,
-                        {
-                            "seq": seq,
-                            "ns": ns,
-                            "field": field,
-                            "value": value,
-                            "at": at,
-                            "ctx": ctx,
-                            "old": old_seq,
-                        },
-                    )
-                conn.execute("SELECT pg_notify(%s, %s)", (self._channel, str(top)))
-                conn.execute("COMMIT")
+            pipe = self._pipeline()
+            self._requeue(pipe.reap(block=False))
+            if not sent:
+                if len(pipe.inflight) >= _MAX_IN_FLIGHT:
+                    self._requeue(pipe.reap(block=True, keep=_MAX_IN_FLIGHT - 1))
+                pipe.check_alive()
+                top = max([row[0] for row in inserts[-1:]] + [row[0] for _, row in updates])
+                pipe.send((inserts, updates), notify=(self._channel, str(top)))
+                sent = True
+            if keep:
+                return []
+            self._lease_drop()
         except BaseException:
-            with contextlib.suppress(*self._library_errors):
-                self._lease_drop()
+            if not sent:
+                self._pending.give_back(inserts, updates)
+            # rows in flight go back to the queue; closing the session frees the lease
+            self._drop_connections()
+            self._connected = False
             raise
+        return None
 
     def _sync_rows_after(self, seq: int) -> list[Row]:
         with self._connection() as conn:

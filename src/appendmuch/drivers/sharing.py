@@ -102,8 +102,16 @@ class Sharing:
         if self.held:
             return
         driver = self.driver
+        # Rows still queued (an earlier commit failed) may have been committed after
+        # all: read from the first of them.
+        queued = driver._pending
+        first = min(
+            [row[0] for row in queued.inserts] + [row[0] for _, row in queued.updates],
+            default=None,
+        )
+        after = self.hwm if first is None else min(self.hwm, first - 1)
         try:
-            rows = driver._lease_take(self.hwm)
+            rows = driver._lease_take(after)
         except driver._errors() as exc:
             with contextlib.suppress(*driver._errors()):
                 driver._lease_drop()
@@ -113,9 +121,9 @@ class Sharing:
             ) from exc
         self.held = True
         self._since = time.monotonic()
-        if rows:
+        if rows or len(queued):
             try:
-                self._take_in(rows)
+                self._take_in(rows, after)
             except BaseException:
                 self._drop_quietly()
                 raise
@@ -157,25 +165,35 @@ class Sharing:
 
     # ------------------------------------------------------------------ writing
 
-    def drain(self) -> None:
-        """Commit the queue under the lease, then release it (under the lock)."""
+    def drain(self, keep: bool = False) -> None:
+        """Commit the queue under the lease (under the lock).
+
+        The lease is released, unless ``keep`` (a full batch in the middle of a run of
+        writes): then it is kept, or taken again in the same round trip, so the next
+        writes need not wait for it.  The flusher still ends it after ``hold``.
+        """
         driver = self.driver
         self.acquire()  # held already, unless an earlier commit failed
-        pending = driver._pending
-        inserts, updates = pending.take()
-        if not inserts and not updates:
+        inserts, updates = driver._pending.take()
+        if not inserts and not updates and not driver._inflight():
             self.drop()
             return
         try:
-            driver._lease_commit(inserts, updates)
+            rows = driver._lease_commit(inserts, updates, keep)
         except BaseException:
-            pending.give_back(inserts, updates)
-            self.held = False  # the backend rolled back, releasing the lock
+            self.held = False  # the backend put the rows back and released the lease
             raise
-        self.held = False
-        top = max([row[0] for row in inserts[-1:]] + [row[0] for _, row in updates])
-        self.hwm = max(self.hwm, top)
-        driver._note_written(inserts, updates)
+        if inserts or updates:
+            top = max([row[0] for row in inserts[-1:]] + [row[0] for _, row in updates])
+            # (possibly still in flight: if it fails, its rows come back below the mark,
+            # and acquire() gives them new seqs)
+            self.hwm = max(self.hwm, top)
+            driver._saw_seq(top)
+            driver._note_written(inserts, updates)
+        if rows is None:
+            self.held = False
+        elif rows:
+            self._deliver(rows)  # others' commits between ours and the lease taken again
 
     def due(self) -> bool:
         """The lease has been held for ``hold`` seconds: time to commit or drop it."""
@@ -183,8 +201,8 @@ class Sharing:
 
     # ------------------------------------------------------------------ catching up
 
-    def _take_in(self, rows: list[Row]) -> None:
-        """Take in rows committed since the high-water mark (lease held)."""
+    def _take_in(self, rows: list[Row], after: int) -> None:
+        """Take in the rows committed after seq ``after`` (lease held)."""
         driver = self.driver
         pending = driver._pending
         if not len(pending):
@@ -200,10 +218,13 @@ class Sharing:
         inserts = [row for row in inserts if row[0] not in ours]
         updates = [(old, row) for old, row in updates if row[0] not in ours]
         driver._uncertain = False
-        if not foreign:
+        left = [row[0] for row in inserts] + [row[0] for _, row in updates]
+        committed = max([after] + [row[0] for row in rows])
+        if not foreign and (not left or min(left) > committed):
+            # the rest can keep their seqs: nothing was committed at or after them
             pending.give_back(inserts, updates)
-            self.hwm = max(self.hwm, rows[-1][0])
-            driver._saw_seq(self.hwm)
+            self.hwm = committed  # (a failed batch may have raised it past the table)
+            driver._saw_seq(committed)
             return
         target = self._target() if self._target is not None else None
         if target is None:

@@ -171,9 +171,14 @@ class SQLDriver(DBDriver):
         """Give the write lease back without writing."""
         raise NotImplementedError
 
-    def _lease_commit(self, inserts: list[Row], updates: list[tuple[int, Row]]) -> None:
-        """Write a batch and commit it, releasing the lease; on failure roll back
-        (also releasing it) and raise."""
+    def _lease_commit(
+        self, inserts: list[Row], updates: list[tuple[int, Row]], keep: bool
+    ) -> list[Row] | None:
+        """Write a batch (which may be empty) and commit it, releasing the lease
+        (return None).  On failure every row not committed is back in the queue, the
+        lease is released, and it raises.  With ``keep`` a backend may keep the lease
+        (the commit may then still be in flight), or take it again at once: it returns
+        the rows others committed in between (an empty list if none could have)."""
         raise NotImplementedError
 
     def _sync_rows_after(self, seq: int) -> list[Row]:
@@ -376,7 +381,7 @@ class SQLDriver(DBDriver):
         raises.
         """
         if self.sharing is not None:
-            self.sharing.drain()
+            self.sharing.drain(keep=not wait)
             return
         inserts, updates = self._take()
         try:
@@ -455,6 +460,8 @@ class SQLDriver(DBDriver):
         self._refuse_writes("reset")
         with self._lock:
             self._pending.clear()
+            if self.sharing is not None:
+                self.sharing.drop()  # its transaction would keep the table from dropping
             self._recreate()
             self._connected = True
 

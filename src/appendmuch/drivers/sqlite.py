@@ -418,11 +418,19 @@ class Sqlite3(SQLDriver):
         if self._leasefile is not None:
             fcntl.flock(self._leasefile.fileno(), fcntl.LOCK_UN)
 
-    def _lease_commit(self, inserts: list[Row], updates: list[tuple[int, Row]]) -> None:
+    def _lease_commit(
+        self, inserts: list[Row], updates: list[tuple[int, Row]], keep: bool
+    ) -> list[Row] | None:
         try:
             self._write(inserts, updates)
-        finally:
+        except BaseException:
+            self._pending.give_back(inserts, updates)
             self._lease_drop()
+            raise
+        if keep:
+            return []  # still held: nobody else committed
+        self._lease_drop()
+        return None
 
     def _sync_rows_after(self, seq: int) -> list[Row]:
         return self._rows_after(self.connection, seq)
