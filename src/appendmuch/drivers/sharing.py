@@ -45,6 +45,8 @@ __all__ = ["LogFollower", "Sharing"]
 
 #: after a follower error (a lost connection), wait this long before trying again
 _RETRY_AFTER = 0.5
+#: a lease nobody used for this long is committed (or dropped) by the flusher
+_IDLE = 0.002
 
 
 class LogFollower(Protocol):
@@ -67,13 +69,16 @@ class Sharing:
         self.driver = driver
         #: the driver's lock; the Store takes it around every shared-mode write
         self.lock = driver._lock
-        #: seconds a lease is kept before the flusher commits (or drops) it
+        #: longest time a lease is kept before the flusher commits (or drops) it
         self.hold = hold
+        #: the flusher commits (or drops) it sooner, once it went unused this long
+        self.idle = min(hold, _IDLE)
         #: seconds between two change checks (SQLite) or safety reads (PostgreSQL)
         self.poll = poll
         #: this process holds the write lease
         self.held = False
         self._since = 0.0
+        self._used = 0.0
         #: largest seq known committed and present in the cache
         self.hwm = 0
         #: the last error of the follower thread (it retries by itself)
@@ -120,7 +125,7 @@ class Sharing:
                 f"could not take the write lease of {driver._where()}: {exc}; nothing was written"
             ) from exc
         self.held = True
-        self._since = time.monotonic()
+        self._since = self._used = time.monotonic()
         if rows or len(queued):
             try:
                 self._take_in(rows, after)
@@ -135,9 +140,12 @@ class Sharing:
             self.lost()
 
     def release_idle(self) -> None:
-        """Give the lease back if nothing is queued under it."""
-        if self.held and not self.driver.pending:
-            self.drop()
+        """Give the lease back if nothing is queued under it (else note its use)."""
+        if self.held:
+            if self.driver.pending:
+                self._used = time.monotonic()
+            else:
+                self.drop()
 
     def drop(self) -> None:
         """Give the lease back without writing."""
@@ -196,8 +204,13 @@ class Sharing:
             self._deliver(rows)  # others' commits between ours and the lease taken again
 
     def due(self) -> bool:
-        """The lease has been held for ``hold`` seconds: time to commit or drop it."""
-        return self.held and time.monotonic() - self._since >= self.hold
+        """Time to commit (or drop) the lease: held for ``hold`` seconds, or unused for
+        ``idle`` seconds.  A run of writes keeps it up to ``hold``; a lone write is
+        committed about ``idle`` seconds after it."""
+        if not self.held:
+            return False
+        now = time.monotonic()
+        return now - self._used >= self.idle or now - self._since >= self.hold
 
     # ------------------------------------------------------------------ catching up
 

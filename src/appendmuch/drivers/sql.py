@@ -49,7 +49,7 @@ __all__ = ["SQLDriver"]
 #: after a failed background flush, wait this long before trying again
 _RETRY_AFTER = 1.0
 #: shared mode: longest time a write lease is held before the flusher commits it
-_LEASE_HOLD = 0.005
+_LEASE_HOLD = 0.02
 
 
 class SQLDriver(DBDriver):
@@ -255,7 +255,7 @@ class SQLDriver(DBDriver):
         self._stop.clear()
         tick = self.batch_interval / 4
         if self.sharing is not None:
-            tick = min(tick, self.sharing.hold / 2)
+            tick = min(tick, self.sharing.idle)
         thread = threading.Thread(
             target=_flusher_loop,
             args=(weakref.ref(self), self._stop, self.batch_interval, tick),
