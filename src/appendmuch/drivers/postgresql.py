@@ -514,11 +514,18 @@ class PostgreSQL(SQLDriver):
         conn = self._writer
         if conn is None or conn.closed:
             return
-        pipe = self._pipe
-        if pipe is not None and pipe.inflight:
-            self._requeue(pipe.reap(block=True))  # raises if the server refused one
-        self._leave_pipeline()
-        conn.execute("SELECT pg_advisory_unlock(%s)", (self._lease_key,))
+        try:
+            pipe = self._pipe
+            if pipe is not None and pipe.inflight:
+                self._requeue(pipe.reap(block=True))  # raises if the server refused one
+            self._leave_pipeline()
+            conn.execute("SELECT pg_advisory_unlock(%s)", (self._lease_key,))
+        except BaseException:
+            # the lease must not stay held: closing the session releases it (rows in
+            # flight go back to the queue)
+            self._drop_connections()
+            self._connected = False
+            raise
 
     def _rows_after(self, conn: Any, seq: int) -> list[Row]:
         rows = conn.execute(

@@ -117,13 +117,18 @@ class Sharing:
         after = self.hwm if first is None else min(self.hwm, first - 1)
         try:
             rows = driver._lease_take(after)
-        except driver._errors() as exc:
-            with contextlib.suppress(*driver._errors()):
-                driver._lease_drop()
+        except BaseException as exc:
+            # Interrupted or failed, the lock may have been granted all the same: give
+            # it back (PostgreSQL: by closing the session), never keep it unknowingly.
             driver._after_failure()
-            raise WriteError(
-                f"could not take the write lease of {driver._where()}: {exc}; nothing was written"
-            ) from exc
+            with contextlib.suppress(Exception):
+                driver._lease_drop()
+            if isinstance(exc, driver._errors()):
+                raise WriteError(
+                    f"could not take the write lease of {driver._where()}: {exc}; nothing "
+                    "was written"
+                ) from exc
+            raise
         self.held = True
         self._since = self._used = time.monotonic()
         if rows or len(queued):
