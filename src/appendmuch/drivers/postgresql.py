@@ -519,7 +519,11 @@ class PostgreSQL(SQLDriver):
         try:
             pipe = self._pipe
             if pipe is not None and pipe.inflight:
+                # behind the batches: one round trip for their commits and the unlock
+                pipe.send_command(b"SELECT pg_advisory_unlock($1)", [self._lease_key])
                 self._requeue(pipe.reap(block=True))  # raises if the server refused one
+                self._leave_pipeline()
+                return
             self._leave_pipeline()
             conn.execute("SELECT pg_advisory_unlock(%s)", (self._lease_key,))
         except BaseException:
