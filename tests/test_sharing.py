@@ -181,6 +181,28 @@ def test_others_writes_arrive_by_themselves_through_on_change(place: Backend) ->
         b.close()
 
 
+def test_a_held_storage_reads_the_value_another_writer_delivered(place: Backend) -> None:
+    arrivals = Arrivals()
+    a, b = shared(place), shared(place, on_change=arrivals)
+    try:
+        pa, pb = a.storage("h"), b.storage("h")
+        pa.score = 1
+        a.flush()
+        arrivals.wait_for(a.driver.last_seq)
+        assert pb.score == 1  # now cached in the namespace's read dict
+        pa.score = 2
+        a.flush()
+        arrivals.wait_for(a.driver.last_seq)
+        assert pb.score == 2
+        del pa.score
+        a.flush()
+        arrivals.wait_for(a.driver.last_seq)
+        assert pb.get("score") is None
+    finally:
+        a.close()
+        b.close()
+
+
 def test_seqs_follow_commit_order_and_every_writer_holds_one_history(place: Backend) -> None:
     stores = [shared(place) for _ in range(3)]
     try:
