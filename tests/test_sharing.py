@@ -517,6 +517,8 @@ def test_cli_info_says_the_table_is_shared_and_how_many_writers(
         info = json.loads(capsys.readouterr().out)
         assert info["writer_mode"] == "shared"
         assert info["writers"] == 2
+        assert main([arg for arg in args if arg != "--json"]) == 0
+        assert "shared (2 writers attached in shared mode)" in capsys.readouterr().out
     finally:
         a.close()
         b.close()
