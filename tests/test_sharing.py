@@ -7,6 +7,7 @@ run real child processes.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
@@ -418,6 +419,50 @@ def test_rows_of_a_failed_commit_are_renumbered_after_others_commits(
         assert a.storage("r").mine == "a"
     finally:
         _unbreak_commit(place)
+        a.close()
+        b.close()
+
+
+def test_batches_refused_while_others_commit_end_up_written_once_in_one_order(
+    place: Backend,
+) -> None:
+    """Batches fail (one row is refused) while later batches of the same writer, in
+    flight with them, may commit: once the refusal ends, every row is stored exactly
+    once, and both writers and the table hold one history."""
+    a = Store(place.driver(shared=True, batch_size=5))
+    b = shared(place)
+    try:
+        _refuse_field(place, "bad")
+        failures = 0
+        for i in range(40):
+            try:
+                if i == 3:
+                    a.storage("q").bad = i
+                else:
+                    a.storage("q", f"n{i}").v = i
+            except WriteError:
+                failures += 1  # its row stays queued, as in single-writer mode
+            if i == 20:
+                b.storage("q").other = "b"  # another writer commits in between
+                b.flush()
+        assert failures or a.driver.last_error is not None
+        _unrefuse_field(place)
+        with contextlib.suppress(WriteError):
+            a.flush()  # a batch sent before the refusal ended may fail once more
+        a.flush()
+        b.sync()
+        rows = place.raw_rows()
+        fields = sorted((row[1], row[2]) for row in rows)
+        expected = [("q", "bad"), ("q", "other")] + [("q/n" + str(i), "v") for i in range(40)]
+        assert fields == sorted(p for p in expected if p != ("q/n3", "v"))
+        assert len({row[0] for row in rows}) == len(rows)
+        assert (
+            history(a)
+            == history(b)
+            == sorted((row[0], row[1], row[2], a.codec.decode(row[3]), False) for row in rows)
+        )
+    finally:
+        _unrefuse_field(place)
         a.close()
         b.close()
 

@@ -553,9 +553,9 @@ class PostgreSQL(SQLDriver):
                 if len(pipe.inflight) >= _MAX_IN_FLIGHT:
                     self._requeue(pipe.reap(block=True, keep=_MAX_IN_FLIGHT - 1))
                 pipe.check_alive()
-                top = max([row[0] for row in inserts[-1:]] + [row[0] for _, row in updates])
+                top = max(row[0] for row in (*inserts, *(row for _, row in updates)))
+                sent = True  # (in flight from the first byte: see _drop_connections)
                 pipe.send((inserts, updates), notify=(self._channel, str(top)))
-                sent = True
             if keep:
                 return []
             self._lease_drop()
