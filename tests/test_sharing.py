@@ -28,7 +28,7 @@ from appendmuch import (
     Store,
     retry_on_conflict,
 )
-from appendmuch.errors import AppendmuchError, LockedError, WriteError
+from appendmuch.errors import AppendmuchError, LockedError, ReadOnlyError, WriteError
 from backends import FACTORIES, Backend, PostgresBackend, SqliteBackend
 
 SHARED_BACKENDS = ["sqlite", "postgresql"]
@@ -202,6 +202,29 @@ def test_a_held_storage_reads_the_value_another_writer_delivered(place: Backend)
     finally:
         a.close()
         b.close()
+
+
+def test_a_read_only_shared_open_follows_the_writers(place: Backend) -> None:
+    arrivals = Arrivals()
+    writer = shared(place)
+    writer.storage("a").x = 1
+    writer.flush()
+    reader = Store(place.driver(read_only=True, shared=True), on_change=arrivals)
+    try:
+        assert reader.storage("a").x == 1
+        writer.storage("a").x = 2
+        writer.flush()
+        arrivals.wait_for(writer.driver.last_seq)
+        assert reader.storage("a").x == 2
+        writer.storage("a").x = 3
+        writer.flush()
+        reader.sync()
+        assert reader.storage("a").x == 3
+        with pytest.raises(ReadOnlyError):
+            reader.storage("a").x = 4
+    finally:
+        reader.close()
+        writer.close()
 
 
 def test_seqs_follow_commit_order_and_every_writer_holds_one_history(place: Backend) -> None:
