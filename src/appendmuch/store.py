@@ -64,7 +64,9 @@ class Store:
     :param driver: where the log is kept (``Memory()``, ``Sqlite3(path)``, ...).
     :param codec: the value codec (a new :class:`~appendmuch.codec.Codec` by default).
     :param on_change: ``f(namespace_tuple, field, value)`` called after every appended
-        entry with the :class:`~appendmuch.value.Value` appended.
+        entry with the :class:`~appendmuch.value.Value` appended.  In shared mode also
+        for entries other processes wrote, in seq order, from the driver's follower
+        thread (or the thread whose write or :meth:`sync` caught up first).
     :param replace_predicate: ``p(dbns, field)``; where true, the field keeps only its
         latest entry (replace semantics).
     :param namespace_validator: ``f(namespace_tuple)`` must be truthy for every
