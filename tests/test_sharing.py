@@ -819,3 +819,98 @@ def test_a_writer_killed_while_holding_the_lease_loses_only_its_own_rows(
             holder.kill()
             holder.wait()
         survivor.close()
+
+
+WAITER = textwrap.dedent(
+    """
+    import sys
+    from appendmuch import PostgreSQL, Sqlite3, Store
+
+    kind, where, prefix = sys.argv[1:4]
+    if kind == "sqlite":
+        driver = Sqlite3(where, shared=True)
+    else:
+        driver = PostgreSQL(where, table_prefix=prefix, shared=True, min_size=1, max_size=2)
+    store = Store(driver)
+    print("ready", flush=True)
+    sys.stdin.readline()
+    try:
+        store.storage("waiter").x = 1  # waits for the lease the test holds
+    except KeyboardInterrupt:
+        print("interrupted", driver.sharing.held, flush=True)
+    sys.stdin.readline()
+    store.storage("waiter").x = 2
+    store.flush()
+    print("written", flush=True)
+    store.close()
+    """
+)
+
+
+def test_a_writer_interrupted_while_waiting_for_the_lease_does_not_keep_it(
+    place: Backend, tmp_path: Path
+) -> None:
+    holder = shared(place)
+    holder.storage("h").x = 0
+    holder.flush()
+    script = tmp_path / "waiter.py"
+    script.write_text(WAITER)
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join(sys.path))
+    waiter = subprocess.Popen(
+        [sys.executable, str(script), *_child_args(place)],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
+        env=env,
+    )
+    try:
+        assert waiter.stdout is not None and waiter.stdin is not None
+        assert waiter.stdout.readline().strip() == "ready"
+        sharing = holder.driver.sharing
+        assert sharing is not None
+        with sharing.lock:  # hold the lease (the flusher cannot give it back)
+            holder.storage("h").x = 1
+            waiter.stdin.write("write\n")
+            waiter.stdin.flush()
+            _wait_until_waiting(place, waiter.pid)
+            waiter.send_signal(signal.SIGINT)
+            assert waiter.stdout.readline().split() == ["interrupted", "False"]
+        holder.flush()
+        holder.storage("h").x = 2  # would wait for ever if the waiter held the lease
+        holder.flush()
+        waiter.stdin.write("go\n")
+        waiter.stdin.flush()
+        assert waiter.stdout.readline().strip() == "written"
+        assert waiter.wait(timeout=60) == 0
+        fields = [(row[1], row[2]) for row in place.raw_rows()]
+        assert fields.count(("waiter", "x")) == 1  # only the write after the interrupt
+    finally:
+        if waiter.poll() is None:
+            waiter.kill()
+            waiter.wait()
+        holder.close()
+
+
+def _wait_until_waiting(place: Backend, pid: int) -> None:
+    """Return once process ``pid`` waits for a lock (SQLite: a blocked flock in
+    /proc/locks; PostgreSQL: an ungranted advisory lock)."""
+    import time
+
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        if isinstance(place, SqliteBackend):
+            with open("/proc/locks") as locks:
+                if any("->" in line and f" {pid} " in line for line in locks):
+                    return
+        else:
+            import psycopg
+
+            assert isinstance(place, PostgresBackend)
+            with psycopg.connect(place.conninfo, autocommit=True) as conn:
+                (waiting,) = conn.execute(
+                    "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND NOT granted"
+                ).fetchone()
+            if waiting:
+                return
+        threading.Event().wait(0.01)  # polling a condition, not sleeping over a race
+    raise AssertionError(f"process {pid} never waited for the lease")
