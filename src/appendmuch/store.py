@@ -538,13 +538,9 @@ class Store:
         assert sharing is not None
         driver = self.driver
         sharing.loaded(self._load())
-        if self.on_change is not None:
-            for seq, dbns, field, value, created_at, context in foreign:
-                data = self._decode_stored(seq, dbns, field, value)
-                self._announce(seq, dbns, field, data, created_at, context)
         queue = [(None, row) for row in inserts] + [(old, row) for old, row in updates]
         queue.sort(key=lambda item: item[1][0])
-        replaces = self._replaces if self.replace_predicate is not None else None
+        renumbered = []
         for old, (_, dbns, field, raw, created_at, context) in queue:
             row = (driver.next_seq(), dbns, field, raw, created_at, context)
             if old is not None:
@@ -553,11 +549,19 @@ class Store:
                 driver.replace(log.latest_seq if type(log) is FieldLog else None, row)
             else:
                 driver.append(row)
+            renumbered.append(row)
+        # every row is queued again: nothing below can lose one
+        replaces = self._replaces if self.replace_predicate is not None else None
+        for seq, dbns, field, raw, created_at, context in renumbered:
             try:
-                data = self._decode_stored(row[0], dbns, field, raw)
-                self._append_stored(row[0], dbns, field, data, created_at, context, replaces)
+                data = self._decode_stored(seq, dbns, field, raw)
+                self._append_stored(seq, dbns, field, data, created_at, context, replaces)
             except (DecodeError, InvalidNameError, NamespaceCollisionError):
                 pass  # queued all the same: the database keeps what was acknowledged
+        if self.on_change is not None:
+            for seq, dbns, field, value, created_at, context in foreign:
+                data = self._decode_stored(seq, dbns, field, value)
+                self._announce(seq, dbns, field, data, created_at, context)
 
     def _decode_stored(self, seq: int, dbns: str, field: str, value: bytes | None) -> Any:
         if value is None:

@@ -256,10 +256,15 @@ class Sharing:
             driver._saw_seq(committed)
             return
         target = self._target() if self._target is not None else None
-        if target is None:
-            self._renumber(foreign, inserts, updates)
-        else:
-            target._resequence(foreign, inserts, updates)
+        try:
+            if target is None:
+                self._renumber(foreign, inserts, updates)
+            else:
+                target._resequence(foreign, inserts, updates)
+        except BaseException:
+            if not len(pending):  # failed before queueing them again (reloading, say)
+                pending.give_back(inserts, updates)
+            raise
 
     def _renumber(
         self, foreign: list[Row], inserts: list[Row], updates: list[tuple[int, Row]]
