@@ -38,6 +38,7 @@ from hypothesis import strategies as st
 
 from appendmuch import Codec, Memory, Sqlite3, Store
 from appendmuch.drivers import DBDriver
+from appendmuch.dumpfile import MAX_RESTORED_SEQ
 from appendmuch.errors import AppendmuchError, DumpFormatError
 from appendmuch.recovery import replay
 from backends import FACTORIES, Backend, PostgresBackend, SqliteBackend
@@ -775,3 +776,66 @@ def test_replace_indexes_exist_for_long_prefixes_on_postgresql() -> None:
     finally:
         backend.prefix = backend.prefix[:40]
         backend.cleanup()
+
+
+# ---------------------------------------------------------------- rows the log cannot continue from
+
+#: (seq, created_at) of one hostile row, and what the error must name
+UNCONTINUABLE: dict[str, tuple[Any, Any, str]] = {
+    "seq_max_int64": (2**63 - 1, 1_600_000_010.0, r"seq .*9223372036854775807.*room"),
+    "seq_no_room": (2**62 + 1, 1_600_000_010.0, r"seq .*4611686018427387905.*room"),
+    "seq_just_past_room": (MAX_RESTORED_SEQ + 1, 1_600_000_010.0, r"seq .*room"),
+    "seq_negative": (-5, 1_600_000_010.0, r"seq .*-5"),
+    "created_at_inf": (12, float("inf"), r"seq 12\b.*created_at.*inf"),
+    "created_at_minus_inf": (12, float("-inf"), r"seq 12\b.*created_at.*-inf"),
+    "created_at_nan": (12, float("nan"), r"seq 12\b.*created_at.*nan"),
+    "created_at_negative": (12, -1.0, r"seq 12\b.*created_at.*-1\.0"),
+}
+
+
+@pytest.mark.parametrize("name", sorted(UNCONTINUABLE))
+def test_row_the_log_cannot_continue_from_is_refused(backend: Backend, name: str) -> None:
+    """A dump row whose seq leaves no room for later writes (or is negative), or whose
+    time is not a finite time since the epoch, is refused naming the row; nothing is
+    restored and the next write gets seq 4."""
+    seq, created_at, pattern = UNCONTINUABLE[name]
+    store = make_target(backend)
+    before = state(store)
+    good = (10, "game/p3", "x", b"\x001", 1_600_000_009.0, "hostile:1")
+    data = pack_rows([good]) + msgpack.packb(
+        {
+            "seq": seq,
+            "namespace": "game/p3",
+            "field": "y",
+            "value": b"\x002",
+            "created_at": created_at,
+            "context": "hostile:2",
+        },
+        use_bin_type=True,
+    )
+    with pytest.raises(DumpFormatError, match=r"dump row 1\b.*" + pattern):
+        store.driver.restore(data)
+    assert_target_unchanged(backend, store, before)
+    store.close()
+
+
+def test_largest_restorable_seq_leaves_room_to_write(backend: Backend) -> None:
+    """A dump whose seq is the largest allowed restores, and the log goes on: the next
+    writes get the following seqs, also after a reopen."""
+    store = make_target(backend)
+    store.driver.restore(pack_rows([(MAX_RESTORED_SEQ, "game/p3", "x", b"\x001", 1.0, "h:1")]))
+    store.load()
+    player = store.storage("game", "p3")
+    player.x = 2
+    player.x = 3
+    assert [v.seq for v in player.__history__()["x"]] == [
+        MAX_RESTORED_SEQ,
+        MAX_RESTORED_SEQ + 1,
+        MAX_RESTORED_SEQ + 2,
+    ]
+    store = backend.reopen(store)
+    player = store.storage("game", "p3")
+    player.x = 4
+    assert [v.data for v in player.__history__()["x"]] == [1, 2, 3, 4]
+    assert player.__history__()["x"][-1].seq == MAX_RESTORED_SEQ + 3
+    store.close()

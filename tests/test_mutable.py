@@ -445,6 +445,103 @@ class TestNestedBlocks:
         store.close()
 
 
+class AppError(Exception):
+    """Raised inside a block and caught by the application."""
+
+
+class TestFailedNestedBlocks:
+    """A nested block that ends with an exception (caught by the application) discards
+    only the unsaved changes made during it; the enclosing block keeps its own and saves
+    them when it ends normally (README "Mutable values")."""
+
+    @pytest.mark.parametrize("same_object", [True, False], ids=["same-object", "other-object"])
+    def test_failed_inner_block_keeps_the_outer_blocks_changes(
+        self, backend: Backend, same_object: bool
+    ) -> None:
+        store = backend.store()
+        outer = store.storage("game", "p1")
+        inner = outer if same_object else store.storage("game", "p1")
+        outer.a = [0]
+        outer.b = [0]
+        outer.c = {"k": 0}
+        with outer:
+            held = outer.a
+            held.append(1)
+            outer.c["k"] = 1
+            with pytest.raises(AppError), inner:
+                inner.a.append(2)
+                inner.c["k"] = 2
+                inner.b.append(9)  # first read inside the failing block
+                raise AppError
+            assert outer.a == [0, 1]
+            assert outer.a is held  # rewound in place: the outer block's reference works
+            assert outer.c == {"k": 1}
+            assert outer.b == [0]
+            held.append(3)
+        assert datas(outer, "a") == [[0], [0, 1, 3]]
+        assert datas(outer, "b") == [[0]]
+        assert datas(outer, "c") == [{"k": 0}, {"k": 1}]
+        store = backend.reopen(store)
+        with store.storage("game", "p1") as s:
+            assert (s.a, s.b, s.c) == ([0, 1, 3], [0], {"k": 1})
+        store.close()
+
+    def test_failed_block_keeps_what_a_deeper_block_saved(self, backend: Backend) -> None:
+        """Three levels: the middle block's normal exit saves the namespace's changes so
+        far (like ``flush()``); the failing block around it rewinds to what was saved,
+        dropping only its later, unsaved change; the outermost block goes on."""
+        store = backend.store()
+        s = store.storage("game", "p1")
+        s.a = [0]
+        with s:
+            s.a.append(1)
+            with pytest.raises(AppError), s:
+                s.a.append(2)
+                with s:
+                    s.a.append(3)
+                assert datas(s, "a")[-1] == [0, 1, 2, 3]  # saved by the middle exit
+                s.a.append(4)
+                raise AppError
+            assert s.a == [0, 1, 2, 3]
+            s.a.append(5)
+        assert datas(s, "a") == [[0], [0, 1, 2, 3], [0, 1, 2, 3, 5]]
+        store.close()
+
+    def test_inner_normal_exit_saves_the_outer_changes_too(self, backend: Backend) -> None:
+        """While an outer block is open, an inner block's normal exit saves every changed
+        working copy of the namespace (the outer block's changes so far included); an
+        outer failure afterwards discards only what changed since."""
+        store = backend.store()
+        s = store.storage("game", "p1")
+        other = store.storage("game", "p1")
+        s.a = [0]
+        s.b = [0]
+        with pytest.raises(AppError), s:
+            s.a.append(1)
+            with other:
+                other.b.append(2)
+            assert datas(s, "a") == [[0], [0, 1]]
+            assert datas(s, "b") == [[0], [0, 2]]
+            s.a.append(3)
+            raise AppError
+        assert datas(s, "a") == [[0], [0, 1]]
+        store.close()
+
+    def test_rewind_replaces_objects_it_cannot_restore_in_place(self, backend: Backend) -> None:
+        """A mutable custom type changed in a failed inner block reads back as it was."""
+        store = backend.store(codec=tally_codec())
+        s = store.storage("game", "p1")
+        s.t = Tally(0)
+        with s:
+            s.t.n = 1
+            with pytest.raises(AppError), s:
+                s.t.n = 2
+                raise AppError
+            assert s.t == Tally(1)
+        assert [t.n for t in datas(s, "t")] == [0, 1]
+        store.close()
+
+
 class TestConcurrentWrites:
     """A newer write by another Storage object wins over the block's stale copy."""
 

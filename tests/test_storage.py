@@ -885,6 +885,86 @@ class TestOnChange:
         store.close()
 
 
+class CallbackError(Exception):
+    """Raised by a failing on_change callback."""
+
+
+class TestOnChangeRaising:
+    """A callback that raises never splits a write: every entry is stored and every
+    callback called, then the first callback exception is re-raised (README "Change
+    tracking")."""
+
+    @staticmethod
+    def failing(calls: list[tuple[str, Any]], fail_on: set[str]) -> Any:
+        def on_change(ns: tuple[str, ...], field: str, value: Value) -> None:
+            calls.append((field, value.data))
+            if field in fail_on:
+                raise CallbackError(f"callback failed for {field}")
+
+        return on_change
+
+    def test_block_exit_is_all_or_nothing_when_callbacks_raise(self, backend: Backend) -> None:
+        calls: list[tuple[str, Any]] = []
+        store = backend.store(on_change=self.failing(calls, {"a", "b"}))
+        s = store.storage("game", "p1")
+        with contextlib.suppress(CallbackError):
+            s.a = [0]
+        with contextlib.suppress(CallbackError):
+            s.b = [0]
+        s.c = [0]
+        calls.clear()
+        with pytest.raises(CallbackError, match="failed for a") as raised, s:
+            s.a.append(1)
+            s.b.append(2)
+            s.c.append(3)
+        assert calls == [("a", [0, 1]), ("b", [0, 2]), ("c", [0, 3])]
+        assert any("'b'" in note for note in raised.value.__notes__)
+        assert (datas(s, "a"), datas(s, "b"), datas(s, "c")) == (
+            [[0], [0, 1]],
+            [[0], [0, 2]],
+            [[0], [0, 3]],
+        )
+        store = backend.reopen(store)
+        with store.storage("game", "p1") as s:
+            assert (s.a, s.b, s.c) == ([0, 1], [0, 2], [0, 3])
+        store.close()
+
+    def test_plain_assignment_and_delete_are_stored_before_the_exception(
+        self, backend: Backend
+    ) -> None:
+        calls: list[tuple[str, Any]] = []
+        store = backend.store(on_change=self.failing(calls, {"x"}))
+        s = store.storage("game", "p1")
+        with pytest.raises(CallbackError):
+            s.x = 1
+        assert s.x == 1
+        with pytest.raises(CallbackError):
+            del s.x
+        assert s.get("x") is None
+        assert [v.unavailable for v in history(s, "x")] == [False, True]
+        store = backend.reopen(store)
+        assert [v.unavailable for v in history(store.storage("game", "p1"), "x")] == [False, True]
+        store.close()
+
+    def test_a_full_batch_is_handed_to_the_driver_although_the_callback_raises(
+        self, backend: Backend
+    ) -> None:
+        """In write-through mode an assignment whose callback raises is committed
+        before the exception reaches the application."""
+        calls: list[tuple[str, Any]] = []
+        through = {} if backend.name == "memory" else {"write_through": True}  # Memory: always
+        store = Store(backend.driver(**through), on_change=self.failing(calls, {"x"}))
+        s = store.storage("game", "p1")
+        with pytest.raises(CallbackError):
+            s.x = 1
+        assert [row[2] for row in backend.raw_rows()] == ["x"]
+        with pytest.raises(CallbackError), s:
+            s.y = [1]  # written at once, its callback passes
+            s.x = 2
+        assert [row[2] for row in backend.raw_rows()] == ["x", "y", "x"]
+        store.close()
+
+
 # --------------------------------------------------------------------------- replace semantics
 
 

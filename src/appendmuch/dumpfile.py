@@ -22,6 +22,8 @@ if TYPE_CHECKING:
 
 __all__ = [
     "KEYS",
+    "MAX_DUMP_VALUE_BYTES",
+    "MAX_RESTORED_SEQ",
     "Row",
     "check_row",
     "check_tree",
@@ -38,6 +40,23 @@ KEYS = ("seq", "namespace", "field", "value", "created_at", "context")
 _KEYSET = frozenset(KEYS)
 _CHUNK = 1 << 16
 _MAX_SEQ = (1 << 63) - 1
+#: the largest seq a dump (or recovery file) may hold: the log must be able to go on
+#: from it (seqs are signed 64-bit in every backend), so 2**62 more seqs stay free
+MAX_RESTORED_SEQ = 1 << 62
+#: the largest value a dump can carry: a msgpack bin holds less than 4 GiB, and 1 MiB
+#: is left for the rest of the row
+MAX_DUMP_VALUE_BYTES = (1 << 32) - (1 << 20)
+#: the reader accepts any row the writer can produce (a value of MAX_DUMP_VALUE_BYTES
+#: plus the other columns); its buffer grows only as data arrives.  Dumps hold no
+#: arrays and 6-key maps, so claimed lengths of those are kept small.
+_READER_LIMITS = {
+    "max_buffer_size": 1 << 33,
+    "max_str_len": 1 << 33,
+    "max_bin_len": 1 << 33,
+    "max_ext_len": 1 << 33,
+    "max_array_len": 1 << 10,
+    "max_map_len": 1 << 10,
+}
 
 
 def pack_rows(rows: Iterable[Row]) -> Iterator[bytes]:
@@ -110,7 +129,7 @@ def check_tree(rows: Iterable[Row], existing: Iterable[tuple[str, str]] = ()) ->
 def unpack_maps(stream: Any) -> Iterator[Any]:
     """The msgpack objects of a dump stream; raise DumpFormatError if it is not
     msgpack or ends in the middle of an object."""
-    unpacker = msgpack.Unpacker(raw=False, strict_map_key=True, use_list=True)
+    unpacker = msgpack.Unpacker(raw=False, strict_map_key=True, use_list=True, **_READER_LIMITS)
     fed = complete = count = 0
     try:
         for chunk in _chunks(stream):
@@ -133,21 +152,30 @@ def unpack_maps(stream: Any) -> Iterator[Any]:
         )
 
 
-def read_dump(stream: Any, *, codec: Codec | None = None) -> list[Row]:
+def read_dump(
+    stream: Any, *, codec: Codec | None = None, max_value_bytes: int = MAX_DUMP_VALUE_BYTES
+) -> list[Row]:
     """Parse and validate a whole dump; raise :class:`DumpFormatError` on any fault.
 
     Checks every map's keys and value types, namespace and field names, that no seq
-    repeats, that the stream is not truncated, and (with ``codec``) that each value
-    decodes.  Returns the rows in stream order.
+    repeats or leaves no room to go on, that no value exceeds ``max_value_bytes`` (the
+    target driver's limit), that the stream is not truncated, and (with ``codec``) that
+    each value decodes.  Returns the rows in stream order.
     """
     rows: list[Row] = []
     seen: set[int] = set()
     for obj in unpack_maps(stream):
-        rows.append(check_row(obj, len(rows), seen, codec))
+        rows.append(check_row(obj, len(rows), seen, codec, max_value_bytes))
     return rows
 
 
-def check_row(obj: Any, index: int, seen: set[int], codec: Codec | None) -> Row:
+def check_row(
+    obj: Any,
+    index: int,
+    seen: set[int],
+    codec: Codec | None,
+    max_value_bytes: int = MAX_DUMP_VALUE_BYTES,
+) -> Row:
     """Validate one dump map (row number ``index``); return it as a Row."""
     where = f"dump row {index}"
     if not isinstance(obj, dict):
@@ -159,6 +187,11 @@ def check_row(obj: Any, index: int, seen: set[int], codec: Codec | None) -> Row:
     seq = obj["seq"]
     if type(seq) is not int or not 1 <= seq <= _MAX_SEQ:
         raise DumpFormatError(f"{where}: seq must be a positive 64-bit int, got {seq!r}")
+    if seq > MAX_RESTORED_SEQ:
+        raise DumpFormatError(
+            f"{where}: seq {seq} leaves no room for later writes (seqs are 64-bit; a "
+            f"restored seq may be at most 2**62 = {MAX_RESTORED_SEQ})"
+        )
     where = f"dump row {index} (seq {seq})"
     if seq in seen:
         raise DumpFormatError(f"{where}: seq {seq} appears twice in the dump")
@@ -175,9 +208,17 @@ def check_row(obj: Any, index: int, seen: set[int], codec: Codec | None) -> Row:
         raise DumpFormatError(f"{where}: value must be bytes or nil, got {type(value).__name__}")
     if value == b"":
         raise DumpFormatError(f"{where}: value is empty (it needs at least a type-id byte)")
+    if value is not None and len(value) > max_value_bytes:
+        raise DumpFormatError(
+            f"{where}: value is {len(value)} bytes, more than the {max_value_bytes} bytes "
+            "this driver can store"
+        )
     created_at = obj["created_at"]
-    if type(created_at) not in (float, int) or not math.isfinite(created_at):
-        raise DumpFormatError(f"{where}: created_at must be a finite number, got {created_at!r}")
+    if type(created_at) not in (float, int) or not 0 <= created_at < math.inf:
+        raise DumpFormatError(
+            f"{where}: created_at must be a finite, non-negative time in seconds since the "
+            f"epoch, got {created_at!r}"
+        )
     context = obj["context"]
     if not isinstance(context, str) or "\x00" in context:
         raise DumpFormatError(

@@ -28,6 +28,7 @@ __all__ = [
     "SchemaError",
     "UnknownTypeIdError",
     "UnsupportedTypeError",
+    "ValueTooLargeError",
     "WriteError",
 ]
 
@@ -65,6 +66,10 @@ class UnsupportedTypeError(AppendmuchError, TypeError, NotImplementedError):
 
 class RoundTripError(AppendmuchError, ValueError):
     """A value's encoding does not decode back to an equal value (vigilant mode)."""
+
+
+class ValueTooLargeError(AppendmuchError, ValueError):
+    """An encoded value is larger than the driver can store (``max_value_bytes``)."""
 
 
 class DecodeError(AppendmuchError, ValueError):

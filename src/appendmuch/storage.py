@@ -154,13 +154,8 @@ class Storage:
             if type(log) is FieldLog:
                 data = log.items[-2]
                 if type(data) in _SCALARS:
-                    shared = self.__dict__
-                    if shared is store._scalars.get(self.__dbns__):
-                        shared[name] = data  # later reads skip __getattr__
-                        if log.items[-2] is not data or node.get(name) is not log:
-                            # appended meanwhile (shared mode's follower thread), and
-                            # maybe cached before this: never keep an outdated value
-                            shared.pop(name, None)
+                    if self.__dict__ is store._scalars.get(self.__dbns__):
+                        store._remember(self.__dbns__, name, log, data)  # later reads: no call
                     return data
                 if data is not GONE:
                     return store._read_value(self.__dbns__, name, log, data)
@@ -248,12 +243,10 @@ class Storage:
 
     def __fields__(self) -> list[str]:
         """Currently available fields, in order of first write.  O(fields)."""
-        return list(self.__store__._fields(self.__dbns__))
+        return self.__store__._fields(self.__dbns__)
 
     def __bool__(self) -> bool:
-        for _ in self.__store__._fields(self.__dbns__):
-            return True
-        return False
+        return bool(self.__store__._fields(self.__dbns__))
 
     def __history__(self) -> History:
         """Snapshot: field -> tuple of Values by seq, tombstones and deleted fields included."""

@@ -3,14 +3,15 @@
 from __future__ import annotations
 
 import sys
+import threading
 import time
 import weakref
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
 import orjson
 
-from .blocks import Block, Working
+from .blocks import Block, Mark, Working, restore
 from .codec import Codec, Encoded
 from .copying import safe_deepcopy
 from .drivers.base import DBDriver, Row
@@ -25,6 +26,7 @@ from .errors import (
     ReadOnlyError,
     RoundTripError,
     UnsupportedTypeError,
+    ValueTooLargeError,
 )
 from .fieldlog import GONE, KEPT_DECODED, FieldLog, Packed
 from .history import History
@@ -41,6 +43,7 @@ NamespaceValidator = Callable[[tuple[str, ...]], Any]
 
 _now = time.time
 _getframe = sys._getframe
+_get_ident = threading.get_ident
 #: values kept in the namespaces' shared read dicts (immutable, never guarded)
 _SCALAR_TYPES = frozenset({int, float, str, bool, type(None)})
 _KEPT_DECODED = KEPT_DECODED
@@ -50,6 +53,9 @@ _loads = orjson.loads
 #: Store._write's default for ``data``: encode ``value`` (a plain assignment)
 _ENCODE: Any = object()
 _NAN = float("nan")
+#: an entry appended whose callback is still to be called:
+#: (namespace, field, data, created_at, context, seq)
+Done = tuple[tuple[str, ...], str, Any, float, str, int]
 
 
 def _refs_when_unshared() -> int:
@@ -131,7 +137,18 @@ class Store:
         self._by_dbns: dict[str, dict[str, Any]] = {}
         self._valid: dict[tuple[str, ...], str] = {}
         self._replace: dict[tuple[str, str], bool] = {}
-        self._blocks: dict[str, Block] = {}
+        #: (thread id, dbns) -> that thread's open with blocks on the namespace
+        self._blocks: dict[tuple[int, str], Block] = {}
+        #: held around every change of the log tree, seq allocation + queueing, and
+        #: reads that walk more than one entry; never around latest-value reads
+        #: shared mode: the driver's write lease and follower (None: single writer)
+        self._sharing = driver.sharing
+        #: shared mode, outside a leased write: _write must take the lease first
+        self._unleased = False
+        # (shared mode: taken before the driver's lock, also by the follower thread)
+        self._mutex = threading.RLock()
+        self._acquire = self._mutex.acquire
+        self._release = self._mutex.release
         #: namespace tuple -> the last plain Storage handed out for it (see storage())
         self._handles: dict[tuple[str, ...], Storage] = {}
         #: dbns -> field -> latest scalar value; the instance __dict__ of Storage objects
@@ -143,11 +160,6 @@ class Store:
         self._refuse_writes = driver.read_only
         #: the codec's exact-type scalar encoders (the same dict object, kept current)
         self._fast = self.codec._fast
-        self._due = False
-        #: shared mode: the driver's write lease and follower (None: single writer)
-        self._sharing = driver.sharing
-        #: shared mode, outside a leased write: _write must take the lease first
-        self._unleased = False
         #: how the logs decode the stored bytes of their older entries
         self._decode = self.codec.decode
         try:
@@ -170,14 +182,12 @@ class Store:
 
         The ``cache`` dict object is cleared and refilled in place.  If a stored row
         cannot be decoded the error names its seq, namespace and field, and the cache
-        is left as it was.
+        is left as it was.  Other threads' writes wait until it is done.
         """
-        sharing = self._sharing
-        if sharing is None:
-            self._load()
-        else:
-            with sharing.lock:
-                sharing.loaded(self._load())
+        with self._mutex:
+            seq = self._load()
+            if self._sharing is not None:
+                self._sharing.loaded(seq)
 
     def sync(self) -> None:
         """Return once this process's cache holds every entry committed anywhere
@@ -189,7 +199,8 @@ class Store:
         """
         sharing = self._sharing
         if sharing is not None:
-            sharing.sync()
+            with self._mutex:
+                sharing.sync()
 
     def _load(self) -> int:
         """The body of :meth:`load`; returns the largest seq loaded (0 if none)."""
@@ -198,7 +209,7 @@ class Store:
         cache: dict[str, Any] = {}
         by_dbns: dict[str, dict[str, Any]] = {}
         contexts: dict[str, str] = {}
-        decode = self.codec.decode
+        decode_stored = self._decode_stored
         log_decode = self._decode
         kept = KEPT_DECODED
         loads = _loads
@@ -232,12 +243,7 @@ class Store:
                     kind = scalar_ids.get(value[0]) if value else None
                     data = loads(value[1:]) if kind is not None else None
                     if kind is None or data.__class__ is not kind:
-                        try:
-                            data = decode(value)
-                        except DecodeError as exc:
-                            raise type(exc)(
-                                f"stored row seq {seq}, namespace {dbns!r}, field {field!r}: {exc}"
-                            ) from exc
+                        data = decode_stored(seq, dbns, field, value)
                 ctx = contexts.get(context)
                 if ctx is None:
                     if context.__class__ is not str:
@@ -275,6 +281,87 @@ class Store:
         self._raws.clear()
         return seq
 
+    def _decode_stored(self, seq: int, dbns: str, field: str, value: bytes | None) -> Any:
+        """Decode a stored value (GONE for a tombstone); a DecodeError names the row."""
+        if value is None:
+            return GONE
+        try:
+            return self.codec.decode(value)
+        except DecodeError as exc:
+            raise type(exc)(
+                f"stored row seq {seq}, namespace {dbns!r}, field {field!r}: {exc}"
+            ) from exc
+
+    def _apply_entry(
+        self, seq: int, dbns: str, field: str, raw: bytes | None, created_at: float, context: str
+    ) -> None:
+        """Add an entry sequenced elsewhere (a row another process wrote) to the tree.
+
+        Names are checked and the value decoded as :meth:`load` does; the tree, the
+        read dicts and the seq counter change under ``_mutex``, so this may run in a
+        background thread.  Entries of a field must come in seq order.
+        """
+        data = self._decode_stored(seq, dbns, field, raw)
+        replaces = self._replaces if self.replace_predicate is not None else None
+        with self._mutex:
+            node = self._by_dbns.get(dbns)
+            log = node.get(field) if node is not None else None
+            if type(log) is FieldLog and seq <= log.latest_seq:
+                raise DecodeError(
+                    f"stored row seq {seq}, namespace {dbns!r}, field {field!r} comes after "
+                    f"seq {log.latest_seq} of the same field"
+                )
+            self._append_stored(seq, dbns, field, data, created_at, context, replaces, raw)
+            self.driver._saw_seq(seq)
+
+    def _append_stored(
+        self,
+        seq: int,
+        dbns: str,
+        field: str,
+        data: Any,
+        created_at: float | None,
+        context: str,
+        replaces: ReplacePredicate | None,
+        raw: bytes | None = None,
+    ) -> None:
+        """Append an entry that already has its seq to the tree (under ``_mutex``);
+        ``raw`` is its stored bytes (kept in place of the data once a newer entry comes)."""
+        node = self._by_dbns.get(dbns)
+        if node is None:
+            node = _load_namespace(self.cache, self._by_dbns, dbns, seq)
+        log = node.get(field)
+        if log is not None and log.__class__ is not FieldLog:
+            raise NamespaceCollisionError(
+                f"stored row seq {seq}: {field!r} is both a field of {dbns!r} and a "
+                "namespace below it"
+            )
+        if log is None and not is_valid_field(field):
+            raise InvalidNameError(
+                f"stored row seq {seq} (namespace {dbns!r}) has an invalid field name {field!r}"
+            )
+        if log is None or (replaces is not None and replaces(dbns, field)):
+            log = FieldLog(self._decode)
+            log.append(seq, created_at, data, context, raw)
+            node[field] = log  # published filled: lock-free readers never see it empty
+        else:
+            # data first: a reader never pairs the new seq with the old data
+            items = log.items
+            items.extend((data, context))
+            log.times.append(_NAN if created_at is None else created_at)
+            log.seqs.append(seq)
+            if log.raw is not None:
+                items[-4] = Packed(log.raw)  # superseded: keep the stored bytes
+            log.raw = raw if data.__class__ not in _KEPT_DECODED and data is not GONE else None
+            if log.runs is not None:
+                log.runs.add(log, len(log.seqs) - 1)
+        shared = self._scalars.get(dbns)
+        if shared is not None:
+            if data.__class__ in _SCALAR_TYPES:
+                shared[field] = data
+            else:
+                shared.pop(field, None)
+
     def flush(self) -> None:
         """Write every queued row to the database now."""
         self.driver.flush()
@@ -285,9 +372,10 @@ class Store:
         Reads keep working on the in-memory log; writes raise
         :class:`~appendmuch.errors.ClosedError`.
         """
-        if not self._closed:
-            self._closed = self._refuse_writes = True
-            self._finalizer()
+        with self._mutex:  # a write in another thread is queued before, or refused
+            if not self._closed:
+                self._closed = self._refuse_writes = True
+                self._finalizer()
 
     def __enter__(self) -> Store:
         return self
@@ -333,7 +421,8 @@ class Store:
         """
         if create:
             dbns = self._attach(tuple(namespace))
-            return self._by_dbns.get(dbns) or self._make_path(tuple(namespace), dbns)
+            with self._mutex:
+                return self._by_dbns.get(dbns) or self._make_path(tuple(namespace), dbns)
         node: Any = self.cache
         for token in namespace:
             node = node.get(token) if type(node) is dict else None
@@ -362,10 +451,7 @@ class Store:
 
     def _shared(self, dbns: str) -> dict[str, Any]:
         """The read dict shared by the Storage objects of a namespace (their __dict__)."""
-        shared = self._scalars.get(dbns)
-        if shared is None:
-            shared = self._scalars[dbns] = {}
-        return shared
+        return self._scalars.setdefault(dbns, {})  # atomic: one dict per namespace
 
     def _check_path(self, namespace: tuple[str, ...]) -> None:
         node: Any = self.cache
@@ -401,11 +487,14 @@ class Store:
         return answer
 
     def _delete(self, namespace: tuple[str, ...], dbns: str, field: str, storage: Any) -> None:
-        node = self._by_dbns.get(dbns)
-        log = node.get(field) if node is not None else None
-        if type(log) is not FieldLog or log.latest is GONE:
-            raise FieldNotFoundError(f"{storage!r} has no field {field!r} to delete")
-        self._write(namespace, dbns, field, None, GONE, None, caller_context(3))
+        appended = _Appended()
+        with self._mutex:  # checked and appended at once: two deletes give one tombstone
+            node = self._by_dbns.get(dbns)
+            log = node.get(field) if node is not None else None
+            if type(log) is not FieldLog or log.latest is GONE:
+                raise FieldNotFoundError(f"{storage!r} has no field {field!r} to delete")
+            self._write(namespace, dbns, field, None, GONE, None, caller_context(3), None, appended)
+        self._finish(appended.entries, appended.due)
 
     def _write(
         self,
@@ -417,7 +506,7 @@ class Store:
         raw: bytes | None = None,
         context: str = "",
         working: Any = None,
-        submit: bool = True,
+        appended: _Appended | None = None,
     ) -> int:
         """The write path: append one entry to the log tree, the driver, the read dicts
         and working copies, and call ``on_change``.  Returns the new seq.
@@ -427,8 +516,14 @@ class Store:
         ``__setattr__``.  Deletes and ``with``-block exits pass the entry ready made:
         ``data`` is the object the log keeps (never shared with the caller), ``raw`` its
         stored bytes (None for a tombstone), ``working`` the caller's mutable object,
-        which becomes the working copy of an open block.  With ``submit=False`` a full
-        batch is left for the caller to hand to the driver (``self._due`` says so).
+        which becomes the working copy of an open block.  With ``appended``, handing a
+        full batch to the driver and calling ``on_change`` are left to the caller
+        (:meth:`_finish`), so that several entries are all appended first.
+
+        Everything that can refuse the write (encoding, size, a closed Store, a name
+        collision) raises before anything changes; the seq is allocated and the row
+        queued under ``_mutex``, so the driver's queue and every field's log stay in
+        seq order whatever threads write.
         """
         if data is _ENCODE:
             fast = self._fast.get(value.__class__)
@@ -454,76 +549,117 @@ class Store:
             label = known[1].get(frame.f_lasti) if known is not None else None
             context = label if label is not None else caller_context(2)
         driver = self.driver
-        if self._refuse_writes:
-            if self._closed:
-                raise ClosedError(
-                    f"cannot write {field!r}: this Store was closed; open a new Store to write"
-                )
-            raise ReadOnlyError(f"cannot write {field!r}: {driver!r} is open read-only")
+        if raw is not None and len(raw) > driver.max_value_bytes:
+            raise _too_large(dbns, field, len(raw), driver)
         if self._unleased:
             return self._write_shared(
-                namespace, dbns, field, value, data, raw, context, working, submit
+                namespace, dbns, field, value, data, raw, context, working, appended
             )
-        node = self._by_dbns.get(dbns)
-        if node is None:
-            node = self._make_path(namespace, dbns)
-        log = node.get(field)
-        if log.__class__ is not FieldLog and log is not None:
-            raise NamespaceCollisionError(
-                f"{field!r} is a namespace below {namespace!r}, so it cannot also be a field"
-            )
-        seq = driver._last_seq + 1  # DBDriver.next_seq(), inlined on the hot path
-        driver._last_seq = seq
-        now = _now()
-        row = (seq, dbns, field, raw, now, context)
-        if self.replace_predicate is not None and self._replaces(dbns, field):
-            old_seq = log.latest_seq if log is not None else None
-            log = node[field] = FieldLog(self._decode)
-            log.append(seq, now, data, context)
-            due = driver.replace(old_seq, row)
-        else:
-            if log is None:
-                log = node[field] = FieldLog(self._decode)
-            # FieldLog.append, inlined on the hot path
-            log.seqs.append(seq)
-            log.times.append(now)
-            items = log.items
-            items.append(data)
-            items.append(context)
-            if log.raw is not None:
-                items[-4] = Packed(log.raw)  # superseded: keep the stored bytes
-            log.raw = raw if data.__class__ not in _KEPT_DECODED else None
-            if log.runs is not None:
-                log.runs.add(log, len(log.seqs) - 1)
-            due = driver.append(row)
-        shared = self._scalars.get(dbns)
-        if shared is not None:
-            if data.__class__ in _SCALAR_TYPES:
-                shared[field] = data
+        # acquire/release rather than ``with``: half the cost on this hot path
+        self._acquire()
+        try:
+            if self._refuse_writes:
+                if self._closed:
+                    raise ClosedError(
+                        f"cannot write {field!r}: this Store was closed; open a new Store to write"
+                    )
+                raise ReadOnlyError(f"cannot write {field!r}: {driver!r} is open read-only")
+            node = self._by_dbns.get(dbns)
+            if node is None:
+                node = self._make_path(namespace, dbns)
+            log = node.get(field)
+            if log.__class__ is not FieldLog and log is not None:
+                raise NamespaceCollisionError(
+                    f"{field!r} is a namespace below {namespace!r}, so it cannot also be a field"
+                )
+            seq = driver._last_seq + 1  # DBDriver.next_seq(), inlined on the hot path
+            driver._last_seq = seq
+            now = _now()
+            row = (seq, dbns, field, raw, now, context)
+            if self.replace_predicate is not None and self._replaces(dbns, field):
+                old_seq = log.latest_seq if log is not None else None
+                log = FieldLog(self._decode)
+                log.append(seq, now, data, context)
+                node[field] = log
+                due = driver.replace(old_seq, row)
+            elif log is None:
+                log = FieldLog(self._decode)
+                log.append(seq, now, data, context, raw)
+                node[field] = log  # published filled: lock-free readers never see it empty
+                due = driver.append(row)
             else:
-                shared.pop(field, None)
-        if working is not None and raw is not None:
-            self._raws[dbns, field] = (seq, raw)
-        if self._blocks:
-            block = self._blocks.get(dbns)
-            if block is not None:
-                if working is not None and raw is not None:
-                    block.working[field] = Working(working, raw, seq)
+                # FieldLog.append, inlined on the hot path.  Data first, with its context
+                # in one extend: a lock-free reader sees items[-2] as data, and never
+                # pairs the new seq with the old data.
+                items = log.items
+                items.extend((data, context))
+                log.times.append(now)
+                log.seqs.append(seq)
+                if log.raw is not None:
+                    items[-4] = Packed(log.raw)  # superseded: keep the stored bytes
+                log.raw = raw if data.__class__ not in _KEPT_DECODED else None
+                if log.runs is not None:
+                    log.runs.add(log, len(log.seqs) - 1)
+                due = driver.append(row)
+            shared = self._scalars.get(dbns)
+            if shared is not None:
+                if data.__class__ in _SCALAR_TYPES:
+                    shared[field] = data
                 else:
-                    block.working.pop(field, None)
+                    shared.pop(field, None)
+            if working is not None and raw is not None:
+                self._raws[dbns, field] = (seq, raw)
+            if self._blocks:
+                block = self._blocks.get((_get_ident(), dbns))
+                if block is not None:
+                    if working is not None and raw is not None:
+                        block.working[field] = Working(working, raw, seq)
+                    else:
+                        block.working.pop(field, None)
+        finally:
+            self._release()
+        if appended is not None:
+            appended.entries.append((namespace, field, data, now, context, seq))
+            appended.due = appended.due or due
+        elif due or self.on_change is not None:
+            self._finish(((namespace, field, data, now, context, seq),), due)
+        return seq
+
+    def _finish(self, entries: Iterable[Done], due: bool) -> None:
+        """What follows appending entries, outside the lock: hand a full batch to the
+        driver, then call ``on_change`` for each entry in order.
+
+        Every step runs whatever an earlier one raised (the entries are in the log
+        already); the first exception is re-raised at the end, later ones are added to
+        it as notes.
+        """
+        failure: Exception | None = None
+        if due:
+            try:
+                self.driver.submit()
+            except Exception as exc:
+                failure = exc
         on_change = self.on_change
         if on_change is not None:
-            if data is GONE:
-                on_change(namespace, field, make_value(now, True, None, context, seq))
-            else:
-                copy = safe_deepcopy(data)
-                on_change(namespace, field, make_value(now, False, copy, context, seq))
-        if due:
-            if submit:
-                driver.submit()
-            else:
-                self._due = True
-        return seq
+            for namespace, field, data, now, context, seq in entries:
+                if data is GONE:
+                    value = make_value(now, True, None, context, seq)
+                else:
+                    value = make_value(now, False, safe_deepcopy(data), context, seq)
+                try:
+                    on_change(namespace, field, value)
+                except Exception as exc:
+                    if failure is None:
+                        failure = exc
+                    else:
+                        failure.add_note(
+                            f"on_change for {field!r} of {namespace!r} (seq {seq}) also "
+                            f"raised {exc!r}"
+                        )
+        if failure is not None:
+            raise failure
+
+    # ------------------------------------------------------------------ reading
 
     # ------------------------------------------------------------------ shared mode
 
@@ -537,13 +673,15 @@ class Store:
         raw: bytes | None,
         context: str,
         working: Any,
-        submit: bool,
+        appended: Any,
     ) -> int:
         """``_write`` in shared mode: under the driver's write lease, caught up first,
         so the seq it allocates is final."""
         sharing = self._sharing
         assert sharing is not None
-        with sharing.lock:
+        if self._refuse_writes:  # closed or read-only: refused without the lease
+            return self._write(namespace, dbns, field, value, data, raw, context, working, appended)
+        with self._mutex, sharing.lock:  # (this order everywhere)
             sharing.acquire()
             try:
                 if data is GONE:  # another process may have deleted it meanwhile
@@ -557,7 +695,7 @@ class Store:
                 self._unleased = False
                 try:
                     return self._write(
-                        namespace, dbns, field, value, data, raw, context, working, submit
+                        namespace, dbns, field, value, data, raw, context, working, appended
                     )
                 finally:
                     self._unleased = True
@@ -578,7 +716,7 @@ class Store:
         for row in rows:
             seq, dbns, field, value, created_at, context = row
             data = self._decode_stored(seq, dbns, field, value)
-            self._append_stored(seq, dbns, field, data, value, created_at, context, replaces)
+            self._append_stored(seq, dbns, field, data, created_at, context, replaces, value)
             sharing.hwm = seq
             driver._saw_seq(seq)
             if on_change is not None:
@@ -611,71 +749,13 @@ class Store:
         for seq, dbns, field, raw, created_at, context in renumbered:
             try:
                 data = self._decode_stored(seq, dbns, field, raw)
-                self._append_stored(seq, dbns, field, data, raw, created_at, context, replaces)
+                self._append_stored(seq, dbns, field, data, created_at, context, replaces, raw)
             except (DecodeError, InvalidNameError, NamespaceCollisionError):
                 pass  # queued all the same: the database keeps what was acknowledged
         if self.on_change is not None:
             for seq, dbns, field, value, created_at, context in foreign:
                 data = self._decode_stored(seq, dbns, field, value)
                 self._announce(seq, dbns, field, data, created_at, context)
-
-    def _decode_stored(self, seq: int, dbns: str, field: str, value: bytes | None) -> Any:
-        if value is None:
-            return GONE
-        try:
-            return self.codec.decode(value)
-        except DecodeError as exc:
-            raise DecodeError(
-                f"stored row seq {seq}, namespace {dbns!r}, field {field!r}: {exc}"
-            ) from exc
-
-    def _append_stored(
-        self,
-        seq: int,
-        dbns: str,
-        field: str,
-        data: Any,
-        raw: bytes | None,
-        created_at: float | None,
-        context: str,
-        replaces: ReplacePredicate | None,
-    ) -> None:
-        """Append an entry that already has its seq to the tree (``raw``: its stored
-        bytes)."""
-        node = self._by_dbns.get(dbns)
-        if node is None:
-            node = _load_namespace(self.cache, self._by_dbns, dbns, seq)
-        log = node.get(field)
-        if log is not None and log.__class__ is not FieldLog:
-            raise NamespaceCollisionError(
-                f"stored row seq {seq}: {field!r} is both a field of {dbns!r} and a "
-                "namespace below it"
-            )
-        if log is None and not is_valid_field(field):
-            raise InvalidNameError(
-                f"stored row seq {seq} (namespace {dbns!r}) has an invalid field name {field!r}"
-            )
-        if log is None or (replaces is not None and replaces(dbns, field)):
-            log = FieldLog(self._decode)
-            log.append(seq, created_at, data, context, raw)
-            node[field] = log
-        else:
-            # data first: a reader never pairs the new seq with the old data
-            items = log.items
-            items.extend((data, context))
-            if log.raw is not None:
-                items[-4] = Packed(log.raw)  # superseded: keep the stored bytes
-            log.raw = raw if data.__class__ not in _KEPT_DECODED and data is not GONE else None
-            log.times.append(_NAN if created_at is None else created_at)
-            log.seqs.append(seq)
-            if log.runs is not None:
-                log.runs.add(log, len(log.seqs) - 1)
-        shared = self._scalars.get(dbns)
-        if shared is not None:
-            if data.__class__ in _SCALAR_TYPES:
-                shared[field] = data
-            else:
-                shared.pop(field, None)
 
     def _announce(
         self, seq: int, dbns: str, field: str, data: Any, created_at: float | None, context: str
@@ -717,24 +797,11 @@ class Store:
                 "the newer value (appendmuch.retry_on_conflict does that)"
             )
 
-    # ------------------------------------------------------------------ reading
-
     def _read_value(self, dbns: str, field: str, log: FieldLog, data: Any) -> Any:
         """Slow path of a read: the latest data is not a plain scalar."""
-        sharing = self._sharing
-        if sharing is not None:
-            with sharing.lock:  # the follower thread may append meanwhile: read again
-                node = self._by_dbns.get(dbns)
-                current = node.get(field) if node is not None else None
-                if type(current) is FieldLog and current.latest is not GONE:
-                    return self._read_current(dbns, field, current, current.latest)
-            raise FieldNotFoundError(f"{_show_ns(dbns)} has no field {field!r} (it was deleted)")
-        return self._read_current(dbns, field, log, data)
-
-    def _read_current(self, dbns: str, field: str, log: FieldLog, data: Any) -> Any:
         if not self.codec.is_mutable(data):
             return data
-        block = self._blocks.get(dbns)
+        block = self._blocks.get((_get_ident(), dbns)) if self._blocks else None
         if block is None:
             raise MutableAccessError(
                 f"{field!r} of {_show_ns(dbns)} holds a mutable {type(data).__name__}: wrap "
@@ -746,7 +813,16 @@ class Store:
             # (shared mode: a copy outdated by another process stays the block's copy;
             # its exit raises ConflictError if it was changed)
             return working.obj
-        seq = log.latest_seq
+        with self._mutex:  # the latest data and its seq, as one (another thread may write)
+            node = self._by_dbns.get(dbns)
+            current = node.get(field) if node is not None else None
+            if type(current) is FieldLog:
+                log = current
+            data, seq = log.latest, log.latest_seq
+        if data is GONE:
+            raise FieldNotFoundError(f"{_show_ns(dbns)} has no field {field!r} (it was deleted)")
+        if not self.codec.is_mutable(data):
+            return data
         known = self._raws.get((dbns, field))
         if known is not None and known[0] == seq:
             baseline = known[1]
@@ -757,6 +833,20 @@ class Store:
         block.working[field] = Working(copy, baseline, seq)
         return copy
 
+    def _remember(self, dbns: str, field: str, log: FieldLog, data: Any) -> None:
+        """Put a scalar just read from ``log`` into the namespace's shared read dict,
+        unless a write (in another thread) has superseded it meanwhile."""
+        with self._mutex:
+            node = self._by_dbns.get(dbns)
+            shared = self._scalars.get(dbns)
+            if (
+                shared is not None
+                and node is not None
+                and node.get(field) is log
+                and log.latest is data
+            ):
+                shared[field] = data
+
     def _missing(self, storage: Any, field: str) -> AttributeError:
         node = self._by_dbns.get(storage.__dbns__)
         log = node.get(field) if node is not None else None
@@ -764,51 +854,109 @@ class Store:
             return FieldNotFoundError(f"{storage!r} has no field {field!r} (it was deleted)")
         return FieldNotFoundError(f"{storage!r} has no field {field!r}")
 
-    def _fields(self, dbns: str) -> Iterator[str]:
+    def _fields(self, dbns: str) -> list[str]:
         node = self._by_dbns.get(dbns)
-        if node is not None:
-            for name, log in node.items():
-                if type(log) is FieldLog and log.items[-2] is not GONE:
-                    yield name
+        if node is None:
+            return []
+        with self._mutex:  # another thread may add a field meanwhile
+            return [
+                name
+                for name, log in node.items()
+                if type(log) is FieldLog and log.latest is not GONE
+            ]
 
     def _history(self, dbns: str) -> History:
-        return History(self._by_dbns.get(dbns), self.driver.last_seq)
+        with self._mutex:  # every seq up to last_seq is in the tree by now
+            return History(self._by_dbns.get(dbns), self.driver.last_seq)
 
     # ------------------------------------------------------------------ with blocks
 
     def _enter(self, dbns: str) -> None:
-        block = self._blocks.get(dbns)
+        key = (_get_ident(), dbns)
+        block = self._blocks.get(key)
         if block is None:
-            block = self._blocks[dbns] = Block()
+            block = self._blocks[key] = Block()
+        else:  # a nested block: note the working copies as they are, to rewind to
+            block.marks.append(self._mark(block))
         block.depth += 1
 
     def _exit(self, namespace: tuple[str, ...], dbns: str, ok: bool) -> None:
-        block = self._blocks.get(dbns)
+        key = (_get_ident(), dbns)
+        block = self._blocks.get(key)
         if block is None:
             return
+        mark = block.marks.pop() if block.depth > 1 else None
         try:
             if ok:
-                self._flush_block(namespace, dbns, caller_context())
-            else:
+                try:
+                    self._flush_block(namespace, dbns, caller_context())
+                except BaseException:
+                    if mark is not None:  # a nested exit that cannot save fails like a block
+                        self._rewind(dbns, block, mark)
+                    raise
+            elif mark is None:
                 block.working.clear()
+            else:
+                self._rewind(dbns, block, mark)
         finally:
             block.depth -= 1
             if block.depth <= 0:
-                del self._blocks[dbns]
+                del self._blocks[key]
+
+    def _mark(self, block: Block) -> dict[str, Mark]:
+        """Each working copy's seq, encoding and state, at the start of a nested block."""
+        marks: dict[str, Mark] = {}
+        for field, working in block.working.items():
+            try:
+                encoding: bytes | None = self.codec.encode_unverified(working.obj).data
+            except (TypeError, ValueError):  # it holds something unstorable: always rewind
+                encoding = None
+            marks[field] = Mark(working.seq, encoding, safe_deepcopy(working.obj))
+        return marks
+
+    def _rewind(self, dbns: str, block: Block, marks: dict[str, Mark]) -> None:
+        """A nested block failed: undo the unsaved changes made during it, keep the
+        enclosing block's.
+
+        A working copy first read in the failed block is dropped; one the enclosing
+        block held goes back to its state when the failed block began, or, if it was
+        saved since (a deeper block's exit, ``flush()``, an assignment), to what was
+        saved.  Lists, dicts, sets and bytearrays are restored in place, so the
+        enclosing block's references to them stay valid.
+        """
+        with self._mutex:
+            node = self._by_dbns.get(dbns) or {}
+            for field, working in list(block.working.items()):
+                mark = marks.get(field)
+                log = node.get(field)
+                if mark is None or type(log) is not FieldLog or log.latest_seq != working.seq:
+                    del block.working[field]  # read in the failed block, or stale
+                    continue
+                if mark.seq == working.seq:
+                    target, state = mark.encoding, mark.state
+                else:
+                    target, state = working.baseline, safe_deepcopy(log.latest)
+                try:
+                    unchanged = self.codec.encode_unverified(working.obj).data == target
+                except (TypeError, ValueError):
+                    unchanged = False
+                if not unchanged:
+                    working.obj = restore(working.obj, state)
 
     def _flush_block(self, namespace: tuple[str, ...], dbns: str, context: str) -> None:
-        """Append every working copy changed since it was read or last written.
+        """Append every working copy of this thread changed since it was read or last
+        written: all of them, or (if one cannot be stored) none.
 
         In shared mode a changed copy read before another process's newer write raises
         :class:`~appendmuch.errors.ConflictError` and nothing is written.  The lease is
         then kept for a moment, so a re-run of the block normally succeeds.
         """
-        block = self._blocks.get(dbns)
+        block = self._blocks.get((_get_ident(), dbns)) if self._blocks else None
         if block is None:
             return
         sharing = self._sharing
         if sharing is not None and self._unleased and block.working:
-            with sharing.lock:
+            with self._mutex, sharing.lock:
                 if not self._changed_copies(block):
                     return self._write_block(namespace, dbns, context, block)
                 sharing.acquire()
@@ -835,39 +983,69 @@ class Store:
             encoded = codec.encode_unverified(working.obj)
             if encoded.data != working.baseline:
                 changed.append((field, working, encoded))
-        # All or none: check every changed copy before writing any, and queue them all
-        # before a full batch goes to the driver (whose failure must not stop the rest).
+        if not changed:
+            return
+        # All or none: check every changed copy before writing any, append them all
+        # before a full batch goes to the driver or a callback runs (whose failure
+        # must not stop the rest).
         kept = []
         for field, _, encoded in changed:
             try:
                 kept.append(codec.finish(encoded))
             except RoundTripError as exc:
                 raise _at(exc, dbns, field) from exc
-        self._due = False
-        for (field, working, encoded), keep in zip(changed, kept, strict=True):
-            self._write(
-                namespace,
-                dbns,
-                field,
-                None,
-                keep,
-                encoded.data,
-                context,
-                working.obj if encoded.mutable else None,
-                submit=False,
-            )
-        if self._due:
-            self._due = False
-            self.driver.submit()
+        driver = self.driver
+        for field, _, encoded in changed:
+            if len(encoded.data) > driver.max_value_bytes:
+                raise _too_large(dbns, field, len(encoded.data), driver)
+        appended = _Appended()
+        with self._mutex:
+            node = self._by_dbns.get(dbns) or {}
+            for (field, working, encoded), keep in zip(changed, kept, strict=True):
+                log = node.get(field)
+                if type(log) is not FieldLog or log.latest_seq != working.seq:
+                    del block.working[field]  # another thread wrote it just now: it wins
+                    continue
+                self._write(
+                    namespace,
+                    dbns,
+                    field,
+                    None,
+                    keep,
+                    encoded.data,
+                    context,
+                    working.obj if encoded.mutable else None,
+                    appended,
+                )
+        self._finish(appended.entries, appended.due)
 
     def _refresh(self, dbns: str, fields: tuple[str, ...]) -> None:
-        block = self._blocks.get(dbns)
+        block = self._blocks.get((_get_ident(), dbns))
         if block is None:
             return
         if not fields:
             block.working.clear()
         for field in fields:
             block.working.pop(field, None)
+
+
+class _Appended:
+    """Entries one operation appended, whose callbacks are still to be called, and
+    whether a full batch is waiting for the driver."""
+
+    __slots__ = ("due", "entries")
+
+    def __init__(self) -> None:
+        self.entries: list[Done] = []
+        self.due = False
+
+
+def _too_large(dbns: str, field: str, size: int, driver: DBDriver) -> ValueTooLargeError:
+    return ValueTooLargeError(
+        f"{field!r} of {_show_ns(dbns)}: the value is {size} bytes encoded, more than the "
+        f"{driver.max_value_bytes} bytes {driver!r} can store (max_value_bytes); nothing "
+        "was written"
+    )
 
 
 def _describe(row: Any) -> str:

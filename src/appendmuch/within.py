@@ -67,21 +67,22 @@ class Within:
         return self.__context__
 
     def _lookup(self, name: str) -> Any:
-        node = _node(self.__storage__)
-        log = node.get(name) if node is not None else None
-        if type(log) is not FieldLog:
-            return _MISSING
-        conds = _conds(node, self.__context__)
-        if conds is None:
-            return _MISSING
-        stretch = latest_stretch(conds)
-        if stretch is None:
-            return _MISSING
-        start, end = stretch
-        position = log.position_before(end)
-        if position < 0 or (self.__strict__ and log.seqs[position] < start):
-            return _MISSING
-        data = log.value_at(position)
+        with self.__storage__.__store__._mutex:  # the logs and their run index, as one
+            node = _node(self.__storage__)
+            log = node.get(name) if node is not None else None
+            if type(log) is not FieldLog:
+                return _MISSING
+            conds = _conds(node, self.__context__)
+            if conds is None:
+                return _MISSING
+            stretch = latest_stretch(conds)
+            if stretch is None:
+                return _MISSING
+            start, end = stretch
+            position = log.position_before(end)
+            if position < 0 or (self.__strict__ and log.seqs[position] < start):
+                return _MISSING
+            data = log.value_at(position)
         return _MISSING if data is GONE else data
 
     def __getattr__(self, name: str) -> Any:
@@ -106,27 +107,30 @@ class Within:
 
         O(runs of the context + writes yielded).
         """
-        node = _node(self.__storage__)
-        log = node.get(field) if node is not None else None
-        if type(log) is not FieldLog:
-            return
-        conds = _conds(node, self.__context__)
-        if conds is None:
-            return
-        stretches = all_stretches(conds)
-        seqs, value_at, end = log.seqs, log.value_at, len(log)
-        for start, stop in stretches:
-            position = log.position_before(start) + 1
-            while position < end and seqs[position] < stop:
-                value = value_at(position)
-                if value is not GONE:
-                    yield (
-                        value,
-                        Within(
-                            self.__storage__, {**self.__context__, field: value}, self.__strict__
-                        ),
-                    )
-                position += 1
+        with self.__storage__.__store__._mutex:  # the log as of now, without holding it
+            node = _node(self.__storage__)
+            log = node.get(field) if node is not None else None
+            if type(log) is not FieldLog:
+                return
+            conds = _conds(node, self.__context__)
+            if conds is None:
+                return
+            stretches = all_stretches(conds)
+            seqs, end = log.seqs, len(log)
+            positions: list[int] = []
+            for start, stop in stretches:
+                position = log.position_before(start) + 1
+                while position < end and seqs[position] < stop:
+                    positions.append(position)
+                    position += 1
+        value_at = log.value_at  # entries never change once appended (the log only grows)
+        for position in positions:
+            value = value_at(position)
+            if value is not GONE:
+                yield (
+                    value,
+                    Within(self.__storage__, {**self.__context__, field: value}, self.__strict__),
+                )
 
     def __repr__(self) -> str:
         kind = "within.strict" if self.__strict__ else "within"

@@ -7,7 +7,7 @@ from abc import ABC, abstractmethod
 from collections.abc import Iterable, Iterator
 from typing import TYPE_CHECKING, Any
 
-from ..dumpfile import Row, check_tree, pack_rows, read_dump
+from ..dumpfile import MAX_DUMP_VALUE_BYTES, Row, check_tree, pack_rows, read_dump
 
 if TYPE_CHECKING:
     from ..codec import Codec
@@ -32,6 +32,10 @@ class DBDriver(ABC):
     read_only: bool = False
     #: shared mode (several processes write one table): the lease and the follower
     sharing: Sharing | None = None
+    #: the largest encoded value (bytes) this backend stores; a Store refuses a bigger
+    #: one at assignment, and ``restore`` refuses a dump row holding one.  Drivers set
+    #: their backend's limit; an instance may lower it.
+    max_value_bytes: int = MAX_DUMP_VALUE_BYTES
     #: set by :func:`appendmuch.recovery.replay` while it opens the driver to replay
     _replaying: bool = False
     #: closed for good by its Store (see :meth:`retire`)
@@ -169,7 +173,7 @@ class DBDriver(ABC):
         """
         self.ensure()
         self.flush()
-        rows = read_dump(stream, codec=codec)
+        rows = read_dump(stream, codec=codec, max_value_bytes=self.max_value_bytes)
         check_tree(rows, self._names())
         self._insert_restored(rows)
         if rows:

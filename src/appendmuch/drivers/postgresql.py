@@ -110,6 +110,10 @@ class PostgreSQL(SQLDriver):
     >>> store = Store(driver)  # doctest: +SKIP
     """
 
+    #: a bytea field holds at most 1 GiB (and a batch's value array must fit in one
+    #: allocation of that size), less 1 MiB for headers
+    max_value_bytes = (1 << 30) - (1 << 20)
+
     def __init__(
         self,
         conninfo: str = "",

@@ -33,7 +33,7 @@ import contextlib
 import threading
 import time
 import weakref
-from typing import TYPE_CHECKING, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 from ..errors import WriteError
 from .base import Row
@@ -47,6 +47,8 @@ __all__ = ["LogFollower", "Sharing"]
 _RETRY_AFTER = 0.5
 #: a lease nobody used for this long is committed (or dropped) by the flusher
 _IDLE = 0.002
+#: the follower checks this often whether it was stopped while waiting for a lock
+_WAIT_STEP = 0.05
 
 
 def _seq(row: Row) -> int:
@@ -54,7 +56,10 @@ def _seq(row: Row) -> int:
 
 
 class LogFollower(Protocol):
-    """What a Store offers the shared-mode machinery (called under ``Sharing.lock``)."""
+    """What a Store offers the shared-mode machinery (called under ``Sharing.lock``,
+    and its ``_mutex`` taken first where the Store did not take it already)."""
+
+    _mutex: Any
 
     def _take_rows(self, rows: list[Row]) -> None:
         """Append rows committed by other processes, in seq order, to the cache."""
@@ -323,9 +328,29 @@ class Sharing:
             return
         rows = driver._follow_rows_after(self.hwm)
         if rows:
-            with self.lock:
-                if not stop.is_set():
-                    self._deliver(rows)
+            self._deliver_when_free(rows, stop)
+
+    def _deliver_when_free(self, rows: list[Row], stop: threading.Event) -> None:
+        """Deliver under the Store's mutex and then the driver's lock (the order the
+        Store takes them), giving up once stopped: a closing Store holds its mutex
+        while it waits for this thread to end."""
+        target = self._target() if self._target is not None else None
+        outer = target._mutex if target is not None else None
+        del target
+        while not stop.is_set():
+            if outer is not None and not outer.acquire(timeout=_WAIT_STEP):
+                continue
+            try:
+                if self.lock.acquire(timeout=_WAIT_STEP):
+                    try:
+                        if not stop.is_set():
+                            self._deliver(rows)
+                        return
+                    finally:
+                        self.lock.release()
+            finally:
+                if outer is not None:
+                    outer.release()
 
 
 def _follow_loop(ref: weakref.ref[Sharing], stop: threading.Event) -> None:

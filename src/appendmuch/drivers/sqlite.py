@@ -129,6 +129,10 @@ class Sqlite3(SQLDriver):
     5
     """
 
+    #: SQLITE_MAX_LENGTH (10**9 bytes, the default build's limit on a row) less 1 MiB
+    #: for the row's other columns
+    max_value_bytes = 1_000_000_000 - (1 << 20)
+
     def __init__(
         self,
         database: str | os.PathLike[str],
