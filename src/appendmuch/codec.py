@@ -222,6 +222,12 @@ def _numpy_item(value: Any) -> Any:
             base.__name__ == "generic" and base.__module__ == "numpy" for base in cls.__mro__
         )
     if known:
+        # numpy.str_ / numpy.bytes_ are str / bytes already; item() would drop
+        # trailing NUL characters
+        if isinstance(value, str):
+            return str.__str__(value)
+        if isinstance(value, bytes):
+            return bytes(value)
         try:
             item = value.item()
         except Exception:

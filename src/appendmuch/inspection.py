@@ -298,6 +298,10 @@ class LogInfo:
     #: SQLite: whether a writer holds the table's lock (a lock file left behind by a
     #: killed writer does not count); None for PostgreSQL
     writer_open: bool | None = None
+    #: who has the table open for writing: "none", "single" or "shared" (None: unknown)
+    writer_mode: str | None = None
+    #: how many writers have it open (shared mode: None where the system cannot say)
+    writers: int | None = None
 
     @property
     def current_fields(self) -> int:
@@ -343,6 +347,9 @@ def log_info(driver: DBDriver, target: Target, progress: ProgressFn | None = Non
     info.tombstones = tombstones
     info.custom_types = dict(sorted(custom.items()))
     info.size = driver.size()
+    holders = getattr(driver, "lock_holders", None)
+    if holders is not None:
+        info.writer_mode, info.writers = holders()
     if isinstance(driver, Sqlite3):
         info.writer_open = writer_lock_held(driver.lock_path)
     return info

@@ -14,9 +14,10 @@ import orjson
 from .blocks import Block, Mark, Working, restore
 from .codec import Codec, Encoded
 from .copying import safe_deepcopy
-from .drivers.base import DBDriver
+from .drivers.base import DBDriver, Row
 from .errors import (
     ClosedError,
+    ConflictError,
     DecodeError,
     FieldNotFoundError,
     InvalidNameError,
@@ -86,7 +87,9 @@ class Store:
     :param driver: where the log is kept (``Memory()``, ``Sqlite3(path)``, ...).
     :param codec: the value codec (a new :class:`~appendmuch.codec.Codec` by default).
     :param on_change: ``f(namespace_tuple, field, value)`` called after every appended
-        entry with the :class:`~appendmuch.value.Value` appended.
+        entry with the :class:`~appendmuch.value.Value` appended.  In shared mode also
+        for entries other processes wrote, in seq order, from the driver's follower
+        thread (or the thread whose write or :meth:`sync` caught up first).
     :param replace_predicate: ``p(dbns, field)``; where true, the field keeps only its
         latest entry (replace semantics).
     :param namespace_validator: ``f(namespace_tuple)`` must be truthy for every
@@ -138,6 +141,11 @@ class Store:
         self._blocks: dict[tuple[int, str], Block] = {}
         #: held around every change of the log tree, seq allocation + queueing, and
         #: reads that walk more than one entry; never around latest-value reads
+        #: shared mode: the driver's write lease and follower (None: single writer)
+        self._sharing = driver.sharing
+        #: shared mode, outside a leased write: _write must take the lease first
+        self._unleased = False
+        # (shared mode: taken before the driver's lock, also by the follower thread)
         self._mutex = threading.RLock()
         self._acquire = self._mutex.acquire
         self._release = self._mutex.release
@@ -160,6 +168,9 @@ class Store:
             driver.close()  # a Store that failed to open holds no lock
             raise
         self._finalizer = weakref.finalize(self, _close_driver, driver)
+        if self._sharing is not None:
+            self._unleased = not driver.read_only
+            self._sharing.attach(self)
 
     def __repr__(self) -> str:
         return f"Store({self.driver!r})"
@@ -174,7 +185,22 @@ class Store:
         is left as it was.  Other threads' writes wait until it is done.
         """
         with self._mutex:
-            self._load()
+            seq = self._load()
+            if self._sharing is not None:
+                self._sharing.loaded(seq)
+
+    def sync(self) -> None:
+        """Return once this process's cache holds every entry committed anywhere
+        before the call (shared mode; one cheap query when nothing is new).
+
+        Other processes' writes also arrive by themselves, from a background thread;
+        ``sync()`` is for when "everything up to now" matters.  In single-writer mode
+        the cache is always complete and this returns at once.
+        """
+        sharing = self._sharing
+        if sharing is not None:
+            with self._mutex:
+                sharing.sync()
 
     def _load(self) -> int:
         """The body of :meth:`load`; returns the largest seq loaded (0 if none)."""
@@ -525,6 +551,10 @@ class Store:
         driver = self.driver
         if raw is not None and len(raw) > driver.max_value_bytes:
             raise _too_large(dbns, field, len(raw), driver)
+        if self._unleased:
+            return self._write_shared(
+                namespace, dbns, field, value, data, raw, context, working, appended
+            )
         # acquire/release rather than ``with``: half the cost on this hot path
         self._acquire()
         try:
@@ -631,6 +661,142 @@ class Store:
 
     # ------------------------------------------------------------------ reading
 
+    # ------------------------------------------------------------------ shared mode
+
+    def _write_shared(
+        self,
+        namespace: tuple[str, ...],
+        dbns: str,
+        field: str,
+        value: Any,
+        data: Any,
+        raw: bytes | None,
+        context: str,
+        working: Any,
+        appended: Any,
+    ) -> int:
+        """``_write`` in shared mode: under the driver's write lease, caught up first,
+        so the seq it allocates is final."""
+        sharing = self._sharing
+        assert sharing is not None
+        if self._refuse_writes:  # closed or read-only: refused without the lease
+            return self._write(namespace, dbns, field, value, data, raw, context, working, appended)
+        with self._mutex, sharing.lock:  # (this order everywhere)
+            sharing.acquire()
+            try:
+                if data is GONE:  # another process may have deleted it meanwhile
+                    node = self._by_dbns.get(dbns)
+                    log = node.get(field) if node is not None else None
+                    if type(log) is not FieldLog or log.latest is GONE:
+                        raise FieldNotFoundError(
+                            f"{_show_ns(dbns)} has no field {field!r} to delete (another "
+                            "process deleted it)"
+                        )
+                self._unleased = False
+                try:
+                    return self._write(
+                        namespace, dbns, field, value, data, raw, context, working, appended
+                    )
+                finally:
+                    self._unleased = True
+            finally:
+                sharing.release_idle()
+
+    def _take_rows(self, rows: list[Row]) -> None:
+        """Append rows committed by other processes (seq order) to the cache, then call
+        ``on_change`` for each.  Runs under the driver's lock, often in the follower
+        thread, while the application thread may be reading: every change becomes
+        visible in one step (a new FieldLog), or data before seq (a reader pairing an
+        old seq with new data sees a conflict, never a lost update)."""
+        sharing = self._sharing
+        assert sharing is not None
+        driver = self.driver
+        replaces = self._replaces if self.replace_predicate is not None else None
+        on_change = self.on_change
+        for row in rows:
+            seq, dbns, field, value, created_at, context = row
+            data = self._decode_stored(seq, dbns, field, value)
+            self._append_stored(seq, dbns, field, data, created_at, context, replaces, value)
+            sharing.hwm = seq
+            driver._saw_seq(seq)
+            if on_change is not None:
+                self._announce(seq, dbns, field, data, created_at, context)
+
+    def _resequence(
+        self, foreign: list[Row], inserts: list[Row], updates: list[tuple[int, Row]]
+    ) -> None:
+        """A commit of this process failed and others took its seqs meanwhile (rare):
+        reload the cache, announce the rows that are new to it, then queue this
+        process's rows again under new seqs (``on_change`` saw them already)."""
+        sharing = self._sharing
+        assert sharing is not None
+        driver = self.driver
+        sharing.loaded(self._load())
+        queue = [(None, row) for row in inserts] + [(old, row) for old, row in updates]
+        queue.sort(key=lambda item: item[1][0])
+        renumbered = []
+        for old, (_, dbns, field, raw, created_at, context) in queue:
+            row = (driver.next_seq(), dbns, field, raw, created_at, context)
+            if old is not None:
+                node = self._by_dbns.get(dbns)
+                log = node.get(field) if node is not None else None
+                driver.replace(log.latest_seq if type(log) is FieldLog else None, row)
+            else:
+                driver.append(row)
+            renumbered.append(row)
+        # every row is queued again: nothing below can lose one
+        replaces = self._replaces if self.replace_predicate is not None else None
+        for seq, dbns, field, raw, created_at, context in renumbered:
+            try:
+                data = self._decode_stored(seq, dbns, field, raw)
+                self._append_stored(seq, dbns, field, data, created_at, context, replaces, raw)
+            except (DecodeError, InvalidNameError, NamespaceCollisionError):
+                pass  # queued all the same: the database keeps what was acknowledged
+        if self.on_change is not None:
+            for seq, dbns, field, value, created_at, context in foreign:
+                data = self._decode_stored(seq, dbns, field, value)
+                self._announce(seq, dbns, field, data, created_at, context)
+
+    def _announce(
+        self, seq: int, dbns: str, field: str, data: Any, created_at: float | None, context: str
+    ) -> None:
+        on_change = self.on_change
+        assert on_change is not None
+        namespace = dbns2tuple(dbns)
+        if data is GONE:
+            on_change(namespace, field, make_value(created_at, True, None, context, seq))
+        else:
+            value = make_value(created_at, False, safe_deepcopy(data), context, seq)
+            on_change(namespace, field, value)
+
+    def _changed_copies(self, block: Block) -> bool:
+        """Whether any working copy of ``block`` differs from what it was read as."""
+        encode = self.codec.encode_unverified
+        return any(
+            encode(working.obj).data != working.baseline for working in block.working.values()
+        )
+
+    def _check_conflicts(self, dbns: str, block: Block) -> None:
+        """Raise ConflictError if a changed working copy was read before a newer write
+        (lease held, so the cache has every committed write)."""
+        node = self._by_dbns.get(dbns) or {}
+        encode = self.codec.encode_unverified
+        stale = []
+        for field, working in block.working.items():
+            log = node.get(field)
+            if type(log) is FieldLog and log.latest_seq == working.seq:
+                continue
+            if encode(working.obj).data != working.baseline:
+                newer = log.latest_seq if type(log) is FieldLog else None
+                stale.append(f"{field!r} (read at seq {working.seq}, written at seq {newer})")
+        if stale:
+            block.working.clear()
+            raise ConflictError(
+                f"{_show_ns(dbns)}: the with block changed {', '.join(stale)} after another "
+                "process wrote it; nothing was written. Run the block again: it will read "
+                "the newer value (appendmuch.retry_on_conflict does that)"
+            )
+
     def _read_value(self, dbns: str, field: str, log: FieldLog, data: Any) -> Any:
         """Slow path of a read: the latest data is not a plain scalar."""
         if not self.codec.is_mutable(data):
@@ -643,7 +809,9 @@ class Store:
                 "changes to it are saved"
             )
         working = block.working.get(field)
-        if working is not None and working.seq == log.latest_seq:
+        if working is not None and (working.seq == log.latest_seq or self._sharing is not None):
+            # (shared mode: a copy outdated by another process stays the block's copy;
+            # its exit raises ConflictError if it was changed)
             return working.obj
         with self._mutex:  # the latest data and its seq, as one (another thread may write)
             node = self._by_dbns.get(dbns)
@@ -777,10 +945,33 @@ class Store:
 
     def _flush_block(self, namespace: tuple[str, ...], dbns: str, context: str) -> None:
         """Append every working copy of this thread changed since it was read or last
-        written: all of them, or (if one cannot be stored) none."""
+        written: all of them, or (if one cannot be stored) none.
+
+        In shared mode a changed copy read before another process's newer write raises
+        :class:`~appendmuch.errors.ConflictError` and nothing is written.  The lease is
+        then kept for a moment, so a re-run of the block normally succeeds.
+        """
         block = self._blocks.get((_get_ident(), dbns)) if self._blocks else None
         if block is None:
             return
+        sharing = self._sharing
+        if sharing is not None and self._unleased and block.working:
+            with self._mutex, sharing.lock:
+                if not self._changed_copies(block):
+                    return self._write_block(namespace, dbns, context, block)
+                sharing.acquire()
+                self._check_conflicts(dbns, block)
+                self._unleased = False
+                try:
+                    return self._write_block(namespace, dbns, context, block)
+                finally:
+                    self._unleased = True
+                    sharing.release_idle()
+        return self._write_block(namespace, dbns, context, block)
+
+    def _write_block(
+        self, namespace: tuple[str, ...], dbns: str, context: str, block: Block
+    ) -> None:
         codec = self.codec
         node = self._by_dbns.get(dbns) or {}
         changed: list[tuple[str, Working, Encoded]] = []

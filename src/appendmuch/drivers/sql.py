@@ -34,6 +34,7 @@ flusher to stop is bounded too (``close()`` raises WriteError rather than hang).
 from __future__ import annotations
 
 import atexit
+import contextlib
 import os
 import threading
 import time
@@ -63,6 +64,7 @@ from ..recovery import (
 from .base import DBDriver, Row
 from .batching import Pending
 from .layout import TableNames
+from .sharing import Sharing
 
 if TYPE_CHECKING:
     from ..codec import Codec
@@ -79,6 +81,8 @@ _open_drivers: weakref.WeakSet[SQLDriver] = weakref.WeakSet()
 #: connections a forked child inherited: kept, never closed or collected, so that
 #: closing them cannot disturb the parent's sessions and locks
 _inherited: list[Any] = []
+#: shared mode: longest time a write lease is held before the flusher commits it
+_LEASE_HOLD = 0.02
 
 
 class SQLDriver(DBDriver):
@@ -95,8 +99,12 @@ class SQLDriver(DBDriver):
         recovery_dir: str | os.PathLike[str] | None,
         batch_bytes: int = BATCH_BYTES,
         retry_interval: float = RETRY_INTERVAL,
+        shared: bool = False,
+        follow_interval: float = 0.005,
     ) -> None:
         super().__init__()
+        if type(shared) is not bool:
+            raise TypeError(f"shared must be True or False, got {shared!r}")
         if type(batch_size) is not int or batch_size < 1:
             raise ValueError(f"batch_size must be an int of at least 1, got {batch_size!r}")
         if not batch_interval > 0:
@@ -150,6 +158,12 @@ class SQLDriver(DBDriver):
         self.retired = False
         self._exit_hook = False
         _open_drivers.add(self)
+        #: shared mode (several processes write the table): the lease and follower
+        self.sharing: Sharing | None = None
+        if shared:
+            self.sharing = Sharing(
+                self, hold=min(batch_interval / 2, _LEASE_HOLD), poll=follow_interval
+            )
         # the hot path: queueing a row is the queue's own lock-free add
         self.append = self._pending.add  # type: ignore[method-assign]
 
@@ -247,6 +261,58 @@ class SQLDriver(DBDriver):
         """An open failed after connecting: disconnect, leaving nothing behind."""
         self._disconnect()
 
+    # ------------------------------------------------------------------ shared mode
+
+    def _lease_take(self, seq: int) -> list[Row]:
+        """Block until this process holds the table's write lease; return the rows
+        committed with a seq above ``seq``, in seq order.  On failure nothing is held."""
+        raise NotImplementedError
+
+    def _lease_drop(self) -> None:
+        """Give the write lease back without writing."""
+        raise NotImplementedError
+
+    def _lease_commit(
+        self,
+        inserts: list[Row],
+        updates: list[tuple[int, Row]],
+        taken: tuple[int, int],
+        keep: bool,
+    ) -> list[Row] | None:
+        """Write a batch (which may be empty; ``taken``: the queued inserts and
+        overwrites it took, see :meth:`_take`) and commit it, releasing the lease
+        (return None).  Committed rows leave the queue; on failure every row not
+        committed is due again in the queue, the lease is released, and it raises.
+        With ``keep`` a backend may keep the lease (the commit may then still be in
+        flight), or take it again at once: it returns the rows others committed in
+        between (an empty list if none could have)."""
+        raise NotImplementedError
+
+    def _sync_rows_after(self, seq: int) -> list[Row]:
+        """Committed rows above ``seq``, read now (no lease needed)."""
+        raise NotImplementedError
+
+    def _follow_wait(self, stop: threading.Event, poll: float) -> bool:
+        """Follower thread: wait until other processes may have committed; False when
+        there is certainly nothing new."""
+        raise NotImplementedError
+
+    def _follow_rows_after(self, seq: int) -> list[Row]:
+        """Follower thread: committed rows above ``seq`` (its own connection)."""
+        raise NotImplementedError
+
+    def _follow_close(self) -> None:
+        """Follower thread: close its connection (it reopens on next use)."""
+
+    def writers(self) -> int | None:
+        """How many shared-mode writers have the table open (None: unknown)."""
+        return None
+
+    def lock_holders(self) -> tuple[str, int | None]:
+        """Who has the table open for writing: ``("none", 0)``, ``("single", 1)`` or
+        ``("shared", number of writers)`` (None: unknown here)."""
+        raise NotImplementedError
+
     # ------------------------------------------------------------------ lifecycle
 
     def ensure(self) -> None:
@@ -254,6 +320,8 @@ class SQLDriver(DBDriver):
             self._open()
             if not self.read_only and (self._flusher is None or not self._flusher.is_alive()):
                 self._start_flusher()
+            if self.sharing is not None and not self.retired:
+                self.sharing.start()
 
     def _open(self) -> None:
         """Connect if not connected (without starting the flusher).  A reconnect of a
@@ -272,7 +340,9 @@ class SQLDriver(DBDriver):
                 self._connected = False
                 self._abandon_open()
                 raise
-        if reconnect:
+        if reconnect and self.sharing is None:
+            # (shared mode: others' rows are expected; the lease's catch-up sorts out
+            # this writer's queued rows)
             self._check_nobody_wrote()
         if not self.read_only:
             if not reconnect:
@@ -359,9 +429,12 @@ class SQLDriver(DBDriver):
             self._exit_hook = True
         # A stop event of its own: a flusher being stopped can never be revived.
         self._stop = stop = threading.Event()
+        tick = self.batch_interval / 4
+        if self.sharing is not None:
+            tick = min(tick, self.sharing.idle)
         thread = threading.Thread(
             target=_flusher_loop,
-            args=(weakref.ref(self), stop, self.batch_interval),
+            args=(weakref.ref(self), stop, self.batch_interval, tick),
             name=f"appendmuch-flusher:{self.table}",
             daemon=True,
         )
@@ -387,6 +460,9 @@ class SQLDriver(DBDriver):
                     f"cannot close {self._where()}: the background writer did not stop "
                     f"within {self._patience():.0f} s; {self.pending} rows stay queued"
                 )
+        sharing = self.sharing
+        if sharing is not None:
+            sharing.stop()
         with self._lock:
             try:
                 if self.pending:
@@ -394,6 +470,10 @@ class SQLDriver(DBDriver):
                 elif self._connected and not self.read_only and self._refusal is None:
                     self._check_still_ours()
             finally:
+                if sharing is not None:
+                    with contextlib.suppress(*self._errors(), DatabaseError):
+                        sharing.drop()
+                    sharing.lost()
                 self._holding = False
                 self._connected = False
                 self._disconnect()  # idempotent: also completes one cut short
@@ -533,6 +613,9 @@ class SQLDriver(DBDriver):
     def _drain(self, wait: bool) -> None:
         """Write the queue in batches of at most ``batch_bytes``, each in one
         transaction, synchronously.  Rows leave the queue once committed."""
+        if self.sharing is not None:
+            self.sharing.drain(keep=not wait)
+            return
         pending = self._pending
         left = pending.unsent()
         while left > 0:
@@ -642,6 +725,8 @@ class SQLDriver(DBDriver):
         self._refuse_writes("reset")
         with self._lock:
             self._pending.clear()
+            if self.sharing is not None:
+                self.sharing.drop()  # its transaction would keep the table from dropping
             self._recreate()
             self._connected = True
 
@@ -657,7 +742,15 @@ class SQLDriver(DBDriver):
 
     def _insert_restored(self, rows: Iterable[Row]) -> None:
         with self._lock:
-            self._insert_atomically(list(rows), [])
+            sharing = self.sharing
+            if sharing is None:
+                self._insert_atomically(list(rows), [])
+                return
+            sharing.acquire()  # no other writer allocates seqs meanwhile
+            try:
+                self._insert_atomically(list(rows), [])
+            finally:
+                sharing.release_idle()
 
     def apply_recovered(self, entries: list[Entry]) -> int:
         """Write the rows the table lacks under new seqs, in one transaction."""
@@ -665,18 +758,25 @@ class SQLDriver(DBDriver):
         self.ensure()
         self.flush()
         with self._lock:
-            todo = self._unreplayed(entries)
-            inserts: list[Row] = []
-            updates: list[tuple[int, Row]] = []
-            for row, replaces in todo:
-                new = (self.next_seq(), *row[1:])
-                if replaces is None:
-                    inserts.append(new)
-                else:
-                    updates.append((replaces, new))
-            if todo:
-                self._insert_atomically(inserts, updates)
-            return len(todo)
+            sharing = self.sharing
+            if sharing is not None:
+                sharing.acquire()  # shared mode: no other writer allocates seqs meanwhile
+            try:
+                todo = self._unreplayed(entries)
+                inserts: list[Row] = []
+                updates: list[tuple[int, Row]] = []
+                for row, replaces in todo:
+                    new = (self.next_seq(), *row[1:])
+                    if replaces is None:
+                        inserts.append(new)
+                    else:
+                        updates.append((replaces, new))
+                if todo:
+                    self._insert_atomically(inserts, updates)
+                return len(todo)
+            finally:
+                if sharing is not None:
+                    sharing.release_idle()
 
 
 def _close_at_exit(ref: weakref.ref[SQLDriver]) -> None:
@@ -694,21 +794,31 @@ def _forget_in_child() -> None:
 os.register_at_fork(after_in_child=_forget_in_child)
 
 
-def _flusher_loop(ref: weakref.ref[SQLDriver], stop: threading.Event, interval: float) -> None:
+def _flusher_loop(
+    ref: weakref.ref[SQLDriver], stop: threading.Event, interval: float, tick: float
+) -> None:
     """Write batches whose oldest row is older than half the interval.
 
     Wakes four times per interval, so no row waits much past ``interval`` even when
-    the application stops writing; after a failure it waits ``retry_interval``.  Holds
-    only a weak reference: a driver nobody uses any more is collected and the thread
-    ends.  It never starts another flusher, and stops for good once ``stop`` is set.
+    the application stops writing; after a failure it waits ``retry_interval``.  In
+    shared mode it also commits (or gives back) a write lease held for its ``hold``
+    time.  Holds only a weak reference: a driver nobody uses any more is collected
+    and the thread ends.  It never starts another flusher, and stops for good once
+    ``stop`` is set.
     """
-    tick = interval / 4
     while not stop.wait(tick):
         driver = ref()
         if driver is None:
             return
         retry = driver.retry_interval
         try:
+            if driver.sharing is not None and driver.sharing.due():
+                with driver._lock:
+                    if not stop.is_set() and driver.sharing.due():
+                        if driver.pending:
+                            driver._flush_locked()
+                        else:
+                            driver.sharing.drop()
             failed_at = driver._failed_at
             oldest = driver._pending.oldest_time()
             due = driver._inflight() or (

@@ -6,6 +6,7 @@ import contextlib
 import fcntl
 import os
 import sqlite3
+import threading
 from collections.abc import Iterator
 from typing import IO, Any
 from urllib.parse import quote
@@ -22,7 +23,7 @@ from .base import Row
 from .layout import ROW_COLUMNS, TableNames, index_name
 from .sql import BATCH_BYTES, RETRY_INTERVAL, SQLDriver
 
-__all__ = ["Sqlite3", "writer_lock_held"]
+__all__ = ["Sqlite3", "lock_state", "writer_lock_held"]
 
 
 def writer_lock_held(path: str) -> bool:
@@ -125,6 +126,10 @@ class Sqlite3(SQLDriver):
     :param synchronous: SQLite ``PRAGMA synchronous`` level.  ``"NORMAL"`` (default):
         a committed batch survives a crash of the process; ``"FULL"`` also survives a
         power loss, at the cost of an fsync per batch.
+    :param shared: several processes on this machine write the table at once (see
+        :mod:`appendmuch.drivers.sharing`).  Every writer of the table must use it: a
+        shared open of a table a single writer has open (or the reverse) raises
+        :class:`~appendmuch.errors.LockedError`.
 
     >>> import os, tempfile
     >>> from appendmuch import Sqlite3, Store
@@ -155,6 +160,7 @@ class Sqlite3(SQLDriver):
         synchronous: str = "NORMAL",
         batch_bytes: int = BATCH_BYTES,
         retry_interval: float = RETRY_INTERVAL,
+        shared: bool = False,
     ) -> None:
         names = TableNames(table_prefix, tblextra, replace_index_specs)
         if synchronous.upper() not in {"OFF", "NORMAL", "FULL", "EXTRA"}:
@@ -168,12 +174,18 @@ class Sqlite3(SQLDriver):
             recovery_dir=recovery_dir,
             batch_bytes=batch_bytes,
             retry_interval=retry_interval,
+            shared=shared,
         )
         self.database = os.fspath(database)
+        if shared and self._in_memory:
+            raise ValueError("shared=True needs a database file, not an in-memory database")
         self.timeout = timeout
         self.synchronous = synchronous.upper()
         self._conn: sqlite3.Connection | None = None
         self._lockfile: IO[bytes] | None = None
+        self._leasefile: IO[bytes] | None = None
+        self._follower: sqlite3.Connection | None = None
+        self._data_version: int | None = None
         #: the database file's identity, noted when it is opened
         self._identity: dict[str, Any] | None = None
         #: this open created the database file (an open that fails removes it again)
@@ -189,6 +201,8 @@ class Sqlite3(SQLDriver):
 
     def __repr__(self) -> str:
         mode = ", read_only=True" if self.read_only else ""
+        if self.sharing is not None:
+            mode += ", shared=True"
         return f"Sqlite3({self.database!r}, table={self.table!r}{mode})"
 
     @property
@@ -258,6 +272,9 @@ class Sqlite3(SQLDriver):
         try:
             conn.execute(f"PRAGMA synchronous={self.synchronous}")
             self._ensure_table(conn)
+            if self.sharing is not None and not self.read_only:
+                # several connections write and read at once: WAL from the start
+                self._use_wal(conn)
         except sqlite3.DatabaseError as exc:
             self._conn = conn
             self._abandon_open()
@@ -356,6 +373,7 @@ class Sqlite3(SQLDriver):
         if self._in_memory or self._lockfile is not None:
             return
         path = self.lock_path
+        shared = self.sharing is not None
         while True:
             try:
                 lockfile = open(path, "a+b")  # noqa: SIM115 - held open while connected
@@ -365,21 +383,42 @@ class Sqlite3(SQLDriver):
                     f"file {path!r}: {exc.strerror}"
                 ) from exc
             try:
-                fcntl.flock(lockfile.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+                # shared writers hold it shared, a single writer exclusively: the two
+                # modes exclude each other
+                mode = fcntl.LOCK_SH if shared else fcntl.LOCK_EX
+                fcntl.flock(lockfile.fileno(), mode | fcntl.LOCK_NB)
             except BlockingIOError:
                 lockfile.close()
-                raise LockedError(
-                    f"{self._where()} is already open for writing (lock file {path}); "
-                    "close the other Store first, or open this one with read_only=True"
-                ) from None
+                raise LockedError(self._locked_message(path)) from None
             try:
                 same = os.stat(path).st_ino == os.fstat(lockfile.fileno()).st_ino
             except FileNotFoundError:
                 same = False
             if same:
                 self._lockfile = lockfile
+                if shared:
+                    self._leasefile = open(path[: -len(".lock")] + ".lease", "a+b")  # noqa: SIM115
                 return
             lockfile.close()  # we locked a file its last holder had just removed
+
+    def _locked_message(self, path: str) -> str:
+        state, count = lock_state(path)
+        if self.sharing is not None:
+            return (
+                f"{self._where()} is open for writing by a single-writer Store (lock file "
+                f"{path}); shared mode cannot join it: close that Store, or open it with "
+                "shared=True too"
+            )
+        if state == "shared":
+            writers = "" if count is None else f" ({count} attached)"
+            return (
+                f"{self._where()} is open by shared-mode writers{writers} (lock file "
+                f"{path}); open this one with shared=True too, or read_only=True"
+            )
+        return (
+            f"{self._where()} is already open for writing (lock file {path}); "
+            "close the other Store first, or open this one with read_only=True"
+        )
 
     @property
     def lock_path(self) -> str:
@@ -389,11 +428,15 @@ class Sqlite3(SQLDriver):
         return f"{os.path.realpath(self.database)}-{self.table.lower()}.lock"
 
     def _release_lock(self) -> None:
+        leasefile, self._leasefile = self._leasefile, None
+        if leasefile is not None:
+            leasefile.close()
         lockfile, self._lockfile = self._lockfile, None
         if lockfile is not None:
-            # Only the file this driver locked: if it was removed, another writer may
+            # Only a single writer removes it (shared writers may still hold it), and
+            # only the file this driver locked: if it was removed, another writer may
             # have created (and hold) a new one under the same name.
-            if _file_id(lockfile.name) == _open_file_id(lockfile):
+            if self.sharing is None and _file_id(lockfile.name) == _open_file_id(lockfile):
                 with contextlib.suppress(FileNotFoundError):
                     os.unlink(lockfile.name)
             lockfile.close()  # closing releases the flock
@@ -404,6 +447,8 @@ class Sqlite3(SQLDriver):
         self._opened_as = None
         try:
             if conn is not None:
+                if wal and self.sharing is not None and self.writers() != 1:
+                    wal = False  # other writers are attached: the file stays in WAL mode
                 if wal:
                     # Leave the closed file in rollback-journal mode: a read-only open
                     # of it then creates no -wal/-shm files.  If a reader is attached,
@@ -536,6 +581,92 @@ class Sqlite3(SQLDriver):
                 if cols == ["seq"]:
                     return True
         return False
+
+    # ------------------------------------------------------------------ shared mode
+
+    def _lease_take(self, seq: int) -> list[Row]:
+        conn = self.connection  # connects (and takes the mode lock) if needed
+        assert self._leasefile is not None
+        # blocks until the holder commits; the kernel releases it if the holder dies
+        fcntl.flock(self._leasefile.fileno(), fcntl.LOCK_EX)
+        try:
+            return self._rows_after(conn, seq)
+        except BaseException:
+            self._lease_drop()
+            raise
+
+    def _lease_drop(self) -> None:
+        if self._leasefile is not None:
+            fcntl.flock(self._leasefile.fileno(), fcntl.LOCK_UN)
+
+    def _lease_commit(
+        self,
+        inserts: list[Row],
+        updates: list[tuple[int, Row]],
+        taken: tuple[int, int],
+        keep: bool,
+    ) -> list[Row] | None:
+        try:
+            if inserts or updates:
+                self._write(inserts, updates)
+            self._committed(*taken)
+        except BaseException:
+            self._pending.release()  # the rows stay queued, due again
+            self._lease_drop()
+            raise
+        if keep:
+            return []  # still held: nobody else committed
+        self._lease_drop()
+        return None
+
+    def _sync_rows_after(self, seq: int) -> list[Row]:
+        return self._rows_after(self.connection, seq)
+
+    def _rows_after(self, conn: sqlite3.Connection, seq: int) -> list[Row]:
+        return conn.execute(
+            f"SELECT {ROW_COLUMNS} FROM {self._quoted} WHERE seq > ? ORDER BY seq", (seq,)
+        ).fetchall()
+
+    def _follow_connection(self) -> sqlite3.Connection:
+        conn = self._follower
+        if conn is None:
+            conn = self._follower = sqlite3.connect(
+                self.database,
+                timeout=self.timeout,
+                isolation_level=None,
+                check_same_thread=False,
+            )
+            self._data_version = None
+        return conn
+
+    def _follow_wait(self, stop: threading.Event, poll: float) -> bool:
+        if stop.wait(poll):
+            return False
+        # data_version changes whenever another connection commits to the file
+        (version,) = self._follow_connection().execute("PRAGMA data_version").fetchone()
+        changed = version != self._data_version
+        self._data_version = version
+        return bool(changed)
+
+    def _follow_rows_after(self, seq: int) -> list[Row]:
+        return self._rows_after(self._follow_connection(), seq)
+
+    def _follow_close(self) -> None:
+        conn, self._follower = self._follower, None
+        if conn is not None:
+            conn.close()
+
+    def writers(self) -> int | None:
+        """How many shared-mode writers have the table open (None: unknown here)."""
+        state, count = lock_state(self.lock_path)
+        return count if state == "shared" else 0
+
+    def lock_holders(self) -> tuple[str, int | None]:
+        """Who has the table open for writing: ``("none", 0)``, ``("single", 1)`` or
+        ``("shared", number of writers)``."""
+        if self._in_memory:
+            return "none", 0
+        return lock_state(self.lock_path)
 
     # ------------------------------------------------------------------ writing
 
@@ -718,3 +849,43 @@ def _file_id(path: str) -> tuple[int, int] | None:
 def _open_file_id(file: IO[bytes]) -> tuple[int, int]:
     st = os.fstat(file.fileno())
     return (st.st_dev, st.st_ino)
+
+
+def lock_state(path: str) -> tuple[str, int | None]:
+    """Who holds the lock file ``path``: ``("none", 0)``, ``("single", 1)`` or
+    ``("shared", n)`` (n: the shared writers attached; None where the system does not
+    say, which is anywhere but Linux)."""
+    try:
+        probe = open(path, "rb")  # noqa: SIM115
+    except FileNotFoundError:
+        return "none", 0
+    with probe:
+        try:
+            fcntl.flock(probe.fileno(), fcntl.LOCK_SH | fcntl.LOCK_NB)
+        except BlockingIOError:
+            return "single", 1
+        try:
+            count = _shared_holders(os.fstat(probe.fileno()))
+        finally:
+            fcntl.flock(probe.fileno(), fcntl.LOCK_UN)
+    if count is None:
+        return "shared", None
+    count -= 1  # the probe itself
+    return ("shared", count) if count > 0 else ("none", 0)
+
+
+def _shared_holders(stat: os.stat_result) -> int | None:
+    """Shared flocks held on the file, as /proc/locks lists them (Linux)."""
+    device = f"{os.major(stat.st_dev):02x}:{os.minor(stat.st_dev):02x}:{stat.st_ino}"
+    try:
+        with open("/proc/locks") as locks:
+            lines = locks.read().splitlines()
+    except OSError:
+        return None
+    count = 0
+    for line in lines:
+        parts = line.split()
+        # "1: FLOCK  ADVISORY  READ 1234 08:01:5678 0 EOF"; waiters are marked "->"
+        if len(parts) >= 6 and "->" not in parts and parts[1:4] == ["FLOCK", "ADVISORY", "READ"]:
+            count += parts[5] == device
+    return count
