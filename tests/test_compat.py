@@ -359,6 +359,10 @@ if numpy is not None:
         (numpy.bool_(True), True),
         (numpy.str_("s"), "s"),
         (numpy.bytes_(b"b"), b"b"),
+        # item() would drop the trailing NULs
+        (numpy.str_("s\x00"), "s\x00"),
+        (numpy.bytes_(b"b\x00"), b"b\x00"),
+        ([numpy.str_("\x00")], ["\x00"]),
         (numpy.complex128(1 + 2j), 1 + 2j),
         ([numpy.float64(2.5), numpy.int32(4), numpy.bool_(False)], [2.5, 4, False]),
         ({"mean": numpy.float64(0.25)}, {"mean": 0.25}),
