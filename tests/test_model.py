@@ -6,7 +6,7 @@ SPEC describes it).  After every step, and in query rules, everything the Store
 answers (current values, ``__fields__``, ``bool``, ``__history__``, ``within``,
 ``within.strict``, ``.along``) is compared with what the model derives by walking its
 entries (SPEC §3, §4, §6, §7).  The machine runs once per backend in
-``backends.FACTORIES``; hypothesis prints the failing operation sequence.
+``backends.ALL_FACTORIES`` (shared mode included); hypothesis prints the failing operation sequence.
 
 A second, non-stateful property checks that arbitrary JSON-like values survive a
 write / read / reopen round trip unchanged and encode deterministically (SPEC §9).
@@ -34,9 +34,9 @@ from hypothesis.stateful import (
 )
 
 from appendmuch import Storage, Store, within
-from backends import FACTORIES, Backend
+from backends import ALL_FACTORIES, Backend
 
-BACKEND_NAMES = list(FACTORIES)
+BACKEND_NAMES = list(ALL_FACTORIES)
 
 #: examples per backend: the in-memory driver is cheap, the others touch real storage
 MAX_EXAMPLES = {"memory": 60, "sqlite": 30}
@@ -206,7 +206,7 @@ class StoreMachine(RuleBasedStateMachine):
     def __init__(self) -> None:
         super().__init__()
         self.tmpdir = tempfile.mkdtemp(prefix="appendmuch-model-")
-        self.backend: Backend = FACTORIES[self.backend_name](Path(self.tmpdir))
+        self.backend: Backend = ALL_FACTORIES[self.backend_name](Path(self.tmpdir))
         self.store: Store = self.backend.store()
         self.storages: list[Storage] = []
         self.model = Model()
@@ -582,7 +582,7 @@ def test_json_values_round_trip(backend_name: str, values: list[Any]) -> None:
     """JSON-like values read back equal (types kept) before and after a reopen, and
     their encoding does not depend on dict insertion order (SPEC §9)."""
     tmpdir = tempfile.mkdtemp(prefix="appendmuch-json-")
-    backend = FACTORIES[backend_name](Path(tmpdir))
+    backend = ALL_FACTORIES[backend_name](Path(tmpdir))
     store = backend.store()
     try:
         codec = store.codec
