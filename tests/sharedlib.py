@@ -310,3 +310,83 @@ class PeerProcess:
             self.proc.send_signal(signal.SIGKILL)
         self.proc.wait()
         self._stderr.close()
+
+
+class WorkerProcess:
+    """tests/peers/worker.py in its own process; its ``@`` markers read as they come."""
+
+    def __init__(self, cfg: dict[str, Any], stderr: Path) -> None:
+        import subprocess
+
+        self.cfg = cfg
+        self._stderr_path = stderr
+        self._stderr = open(stderr, "wb")  # noqa: SIM115 - closed in finish()/kill()
+        self.proc = subprocess.Popen(
+            [sys.executable, str(PEERS / "worker.py"), json.dumps(cfg)],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=self._stderr,
+            cwd=stderr.parent,
+        )
+        self.markers: dict[str, list[tuple[float, str]]] = {}
+        self.eof = False
+        self._cond = threading.Condition()
+        self._reader = threading.Thread(target=self._read, daemon=True)
+        self._reader.start()
+
+    def _read(self) -> None:
+        assert self.proc.stdout is not None
+        for text in self.proc.stdout:
+            if text.startswith(b"@") and text.endswith(b"\n"):
+                word, _, rest = text[1:].decode().strip().partition(" ")
+                with self._cond:
+                    self.markers.setdefault(word, []).append((time.monotonic(), rest))
+                    self._cond.notify_all()
+        with self._cond:
+            self.eof = True
+            self._cond.notify_all()
+
+    def stderr(self) -> str:
+        return self._stderr_path.read_text(errors="replace")[-4000:]
+
+    def wait_marker(self, word: str) -> str:
+        """Wait (bounded) for ``@word``; its rest of line.  Fails if the worker died."""
+        with self._cond:
+            self._cond.wait_for(lambda: word in self.markers or self.eof, timeout=PATIENCE)
+            if word in self.markers:
+                return self.markers[word][0][1]
+        self.kill()
+        raise AssertionError(
+            f"worker {self.cfg.get('wid')} never printed @{word}:\n{self.stderr()}"
+        )
+
+    def release(self) -> None:
+        """Tell a worker that printed ``@done`` that every writer is done."""
+        assert self.proc.stdin is not None
+        self.proc.stdin.write(b"go\n")
+        self.proc.stdin.flush()
+
+    def finish(self) -> None:
+        self.wait_marker("reported")
+        self.proc.wait(timeout=PATIENCE)
+        self._reader.join()
+        self._stderr.close()
+        assert self.proc.returncode == 0, self.stderr()
+
+    def kill(self) -> None:
+        import signal
+
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGKILL)
+        self.proc.wait()
+        self._reader.join()
+        if not self._stderr.closed:
+            self._stderr.close()
+
+
+def read_acks(path: Path) -> list[dict[str, Any]]:
+    """The complete lines of an acks file (a line cut short by a kill is not one)."""
+    if not path.exists():
+        return []
+    text = path.read_text(encoding="utf-8")
+    return [json.loads(part) for part in text.split("\n")[:-1] if part]
