@@ -10,8 +10,10 @@
 """
 
 from .codec import Codec
+from .conflicts import retry_on_conflict
 from .copying import safe_deepcopy
 from .drivers import DBDriver, Memory, PostgreSQL, Sqlite3
+from .errors import ConflictError
 from .names import dbns2tuple, tuple2dbns
 from .storage import Storage
 from .store import Store
@@ -24,6 +26,7 @@ __version__ = "0.1.0"
 
 __all__ = [
     "Codec",
+    "ConflictError",
     "DBDriver",
     "Memory",
     "PostgreSQL",
@@ -35,6 +38,7 @@ __all__ = [
     "__version__",
     "dbns2tuple",
     "flatten",
+    "retry_on_conflict",
     "safe_deepcopy",
     "tuple2dbns",
     "within",

@@ -11,6 +11,7 @@ from __future__ import annotations
 __all__ = [
     "AppendmuchError",
     "ClosedError",
+    "ConflictError",
     "DatabaseError",
     "DecodeError",
     "DumpFormatError",
@@ -112,3 +113,9 @@ class ClosedError(AppendmuchError, RuntimeError):
 
 class LockedError(DatabaseError):
     """Another process (or driver) already has the table open for writing."""
+
+
+class ConflictError(AppendmuchError, RuntimeError):
+    """A ``with`` block changed a field that another process wrote after the block
+    read it (shared mode).  The block wrote nothing; re-run it (see
+    :func:`appendmuch.retry_on_conflict`), and it reads the newer value."""

@@ -129,7 +129,9 @@ class Storage:
             _set(self, "__virtual__", VirtualFields(virtual))
         else:
             _set(self, "__virtual__", None)
-            if _shares(type(self)):
+            if _shares(type(self)) and store._sharing is None:
+                # (in shared mode another thread updates the log: reads go through
+                # __getattr__, which never caches a value that may be stale)
                 _set(self, "__dict__", store._shared(dbns))
 
     # ------------------------------------------------------------------ attributes

@@ -13,9 +13,10 @@ import orjson
 from .blocks import Block, Working
 from .codec import Codec, Encoded
 from .copying import safe_deepcopy
-from .drivers.base import DBDriver
+from .drivers.base import DBDriver, Row
 from .errors import (
     ClosedError,
+    ConflictError,
     DecodeError,
     FieldNotFoundError,
     InvalidNameError,
@@ -117,8 +118,15 @@ class Store:
         #: the codec's exact-type scalar encoders (the same dict object, kept current)
         self._fast = self.codec._fast
         self._due = False
+        #: shared mode: the driver's write lease and follower (None: single writer)
+        self._sharing = driver.sharing
+        #: shared mode, outside a leased write: _write must take the lease first
+        self._unleased = False
         self.load()
         self._finalizer = weakref.finalize(self, _close_driver, driver)
+        if self._sharing is not None:
+            self._unleased = not driver.read_only
+            self._sharing.attach(self)
 
     def __repr__(self) -> str:
         return f"Store({self.driver!r})"
@@ -132,6 +140,27 @@ class Store:
         cannot be decoded the error names its seq, namespace and field, and the cache
         is left as it was.
         """
+        sharing = self._sharing
+        if sharing is None:
+            self._load()
+        else:
+            with sharing.lock:
+                sharing.loaded(self._load())
+
+    def sync(self) -> None:
+        """Return once this process's cache holds every entry committed anywhere
+        before the call (shared mode; one cheap query when nothing is new).
+
+        Other processes' writes also arrive by themselves, from a background thread;
+        ``sync()`` is for when "everything up to now" matters.  In single-writer mode
+        the cache is always complete and this returns at once.
+        """
+        sharing = self._sharing
+        if sharing is not None:
+            sharing.sync()
+
+    def _load(self) -> int:
+        """The body of :meth:`load`; returns the largest seq loaded (0 if none)."""
         driver = self.driver
         driver.ensure()
         cache: dict[str, Any] = {}
@@ -206,6 +235,7 @@ class Store:
         for shared in self._scalars.values():
             shared.clear()
         self._raws.clear()
+        return seq
 
     def flush(self) -> None:
         """Write every queued row to the database now."""
@@ -369,6 +399,10 @@ class Store:
                     f"cannot write {field!r}: this Store was closed; open a new Store to write"
                 )
             raise ReadOnlyError(f"cannot write {field!r}: {driver!r} is open read-only")
+        if self._unleased:
+            return self._write_shared(
+                namespace, dbns, field, value, data, raw, context, working, submit
+            )
         node = self._by_dbns.get(dbns)
         if node is None:
             node = self._make_path(namespace, dbns)
@@ -427,10 +461,203 @@ class Store:
                 self._due = True
         return seq
 
+    # ------------------------------------------------------------------ shared mode
+
+    def _write_shared(
+        self,
+        namespace: tuple[str, ...],
+        dbns: str,
+        field: str,
+        value: Any,
+        data: Any,
+        raw: bytes | None,
+        context: str,
+        working: Any,
+        submit: bool,
+    ) -> int:
+        """``_write`` in shared mode: under the driver's write lease, caught up first,
+        so the seq it allocates is final."""
+        sharing = self._sharing
+        assert sharing is not None
+        with sharing.lock:
+            sharing.acquire()
+            try:
+                if data is GONE:  # another process may have deleted it meanwhile
+                    node = self._by_dbns.get(dbns)
+                    log = node.get(field) if node is not None else None
+                    if type(log) is not FieldLog or log.latest is GONE:
+                        raise FieldNotFoundError(
+                            f"{_show_ns(dbns)} has no field {field!r} to delete (another "
+                            "process deleted it)"
+                        )
+                self._unleased = False
+                try:
+                    return self._write(
+                        namespace, dbns, field, value, data, raw, context, working, submit
+                    )
+                finally:
+                    self._unleased = True
+            finally:
+                sharing.release_idle()
+
+    def _take_rows(self, rows: list[Row]) -> None:
+        """Append rows committed by other processes (seq order) to the cache, then call
+        ``on_change`` for each.  Runs under the driver's lock, often in the follower
+        thread, while the application thread may be reading: every change becomes
+        visible in one step (a new FieldLog), or data before seq (a reader pairing an
+        old seq with new data sees a conflict, never a lost update)."""
+        sharing = self._sharing
+        assert sharing is not None
+        driver = self.driver
+        replaces = self._replaces if self.replace_predicate is not None else None
+        on_change = self.on_change
+        for row in rows:
+            seq, dbns, field, value, created_at, context = row
+            data = self._decode_stored(seq, dbns, field, value)
+            self._append_stored(seq, dbns, field, data, created_at, context, replaces)
+            sharing.hwm = seq
+            driver._saw_seq(seq)
+            if on_change is not None:
+                self._announce(seq, dbns, field, data, created_at, context)
+
+    def _resequence(
+        self, foreign: list[Row], inserts: list[Row], updates: list[tuple[int, Row]]
+    ) -> None:
+        """A commit of this process failed and others took its seqs meanwhile (rare):
+        reload the cache, announce the rows that are new to it, then queue this
+        process's rows again under new seqs (``on_change`` saw them already)."""
+        sharing = self._sharing
+        assert sharing is not None
+        driver = self.driver
+        sharing.loaded(self._load())
+        if self.on_change is not None:
+            for seq, dbns, field, value, created_at, context in foreign:
+                data = self._decode_stored(seq, dbns, field, value)
+                self._announce(seq, dbns, field, data, created_at, context)
+        queue = [(None, row) for row in inserts] + [(old, row) for old, row in updates]
+        queue.sort(key=lambda item: item[1][0])
+        replaces = self._replaces if self.replace_predicate is not None else None
+        for old, (_, dbns, field, raw, created_at, context) in queue:
+            row = (driver.next_seq(), dbns, field, raw, created_at, context)
+            if old is not None:
+                node = self._by_dbns.get(dbns)
+                log = node.get(field) if node is not None else None
+                driver.replace(log.latest_seq if type(log) is FieldLog else None, row)
+            else:
+                driver.append(row)
+            try:
+                data = self._decode_stored(row[0], dbns, field, raw)
+                self._append_stored(row[0], dbns, field, data, created_at, context, replaces)
+            except (DecodeError, InvalidNameError, NamespaceCollisionError):
+                pass  # queued all the same: the database keeps what was acknowledged
+
+    def _decode_stored(self, seq: int, dbns: str, field: str, value: bytes | None) -> Any:
+        if value is None:
+            return GONE
+        try:
+            return self.codec.decode(value)
+        except DecodeError as exc:
+            raise DecodeError(
+                f"stored row seq {seq}, namespace {dbns!r}, field {field!r}: {exc}"
+            ) from exc
+
+    def _append_stored(
+        self,
+        seq: int,
+        dbns: str,
+        field: str,
+        data: Any,
+        created_at: float | None,
+        context: str,
+        replaces: ReplacePredicate | None,
+    ) -> None:
+        """Append an entry that already has its seq to the tree."""
+        node = self._by_dbns.get(dbns)
+        if node is None:
+            node = _load_namespace(self.cache, self._by_dbns, dbns, seq)
+        log = node.get(field)
+        if log is not None and log.__class__ is not FieldLog:
+            raise NamespaceCollisionError(
+                f"stored row seq {seq}: {field!r} is both a field of {dbns!r} and a "
+                "namespace below it"
+            )
+        if log is None and not is_valid_field(field):
+            raise InvalidNameError(
+                f"stored row seq {seq} (namespace {dbns!r}) has an invalid field name {field!r}"
+            )
+        if log is None or (replaces is not None and replaces(dbns, field)):
+            log = FieldLog()
+            log.append(seq, created_at, data, context)
+            node[field] = log
+        else:
+            # data first: a reader never pairs the new seq with the old data
+            log.items.extend((data, context))
+            log.times.append(_NAN if created_at is None else created_at)
+            log.seqs.append(seq)
+            if log.runs is not None:
+                log.runs.add(log, len(log.seqs) - 1)
+        shared = self._scalars.get(dbns)
+        if shared is not None:
+            if data.__class__ in _SCALAR_TYPES:
+                shared[field] = data
+            else:
+                shared.pop(field, None)
+
+    def _announce(
+        self, seq: int, dbns: str, field: str, data: Any, created_at: float | None, context: str
+    ) -> None:
+        on_change = self.on_change
+        assert on_change is not None
+        namespace = dbns2tuple(dbns)
+        if data is GONE:
+            on_change(namespace, field, make_value(created_at, True, None, context, seq))
+        else:
+            value = make_value(created_at, False, safe_deepcopy(data), context, seq)
+            on_change(namespace, field, value)
+
+    def _changed_copies(self, block: Block) -> bool:
+        """Whether any working copy of ``block`` differs from what it was read as."""
+        encode = self.codec.encode_unverified
+        return any(
+            encode(working.obj).data != working.baseline for working in block.working.values()
+        )
+
+    def _check_conflicts(self, dbns: str, block: Block) -> None:
+        """Raise ConflictError if a changed working copy was read before a newer write
+        (lease held, so the cache has every committed write)."""
+        node = self._by_dbns.get(dbns) or {}
+        encode = self.codec.encode_unverified
+        stale = []
+        for field, working in block.working.items():
+            log = node.get(field)
+            if type(log) is FieldLog and log.latest_seq == working.seq:
+                continue
+            if encode(working.obj).data != working.baseline:
+                newer = log.latest_seq if type(log) is FieldLog else None
+                stale.append(f"{field!r} (read at seq {working.seq}, written at seq {newer})")
+        if stale:
+            block.working.clear()
+            raise ConflictError(
+                f"{_show_ns(dbns)}: the with block changed {', '.join(stale)} after another "
+                "process wrote it; nothing was written. Run the block again: it will read "
+                "the newer value (appendmuch.retry_on_conflict does that)"
+            )
+
     # ------------------------------------------------------------------ reading
 
     def _read_value(self, dbns: str, field: str, log: FieldLog, data: Any) -> Any:
         """Slow path of a read: the latest data is not a plain scalar."""
+        sharing = self._sharing
+        if sharing is not None:
+            with sharing.lock:  # the follower thread may append meanwhile: read again
+                node = self._by_dbns.get(dbns)
+                current = node.get(field) if node is not None else None
+                if type(current) is FieldLog and current.latest is not GONE:
+                    return self._read_current(dbns, field, current, current.latest)
+            raise FieldNotFoundError(f"{_show_ns(dbns)} has no field {field!r} (it was deleted)")
+        return self._read_current(dbns, field, log, data)
+
+    def _read_current(self, dbns: str, field: str, log: FieldLog, data: Any) -> Any:
         if not self.codec.is_mutable(data):
             return data
         block = self._blocks.get(dbns)
@@ -441,7 +668,9 @@ class Store:
                 "changes to it are saved"
             )
         working = block.working.get(field)
-        if working is not None and working.seq == log.latest_seq:
+        if working is not None and (working.seq == log.latest_seq or self._sharing is not None):
+            # (shared mode: a copy outdated by another process stays the block's copy;
+            # its exit raises ConflictError if it was changed)
             return working.obj
         seq = log.latest_seq
         known = self._raws.get((dbns, field))
@@ -494,10 +723,33 @@ class Store:
                 del self._blocks[dbns]
 
     def _flush_block(self, namespace: tuple[str, ...], dbns: str, context: str) -> None:
-        """Append every working copy changed since it was read or last written."""
+        """Append every working copy changed since it was read or last written.
+
+        In shared mode a changed copy read before another process's newer write raises
+        :class:`~appendmuch.errors.ConflictError` and nothing is written.  The lease is
+        then kept for a moment, so a re-run of the block normally succeeds.
+        """
         block = self._blocks.get(dbns)
         if block is None:
             return
+        sharing = self._sharing
+        if sharing is not None and self._unleased and block.working:
+            with sharing.lock:
+                if not self._changed_copies(block):
+                    return self._write_block(namespace, dbns, context, block)
+                sharing.acquire()
+                self._check_conflicts(dbns, block)
+                self._unleased = False
+                try:
+                    return self._write_block(namespace, dbns, context, block)
+                finally:
+                    self._unleased = True
+                    sharing.release_idle()
+        return self._write_block(namespace, dbns, context, block)
+
+    def _write_block(
+        self, namespace: tuple[str, ...], dbns: str, context: str, block: Block
+    ) -> None:
         codec = self.codec
         node = self._by_dbns.get(dbns) or {}
         changed: list[tuple[str, Working, Encoded]] = []

@@ -11,6 +11,7 @@ from ..dumpfile import Row, check_tree, pack_rows, read_dump
 if TYPE_CHECKING:
     from ..codec import Codec
     from ..recovery import Entry
+    from .sharing import Sharing
 
 __all__ = ["DBDriver", "Row"]
 
@@ -28,6 +29,8 @@ class DBDriver(ABC):
 
     #: refuses every write (set by drivers opened with ``read_only=True``)
     read_only: bool = False
+    #: shared mode (several processes write one table): the lease and the follower
+    sharing: Sharing | None = None
 
     def __init__(self) -> None:
         self._last_seq = 0

@@ -19,6 +19,7 @@ one lock serialises everything except queueing a row, which is lock-free.
 from __future__ import annotations
 
 import atexit
+import contextlib
 import os
 import threading
 import time
@@ -38,6 +39,7 @@ from ..recovery import (
 from .base import DBDriver, Row
 from .batching import Pending
 from .layout import TableNames
+from .sharing import Sharing
 
 if TYPE_CHECKING:
     from ..codec import Codec
@@ -46,6 +48,8 @@ __all__ = ["SQLDriver"]
 
 #: after a failed background flush, wait this long before trying again
 _RETRY_AFTER = 1.0
+#: shared mode: longest time a write lease is held before the flusher commits it
+_LEASE_HOLD = 0.005
 
 
 class SQLDriver(DBDriver):
@@ -60,8 +64,12 @@ class SQLDriver(DBDriver):
         write_through: bool,
         read_only: bool,
         recovery_dir: str | os.PathLike[str] | None,
+        shared: bool = False,
+        follow_interval: float = 0.005,
     ) -> None:
         super().__init__()
+        if type(shared) is not bool:
+            raise TypeError(f"shared must be True or False, got {shared!r}")
         if type(batch_size) is not int or batch_size < 1:
             raise ValueError(f"batch_size must be an int of at least 1, got {batch_size!r}")
         if not batch_interval > 0:
@@ -91,6 +99,12 @@ class SQLDriver(DBDriver):
         #: set by recovery.replay(): opening for writing despite waiting recovery files
         self._replaying = False
         self._exit_hook = False
+        #: shared mode (several processes write the table): the lease and follower
+        self.sharing: Sharing | None = None
+        if shared:
+            self.sharing = Sharing(
+                self, hold=min(batch_interval / 2, _LEASE_HOLD), poll=follow_interval
+            )
         # the hot path: queueing a row is the queue's own lock-free add
         self.append = self._pending.add  # type: ignore[method-assign]
 
@@ -146,6 +160,45 @@ class SQLDriver(DBDriver):
     def _default_recovery_dir(self) -> str:
         """Directory for recovery files when none was chosen."""
 
+    # ------------------------------------------------------------------ shared mode
+
+    def _lease_take(self) -> None:
+        """Block until this process holds the table's write lease."""
+        raise NotImplementedError
+
+    def _lease_drop(self) -> None:
+        """Give the write lease back without writing."""
+        raise NotImplementedError
+
+    def _lease_rows_after(self, seq: int) -> list[Row]:
+        """Committed rows with a seq above ``seq``, in seq order (lease held)."""
+        raise NotImplementedError
+
+    def _lease_commit(self, inserts: list[Row], updates: list[tuple[int, Row]]) -> None:
+        """Write a batch and commit it, releasing the lease; on failure roll back
+        (also releasing it) and raise."""
+        raise NotImplementedError
+
+    def _sync_rows_after(self, seq: int) -> list[Row]:
+        """Committed rows above ``seq``, read now (no lease needed)."""
+        raise NotImplementedError
+
+    def _follow_wait(self, stop: threading.Event, poll: float) -> bool:
+        """Follower thread: wait until other processes may have committed; False when
+        there is certainly nothing new."""
+        raise NotImplementedError
+
+    def _follow_rows_after(self, seq: int) -> list[Row]:
+        """Follower thread: committed rows above ``seq`` (its own connection)."""
+        raise NotImplementedError
+
+    def _follow_close(self) -> None:
+        """Follower thread: close its connection (it reopens on next use)."""
+
+    def writers(self) -> int | None:
+        """How many shared-mode writers have the table open (None: unknown)."""
+        return None
+
     # ------------------------------------------------------------------ lifecycle
 
     def ensure(self) -> None:
@@ -162,6 +215,8 @@ class SQLDriver(DBDriver):
                         raise
             if not self.read_only and (self._flusher is None or not self._flusher.is_alive()):
                 self._start_flusher()
+            if self.sharing is not None:
+                self.sharing.start()
 
     def recovery_files(self) -> list[str]:
         """Recovery files of this table in the recovery directory, oldest first."""
@@ -191,9 +246,12 @@ class SQLDriver(DBDriver):
             atexit.register(_close_at_exit, weakref.ref(self))
             self._exit_hook = True
         self._stop.clear()
+        tick = self.batch_interval / 4
+        if self.sharing is not None:
+            tick = min(tick, self.sharing.hold / 2)
         thread = threading.Thread(
             target=_flusher_loop,
-            args=(weakref.ref(self), self._stop, self.batch_interval),
+            args=(weakref.ref(self), self._stop, self.batch_interval, tick),
             name=f"appendmuch-flusher:{self.table}",
             daemon=True,
         )
@@ -211,11 +269,18 @@ class SQLDriver(DBDriver):
         thread, self._flusher = self._flusher, None
         if thread is not None and thread is not threading.current_thread():
             thread.join()
+        sharing = self.sharing
+        if sharing is not None:
+            sharing.stop()
         with self._lock:
             try:
                 if self.pending:
                     self._flush_or_save()
             finally:
+                if sharing is not None:
+                    with contextlib.suppress(*self._errors(), DatabaseError):
+                        sharing.drop()
+                    sharing.lost()
                 if self._connected:
                     self._connected = False
                     self._disconnect()
@@ -308,6 +373,9 @@ class SQLDriver(DBDriver):
         Whatever could not be written must be back in the queue, in order, when this
         raises.
         """
+        if self.sharing is not None:
+            self.sharing.drain()
+            return
         inserts, updates = self._take()
         try:
             self._write(inserts, updates)
@@ -435,18 +503,36 @@ def _close_at_exit(ref: weakref.ref[SQLDriver]) -> None:
         driver.close()
 
 
-def _flusher_loop(ref: weakref.ref[SQLDriver], stop: threading.Event, interval: float) -> None:
+def _flusher_loop(
+    ref: weakref.ref[SQLDriver], stop: threading.Event, interval: float, tick: float
+) -> None:
     """Write batches whose oldest row is older than half the interval.
 
     Wakes four times per interval, so no row waits much past ``interval`` even when
-    the application stops writing.  Holds only a weak reference: a driver nobody uses
-    any more is collected and the thread ends.
+    the application stops writing.  In shared mode it also commits (or gives back) a
+    write lease held for its ``hold`` time.  Holds only a weak reference: a driver
+    nobody uses any more is collected and the thread ends.
     """
-    tick = interval / 4
     while not stop.wait(tick):
         driver = ref()
         if driver is None:
             return
+        sharing = driver.sharing
+        if sharing is not None and sharing.due():
+            try:
+                with driver._lock:
+                    if not stop.is_set() and sharing.due():
+                        if driver.pending:
+                            driver._flush_locked()
+                        else:
+                            sharing.drop()
+            except Exception as exc:
+                driver.last_error = exc
+                del driver, sharing
+                if stop.wait(_RETRY_AFTER):
+                    return
+                continue
+        del sharing
         oldest = driver._pending.oldest_time()
         if driver._inflight() or (oldest is not None and time.time() - oldest >= interval / 2):
             try:

@@ -6,6 +6,7 @@ import contextlib
 import fcntl
 import os
 import sqlite3
+import threading
 from collections.abc import Iterator
 from typing import IO
 from urllib.parse import quote
@@ -15,7 +16,7 @@ from .base import Row
 from .layout import ROW_COLUMNS, TableNames, index_name
 from .sql import SQLDriver
 
-__all__ = ["Sqlite3"]
+__all__ = ["Sqlite3", "lock_state"]
 
 
 def _affinity(declared: str) -> str:
@@ -71,6 +72,10 @@ class Sqlite3(SQLDriver):
     :param synchronous: SQLite ``PRAGMA synchronous`` level.  ``"NORMAL"`` (default):
         a committed batch survives a crash of the process; ``"FULL"`` also survives a
         power loss, at the cost of an fsync per batch.
+    :param shared: several processes on this machine write the table at once (see
+        :mod:`appendmuch.drivers.sharing`).  Every writer of the table must use it: a
+        shared open of a table a single writer has open (or the reverse) raises
+        :class:`~appendmuch.errors.LockedError`.
 
     >>> import os, tempfile
     >>> from appendmuch import Sqlite3, Store
@@ -95,6 +100,7 @@ class Sqlite3(SQLDriver):
         recovery_dir: str | os.PathLike[str] | None = None,
         timeout: float = 5.0,
         synchronous: str = "NORMAL",
+        shared: bool = False,
     ) -> None:
         names = TableNames(table_prefix, tblextra, replace_index_specs)
         if synchronous.upper() not in {"OFF", "NORMAL", "FULL", "EXTRA"}:
@@ -106,12 +112,18 @@ class Sqlite3(SQLDriver):
             write_through=write_through,
             read_only=read_only,
             recovery_dir=recovery_dir,
+            shared=shared,
         )
         self.database = os.fspath(database)
+        if shared and self._in_memory:
+            raise ValueError("shared=True needs a database file, not an in-memory database")
         self.timeout = timeout
         self.synchronous = synchronous.upper()
         self._conn: sqlite3.Connection | None = None
         self._lockfile: IO[bytes] | None = None
+        self._leasefile: IO[bytes] | None = None
+        self._follower: sqlite3.Connection | None = None
+        self._data_version: int | None = None
         self._wal = False
         self._insert_sql = f"INSERT INTO {self._quoted} ({ROW_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?)"
         self._update_sql = (
@@ -121,6 +133,8 @@ class Sqlite3(SQLDriver):
 
     def __repr__(self) -> str:
         mode = ", read_only=True" if self.read_only else ""
+        if self.sharing is not None:
+            mode += ", shared=True"
         return f"Sqlite3({self.database!r}, table={self.table!r}{mode})"
 
     @property
@@ -162,6 +176,10 @@ class Sqlite3(SQLDriver):
         try:
             conn.execute(f"PRAGMA synchronous={self.synchronous}")
             self._ensure_table(conn)
+            if self.sharing is not None and not self.read_only:
+                # several connections write and read at once: WAL from the start
+                self._use_wal(conn)
+                self._leasefile = open(self._lock_path()[:-5] + ".lease", "a+b")  # noqa: SIM115
         except sqlite3.DatabaseError as exc:
             conn.close()
             self._release_lock()
@@ -199,19 +217,18 @@ class Sqlite3(SQLDriver):
         """
         if self._in_memory or self._lockfile is not None:
             return
-        # One lock per file and table however they are spelled: symlinks resolved, and
-        # table names compared as SQLite does (ASCII case-insensitively).
-        path = f"{os.path.realpath(self.database)}-{self.table.lower()}.lock"
+        path = self._lock_path()
+        shared = self.sharing is not None
         while True:
             lockfile = open(path, "a+b")  # noqa: SIM115 - held open while connected
             try:
-                fcntl.flock(lockfile.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+                # shared writers hold it shared, a single writer exclusively: the two
+                # modes exclude each other
+                mode = fcntl.LOCK_SH if shared else fcntl.LOCK_EX
+                fcntl.flock(lockfile.fileno(), mode | fcntl.LOCK_NB)
             except BlockingIOError:
                 lockfile.close()
-                raise LockedError(
-                    f"{self._where()} is already open for writing (lock file {path}); "
-                    "close the other Store first, or open this one with read_only=True"
-                ) from None
+                raise LockedError(self._locked_message(path)) from None
             try:
                 same = os.stat(path).st_ino == os.fstat(lockfile.fileno()).st_ino
             except FileNotFoundError:
@@ -221,11 +238,40 @@ class Sqlite3(SQLDriver):
                 return
             lockfile.close()  # we locked a file its last holder had just removed
 
+    def _lock_path(self) -> str:
+        # One lock per file and table however they are spelled: symlinks resolved, and
+        # table names compared as SQLite does (ASCII case-insensitively).
+        return f"{os.path.realpath(self.database)}-{self.table.lower()}.lock"
+
+    def _locked_message(self, path: str) -> str:
+        state, count = lock_state(path)
+        if self.sharing is not None:
+            return (
+                f"{self._where()} is open for writing by a single-writer Store (lock file "
+                f"{path}); shared mode cannot join it: close that Store, or open it with "
+                "shared=True too"
+            )
+        if state == "shared":
+            writers = "" if count is None else f" ({count} attached)"
+            return (
+                f"{self._where()} is open by shared-mode writers{writers} (lock file "
+                f"{path}); open this one with shared=True too, or read_only=True"
+            )
+        return (
+            f"{self._where()} is already open for writing (lock file {path}); "
+            "close the other Store first, or open this one with read_only=True"
+        )
+
     def _release_lock(self) -> None:
+        leasefile, self._leasefile = self._leasefile, None
+        if leasefile is not None:
+            leasefile.close()
         lockfile, self._lockfile = self._lockfile, None
         if lockfile is not None:
-            with contextlib.suppress(FileNotFoundError):
-                os.unlink(lockfile.name)
+            if self.sharing is None:
+                # other shared writers may hold it: only a single writer removes it
+                with contextlib.suppress(FileNotFoundError):
+                    os.unlink(lockfile.name)
             lockfile.close()  # closing releases the flock
 
     def _disconnect(self) -> None:
@@ -233,6 +279,8 @@ class Sqlite3(SQLDriver):
         wal, self._wal = self._wal, False
         try:
             if conn is not None:
+                if wal and self.sharing is not None and self.writers() != 1:
+                    wal = False  # other writers are attached: the file stays in WAL mode
                 if wal:
                     # Leave the closed file in rollback-journal mode: a read-only open
                     # of it then creates no -wal/-shm files.  If a reader is attached,
@@ -352,6 +400,69 @@ class Sqlite3(SQLDriver):
                     return True
         return False
 
+    # ------------------------------------------------------------------ shared mode
+
+    def _lease_take(self) -> None:
+        self.connection  # noqa: B018 - connects (and takes the mode lock) if needed
+        assert self._leasefile is not None
+        # blocks until the holder commits; the kernel releases it if the holder dies
+        fcntl.flock(self._leasefile.fileno(), fcntl.LOCK_EX)
+
+    def _lease_drop(self) -> None:
+        if self._leasefile is not None:
+            fcntl.flock(self._leasefile.fileno(), fcntl.LOCK_UN)
+
+    def _lease_rows_after(self, seq: int) -> list[Row]:
+        return self._rows_after(self.connection, seq)
+
+    def _lease_commit(self, inserts: list[Row], updates: list[tuple[int, Row]]) -> None:
+        try:
+            self._write(inserts, updates)
+        finally:
+            self._lease_drop()
+
+    def _sync_rows_after(self, seq: int) -> list[Row]:
+        return self._rows_after(self.connection, seq)
+
+    def _rows_after(self, conn: sqlite3.Connection, seq: int) -> list[Row]:
+        return conn.execute(
+            f"SELECT {ROW_COLUMNS} FROM {self._quoted} WHERE seq > ? ORDER BY seq", (seq,)
+        ).fetchall()
+
+    def _follow_connection(self) -> sqlite3.Connection:
+        conn = self._follower
+        if conn is None:
+            conn = self._follower = sqlite3.connect(
+                self.database,
+                timeout=self.timeout,
+                isolation_level=None,
+                check_same_thread=False,
+            )
+            self._data_version = None
+        return conn
+
+    def _follow_wait(self, stop: threading.Event, poll: float) -> bool:
+        if stop.wait(poll):
+            return False
+        # data_version changes whenever another connection commits to the file
+        (version,) = self._follow_connection().execute("PRAGMA data_version").fetchone()
+        changed = version != self._data_version
+        self._data_version = version
+        return bool(changed)
+
+    def _follow_rows_after(self, seq: int) -> list[Row]:
+        return self._rows_after(self._follow_connection(), seq)
+
+    def _follow_close(self) -> None:
+        conn, self._follower = self._follower, None
+        if conn is not None:
+            conn.close()
+
+    def writers(self) -> int | None:
+        """How many shared-mode writers have the table open (None: unknown here)."""
+        state, count = lock_state(self._lock_path())
+        return count if state == "shared" else 0
+
     # ------------------------------------------------------------------ writing
 
     def _write(self, inserts: list[Row], updates: list[tuple[int, Row]]) -> None:
@@ -455,3 +566,44 @@ class Sqlite3(SQLDriver):
             conn.execute("ROLLBACK")
             raise
         conn.execute("COMMIT")
+
+
+def lock_state(path: str) -> tuple[str, int | None]:
+    """Who holds the lock file ``path``: ``("none", 0)``, ``("single", 1)`` or
+    ``("shared", n)`` (n: the shared writers attached; None where the system does not
+    say, which is anywhere but Linux)."""
+    try:
+        probe = open(path, "rb")  # noqa: SIM115
+    except FileNotFoundError:
+        return "none", 0
+    with probe:
+        try:
+            fcntl.flock(probe.fileno(), fcntl.LOCK_SH | fcntl.LOCK_NB)
+        except BlockingIOError:
+            return "single", 1
+        try:
+            count = _shared_holders(os.fstat(probe.fileno()))
+        finally:
+            fcntl.flock(probe.fileno(), fcntl.LOCK_UN)
+    if count is None:
+        return "shared", None
+    count -= 1  # the probe itself
+    return ("shared", count) if count > 0 else ("none", 0)
+
+
+def _shared_holders(stat: os.stat_result) -> int | None:
+    """Shared flocks held on the file, as /proc/locks lists them (Linux)."""
+    device = f"{os.major(stat.st_dev):02x}:{os.minor(stat.st_dev):02x}:{stat.st_ino}"
+    try:
+        with open("/proc/locks") as locks:
+            lines = locks.read().splitlines()
+    except OSError:
+        return None
+    count = 0
+    for line in lines:
+        parts = line.split()
+        # "1: FLOCK  ADVISORY  READ 1234 08:01:5678 0 EOF"; waiters are marked "->"
+        if len(parts) >= 6 and "->" not in parts and parts[1] == "FLOCK" and parts[3] == "READ":
+            if parts[5] == device:
+                count += 1
+    return count

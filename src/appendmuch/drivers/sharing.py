@@ -1,0 +1,301 @@
+"""Shared mode: several processes writing one table (``shared=True`` on a SQL driver).
+
+**The write lease.**  Before a process allocates a seq it holds the table's write
+lease (SQLite: an exclusive ``flock`` on ``{database}-{table}.lease``; PostgreSQL: an
+open transaction on the writer connection that took ``pg_advisory_xact_lock``).
+Taking the lease first *catches up*: the rows committed since this process's
+high-water mark are read and appended to its cache.  Seqs allocated after that
+(``MAX + 1, ...``) are therefore final, and seq order is commit order.  The batch is
+committed (PostgreSQL: with ``NOTIFY``, in the same transaction) when it is full, by
+the background flusher a few milliseconds after the lease was taken, or on
+``flush()``/``close()``; the commit releases the lease.  One lease per batch.
+
+**Following.**  A background thread per driver waits for commits of other processes
+(PostgreSQL: ``LISTEN`` on a dedicated connection; SQLite: ``PRAGMA data_version``
+polled on a connection of its own every few milliseconds), reads the rows after the
+high-water mark and hands them to the Store.
+
+**Failures.**  A process killed while holding the lease loses its uncommitted rows;
+the server (or the kernel) rolls its transaction back and releases the lock.  A
+commit that fails leaves the rows queued without the lease.  Before they are written,
+the lease is taken again and the catch-up shows whether they were committed after all
+(identical rows under their seqs) or whether other processes took those seqs
+meanwhile: then the Store reloads its cache and appends the queued rows again under
+new seqs.
+
+Every piece of this runs under the driver's lock (one re-entrant lock that the Store
+also uses in shared mode), except the follower's waiting and reading.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+import weakref
+from typing import TYPE_CHECKING, Protocol
+
+from ..errors import WriteError
+from .base import Row
+
+if TYPE_CHECKING:
+    from .sql import SQLDriver
+
+__all__ = ["LogFollower", "Sharing"]
+
+#: after a follower error (a lost connection), wait this long before trying again
+_RETRY_AFTER = 0.5
+
+
+class LogFollower(Protocol):
+    """What a Store offers the shared-mode machinery (called under ``Sharing.lock``)."""
+
+    def _take_rows(self, rows: list[Row]) -> None:
+        """Append rows committed by other processes, in seq order, to the cache."""
+
+    def _resequence(
+        self, foreign: list[Row], inserts: list[Row], updates: list[tuple[int, Row]]
+    ) -> None:
+        """Reload the cache (which now holds ``foreign``), then queue the rows this
+        process could not commit again, under new seqs."""
+
+
+class Sharing:
+    """The write lease and the follower thread of one SQL driver in shared mode."""
+
+    def __init__(self, driver: SQLDriver, *, hold: float, poll: float) -> None:
+        self.driver = driver
+        #: the driver's lock; the Store takes it around every shared-mode write
+        self.lock = driver._lock
+        #: seconds a lease is kept before the flusher commits (or drops) it
+        self.hold = hold
+        #: seconds between two change checks (SQLite) or safety reads (PostgreSQL)
+        self.poll = poll
+        #: this process holds the write lease
+        self.held = False
+        self._since = 0.0
+        #: largest seq known committed and present in the cache
+        self.hwm = 0
+        #: the last error of the follower thread (it retries by itself)
+        self.last_error: Exception | None = None
+        self._target: weakref.ref[LogFollower] | None = None
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    # ------------------------------------------------------------------ store side
+
+    def attach(self, store: LogFollower) -> None:
+        """Deliver later commits to ``store`` (loaded already); start following."""
+        with self.lock:
+            self._target = weakref.ref(store)
+        self.start()
+
+    def loaded(self, seq: int) -> None:
+        """The Store (re)loaded the log up to ``seq``."""
+        self.hwm = seq
+
+    def acquire(self) -> None:
+        """Hold the write lease, caught up with every commit before it (under the lock).
+
+        Seqs allocated while it is held are final.
+        """
+        if self.held:
+            return
+        driver = self.driver
+        try:
+            driver._lease_take()
+        except driver._errors() as exc:
+            driver._after_failure()
+            raise WriteError(
+                f"could not take the write lease of {driver._where()}: {exc}; nothing was "
+                "written"
+            ) from exc
+        self.held = True
+        self._since = time.monotonic()
+        try:
+            rows = driver._lease_rows_after(self.hwm)
+            if rows:
+                self._take_in(rows)
+        except driver._errors() as exc:
+            self._drop_quietly()
+            driver._after_failure()
+            raise WriteError(
+                f"could not catch up with {driver._where()}: {exc}; nothing was written"
+            ) from exc
+        except BaseException:
+            self._drop_quietly()
+            raise
+
+    def _drop_quietly(self) -> None:
+        try:
+            self.drop()
+        except self.driver._errors():
+            self.lost()
+
+    def release_idle(self) -> None:
+        """Give the lease back if nothing is queued under it."""
+        if self.held and not self.driver.pending:
+            self.drop()
+
+    def drop(self) -> None:
+        """Give the lease back without writing."""
+        if self.held:
+            self.held = False
+            self.driver._lease_drop()
+
+    def lost(self) -> None:
+        """The connection holding the lease is gone (the server released it)."""
+        self.held = False
+
+    def sync(self) -> None:
+        """Bring the cache up to every commit made before this call."""
+        driver = self.driver
+        with self.lock:
+            if driver.read_only:
+                self._deliver(driver._sync_rows_after(self.hwm))
+            elif self.held or driver.pending:
+                # held: nobody else can commit; rows queued without the lease (after a
+                # failed commit): taking the lease sorts them out and catches up
+                self.acquire()
+                self.release_idle()
+            else:
+                self._deliver(driver._sync_rows_after(self.hwm))
+
+    # ------------------------------------------------------------------ writing
+
+    def drain(self) -> None:
+        """Commit the queue under the lease, then release it (under the lock)."""
+        driver = self.driver
+        self.acquire()  # held already, unless an earlier commit failed
+        pending = driver._pending
+        inserts, updates = pending.take()
+        if not inserts and not updates:
+            self.drop()
+            return
+        try:
+            driver._lease_commit(inserts, updates)
+        except BaseException:
+            pending.give_back(inserts, updates)
+            self.held = False  # the backend rolled back, releasing the lock
+            raise
+        self.held = False
+        top = max([row[0] for row in inserts[-1:]] + [row[0] for _, row in updates])
+        self.hwm = max(self.hwm, top)
+        driver._note_written(inserts, updates)
+
+    def due(self) -> bool:
+        """The lease has been held for ``hold`` seconds: time to commit or drop it."""
+        return self.held and time.monotonic() - self._since >= self.hold
+
+    # ------------------------------------------------------------------ catching up
+
+    def _take_in(self, rows: list[Row]) -> None:
+        """Take in rows committed since the high-water mark (lease held)."""
+        driver = self.driver
+        pending = driver._pending
+        if not len(pending):
+            self._deliver(rows)
+            return
+        # Rows are queued although this process did not hold the lease: an earlier
+        # commit failed.  Those of them stored identically were committed after all.
+        inserts, updates = pending.take()
+        queued = {row[0]: row for row in inserts}
+        queued.update((row[0], row) for _, row in updates)
+        ours = {row[0] for row in rows if queued.get(row[0]) == tuple(row)}
+        foreign = [tuple(row) for row in rows if row[0] not in ours]
+        inserts = [row for row in inserts if row[0] not in ours]
+        updates = [(old, row) for old, row in updates if row[0] not in ours]
+        driver._uncertain = False
+        if not foreign:
+            pending.give_back(inserts, updates)
+            self.hwm = max(self.hwm, rows[-1][0])
+            driver._saw_seq(self.hwm)
+            return
+        target = self._target() if self._target is not None else None
+        if target is None:
+            self._renumber(foreign, inserts, updates)
+        else:
+            target._resequence(foreign, inserts, updates)
+
+    def _renumber(
+        self, foreign: list[Row], inserts: list[Row], updates: list[tuple[int, Row]]
+    ) -> None:
+        """Without a Store: queue the rows again after the foreign ones."""
+        driver = self.driver
+        self.hwm = max(self.hwm, foreign[-1][0])
+        driver._saw_seq(self.hwm)
+        for row in inserts:
+            driver._pending.add((driver.next_seq(), *row[1:]))
+        for _old, row in updates:
+            driver._pending.add((driver.next_seq(), *row[1:]))
+
+    def _deliver(self, rows: list[Row]) -> None:
+        """Hand rows after the high-water mark to the Store (under the lock)."""
+        hwm = self.hwm
+        fresh = [tuple(row) for row in rows if row[0] > hwm]
+        if not fresh:
+            return
+        driver = self.driver
+        if not self.held and driver.pending:
+            return  # a failed commit left rows queued: acquire() sorts them out first
+        target = self._target() if self._target is not None else None
+        if target is not None:
+            target._take_rows(fresh)  # advances hwm row by row
+        else:
+            self.hwm = fresh[-1][0]
+            driver._saw_seq(self.hwm)
+
+    # ------------------------------------------------------------------ follower
+
+    def start(self) -> None:
+        """Start the follower thread (once a Store is attached) unless it runs."""
+        if self._target is None or (self._thread is not None and self._thread.is_alive()):
+            return
+        self._stop = threading.Event()
+        thread = threading.Thread(
+            target=_follow_loop,
+            args=(weakref.ref(self), self._stop),
+            name=f"appendmuch-follower:{self.driver.table}",
+            daemon=True,
+        )
+        thread.start()
+        self._thread = thread
+
+    def stop(self) -> None:
+        """Stop the follower thread and close its connection."""
+        self._stop.set()
+        thread, self._thread = self._thread, None
+        if thread is not None and thread is not threading.current_thread():
+            thread.join()
+
+    def _follow_once(self, stop: threading.Event) -> None:
+        driver = self.driver
+        if not driver._follow_wait(stop, self.poll) or stop.is_set():
+            return
+        rows = driver._follow_rows_after(self.hwm)
+        if rows:
+            with self.lock:
+                if not stop.is_set():
+                    self._deliver(rows)
+
+
+def _follow_loop(ref: weakref.ref[Sharing], stop: threading.Event) -> None:
+    """Deliver other processes' commits until stopped; errors are kept and retried."""
+    try:
+        while not stop.is_set():
+            sharing = ref()
+            if sharing is None:
+                return
+            try:
+                sharing._follow_once(stop)
+            except Exception as exc:  # a lost connection, a row that does not decode
+                sharing.last_error = exc
+                sharing.driver._follow_close()
+                del sharing
+                if stop.wait(_RETRY_AFTER):
+                    return
+                continue
+            del sharing
+    finally:
+        sharing = ref()
+        if sharing is not None:
+            sharing.driver._follow_close()
