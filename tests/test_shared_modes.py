@@ -54,7 +54,7 @@ def test_single_writer_refused_while_shared_writers_attached(
 ) -> None:
     peer = peers(shared=True)
     peer("set", ns=["m"], field="x", value=1)
-    with pytest.raises(LockedError, match="(?i)shared") as info:
+    with pytest.raises(LockedError, match=r"(?i)shared") as info:
         place.store()
     assert isinstance(info.value, RuntimeError)
     peer.close()
@@ -70,7 +70,7 @@ def test_shared_refused_while_a_single_writer_holds_the_log(
 ) -> None:
     peer = peers()  # the default: single-writer mode
     peer("set", ns=["m"], field="x", value=1)
-    with pytest.raises(LockedError, match="(?i)single"):
+    with pytest.raises(LockedError, match=r"(?i)single"):
         place.store(shared=True)
     peer.close()
     store = place.store(shared=True)
@@ -84,7 +84,7 @@ def test_mixing_refused_in_one_process(place: Place) -> None:
     """The same refusals when both writers are in this process."""
     shared = place.store(shared=True)
     try:
-        with pytest.raises(LockedError, match="(?i)shared"):
+        with pytest.raises(LockedError, match=r"(?i)shared"):
             place.store()
         also = place.store(shared=True)  # another shared writer is fine
         also.close()
@@ -92,7 +92,7 @@ def test_mixing_refused_in_one_process(place: Place) -> None:
         shared.close()
     single = place.store()
     try:
-        with pytest.raises(LockedError, match="(?i)single"):
+        with pytest.raises(LockedError, match=r"(?i)single"):
             place.store(shared=True)
     finally:
         single.close()
