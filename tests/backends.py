@@ -72,15 +72,13 @@ class SqliteBackend(Backend):
 class SharedSqliteBackend(SqliteBackend):
     """A SQLite file opened in shared mode (issue 10): every writer is ``shared=True``.
 
-    Read-only drivers are opened as they are in single-writer mode (a reader takes no
-    writer's lock, so it needs no mode).
+    Read-only drivers are opened in shared mode too (a reader that follows the others).
     """
 
     name = "sqlite-shared"
 
     def driver(self, **kwargs: Any) -> DBDriver:
-        if not kwargs.get("read_only"):
-            kwargs.setdefault("shared", True)
+        kwargs.setdefault("shared", True)
         return Sqlite3(self.path, **kwargs)
 
 
@@ -147,8 +145,7 @@ class SharedPostgresBackend(PostgresBackend):
     name = "postgresql-shared"
 
     def driver(self, **kwargs: Any) -> DBDriver:
-        if not kwargs.get("read_only"):
-            kwargs.setdefault("shared", True)
+        kwargs.setdefault("shared", True)
         return super().driver(**kwargs)
 
 

@@ -28,6 +28,7 @@ from appendmuch import Store, Value, tuple2dbns  # noqa: E402
 __all__ = [
     "PEERS",
     "Seen",
+    "all_values",
     "history_lines",
     "is_replace",
     "make_driver",
@@ -114,7 +115,7 @@ def open_store(location: dict[str, Any], seen: Seen | None = None, **driver_kwar
         replace_predicate=is_replace,
     )
     if seen is not None:
-        seen.start_at(max((value.seq for value in _values(store)), default=0))
+        seen.start_at(max((value.seq for value in all_values(store)), default=0))
     return store
 
 
@@ -130,7 +131,7 @@ def walk(
             yield prefix, name, child
 
 
-def _values(store: Store) -> Iterable[Value]:
+def all_values(store: Store) -> Iterable[Value]:
     for _, _, values in walk(store.cache):
         yield from values
 

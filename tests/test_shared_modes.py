@@ -131,9 +131,7 @@ def cli(place: Place, *args: str) -> str:
         target = [str(backend.path)]
     else:
         parts = dict(item.split("=", 1) for item in backend.conninfo.split())
-        url = (
-            f"postgresql://{parts['user']}@{parts['host']}:{parts['port']}/{parts['dbname']}"
-        )
+        url = f"postgresql://{parts['user']}@{parts['host']}:{parts['port']}/{parts['dbname']}"
         target = [url, "--table-prefix", backend.prefix]
     result = subprocess.run(
         [sys.executable, "-m", "appendmuch", args[0], *target, *args[1:]],
