@@ -216,6 +216,8 @@ def _cmd_info(args: argparse.Namespace) -> int:
                 "size": info.size,
                 "custom_types": custom,
                 "writer_open": info.writer_open,
+                "writer_mode": info.writer_mode,
+                "writers": info.writers,
             }
         )
         return 0
@@ -242,13 +244,13 @@ def _cmd_info(args: argparse.Namespace) -> int:
     if custom:
         listed = ", ".join(f"type {k}: {_count(v, 'value')}" for k, v in custom.items())
         lines.append(("custom types", listed))
-    if info.writer_open is not None:
-        lines.append(
-            (
-                "writer",
-                "open (a Store has the table open for writing)" if info.writer_open else "none",
-            )
-        )
+    if info.writer_mode == "shared":
+        count = "an unknown number of" if info.writers is None else f"{info.writers}"
+        lines.append(("writer", f"shared ({count} writers attached in shared mode)"))
+    elif info.writer_mode == "single":
+        lines.append(("writer", "open (a single-writer Store has the table open for writing)"))
+    elif info.writer_mode == "none":
+        lines.append(("writer", "none"))
     width = max(len(key) for key, _ in lines)
     for key, text in lines:
         _out(f"{key:<{width}}  {text}")

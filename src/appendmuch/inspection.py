@@ -293,6 +293,10 @@ class LogInfo:
     custom_types: dict[int, int] = field(default_factory=dict)
     #: SQLite: whether a writer holds the table's lock file; None for PostgreSQL
     writer_open: bool | None = None
+    #: who has the table open for writing: "none", "single" or "shared" (None: unknown)
+    writer_mode: str | None = None
+    #: how many writers have it open (shared mode: None where the system cannot say)
+    writers: int | None = None
 
     @property
     def current_fields(self) -> int:
@@ -338,8 +342,11 @@ def log_info(driver: DBDriver, target: Target, progress: ProgressFn | None = Non
     info.tombstones = tombstones
     info.custom_types = dict(sorted(custom.items()))
     info.size = driver.size()
+    holders = getattr(driver, "lock_holders", None)
+    if holders is not None:
+        info.writer_mode, info.writers = holders()
     if not target.is_postgres:
-        info.writer_open = os.path.exists(f"{target.db}-{target.table}.lock")
+        info.writer_open = info.writer_mode not in (None, "none")
     return info
 
 

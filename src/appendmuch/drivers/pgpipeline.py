@@ -56,8 +56,11 @@ class Pipeline:
         ).encode()
         self.pgconn.enter_pipeline_mode()
 
-    def send(self, batch: Batch) -> None:
-        """Queue a batch on the server.  It is in flight from the first byte sent."""
+    def send(self, batch: Batch, notify: tuple[str, str] | None = None) -> None:
+        """Queue a batch on the server.  It is in flight from the first byte sent.
+
+        ``notify``: (channel, payload) of a ``NOTIFY`` sent in the batch's transaction.
+        """
         inserts, updates = batch
         self.inflight.append(batch)
         if inserts:
@@ -67,6 +70,8 @@ class Pipeline:
         for old_seq, row in updates:
             params = [self._int8(row[0]), *row[1:], self._int8(old_seq)]
             self._send(self._overwrite, params, 7)
+        if notify is not None:
+            self._send(b"SELECT pg_notify($1, $2)", list(notify), 2)
         self.pgconn.pipeline_sync()
         self._drain_output()
 
@@ -154,7 +159,11 @@ class Pipeline:
                 return error
             if status == pq.ExecStatus.FATAL_ERROR and error is None:
                 error = result.get_error_message()
-            elif status not in (pq.ExecStatus.COMMAND_OK, pq.ExecStatus.PIPELINE_ABORTED):
+            elif status not in (
+                pq.ExecStatus.COMMAND_OK,
+                pq.ExecStatus.TUPLES_OK,
+                pq.ExecStatus.PIPELINE_ABORTED,
+            ):
                 error = error or f"unexpected result {status.name}"
 
     def close(self) -> None:

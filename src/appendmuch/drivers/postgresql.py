@@ -6,6 +6,7 @@ so ``appendmuch`` works without the ``pg`` extra installed.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import threading
 import time
@@ -25,6 +26,8 @@ _FETCH = 8192
 #: batches sent but not yet confirmed, at most
 _MAX_IN_FLIGHT = 2
 _COPY_TYPES = ["int8", "text", "text", "bytea", "float8", "text"]
+#: shared mode: the follower reads anyway after this many seconds without a NOTIFY
+_FOLLOW_TIMEOUT = 0.1
 
 #: column -> accepted information_schema data types
 _EXPECTED = {
@@ -77,6 +80,11 @@ class PostgreSQL(SQLDriver):
         holding it is running a statement (default 10): a writer that was just killed
         keeps its session until the batch it sent is done.  An idle holder is a living
         writer: opening fails at once.
+    :param shared: several processes, on any number of machines, write the table at
+        once (see :mod:`appendmuch.drivers.sharing`); commits are announced with
+        ``NOTIFY``.  Every writer of the table must use it: a shared open of a table a
+        single writer has open (or the reverse) raises
+        :class:`~appendmuch.errors.LockedError`.
     :param pool_kwargs: passed to :class:`psycopg_pool.ConnectionPool` (e.g. ``timeout``,
         the seconds to wait for a connection, default 30; ``check`` defaults to
         ``ConnectionPool.check_connection`` so broken connections are replaced).
@@ -100,6 +108,7 @@ class PostgreSQL(SQLDriver):
         read_only: bool = False,
         recovery_dir: str | os.PathLike[str] | None = None,
         lock_timeout: float = 10.0,
+        shared: bool = False,
         **pool_kwargs: Any,
     ) -> None:
         names = TableNames(table_prefix, tblextra, replace_index_specs)
@@ -115,6 +124,8 @@ class PostgreSQL(SQLDriver):
             write_through=write_through,
             read_only=read_only,
             recovery_dir=recovery_dir,
+            shared=shared,
+            follow_interval=_FOLLOW_TIMEOUT,
         )
         self._psycopg = psycopg
         self._pool_class = psycopg_pool.ConnectionPool
@@ -142,10 +153,28 @@ class PostgreSQL(SQLDriver):
         self._pipe: Pipeline | None = None
         self._timeout = float(self._pool_args.get("timeout", 30.0))
         self._lock_key = zlib.crc32(f"appendmuch:{self.table}".encode())
+        #: shared mode: the transaction-scoped lock that serialises commits
+        self._lease_key = zlib.crc32(f"appendmuch-lease:{self.table}".encode())
+        self._channel = f"appendmuch_{self._lock_key:08x}"
+        self._listener: Any = None
+        self._insert_sql = (
+            f"INSERT INTO {self._quoted} ({ROW_COLUMNS}) SELECT * FROM unnest("
+            "%b::int8[], %b::text[], %b::text[], %b::bytea[], %b::float8[], %b::text[])"
+        )
+        self._upsert_sql = (
+            f"WITH updated AS (UPDATE {self._quoted} SET seq = %(seq)s, "
+            "namespace = %(ns)s, field = %(field)s, value = %(value)s, "
+            "created_at = %(at)s, context = %(ctx)s WHERE seq = %(old)s RETURNING 1) "
+            f"INSERT INTO {self._quoted} ({ROW_COLUMNS}) "
+            "SELECT %(seq)s, %(ns)s, %(field)s, %(value)s, %(at)s, %(ctx)s "
+            "WHERE NOT EXISTS (SELECT 1 FROM updated)"
+        )
         self._copy_sql = f"COPY {self._quoted} ({ROW_COLUMNS}) FROM STDIN (FORMAT BINARY)"
 
     def __repr__(self) -> str:
         mode = ", read_only=True" if self.read_only else ""
+        if self.sharing is not None:
+            mode += ", shared=True"
         return f"PostgreSQL(table={self.table!r}{mode})"
 
     def _where(self) -> str:
@@ -205,23 +234,71 @@ class PostgreSQL(SQLDriver):
             # A writer that was just killed keeps its server session, and the lock,
             # while that session finishes the batch it was running; wait for such a
             # busy holder (up to lock_timeout), but not for an idle, living writer.
+            # Shared writers hold it shared, a single writer exclusively: the two
+            # modes exclude each other.
+            take = "pg_try_advisory_lock_shared" if self.sharing else "pg_try_advisory_lock"
             deadline = time.monotonic() + self.lock_timeout
             while True:
-                (locked,) = conn.execute(
-                    "SELECT pg_try_advisory_lock(%s)", (self._lock_key,)
-                ).fetchone()
+                (locked,) = conn.execute(f"SELECT {take}(%s)", (self._lock_key,)).fetchone()
                 if locked or time.monotonic() >= deadline or not self._holder_busy(conn):
                     break
                 time.sleep(0.05)
             if not locked:
+                message = self._locked_message(conn)
                 self._open_pool().putconn(conn)
-                raise LockedError(
-                    f"{self._where()} is already open for writing by another session "
-                    f"(waited {self.lock_timeout} s); close the other Store first, or open "
-                    "this one with read_only=True"
-                )
+                raise LockedError(message)
             self._writer = conn
         return conn
+
+    def _locked_message(self, conn: Any) -> str:
+        if self.sharing is not None:
+            return (
+                f"{self._where()} is open for writing by a single-writer Store; shared mode "
+                "cannot join it: close that Store, or open it with shared=True too"
+            )
+        shared = self._count_shared(conn)
+        if shared:
+            return (
+                f"{self._where()} is open by {shared} shared-mode writer(s); open this one "
+                "with shared=True too, or read_only=True"
+            )
+        return (
+            f"{self._where()} is already open for writing by another session "
+            f"(waited {self.lock_timeout} s); close the other Store first, or open "
+            "this one with read_only=True"
+        )
+
+    def _count_shared(self, conn: Any) -> int:
+        (count,) = conn.execute(
+            "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND granted "
+            "AND mode = 'ShareLock' AND classid = 0 AND objid = %s::bigint::oid "
+            "AND objsubid = 1",
+            (self._lock_key,),
+        ).fetchone()
+        return int(count)
+
+    def writers(self) -> int | None:
+        """How many shared-mode writers have the table open."""
+        with self._connection() as conn:
+            return self._count_shared(conn)
+
+    def lock_holders(self) -> tuple[str, int | None]:
+        """Who has the table open for writing: ``("none", 0)``, ``("single", 1)`` or
+        ``("shared", number of writers)``."""
+        with self._connection() as conn:
+            modes = dict(
+                conn.execute(
+                    "SELECT mode, count(*) FROM pg_locks WHERE locktype = 'advisory' "
+                    "AND granted AND classid = 0 AND objid = %s::bigint::oid "
+                    "AND objsubid = 1 GROUP BY mode",
+                    (self._lock_key,),
+                ).fetchall()
+            )
+        if modes.get("ExclusiveLock"):
+            return "single", 1
+        if modes.get("ShareLock"):
+            return "shared", int(modes["ShareLock"])
+        return "none", 0
 
     def _holder_busy(self, conn: Any) -> bool:
         """Whether the session holding the table's writer lock is running a statement."""
@@ -262,6 +339,8 @@ class PostgreSQL(SQLDriver):
     def _after_failure(self) -> None:
         self._drop_connections()
         self._connected = False
+        if self.sharing is not None:
+            self.sharing.lost()  # the server rolled back and released the lease
 
     def _disconnect(self) -> None:
         pipe, self._pipe = self._pipe, None
@@ -270,7 +349,10 @@ class PostgreSQL(SQLDriver):
         conn, self._writer = self._writer, None
         if conn is not None and self._pool is not None:
             if not conn.closed:
-                conn.execute("SELECT pg_advisory_unlock(%s)", (self._lock_key,))
+                if conn.info.transaction_status != self._psycopg.pq.TransactionStatus.IDLE:
+                    conn.execute("ROLLBACK")
+                unlock = "pg_advisory_unlock_shared" if self.sharing else "pg_advisory_unlock"
+                conn.execute(f"SELECT {unlock}(%s)", (self._lock_key,))
                 conn.autocommit = False
             self._pool.putconn(conn)
         pool, self._pool = self._pool, None
@@ -365,6 +447,9 @@ class PostgreSQL(SQLDriver):
         """Send the queue as one batch without waiting; with ``wait``, also read every
         in-flight result (then all is committed).  At most a couple of batches are in
         flight: sending waits for the oldest beyond that."""
+        if self.sharing is not None:
+            self.sharing.drain(keep=not wait)  # one transaction under the lease
+            return
         pipe = self._pipeline()
         self._requeue(pipe.reap(block=False))
         if len(self._pending):
@@ -396,6 +481,120 @@ class PostgreSQL(SQLDriver):
         pipe = self._pipeline()
         pipe.send((inserts, updates))
         self._requeue(pipe.reap(block=True))
+
+    # ------------------------------------------------------------------ shared mode
+
+    def _lease_take(self, seq: int) -> list[Row]:
+        if not self._connected:
+            self.ensure()
+        self._leave_pipeline()
+        conn = self._writer_connection()
+        # One round trip.  The session lock waits while another writer holds it; the
+        # holder gives it back once its batches are committed, or the server does when
+        # the holder's session ends (after the batches it had received).  The SELECT
+        # after it sees every commit made under the lock before.
+        with conn.pipeline():
+            conn.execute("SELECT pg_advisory_lock(%s)", (self._lease_key,))
+            cur = conn.execute(
+                f"SELECT {ROW_COLUMNS} FROM {self._quoted} WHERE seq > %s ORDER BY seq",
+                (seq,),
+            )
+        return [tuple(row) for row in cur.fetchall()]
+
+    def _leave_pipeline(self) -> None:
+        """Take the writer connection out of pipeline mode (nothing in flight)."""
+        pipe, self._pipe = self._pipe, None
+        if pipe is not None:
+            if pipe.inflight:
+                self._pipe = pipe
+                raise RuntimeError("batches still in flight")  # pragma: no cover - a bug
+            pipe.close()
+
+    def _lease_drop(self) -> None:
+        conn = self._writer
+        if conn is None or conn.closed:
+            return
+        try:
+            pipe = self._pipe
+            if pipe is not None and pipe.inflight:
+                self._requeue(pipe.reap(block=True))  # raises if the server refused one
+            self._leave_pipeline()
+            conn.execute("SELECT pg_advisory_unlock(%s)", (self._lease_key,))
+        except BaseException:
+            # the lease must not stay held: closing the session releases it (rows in
+            # flight go back to the queue)
+            self._drop_connections()
+            self._connected = False
+            raise
+
+    def _rows_after(self, conn: Any, seq: int) -> list[Row]:
+        rows = conn.execute(
+            f"SELECT {ROW_COLUMNS} FROM {self._quoted} WHERE seq > %s ORDER BY seq", (seq,)
+        ).fetchall()
+        return [tuple(row) for row in rows]
+
+    def _lease_commit(
+        self, inserts: list[Row], updates: list[tuple[int, Row]], keep: bool
+    ) -> list[Row] | None:
+        # Batches go in pipeline mode, as in single-writer mode, each with a NOTIFY in
+        # its transaction; the lease (a session lock) is kept while they are in flight
+        # and given back only once all of them are committed.
+        sent = not inserts and not updates
+        try:
+            pipe = self._pipeline()
+            self._requeue(pipe.reap(block=False))
+            if not sent:
+                if len(pipe.inflight) >= _MAX_IN_FLIGHT:
+                    self._requeue(pipe.reap(block=True, keep=_MAX_IN_FLIGHT - 1))
+                pipe.check_alive()
+                top = max([row[0] for row in inserts[-1:]] + [row[0] for _, row in updates])
+                pipe.send((inserts, updates), notify=(self._channel, str(top)))
+                sent = True
+            if keep:
+                return []
+            self._lease_drop()
+        except BaseException:
+            if not sent:
+                self._pending.give_back(inserts, updates)
+            # rows in flight go back to the queue; closing the session frees the lease
+            self._drop_connections()
+            self._connected = False
+            raise
+        return None
+
+    def _sync_rows_after(self, seq: int) -> list[Row]:
+        with self._connection() as conn:
+            return self._rows_after(conn, seq)
+
+    def _follow_connection(self) -> Any:
+        conn = self._listener
+        if conn is None or conn.closed:
+            conn = self._psycopg.connect(self.conninfo, autocommit=True)
+            conn.execute(f'LISTEN "{self._channel}"')
+            self._listener = conn
+        return conn
+
+    def _follow_wait(self, stop: threading.Event, poll: float) -> bool:
+        # A NOTIFY of another session wakes the follower at once; without one it reads
+        # anyway every ``poll`` seconds (a safety net: nothing is lost if a
+        # notification is).  This process's own commits need no reading.
+        writer = self._writer
+        own = writer.info.backend_pid if writer is not None and not writer.closed else None
+        heard = False
+        for notify in self._follow_connection().notifies(timeout=poll, stop_after=1):
+            if notify.pid != own:
+                return True
+            heard = True
+        return not heard
+
+    def _follow_rows_after(self, seq: int) -> list[Row]:
+        return self._rows_after(self._follow_connection(), seq)
+
+    def _follow_close(self) -> None:
+        conn, self._listener = self._listener, None
+        if conn is not None:
+            with contextlib.suppress(*self._library_errors):
+                conn.close()
 
     def _overwrite(self, conn: Any, updates: list[tuple[int, Row]]) -> None:
         """Overwrite stored rows in place (replace semantics); insert if gone."""

@@ -29,6 +29,7 @@ also uses in shared mode), except the follower's waiting and reading.
 
 from __future__ import annotations
 
+import contextlib
 import threading
 import time
 import weakref
@@ -44,6 +45,8 @@ __all__ = ["LogFollower", "Sharing"]
 
 #: after a follower error (a lost connection), wait this long before trying again
 _RETRY_AFTER = 0.5
+#: a lease nobody used for this long is committed (or dropped) by the flusher
+_IDLE = 0.002
 
 
 class LogFollower(Protocol):
@@ -66,13 +69,16 @@ class Sharing:
         self.driver = driver
         #: the driver's lock; the Store takes it around every shared-mode write
         self.lock = driver._lock
-        #: seconds a lease is kept before the flusher commits (or drops) it
+        #: longest time a lease is kept before the flusher commits (or drops) it
         self.hold = hold
+        #: the flusher commits (or drops) it sooner, once it went unused this long
+        self.idle = min(hold, _IDLE)
         #: seconds between two change checks (SQLite) or safety reads (PostgreSQL)
         self.poll = poll
         #: this process holds the write lease
         self.held = False
         self._since = 0.0
+        self._used = 0.0
         #: largest seq known committed and present in the cache
         self.hwm = 0
         #: the last error of the follower thread (it retries by itself)
@@ -101,29 +107,36 @@ class Sharing:
         if self.held:
             return
         driver = self.driver
+        # Rows still queued (an earlier commit failed) may have been committed after
+        # all: read from the first of them.
+        queued = driver._pending
+        first = min(
+            [row[0] for row in queued.inserts] + [row[0] for _, row in queued.updates],
+            default=None,
+        )
+        after = self.hwm if first is None else min(self.hwm, first - 1)
         try:
-            driver._lease_take()
-        except driver._errors() as exc:
+            rows = driver._lease_take(after)
+        except BaseException as exc:
+            # Interrupted or failed, the lock may have been granted all the same: give
+            # it back (PostgreSQL: by closing the session), never keep it unknowingly.
             driver._after_failure()
-            raise WriteError(
-                f"could not take the write lease of {driver._where()}: {exc}; nothing was "
-                "written"
-            ) from exc
-        self.held = True
-        self._since = time.monotonic()
-        try:
-            rows = driver._lease_rows_after(self.hwm)
-            if rows:
-                self._take_in(rows)
-        except driver._errors() as exc:
-            self._drop_quietly()
-            driver._after_failure()
-            raise WriteError(
-                f"could not catch up with {driver._where()}: {exc}; nothing was written"
-            ) from exc
-        except BaseException:
-            self._drop_quietly()
+            with contextlib.suppress(Exception):
+                driver._lease_drop()
+            if isinstance(exc, driver._errors()):
+                raise WriteError(
+                    f"could not take the write lease of {driver._where()}: {exc}; nothing "
+                    "was written"
+                ) from exc
             raise
+        self.held = True
+        self._since = self._used = time.monotonic()
+        if rows or len(queued):
+            try:
+                self._take_in(rows, after)
+            except BaseException:
+                self._drop_quietly()
+                raise
 
     def _drop_quietly(self) -> None:
         try:
@@ -132,9 +145,12 @@ class Sharing:
             self.lost()
 
     def release_idle(self) -> None:
-        """Give the lease back if nothing is queued under it."""
-        if self.held and not self.driver.pending:
-            self.drop()
+        """Give the lease back if nothing is queued under it (else note its use)."""
+        if self.held:
+            if self.driver.pending:
+                self._used = time.monotonic()
+            else:
+                self.drop()
 
     def drop(self) -> None:
         """Give the lease back without writing."""
@@ -162,34 +178,49 @@ class Sharing:
 
     # ------------------------------------------------------------------ writing
 
-    def drain(self) -> None:
-        """Commit the queue under the lease, then release it (under the lock)."""
+    def drain(self, keep: bool = False) -> None:
+        """Commit the queue under the lease (under the lock).
+
+        The lease is released, unless ``keep`` (a full batch in the middle of a run of
+        writes): then it is kept, or taken again in the same round trip, so the next
+        writes need not wait for it.  The flusher still ends it after ``hold``.
+        """
         driver = self.driver
         self.acquire()  # held already, unless an earlier commit failed
-        pending = driver._pending
-        inserts, updates = pending.take()
-        if not inserts and not updates:
+        inserts, updates = driver._pending.take()
+        if not inserts and not updates and not driver._inflight():
             self.drop()
             return
         try:
-            driver._lease_commit(inserts, updates)
+            rows = driver._lease_commit(inserts, updates, keep)
         except BaseException:
-            pending.give_back(inserts, updates)
-            self.held = False  # the backend rolled back, releasing the lock
+            self.held = False  # the backend put the rows back and released the lease
             raise
-        self.held = False
-        top = max([row[0] for row in inserts[-1:]] + [row[0] for _, row in updates])
-        self.hwm = max(self.hwm, top)
-        driver._note_written(inserts, updates)
+        if inserts or updates:
+            top = max([row[0] for row in inserts[-1:]] + [row[0] for _, row in updates])
+            # (possibly still in flight: if it fails, its rows come back below the mark,
+            # and acquire() gives them new seqs)
+            self.hwm = max(self.hwm, top)
+            driver._saw_seq(top)
+            driver._note_written(inserts, updates)
+        if rows is None:
+            self.held = False
+        elif rows:
+            self._deliver(rows)  # others' commits between ours and the lease taken again
 
     def due(self) -> bool:
-        """The lease has been held for ``hold`` seconds: time to commit or drop it."""
-        return self.held and time.monotonic() - self._since >= self.hold
+        """Time to commit (or drop) the lease: held for ``hold`` seconds, or unused for
+        ``idle`` seconds.  A run of writes keeps it up to ``hold``; a lone write is
+        committed about ``idle`` seconds after it."""
+        if not self.held:
+            return False
+        now = time.monotonic()
+        return now - self._used >= self.idle or now - self._since >= self.hold
 
     # ------------------------------------------------------------------ catching up
 
-    def _take_in(self, rows: list[Row]) -> None:
-        """Take in rows committed since the high-water mark (lease held)."""
+    def _take_in(self, rows: list[Row], after: int) -> None:
+        """Take in the rows committed after seq ``after`` (lease held)."""
         driver = self.driver
         pending = driver._pending
         if not len(pending):
@@ -200,15 +231,18 @@ class Sharing:
         inserts, updates = pending.take()
         queued = {row[0]: row for row in inserts}
         queued.update((row[0], row) for _, row in updates)
-        ours = {row[0] for row in rows if queued.get(row[0]) == tuple(row)}
-        foreign = [tuple(row) for row in rows if row[0] not in ours]
+        ours = {row[0] for row in rows if queued.get(row[0]) == row}
+        foreign = [row for row in rows if row[0] not in ours]
         inserts = [row for row in inserts if row[0] not in ours]
         updates = [(old, row) for old, row in updates if row[0] not in ours]
         driver._uncertain = False
-        if not foreign:
+        left = [row[0] for row in inserts] + [row[0] for _, row in updates]
+        committed = max([after] + [row[0] for row in rows])
+        if not foreign and (not left or min(left) > committed):
+            # the rest can keep their seqs: nothing was committed at or after them
             pending.give_back(inserts, updates)
-            self.hwm = max(self.hwm, rows[-1][0])
-            driver._saw_seq(self.hwm)
+            self.hwm = committed  # (a failed batch may have raised it past the table)
+            driver._saw_seq(committed)
             return
         target = self._target() if self._target is not None else None
         if target is None:
@@ -231,7 +265,7 @@ class Sharing:
     def _deliver(self, rows: list[Row]) -> None:
         """Hand rows after the high-water mark to the Store (under the lock)."""
         hwm = self.hwm
-        fresh = [tuple(row) for row in rows if row[0] > hwm]
+        fresh = [row for row in rows if row[0] > hwm]
         if not fresh:
             return
         driver = self.driver

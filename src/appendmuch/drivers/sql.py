@@ -49,7 +49,7 @@ __all__ = ["SQLDriver"]
 #: after a failed background flush, wait this long before trying again
 _RETRY_AFTER = 1.0
 #: shared mode: longest time a write lease is held before the flusher commits it
-_LEASE_HOLD = 0.005
+_LEASE_HOLD = 0.02
 
 
 class SQLDriver(DBDriver):
@@ -162,21 +162,23 @@ class SQLDriver(DBDriver):
 
     # ------------------------------------------------------------------ shared mode
 
-    def _lease_take(self) -> None:
-        """Block until this process holds the table's write lease."""
+    def _lease_take(self, seq: int) -> list[Row]:
+        """Block until this process holds the table's write lease; return the rows
+        committed with a seq above ``seq``, in seq order.  On failure nothing is held."""
         raise NotImplementedError
 
     def _lease_drop(self) -> None:
         """Give the write lease back without writing."""
         raise NotImplementedError
 
-    def _lease_rows_after(self, seq: int) -> list[Row]:
-        """Committed rows with a seq above ``seq``, in seq order (lease held)."""
-        raise NotImplementedError
-
-    def _lease_commit(self, inserts: list[Row], updates: list[tuple[int, Row]]) -> None:
-        """Write a batch and commit it, releasing the lease; on failure roll back
-        (also releasing it) and raise."""
+    def _lease_commit(
+        self, inserts: list[Row], updates: list[tuple[int, Row]], keep: bool
+    ) -> list[Row] | None:
+        """Write a batch (which may be empty) and commit it, releasing the lease
+        (return None).  On failure every row not committed is back in the queue, the
+        lease is released, and it raises.  With ``keep`` a backend may keep the lease
+        (the commit may then still be in flight), or take it again at once: it returns
+        the rows others committed in between (an empty list if none could have)."""
         raise NotImplementedError
 
     def _sync_rows_after(self, seq: int) -> list[Row]:
@@ -198,6 +200,11 @@ class SQLDriver(DBDriver):
     def writers(self) -> int | None:
         """How many shared-mode writers have the table open (None: unknown)."""
         return None
+
+    def lock_holders(self) -> tuple[str, int | None]:
+        """Who has the table open for writing: ``("none", 0)``, ``("single", 1)`` or
+        ``("shared", number of writers)`` (None: unknown here)."""
+        raise NotImplementedError
 
     # ------------------------------------------------------------------ lifecycle
 
@@ -248,7 +255,7 @@ class SQLDriver(DBDriver):
         self._stop.clear()
         tick = self.batch_interval / 4
         if self.sharing is not None:
-            tick = min(tick, self.sharing.hold / 2)
+            tick = min(tick, self.sharing.idle)
         thread = threading.Thread(
             target=_flusher_loop,
             args=(weakref.ref(self), self._stop, self.batch_interval, tick),
@@ -374,7 +381,7 @@ class SQLDriver(DBDriver):
         raises.
         """
         if self.sharing is not None:
-            self.sharing.drain()
+            self.sharing.drain(keep=not wait)
             return
         inserts, updates = self._take()
         try:
@@ -453,6 +460,8 @@ class SQLDriver(DBDriver):
         self._refuse_writes("reset")
         with self._lock:
             self._pending.clear()
+            if self.sharing is not None:
+                self.sharing.drop()  # its transaction would keep the table from dropping
             self._recreate()
             self._connected = True
 
@@ -466,12 +475,22 @@ class SQLDriver(DBDriver):
 
     def _insert_restored(self, rows: Iterable[Row]) -> None:
         with self._lock:
-            self._insert_atomically(list(rows), [])
+            sharing = self.sharing
+            if sharing is None:
+                self._insert_atomically(list(rows), [])
+                return
+            sharing.acquire()  # no other writer allocates seqs meanwhile
+            try:
+                self._insert_atomically(list(rows), [])
+            finally:
+                sharing.release_idle()
 
     def apply_recovered(self, entries: list[Entry]) -> int:
         self._refuse_writes("replay a recovery file")
         self.ensure()
         self.flush()
+        if self.sharing is not None:
+            return self._apply_recovered_shared(entries)
         with self._lock:
             stored = self._stored_rows([row[0] for row, _ in entries])
             for row, _ in entries:
@@ -495,6 +514,25 @@ class SQLDriver(DBDriver):
             for _, row in updates:
                 self._saw_seq(row[0])
             return len(inserts) + len(updates)
+
+    def _apply_recovered_shared(self, entries: list[Entry]) -> int:
+        """Shared mode: other writers may have taken the seqs of the saved rows since,
+        so rows not stored identically are appended under new seqs (overwrites too:
+        the field may have been replaced meanwhile, so they become plain rows)."""
+        sharing = self.sharing
+        assert sharing is not None
+        with self._lock:
+            sharing.acquire()
+            try:
+                stored = self._stored_rows([row[0] for row, _ in entries])
+                fresh = [row for row, _ in entries if stored.get(row[0]) != row]
+                for row in fresh:
+                    self._pending.add((self.next_seq(), *row[1:]))
+                if fresh:
+                    self._flush_locked()
+            finally:
+                sharing.release_idle()
+            return len(fresh)
 
 
 def _close_at_exit(ref: weakref.ref[SQLDriver]) -> None:

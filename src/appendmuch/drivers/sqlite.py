@@ -179,7 +179,6 @@ class Sqlite3(SQLDriver):
             if self.sharing is not None and not self.read_only:
                 # several connections write and read at once: WAL from the start
                 self._use_wal(conn)
-                self._leasefile = open(self._lock_path()[:-5] + ".lease", "a+b")  # noqa: SIM115
         except sqlite3.DatabaseError as exc:
             conn.close()
             self._release_lock()
@@ -235,6 +234,8 @@ class Sqlite3(SQLDriver):
                 same = False
             if same:
                 self._lockfile = lockfile
+                if shared:
+                    self._leasefile = open(path[: -len(".lock")] + ".lease", "a+b")  # noqa: SIM115
                 return
             lockfile.close()  # we locked a file its last holder had just removed
 
@@ -402,24 +403,34 @@ class Sqlite3(SQLDriver):
 
     # ------------------------------------------------------------------ shared mode
 
-    def _lease_take(self) -> None:
-        self.connection  # noqa: B018 - connects (and takes the mode lock) if needed
+    def _lease_take(self, seq: int) -> list[Row]:
+        conn = self.connection  # connects (and takes the mode lock) if needed
         assert self._leasefile is not None
         # blocks until the holder commits; the kernel releases it if the holder dies
         fcntl.flock(self._leasefile.fileno(), fcntl.LOCK_EX)
+        try:
+            return self._rows_after(conn, seq)
+        except BaseException:
+            self._lease_drop()
+            raise
 
     def _lease_drop(self) -> None:
         if self._leasefile is not None:
             fcntl.flock(self._leasefile.fileno(), fcntl.LOCK_UN)
 
-    def _lease_rows_after(self, seq: int) -> list[Row]:
-        return self._rows_after(self.connection, seq)
-
-    def _lease_commit(self, inserts: list[Row], updates: list[tuple[int, Row]]) -> None:
+    def _lease_commit(
+        self, inserts: list[Row], updates: list[tuple[int, Row]], keep: bool
+    ) -> list[Row] | None:
         try:
             self._write(inserts, updates)
-        finally:
+        except BaseException:
+            self._pending.give_back(inserts, updates)
             self._lease_drop()
+            raise
+        if keep:
+            return []  # still held: nobody else committed
+        self._lease_drop()
+        return None
 
     def _sync_rows_after(self, seq: int) -> list[Row]:
         return self._rows_after(self.connection, seq)
@@ -462,6 +473,13 @@ class Sqlite3(SQLDriver):
         """How many shared-mode writers have the table open (None: unknown here)."""
         state, count = lock_state(self._lock_path())
         return count if state == "shared" else 0
+
+    def lock_holders(self) -> tuple[str, int | None]:
+        """Who has the table open for writing: ``("none", 0)``, ``("single", 1)`` or
+        ``("shared", number of writers)``."""
+        if self._in_memory:
+            return "none", 0
+        return lock_state(self._lock_path())
 
     # ------------------------------------------------------------------ writing
 
@@ -603,7 +621,6 @@ def _shared_holders(stat: os.stat_result) -> int | None:
     for line in lines:
         parts = line.split()
         # "1: FLOCK  ADVISORY  READ 1234 08:01:5678 0 EOF"; waiters are marked "->"
-        if len(parts) >= 6 and "->" not in parts and parts[1] == "FLOCK" and parts[3] == "READ":
-            if parts[5] == device:
-                count += 1
+        if len(parts) >= 6 and "->" not in parts and parts[1:4] == ["FLOCK", "ADVISORY", "READ"]:
+            count += parts[5] == device
     return count

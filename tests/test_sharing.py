@@ -1,0 +1,649 @@
+"""Shared mode (several writers on one table): catch-up, conflicts, mode locks, info.
+
+Stores with drivers of their own stand for processes (each driver has its own
+connections, lock file handles and follower thread); the tests marked "processes"
+run real child processes.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from appendmuch import (
+    ConflictError,
+    Memory,
+    Sqlite3,
+    Store,
+    retry_on_conflict,
+)
+from appendmuch.errors import AppendmuchError, LockedError, WriteError
+from backends import FACTORIES, Backend, PostgresBackend, SqliteBackend
+
+SHARED_BACKENDS = ["sqlite", "postgresql"]
+
+
+@pytest.fixture(params=SHARED_BACKENDS)
+def place(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Backend]:
+    """One table on each SQL backend in turn."""
+    made = FACTORIES[request.param](tmp_path)
+    try:
+        yield made
+    finally:
+        made.cleanup()
+
+
+def shared(place: Backend, **kwargs: Any) -> Store:
+    return Store(place.driver(shared=True), **kwargs)
+
+
+def history(store: Store) -> list[tuple[Any, ...]]:
+    """Every entry of the cache as (seq, namespace, field, data, unavailable)."""
+    entries = []
+    for dbns, node in store._by_dbns.items():
+        for field, log in node.items():
+            if not isinstance(log, dict):
+                entries.extend((v.seq, dbns, field, v.data, v.unavailable) for v in log)
+    return sorted(entries)
+
+
+class Arrivals:
+    """on_change recorder that can wait (without sleeping) for a seq to arrive."""
+
+    def __init__(self) -> None:
+        self.seqs: list[int] = []
+        self.threads: set[str] = set()
+        self._cond = threading.Condition()
+
+    def __call__(self, namespace: tuple[str, ...], field: str, value: Any) -> None:
+        with self._cond:
+            self.seqs.append(value.seq)
+            self.threads.add(threading.current_thread().name)
+            self._cond.notify_all()
+
+    def wait_for(self, seq: int) -> None:
+        with self._cond:
+            assert self._cond.wait_for(lambda: seq in self.seqs, timeout=30), (
+                f"seq {seq} never arrived; got {self.seqs}"
+            )
+
+
+# ---------------------------------------------------------------------- public names
+
+
+def test_conflict_error_is_exported_and_is_an_appendmuch_runtime_error() -> None:
+    import appendmuch
+    import appendmuch.errors
+
+    assert appendmuch.ConflictError is appendmuch.errors.ConflictError
+    assert issubclass(ConflictError, AppendmuchError)
+    assert issubclass(ConflictError, RuntimeError)
+
+
+def test_shared_must_be_a_bool_and_needs_a_file(tmp_path: Path) -> None:
+    with pytest.raises(TypeError, match="shared"):
+        Sqlite3(tmp_path / "x.sqlite3", shared=1)  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match="database file"):
+        Sqlite3(":memory:", shared=True)
+
+
+def test_sync_returns_at_once_without_shared_mode(tmp_path: Path) -> None:
+    for driver in (Memory(), Sqlite3(tmp_path / "single.sqlite3")):
+        store = Store(driver)
+        store.storage("a").x = 1
+        store.sync()
+        assert store.storage("a").x == 1
+        store.close()
+
+
+# ---------------------------------------------------------------------- retry helper
+
+
+def test_retry_on_conflict_reruns_until_it_succeeds() -> None:
+    calls = []
+
+    @retry_on_conflict
+    def flaky() -> str:
+        calls.append(1)
+        if len(calls) < 3:
+            raise ConflictError("newer write")
+        return "done"
+
+    assert flaky() == "done"
+    assert len(calls) == 3
+
+
+def test_retry_on_conflict_reraises_after_its_attempts() -> None:
+    calls = []
+
+    @retry_on_conflict(attempts=4)
+    def always() -> None:
+        calls.append(1)
+        raise ConflictError("newer write")
+
+    with pytest.raises(ConflictError):
+        always()
+    assert len(calls) == 4
+
+
+def test_retry_on_conflict_lets_other_errors_through_and_checks_attempts() -> None:
+    @retry_on_conflict
+    def broken() -> None:
+        raise KeyError("x")
+
+    with pytest.raises(KeyError):
+        broken()
+    with pytest.raises(ValueError, match="attempts"):
+        retry_on_conflict(attempts=0)
+
+
+# ---------------------------------------------------------------------- catching up
+
+
+def test_sync_brings_in_what_another_writer_committed(place: Backend) -> None:
+    a, b = shared(place), shared(place)
+    try:
+        a.storage("game").round = 1
+        a.flush()
+        b.sync()
+        assert b.storage("game").round == 1
+        b.storage("game").round = 2
+        b.flush()
+        a.sync()
+        assert a.storage("game").round == 2
+    finally:
+        a.close()
+        b.close()
+
+
+def test_others_writes_arrive_by_themselves_through_on_change(place: Backend) -> None:
+    arrivals = Arrivals()
+    a, b = shared(place), shared(place, on_change=arrivals)
+    try:
+        a.storage("p").x = 7
+        seq = a.driver.last_seq
+        a.flush()
+        arrivals.wait_for(seq)  # no sync(): the follower thread delivered it
+        assert b.storage("p").x == 7
+        assert any("follower" in name for name in arrivals.threads)
+    finally:
+        a.close()
+        b.close()
+
+
+def test_seqs_follow_commit_order_and_every_writer_holds_one_history(place: Backend) -> None:
+    stores = [shared(place) for _ in range(3)]
+    try:
+        for i in range(30):
+            writer = stores[i % 3]
+            writer.storage("log", f"w{i % 3}").n = i
+            writer.storage("log").last = i
+            if i % 4 == 0:
+                del writer.storage("log").last
+            writer.flush()
+        for store in stores:
+            store.sync()
+        first = history(stores[0])
+        seqs = [entry[0] for entry in first]
+        assert seqs == sorted(set(seqs))
+        assert len(first) == 30 + 30 + 8
+        for store in stores[1:]:
+            assert history(store) == first
+        assert [row[0] for row in place.raw_rows()] == seqs
+    finally:
+        for store in stores:
+            store.close()
+
+
+def test_on_change_sees_every_entry_in_seq_order(place: Backend) -> None:
+    seen_a, seen_b = Arrivals(), Arrivals()
+    a, b = shared(place, on_change=seen_a), shared(place, on_change=seen_b)
+    try:
+        for i in range(20):
+            (a if i % 3 else b).storage("n").v = i
+            if i % 5 == 0:
+                a.flush()
+                b.flush()
+        a.flush()
+        b.flush()
+        a.sync()
+        b.sync()
+        everything = [row[0] for row in place.raw_rows()]
+        assert seen_a.seqs == everything
+        assert seen_b.seqs == everything
+    finally:
+        a.close()
+        b.close()
+
+
+def test_a_write_waits_for_the_lease_and_takes_the_next_seq(place: Backend) -> None:
+    a, b = shared(place), shared(place)
+    try:
+        a.storage("k").x = 1  # a holds the lease, uncommitted
+        first = a.driver.last_seq
+        b.storage("k").x = 2  # waits for a's commit, then catches up
+        assert b.driver.last_seq == first + 1
+        assert b.storage("k").x == 2
+        b.flush()
+        a.sync()
+        assert a.storage("k").x == 2
+    finally:
+        a.close()
+        b.close()
+
+
+def test_replaced_field_keeps_one_row_whoever_writes_it(place: Backend) -> None:
+    def latest_only(dbns: str, field: str) -> bool:
+        return field == "status"
+
+    a = shared(place, replace_predicate=latest_only)
+    b = shared(place, replace_predicate=latest_only)
+    try:
+        for i in range(6):
+            (a if i % 2 else b).storage("s").status = f"v{i}"
+            (a if i % 2 else b).flush()
+        a.sync()
+        b.sync()
+        rows = [row for row in place.raw_rows() if row[2] == "status"]
+        assert len(rows) == 1
+        assert len(a.storage("s").__history__()["status"]) == 1
+        assert a.storage("s").status == b.storage("s").status == "v5"
+    finally:
+        a.close()
+        b.close()
+
+
+def test_deleting_what_another_writer_deleted_raises_and_appends_nothing(
+    place: Backend,
+) -> None:
+    a, b = shared(place), shared(place)
+    try:
+        a.storage("d").x = 1
+        a.flush()
+        b.sync()
+        del a.storage("d").x
+        a.flush()
+        rows = len(place.raw_rows())
+        # b's cache may still have it (the follower may not have delivered the
+        # tombstone yet): then taking the lease catches b up and the delete is refused
+        with pytest.raises(AttributeError, match="no field 'x' to delete"):
+            del b.storage("d").x
+        b.flush()
+        assert len(place.raw_rows()) == rows
+    finally:
+        a.close()
+        b.close()
+
+
+# ---------------------------------------------------------------------- conflicts
+
+
+def test_with_block_over_a_newer_write_raises_conflict_and_writes_nothing(
+    place: Backend,
+) -> None:
+    a, b = shared(place), shared(place)
+    try:
+        pa, pb = a.storage("c"), b.storage("c")
+        pa.items = [1]
+        a.flush()
+        b.sync()
+        rows_before = len(place.raw_rows())
+        with pytest.raises(ConflictError, match="'items'"), pa:
+            pa.items.append(2)  # read at the old seq
+            with pb:
+                pb.items.append(3)
+            b.flush()
+        assert len(place.raw_rows()) == rows_before + 1  # b's write only
+        with pa:
+            assert pa.items == [1, 3]  # the working copy was dropped
+    finally:
+        a.close()
+        b.close()
+
+
+def test_unchanged_copy_over_a_newer_write_is_no_conflict(place: Backend) -> None:
+    a, b = shared(place), shared(place)
+    try:
+        pa, pb = a.storage("c"), b.storage("c")
+        pa.items = [1]
+        pa.other = {"k": 1}
+        a.flush()
+        b.sync()
+        with pa:
+            assert pa.items == [1]
+            pa.other["k"] = 2
+            pb.items = [9]
+            b.flush()
+        a.sync()
+        with pa:
+            assert pa.items == [9]
+            assert pa.other == {"k": 2}
+    finally:
+        a.close()
+        b.close()
+
+
+def test_retry_on_conflict_rereads_and_loses_no_increment(place: Backend) -> None:
+    a, b = shared(place), shared(place)
+    try:
+        pa, pb = a.storage("hot"), b.storage("hot")
+        pa.counter = {"n": 0}
+        a.flush()
+        b.sync()
+        attempts = []
+
+        @retry_on_conflict
+        def increment() -> None:
+            attempts.append(1)
+            with pa:
+                pa.counter["n"] += 1
+                if len(attempts) == 1:  # another writer gets in between, once
+                    with pb:
+                        pb.counter["n"] += 1
+                    b.flush()
+
+        increment()
+        assert len(attempts) == 2
+        a.flush()
+        b.sync()
+        with pb:
+            assert pb.counter == {"n": 2}
+    finally:
+        a.close()
+        b.close()
+
+
+# ---------------------------------------------------------------------- failures
+
+
+def test_rows_of_a_failed_commit_are_renumbered_after_others_commits(
+    place: Backend,
+) -> None:
+    """A commit fails; another writer commits meanwhile, taking the same seqs; the
+    failed rows are written later under new seqs, and both caches agree."""
+    arrivals = Arrivals()
+    a, b = shared(place, on_change=arrivals), shared(place)
+    try:
+        a.storage("r").base = 0
+        a.flush()
+        b.sync()
+        sharing = a.driver.sharing
+        assert sharing is not None
+        with sharing.lock:  # (keeps a's flusher from writing in between)
+            a.storage("r").mine = "a"  # queued under a's lease
+            _break_commit(place, a)
+            with pytest.raises(WriteError):
+                a.flush()  # the lease is released, the row stays queued
+            _unbreak_commit(place)
+            b.storage("r").theirs = "b"  # takes the seq a's row had
+            b.flush()
+        a.flush()  # catches up, renumbers its row after b's, commits
+        b.sync()
+        assert history(a) == history(b)
+        rows = place.raw_rows()
+        assert [row[2] for row in rows] == ["base", "theirs", "mine"]
+        assert len({row[0] for row in rows}) == 3
+        assert a.storage("r").mine == "a"
+    finally:
+        _unbreak_commit(place)
+        a.close()
+        b.close()
+
+
+def _break_commit(place: Backend, store: Store) -> None:
+    """Make the next commit of ``store`` fail for real."""
+    if isinstance(place, SqliteBackend):
+        import sqlite3
+
+        with sqlite3.connect(place.path) as conn:
+            conn.execute(
+                "CREATE TRIGGER refuse BEFORE INSERT ON appendmuch_values "
+                "WHEN NEW.field = 'mine' BEGIN SELECT RAISE(ABORT, 'refused'); END"
+            )
+    else:
+        import psycopg
+
+        assert isinstance(place, PostgresBackend)
+        pid = store.driver._writer.info.backend_pid  # type: ignore[attr-defined]
+        with psycopg.connect(place.conninfo, autocommit=True) as conn:
+            conn.execute("SELECT pg_terminate_backend(%s)", (pid,))
+
+
+def _unbreak_commit(place: Backend) -> None:
+    if isinstance(place, SqliteBackend):
+        import sqlite3
+
+        with sqlite3.connect(place.path) as conn:
+            conn.execute("DROP TRIGGER IF EXISTS refuse")
+
+
+# ---------------------------------------------------------------------- modes
+
+
+def test_single_writer_open_of_a_shared_table_is_refused_naming_shared_mode(
+    place: Backend,
+) -> None:
+    a = shared(place)
+    try:
+        a.storage("x").y = 1
+        a.flush()
+        with pytest.raises(LockedError, match="shared"):
+            Store(place.driver(lock_timeout=0.2) if _pg(place) else place.driver())
+    finally:
+        a.close()
+
+
+def test_shared_open_of_a_single_writer_table_is_refused_naming_that_mode(
+    place: Backend,
+) -> None:
+    single = Store(place.driver())
+    try:
+        kwargs: dict[str, Any] = {"lock_timeout": 0.2} if _pg(place) else {}
+        with pytest.raises(LockedError, match="single-writer"):
+            Store(place.driver(shared=True, **kwargs))
+    finally:
+        single.close()
+    after = shared(place)  # once it is closed, shared writers may open
+    after.close()
+
+
+def _pg(place: Backend) -> bool:
+    return isinstance(place, PostgresBackend)
+
+
+def test_driver_reports_the_writers_attached(place: Backend) -> None:
+    a, b = shared(place), shared(place)
+    try:
+        assert a.driver.lock_holders() == ("shared", 2)  # type: ignore[attr-defined]
+    finally:
+        a.close()
+        b.close()
+    probe = place.driver(read_only=True) if _pg(place) else place.driver()
+    try:
+        assert probe.lock_holders() == ("none", 0)  # type: ignore[attr-defined]
+    finally:
+        probe.close()
+
+
+def test_cli_info_says_the_table_is_shared_and_how_many_writers(
+    place: Backend, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from appendmuch.cli import main
+
+    a, b = shared(place), shared(place)
+    try:
+        a.storage("i").x = 1
+        a.flush()
+        if isinstance(place, SqliteBackend):
+            args = ["info", "--json", str(place.path)]
+        else:
+            assert isinstance(place, PostgresBackend)
+            from test_cli import pg_url
+
+            args = ["info", "--json", pg_url(place.conninfo), "--table-prefix", place.prefix]
+        assert main(args) == 0
+        info = json.loads(capsys.readouterr().out)
+        assert info["writer_mode"] == "shared"
+        assert info["writers"] == 2
+    finally:
+        a.close()
+        b.close()
+
+
+# ---------------------------------------------------------------------- processes
+
+CHILD = textwrap.dedent(
+    """
+    import json, os, sys
+    from appendmuch import PostgreSQL, Sqlite3, Store, retry_on_conflict
+
+    kind, where, prefix, count, name = sys.argv[1:6]
+    if kind == "sqlite":
+        driver = Sqlite3(where, shared=True)
+    else:
+        driver = PostgreSQL(where, table_prefix=prefix, shared=True, min_size=1, max_size=2)
+    store = Store(driver)
+    hot = store.storage("hot")
+    mine = store.storage("by", name)
+    attempts = 0
+
+    @retry_on_conflict(attempts=100000)
+    def increment():
+        global attempts
+        attempts += 1
+        with hot:
+            hot.counter["n"] += 1
+
+    print("ready", flush=True)
+    sys.stdin.readline()
+    for i in range(int(count)):
+        increment()
+        mine.i = i
+    store.flush()
+    store.sync()
+    print(json.dumps({"attempts": attempts, "last": store.driver.last_seq}), flush=True)
+    store.close()
+    """
+)
+
+
+def _child_args(place: Backend) -> list[str]:
+    if isinstance(place, SqliteBackend):
+        return ["sqlite", str(place.path), "-"]
+    assert isinstance(place, PostgresBackend)
+    return ["postgresql", place.conninfo, place.prefix]
+
+
+def _spawn(tmp_path: Path, *args: str) -> subprocess.Popen[str]:
+    script = tmp_path / "child.py"
+    script.write_text(CHILD)
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join(sys.path))
+    return subprocess.Popen(
+        [sys.executable, str(script), *args],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
+        env=env,
+    )
+
+
+def test_processes_increment_one_counter_without_losing_an_update(
+    place: Backend, tmp_path: Path
+) -> None:
+    setup = shared(place)
+    setup.storage("hot").counter = {"n": 0}
+    setup.flush()
+    children = [_spawn(tmp_path, *_child_args(place), "60", f"c{k}") for k in range(3)]
+    try:
+        for child in children:
+            assert child.stdout is not None
+            assert child.stdout.readline().strip() == "ready"
+        for child in children:
+            assert child.stdin is not None
+            child.stdin.write("go\n")
+            child.stdin.flush()
+        results = []
+        for child in children:
+            out, _ = child.communicate(timeout=300)
+            assert child.returncode == 0
+            results.append(json.loads(out.strip().splitlines()[-1]))
+        setup.sync()
+        with setup.storage("hot") as hot:
+            assert hot.counter == {"n": 180}
+        rows = place.raw_rows()
+        assert [row[0] for row in rows] == sorted({row[0] for row in rows})
+        assert history(setup) == history(_fresh(place))
+    finally:
+        for child in children:
+            if child.poll() is None:
+                child.kill()
+                child.wait()
+        setup.close()
+
+
+def _fresh(place: Backend) -> Store:
+    store = Store(place.driver(read_only=True))
+    store.close()
+    return store
+
+
+HOLDER = textwrap.dedent(
+    """
+    import sys
+    from appendmuch import PostgreSQL, Sqlite3, Store
+
+    kind, where, prefix = sys.argv[1:4]
+    if kind == "sqlite":
+        driver = Sqlite3(where, shared=True)
+    else:
+        driver = PostgreSQL(where, table_prefix=prefix, shared=True, min_size=1, max_size=2)
+    store = Store(driver)
+    with driver.sharing.lock:  # write under the lease and keep holding it
+        store.storage("victim").lost = "never committed"
+        print("holding", flush=True)
+        sys.stdin.readline()
+    """
+)
+
+
+def test_a_writer_killed_while_holding_the_lease_loses_only_its_own_rows(
+    place: Backend, tmp_path: Path
+) -> None:
+    survivor = shared(place)
+    survivor.storage("s").before = 1
+    survivor.flush()
+    script = tmp_path / "holder.py"
+    script.write_text(HOLDER)
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join(sys.path))
+    holder = subprocess.Popen(
+        [sys.executable, str(script), *_child_args(place)],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
+        env=env,
+    )
+    try:
+        assert holder.stdout is not None
+        assert holder.stdout.readline().strip() == "holding"
+        holder.send_signal(signal.SIGKILL)
+        holder.wait()
+        survivor.storage("s").after = 2  # waits for the lease the kill released
+        survivor.flush()
+        fields = [row[2] for row in place.raw_rows()]
+        assert fields == ["before", "after"]
+        assert survivor.storage("s").after == 2
+    finally:
+        if holder.poll() is None:
+            holder.kill()
+            holder.wait()
+        survivor.close()
