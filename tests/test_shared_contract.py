@@ -16,6 +16,7 @@ The single-process contract suite runs in shared mode too: ``sqlite-shared`` and
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any, ClassVar
@@ -501,3 +502,24 @@ def test_store_matches_model_with_a_peer(kind: str, peer_mode: str) -> None:
             suppress_health_check=[HealthCheck.too_slow, HealthCheck.filter_too_much],
         ),
     )
+
+
+@pytest.mark.parametrize("shared", [True, False], ids=["shared", "single-writer"])
+def test_flush_waits_for_the_background_flushers_commit(place: Place, shared: bool) -> None:
+    """``flush()`` returning means committed, also when the background flusher has just
+    taken the queue and is still committing it: the rows are in the database, seen
+    from an independent connection, the moment flush() returns."""
+    store = place.store(shared=shared)
+    try:
+        s = store.storage("f")
+        for trial in range(20):
+            s.x = trial
+            deadline = time.monotonic() + PATIENCE
+            # the flusher takes the queue by itself (its length: no lock, no iteration)
+            while len(store.driver._pending):  # type: ignore[attr-defined]
+                assert time.monotonic() < deadline, "the background flusher never ran"
+            store.flush()
+            stored = [row for row in place.rows() if row[2] == "x"]
+            assert len(stored) == trial + 1, f"trial {trial}: flush() returned before commit"
+    finally:
+        store.close()
