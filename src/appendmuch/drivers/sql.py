@@ -334,10 +334,12 @@ class SQLDriver(DBDriver):
 
     def flush(self) -> None:
         """Write every queued row; when it returns, they are committed."""
-        if not self.pending:
-            return
+        # under the lock: the background flusher may have taken the queue and be
+        # committing it right now; returning before that commit ends would
+        # acknowledge rows that are not committed yet
         with self._lock:
-            self._flush_locked()
+            if self.pending:
+                self._flush_locked()
 
     def submit(self) -> None:
         """A full batch is waiting: hand it to the database.
