@@ -5,6 +5,8 @@ PostgreSQL server.
     python benchmarks/run.py --pg                  # also PostgreSQL (starts a server)
     python benchmarks/run.py --pg -- --scale 10 --only within,along
     python benchmarks/run.py --harness /path/to/bench.py -- --json-out a.json
+    python benchmarks/run.py --multiprocess --pg   # several processes, shared mode
+                                                   # (benchmarks/multiprocess.py)
 
 Everything after ``--`` goes to the harness.  The harness (``bench.py``) times the
 public API next to "floor" baselines that use no appendmuch at all, in the same run;
@@ -72,5 +74,18 @@ def main(argv: list[str] | None = None) -> int:
             cluster.stop()
 
 
+def run_multiprocess(argv: list[str]) -> int:
+    """``--multiprocess [--pg] [-- ARGS]``: benchmarks/multiprocess.py (several processes
+    in shared mode) with ARGS; PostgreSQL only with ``--pg`` or APPENDMUCH_PG_CONNINFO."""
+    rest = argv[argv.index("--") + 1 :] if "--" in argv else []
+    own = argv[: argv.index("--")] if "--" in argv else argv
+    pg = "--pg" in own or bool(os.environ.get("APPENDMUCH_PG_CONNINFO"))
+    script = ROOT / "benchmarks" / "multiprocess.py"
+    command = [sys.executable, str(script), *([] if pg else ["--no-pg"]), *rest]
+    return subprocess.run(command, check=False).returncode
+
+
 if __name__ == "__main__":
+    if "--multiprocess" in sys.argv[1:]:  # python benchmarks/run.py --multiprocess [--pg]
+        sys.exit(run_multiprocess(sys.argv[1:]))
     sys.exit(main())
