@@ -198,6 +198,48 @@ def test_conflicting_block_raises_and_writes_nothing(
         store.close()
 
 
+def test_reading_block_never_conflicts(place: Place, peers: Callable[..., PeerProcess]) -> None:
+    """A block that only read a field another process then changed writes nothing and
+    raises nothing (there is nothing to overwrite)."""
+    store = place.store(shared=True, write_through=True)
+    peer = peers()
+    try:
+        s = store.storage("c")
+        s.items = [0]
+        peer("sync")
+        with s:
+            assert s.items == [0]
+            peer("append", ns=["c"], field="items", item=1)
+        store.sync()
+        with s:
+            assert s.items == [0, 1]
+        same_everywhere(place, store, peer)
+    finally:
+        store.close()
+
+
+def test_block_conflicts_with_a_delete_elsewhere(
+    place: Place, peers: Callable[..., PeerProcess]
+) -> None:
+    """Another process deleted the field the block changed: ConflictError, and the
+    field stays deleted (the stale copy is not written back)."""
+    store = place.store(shared=True, write_through=True)
+    peer = peers()
+    try:
+        s = store.storage("c")
+        s.items = [0]
+        peer("sync")
+        with pytest.raises(appendmuch.ConflictError), s:
+            s.items.append(1)
+            peer("del", ns=["c"], field="items")
+        store.sync()
+        assert s.get("items") is None
+        assert "items" not in s.__fields__()
+        same_everywhere(place, store, peer)
+    finally:
+        store.close()
+
+
 def test_non_conflicting_blocks_both_land(place: Place, peers: Callable[..., PeerProcess]) -> None:
     """Blocks on different fields never conflict, and plain assignments are
     last-writer-wins in seq order."""
