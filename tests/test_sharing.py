@@ -181,6 +181,28 @@ def test_others_writes_arrive_by_themselves_through_on_change(place: Backend) ->
         b.close()
 
 
+def test_a_held_storage_reads_the_value_another_writer_delivered(place: Backend) -> None:
+    arrivals = Arrivals()
+    a, b = shared(place), shared(place, on_change=arrivals)
+    try:
+        pa, pb = a.storage("h"), b.storage("h")
+        pa.score = 1
+        a.flush()
+        arrivals.wait_for(a.driver.last_seq)
+        assert pb.score == 1  # now cached in the namespace's read dict
+        pa.score = 2
+        a.flush()
+        arrivals.wait_for(a.driver.last_seq)
+        assert pb.score == 2
+        del pa.score
+        a.flush()
+        arrivals.wait_for(a.driver.last_seq)
+        assert pb.get("score") is None
+    finally:
+        a.close()
+        b.close()
+
+
 def test_seqs_follow_commit_order_and_every_writer_holds_one_history(place: Backend) -> None:
     stores = [shared(place) for _ in range(3)]
     try:
@@ -495,6 +517,8 @@ def test_cli_info_says_the_table_is_shared_and_how_many_writers(
         info = json.loads(capsys.readouterr().out)
         assert info["writer_mode"] == "shared"
         assert info["writers"] == 2
+        assert main([arg for arg in args if arg != "--json"]) == 0
+        assert "shared (2 writers attached in shared mode)" in capsys.readouterr().out
     finally:
         a.close()
         b.close()

@@ -129,9 +129,7 @@ class Storage:
             _set(self, "__virtual__", VirtualFields(virtual))
         else:
             _set(self, "__virtual__", None)
-            if _shares(type(self)) and store._sharing is None:
-                # (in shared mode another thread updates the log: reads go through
-                # __getattr__, which never caches a value that may be stale)
+            if _shares(type(self)):
                 _set(self, "__dict__", store._shared(dbns))
 
     # ------------------------------------------------------------------ attributes
@@ -149,8 +147,13 @@ class Storage:
             if type(log) is FieldLog:
                 data = log.items[-2]
                 if type(data) in _SCALARS:
-                    if self.__dict__ is store._scalars.get(self.__dbns__):
-                        self.__dict__[name] = data  # later reads skip __getattr__
+                    shared = self.__dict__
+                    if shared is store._scalars.get(self.__dbns__):
+                        shared[name] = data  # later reads skip __getattr__
+                        if log.items[-2] is not data or node.get(name) is not log:
+                            # appended meanwhile (shared mode's follower thread), and
+                            # maybe cached before this: never keep an outdated value
+                            shared.pop(name, None)
                     return data
                 if data is not GONE:
                     return store._read_value(self.__dbns__, name, log, data)

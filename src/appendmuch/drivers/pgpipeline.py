@@ -75,6 +75,15 @@ class Pipeline:
         self.pgconn.pipeline_sync()
         self._drain_output()
 
+    def send_command(self, command: bytes, params: list[Any]) -> None:
+        """Queue one statement (int parameters as int8) in a transaction of its own,
+        after the batches in flight; it counts as an empty batch."""
+        self.inflight.append(([], []))
+        values = [self._int8(p) if type(p) is int else p for p in params]
+        self._send(command, values, len(values))
+        self.pgconn.pipeline_sync()
+        self._drain_output()
+
     def _drain_output(self) -> None:
         """Push libpq's output buffer to the server (psycopg runs libpq non-blocking,
         so a large batch may still sit in it after the calls above returned)."""

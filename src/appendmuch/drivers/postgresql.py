@@ -28,6 +28,8 @@ _MAX_IN_FLIGHT = 2
 _COPY_TYPES = ["int8", "text", "text", "bytea", "float8", "text"]
 #: shared mode: the follower reads anyway after this many seconds without a NOTIFY
 _FOLLOW_TIMEOUT = 0.1
+#: the follower gathers notifications arriving this soon after one into one read
+_COALESCE = 0.003
 
 #: column -> accepted information_schema data types
 _EXPECTED = {
@@ -517,7 +519,11 @@ class PostgreSQL(SQLDriver):
         try:
             pipe = self._pipe
             if pipe is not None and pipe.inflight:
+                # behind the batches: one round trip for their commits and the unlock
+                pipe.send_command(b"SELECT pg_advisory_unlock($1)", [self._lease_key])
                 self._requeue(pipe.reap(block=True))  # raises if the server refused one
+                self._leave_pipeline()
+                return
             self._leave_pipeline()
             conn.execute("SELECT pg_advisory_unlock(%s)", (self._lease_key,))
         except BaseException:
@@ -580,12 +586,17 @@ class PostgreSQL(SQLDriver):
         # notification is).  This process's own commits need no reading.
         writer = self._writer
         own = writer.info.backend_pid if writer is not None and not writer.closed else None
-        heard = False
-        for notify in self._follow_connection().notifies(timeout=poll, stop_after=1):
-            if notify.pid != own:
-                return True
+        conn = self._follow_connection()
+        heard = foreign = False
+        for notify in conn.notifies(timeout=poll, stop_after=1):
             heard = True
-        return not heard
+            foreign = foreign or notify.pid != own
+        if foreign:
+            # A writer commits a batch after another: let a few more arrive, and read
+            # them with one query instead of one query each.
+            for _ in conn.notifies(timeout=_COALESCE):
+                pass
+        return foreign or not heard
 
     def _follow_rows_after(self, seq: int) -> list[Row]:
         return self._rows_after(self._follow_connection(), seq)
