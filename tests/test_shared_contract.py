@@ -565,3 +565,21 @@ def test_flush_waits_for_the_background_flushers_commit(place: Place, shared: bo
             assert len(stored) == trial + 1, f"trial {trial}: flush() returned before commit"
     finally:
         store.close()
+
+
+@pytest.mark.parametrize("shared", [True, False], ids=["shared", "single-writer"])
+def test_pending_is_safe_while_the_flusher_commits(place: Place, shared: bool) -> None:
+    """``driver.pending`` read by the application while the background flusher is
+    committing answers a count (it raised "deque mutated during iteration" on
+    PostgreSQL, and flush() read it too)."""
+    store = place.store(shared=shared)
+    try:
+        s = store.storage("f")
+        for trial in range(100):
+            s.x = trial
+            deadline = time.monotonic() + PATIENCE
+            while store.driver.pending:  # type: ignore[attr-defined]
+                assert time.monotonic() < deadline, "the background flusher never ran"
+        assert len([row for row in place.rows() if row[2] == "x"]) == 100
+    finally:
+        store.close()
