@@ -434,7 +434,8 @@ class SQLDriver(DBDriver):
     @property
     def pending(self) -> int:
         """How many rows are queued or in flight: written but not yet committed."""
-        return len(self._pending) + self._inflight()
+        with self._lock:  # the background flusher changes both while it commits
+            return len(self._pending) + self._inflight()
 
     # ------------------------------------------------------------------ reading
 
