@@ -157,10 +157,13 @@ def test_others_writes_arrive_by_themselves(
     peer = peers()
     try:
         s = store.storage("v")
+        waits: list[float] = []
         for i in range(5):
             peer("set", ns=["v"], field="x", value=i)
+            returned = time.monotonic()  # the peer's write is committed by now
             target = peer("sync")  # the peer's own high-water mark: its write's seq
             assert seen.wait_for(target, PATIENCE), f"write {target} never arrived"
+            waits.append(time.monotonic() - returned)
             assert s.x == i
             s.y = i
             (seq,) = [v.seq for v in s.__history__()["y"][-1:]]
@@ -168,6 +171,9 @@ def test_others_writes_arrive_by_themselves(
             assert reply["arrived"], f"the parent's write {seq} never reached the peer"
             history = peer("history")
             assert any(text.startswith(f"{seq}\t") for text in history)
+            waits.append(reply["waited"])
+        # measured, not asserted (benchmarks/multiprocess.py measures it properly)
+        print(f"{place.kind}: arrival waits {', '.join(f'{w * 1000:.1f}' for w in waits)} ms")
         same_everywhere(place, store, peer)
     finally:
         store.close()

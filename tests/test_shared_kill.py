@@ -9,6 +9,7 @@ random moment, and then:
   ``flush()`` returned, or the assignment returned in write-through mode) is stored
   with its seq, value bytes, time and context (contract 7: 0 acknowledged writes lost);
 - no seq is stored twice;
+- the surviving writers keep going: each acknowledges further writes;
 - the killed writer is restarted: it opens (catching up with everything committed so
   far) and carries on writing.
 
@@ -101,10 +102,10 @@ def check_acknowledged(acks: list[dict[str, Any]], rows: list[tuple[Any, ...]], 
     return checked
 
 
-def wait_for_acks(path: Path, worker: WorkerProcess) -> None:
-    """Poll (bounded) until a worker has acknowledged a write."""
+def wait_for_acks(path: Path, worker: WorkerProcess, more_than: int = 0) -> None:
+    """Poll (bounded) until a worker has acknowledged more than ``more_than`` writes."""
     deadline = time.monotonic() + PATIENCE
-    while not read_acks(path):
+    while len(read_acks(path)) <= more_than:
         assert worker.proc.poll() is None, f"writer died:\n{worker.stderr()}"
         assert time.monotonic() < deadline, f"no write acknowledged in {path.name}"
         time.sleep(0.01)
@@ -142,6 +143,11 @@ def run_kills(place: Place, kind: str, rng: random.Random, tmp_path: Path) -> No
             acks = crew.acks()
             checked = check_acknowledged(acks, place.rows(), label)
             high = max((ack["seq"] for ack in acks if "seq" in ack), default=0)
+            # the others keep going: each survivor acknowledges more writes
+            for other in range(WRITERS):
+                if other != wid:
+                    path = tmp_path / f"acks-{other}-{crew.gens[other]}.jsonl"
+                    wait_for_acks(path, crew.running[other], more_than=len(read_acks(path)))
             crew.gens[wid] += 1
             restarted = crew.start(wid)
             opened = int(restarted.wait_marker("ready"))
