@@ -422,6 +422,86 @@ def test_rows_of_a_failed_commit_are_renumbered_after_others_commits(
         b.close()
 
 
+def test_rows_a_failed_close_saved_are_replayed_under_new_seqs(
+    place: Backend, tmp_path: Path
+) -> None:
+    from appendmuch.recovery import replay
+
+    saves = tmp_path / "saves"
+    saves.mkdir()
+    a = Store(place.driver(shared=True, recovery_dir=saves))
+    b = shared(place)
+    try:
+        a.storage("r").base = 0
+        a.flush()
+        sharing = a.driver.sharing
+        assert sharing is not None
+        with sharing.lock:  # (keeps a's flusher from writing in between)
+            a.storage("r").saved = "a"
+            _refuse_field(place, "saved")
+        with pytest.raises(WriteError) as info:
+            a.close()
+        path = info.value.recovery_file
+        assert path is not None
+        _unrefuse_field(place)
+        b.storage("r").other = "b"  # takes the seq the saved row had
+        b.flush()
+        driver = place.driver(shared=True, recovery_dir=saves)
+        try:
+            assert replay(path, driver) == 1
+        finally:
+            driver.close()
+        b.sync()
+        assert b.storage("r").saved == "a"
+        rows = place.raw_rows()
+        assert [row[2] for row in rows] == ["base", "other", "saved"]
+        assert len({row[0] for row in rows}) == 3
+    finally:
+        _unrefuse_field(place)
+        b.close()
+
+
+def _refuse_field(place: Backend, field: str) -> None:
+    """Make the database refuse rows of ``field`` (a real constraint, no mock)."""
+    if isinstance(place, SqliteBackend):
+        import sqlite3
+
+        with sqlite3.connect(place.path) as conn:
+            conn.execute(
+                "CREATE TRIGGER refuse BEFORE INSERT ON appendmuch_values "
+                f"WHEN NEW.field = '{field}' BEGIN SELECT RAISE(ABORT, 'refused'); END"
+            )
+    else:
+        import psycopg
+
+        assert isinstance(place, PostgresBackend)
+        with psycopg.connect(place.conninfo, autocommit=True) as conn:
+            conn.execute(
+                f"CREATE FUNCTION {place.prefix}_refuse() RETURNS trigger LANGUAGE plpgsql "
+                f"AS $$ BEGIN IF NEW.field = '{field}' THEN RAISE EXCEPTION 'refused'; "
+                "END IF; RETURN NEW; END $$"
+            )
+            conn.execute(
+                f'CREATE TRIGGER refuse BEFORE INSERT ON "{place.prefix}_values" '
+                f"FOR EACH ROW EXECUTE FUNCTION {place.prefix}_refuse()"
+            )
+
+
+def _unrefuse_field(place: Backend) -> None:
+    if isinstance(place, SqliteBackend):
+        import sqlite3
+
+        with sqlite3.connect(place.path) as conn:
+            conn.execute("DROP TRIGGER IF EXISTS refuse")
+    else:
+        import psycopg
+
+        assert isinstance(place, PostgresBackend)
+        with psycopg.connect(place.conninfo, autocommit=True) as conn:
+            conn.execute(f'DROP TRIGGER IF EXISTS refuse ON "{place.prefix}_values"')
+            conn.execute(f"DROP FUNCTION IF EXISTS {place.prefix}_refuse()")
+
+
 def _break_commit(place: Backend, store: Store) -> None:
     """Make the next commit of ``store`` fail for real."""
     if isinstance(place, SqliteBackend):
