@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from appendmuch import Store, flatten
+from appendmuch import Store, iter_fields
 
 
 def cache_snapshot(store: Store) -> list[tuple[Any, ...]]:
@@ -12,7 +12,7 @@ def cache_snapshot(store: Store) -> list[tuple[Any, ...]]:
     encoded data, context), sorted by seq.  Data is compared by its encoding so that
     mutable values are compared by content."""
     out: list[tuple[Any, ...]] = []
-    for namespace, field, log in flatten(store.cache):
+    for namespace, field, log in iter_fields(store.cache):
         for value in log:
             data = None if value.unavailable else store.codec.encode(value.data)
             out.append(

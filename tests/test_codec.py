@@ -517,19 +517,23 @@ class TestRegisterWireFormat:
         with pytest.raises(TypeError, match="list"):
             codec.encode([Point(1, 2)])  # the predicate registration did not happen
 
-    def test_reregistering_a_class_without_predicate_raises(self) -> None:
+    def test_reregistering_a_class_adds_a_decoder(self) -> None:
+        """As in 0.0.8: a registered class (built-in or not) registered again under a
+        free id keeps encoding with its first id; the new id decodes too."""
         codec = Codec()
         codec.register(Point, POINT_ID, encode_point, decode_point)
-        with pytest.raises(ValueError):
-            codec.register(Point, 22, encode_point, decode_point)
-        with pytest.raises(ValueError):
-            codec.register(list, 150, encode_point_list, decode_point_list, mutable=True)
-        with pytest.raises(ValueError):
-            codec.register(str, 151, encode_tag, decode_tag)
+        codec.register(Point, 22, encode_point, decode_point)
+        codec.register(list, 150, encode_point_list, decode_point_list, mutable=True)
+        codec.register(str, 151, encode_tag, decode_tag)
         assert codec.encode(Point(5, 6)) == b"\x14[5,6]"
         assert codec.encode([5]) == b"\x80[5]"
-        with pytest.raises(ValueError):
-            codec.decode(b"\x16[5,6]")  # 22 was not taken
+        assert codec.encode("t") == b'\x02"t"'
+        assert codec.decode(b"\x16[5,6]") == Point(5, 6)
+        assert codec.decode(b"\x96[[1,2]]") == [Point(1, 2)]
+        assert codec.decode(b'\x97"t"') == Tag("t")
+        assert codec.type_map()[Point] == POINT_ID
+        with pytest.raises(ValueError, match="Type ID 22 already registered"):
+            codec.register(Tag, 22, encode_tag, decode_tag)
 
     def test_type_map(self) -> None:
         assert Codec().type_map() == BUILTIN_IDS

@@ -36,7 +36,7 @@ from typing import Any
 
 import pytest
 
-from appendmuch import Sqlite3, Store, flatten, tuple2dbns
+from appendmuch import Sqlite3, Store, iter_fields, tuple2dbns
 from appendmuch.errors import WriteError
 from appendmuch.recovery import replay
 from backends import PostgresBackend, SqliteBackend
@@ -59,7 +59,7 @@ BIG = "x" * 20000  # rows this large always need new (overflow) pages
 def log_rows(store: Store) -> list[Row]:
     """The log the Store holds in memory, as stored rows, by seq."""
     rows = []
-    for namespace, field, log in flatten(store.cache):
+    for namespace, field, log in iter_fields(store.cache):
         for value in log:
             data = None if value.unavailable else store.codec.encode(value.data)
             rows.append((value.seq, tuple2dbns(namespace), field, data, value.time, value.context))

@@ -14,7 +14,7 @@ from typing import Any
 
 import pytest
 
-from appendmuch import Codec, Memory, Storage, Store, Value, flatten
+from appendmuch import Codec, Memory, Storage, Store, Value, iter_fields
 from backends import Backend
 from helpers import datas, history, next_line, where
 from snapshots import cache_snapshot, state
@@ -24,7 +24,7 @@ from snapshots import cache_snapshot, state
 
 def all_seqs(store: Store) -> list[int]:
     """Every seq in the in-memory log."""
-    return [value.seq for _, _, log in flatten(store.cache) for value in log]
+    return [value.seq for _, _, log in iter_fields(store.cache) for value in log]
 
 
 def write_score_from_helper(storage: Storage, value: int) -> int:

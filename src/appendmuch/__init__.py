@@ -17,7 +17,7 @@ from .errors import ConflictError
 from .names import dbns2tuple, tuple2dbns
 from .storage import Storage
 from .store import Store
-from .tree import flatten
+from .tree import flatten, iter_fields
 from .value import Value
 from .virtual import VirtualFields
 from .within import within
@@ -38,6 +38,7 @@ __all__ = [
     "__version__",
     "dbns2tuple",
     "flatten",
+    "iter_fields",
     "retry_on_conflict",
     "safe_deepcopy",
     "tuple2dbns",

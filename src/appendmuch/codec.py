@@ -29,7 +29,7 @@ import orjson
 
 from .copying import ATOM_TYPES
 from .copying import safe_deepcopy as _deepcopy
-from .errors import DecodeError, RoundTripError, UnsupportedTypeError
+from .errors import DecodeError, RoundTripError, UnknownTypeIdError, UnsupportedTypeError
 
 __all__ = ["Codec", "Decoder", "Encoded", "Encoder"]
 
@@ -53,6 +53,8 @@ class _Entry:
     exact: bool = False
     #: equality used by the vigilant check (default ``==``)
     equal: Callable[[Any, Any], bool] | None = None
+    #: one of the built-in registrations (whose subclasses are normalised or refused)
+    builtin: bool = False
 
 
 # --------------------------------------------------------------------------- built-ins
@@ -80,7 +82,7 @@ def _expect(raw: bytes, kind: type | tuple[type, ...], what: str) -> Any:
 
 def _enc_members(value: set[Any] | frozenset[Any]) -> bytes:
     # members ordered by their own encoding: equal sets always encode the same
-    return b"[" + b",".join(sorted([_dumps(m, option=_SORT) for m in value])) + b"]"
+    return b"[" + b",".join(sorted([_json(m) for m in value])) + b"]"
 
 
 def _enc_float(value: float) -> bytes:
@@ -164,8 +166,127 @@ def _same_random(a: Any, b: Any) -> bool:
     )
 
 
+_MEMBERS = _SORT | orjson.OPT_PASSTHROUGH_SUBCLASS
+
+
 def _json(value: Any) -> bytes:
-    return _dumps(value, option=_SORT)
+    try:
+        return _dumps(value, default=_member, option=_MEMBERS)
+    except TypeError:
+        # with OPT_PASSTHROUGH_SUBCLASS orjson refuses str-subclass dict keys (str enum
+        # members, ...): make them plain and try once more
+        if not _subclass_keys(value):
+            raise
+        return _dumps(_plain_keys(value), default=_member, option=_MEMBERS)
+
+
+def _subclass_keys(value: Any) -> bool:
+    """True if a plain dict in ``value`` has a key of a str subclass."""
+    cls = type(value)
+    if cls is dict:
+        return any(type(k) is not str and isinstance(k, str) for k in value) or any(
+            map(_subclass_keys, value.values())
+        )
+    if cls is list or cls is tuple:
+        return any(map(_subclass_keys, value))
+    return False
+
+
+def _plain_keys(value: Any) -> Any:
+    """``value`` with the str-subclass keys of its plain dicts made plain str."""
+    cls = type(value)
+    if cls is dict:
+        return {
+            (str.__str__(k) if isinstance(k, str) else k): _plain_keys(v) for k, v in value.items()
+        }
+    if cls is list or cls is tuple:
+        return [_plain_keys(v) for v in value]
+    return value
+
+
+#: what a numpy scalar's ``item()`` may give for it to be stored as that plain value
+_ITEM_TYPES = frozenset({int, float, bool, complex, str, bytes})
+#: class -> whether it is a numpy scalar type (subclass of ``numpy.generic``)
+_numpy_scalar_types: dict[type, bool] = {}
+
+
+def _numpy_item(value: Any) -> Any:
+    """The plain Python value of a numpy scalar (``float64`` -> float), else ``_NOT``.
+
+    Found without importing numpy: the class derives from ``numpy.generic``.
+    """
+    cls = type(value)
+    known = _numpy_scalar_types.get(cls)
+    if known is None:
+        known = _numpy_scalar_types[cls] = any(
+            base.__name__ == "generic" and base.__module__ == "numpy" for base in cls.__mro__
+        )
+    if known:
+        try:
+            item = value.item()
+        except Exception:
+            return _NOT
+        if type(item) in _ITEM_TYPES:
+            return item
+    return _NOT
+
+
+_NOT: Any = object()
+#: built-in containers (and Random): a subclass of one is refused, not normalised
+_CONTAINER_BASES: tuple[type, ...] = (tuple, frozenset, list, dict, set, bytearray, random.Random)
+#: how a subclass of a built-in scalar found inside a container becomes the plain value
+_TO_PLAIN: tuple[tuple[type, Callable[[Any], Any]], ...] = (
+    (str, str.__str__),
+    (int, int.__int__),
+    (float, float.__float__),
+)
+
+
+def _member(value: Any) -> Any:
+    """orjson's ``default`` for values inside a container: the plain form of numpy
+    scalars and of subclasses of str/int/float; container subclasses are refused."""
+    item = _numpy_item(value)
+    if item is not _NOT:
+        return item
+    for base, plain in _TO_PLAIN:
+        if isinstance(value, base):
+            return plain(value)
+    if isinstance(value, _CONTAINER_BASES):
+        raise TypeError(_subclass_refusal(value))
+    raise TypeError(f"Type is not JSON serializable: {_qualname(value)}")
+
+
+def _zoned(value: _dt.datetime) -> bool:
+    """True for an aware datetime whose tzinfo is not a fixed offset (a ZoneInfo, ...)."""
+    return value.tzinfo is not None and type(value.tzinfo) is not _dt.timezone
+
+
+def _fixed_offset(value: _dt.datetime) -> _dt.datetime:
+    """The same wall time with the fixed UTC offset in force for it (fold respected).
+
+    The wire format keeps only the offset; this is what a reopen reads back.
+    """
+    offset = value.utcoffset()
+    return _dt.datetime(
+        value.year,
+        value.month,
+        value.day,
+        value.hour,
+        value.minute,
+        value.second,
+        value.microsecond,
+        None if offset is None else _dt.timezone(offset),
+    )
+
+
+def _subclass_refusal(value: Any) -> str:
+    cls = type(value)
+    base = next(b for b in _CONTAINER_BASES if isinstance(value, b))
+    return (
+        f"{_qualname(value)} is a subclass of {base.__qualname__} and would be read back "
+        f"as a plain {base.__qualname__}; store {base.__qualname__}(value) instead, or "
+        f"register a codec for {cls.__qualname__} (Codec.register)"
+    )
 
 
 # Encoding with the passthrough options fails on anything but exact JSON types
@@ -259,6 +380,11 @@ _BUILTINS: tuple[_Entry, ...] = (
     _Entry(random.Random, 133, _enc_random, _dec_random, True, None, equal=_same_random),
 )
 
+_BUILTINS = tuple(
+    _Entry(e.cls, e.type_id, e.encoder, e.decoder, e.mutable, e.predicate, e.exact, e.equal, True)
+    for e in _BUILTINS
+)
+
 #: Immutable built-ins that hold no other values: never copied, never guarded.
 _ATOM_TYPES = ATOM_TYPES
 _CONTAINERS_OF_VALUES = (tuple, frozenset)
@@ -324,7 +450,9 @@ class Codec:
         """Add a type: ``encoder(value) -> JSON bytes``, ``decoder(JSON bytes) -> value``.
 
         ``type_id`` is the byte stored before the JSON (0-255, not yet used; by
-        convention ids >= 128 are mutable types).  ``mutable=True`` makes values of
+        convention ids >= 128 are mutable types).  Registering an already registered
+        class (a built-in one too) under a new id adds a decoder for that id; values
+        are still encoded with the class's existing id.  ``mutable=True`` makes values of
         the type need ``with storage:`` to be read.  With a ``predicate`` the
         registration is used only for values it accepts; others of the same class
         keep their previous encoding.  An exact type match wins over a registered
@@ -343,19 +471,23 @@ class Codec:
             raise ValueError(f"type_id must be an int in 0..255, got {type_id!r}")
         if type_id in self._by_id:
             taken = self._by_id[type_id].cls
-            raise ValueError(f"type id {type_id} is already used by {taken.__qualname__}")
+            raise ValueError(
+                f"Type ID {type_id} already registered (for {taken.__qualname__}); "
+                f"choose a free id for {cls.__qualname__}"
+            )
         if not callable(encoder) or not callable(decoder):
             raise TypeError("encoder and decoder must be callable")
         if predicate is not None and not callable(predicate):
             raise TypeError("predicate must be callable")
         if mutable and cls in _NEVER_MUTABLE:
             raise ValueError(f"{cls.__qualname__} values are always immutable")
+        entry = _Entry(cls, type_id, encoder, decoder, bool(mutable), predicate)
         if predicate is None and cls in self._by_type:
-            raise ValueError(
-                f"{cls.__qualname__} is already registered with type id "
-                f"{self._by_type[cls].type_id}; register a predicate to add a variant"
-            )
-        self._add(_Entry(cls, type_id, encoder, decoder, bool(mutable), predicate))
+            # already registered: the new id is one more decoder (say, for values an
+            # older application stored under it); encoding keeps the existing id
+            self._by_id[type_id] = entry
+            return
+        self._add(entry)
 
     def _add(self, entry: _Entry) -> None:
         self._by_id[entry.type_id] = entry
@@ -394,23 +526,44 @@ class Codec:
             found = self._resolved[cls] = (conditional, plain)
         return found
 
-    def _entry_for(self, value: Any) -> _Entry:
-        conditional, plain = self._lookup(type(value))
+    def _resolve(self, value: Any) -> tuple[_Entry, Any]:
+        """The registration that encodes ``value``, and the value it encodes.
+
+        The exact class's registration wins.  Otherwise a numpy scalar becomes its
+        plain Python value (``float64`` -> float); a subclass of a built-in container
+        is refused; any other subclass uses its nearest registered base (a subclass
+        of a built-in scalar is then kept as the plain value: see :meth:`finish`).
+        """
+        cls = type(value)
+        conditional, plain = self._lookup(cls)
         for entry in conditional:
             if entry.predicate(value):  # type: ignore[misc]
-                return entry
+                return entry, value
+        if plain is not None and plain.cls is cls:
+            if cls is _dt.datetime and _zoned(value):
+                value = _fixed_offset(value)
+            return plain, value
+        item = _numpy_item(value)
+        if item is not _NOT:
+            return self._resolve(item)
+        if isinstance(value, _dt.datetime) and _zoned(value):
+            return self._resolve(_fixed_offset(value))
         if plain is None:
             raise UnsupportedTypeError(
                 f"cannot encode a value of type {_qualname(value)}: no codec is registered "
                 "for it (see Codec.register)"
             )
-        return plain
+        if plain.builtin and isinstance(value, _CONTAINER_BASES):
+            raise UnsupportedTypeError(
+                f"cannot encode a value of type {_qualname(value)}: {_subclass_refusal(value)}"
+            )
+        return plain, value
 
     # ------------------------------------------------------------------ encode/decode
 
     def encode_raw(self, value: Any) -> tuple[int, bytes]:
         """Return ``(type_id, json_bytes)`` for ``value``; raises if it cannot round-trip."""
-        entry = self._entry_for(value)
+        entry, value = self._resolve(value)
         return entry.type_id, self._encode_with(entry, value, self.vigilant)
 
     def encode(self, value: Any) -> bytes:
@@ -420,15 +573,15 @@ class Codec:
         value cannot be encoded and :class:`~appendmuch.errors.RoundTripError` (a
         ValueError) when, in vigilant mode, it would not decode to an equal value.
         """
-        entry = self._entry_for(value)
+        entry, value = self._resolve(value)
         return bytes((entry.type_id,)) + self._encode_with(entry, value, self.vigilant)
 
     def prepare(self, value: Any) -> tuple[bytes, bool, Any]:
         """Encode ``value`` for storing: ``(stored bytes, mutable, object to keep)``.
 
-        The object to keep is ``value`` itself when immutable, else an independent deep
-        copy: the decoded document when the vigilant check decoded one and the value
-        holds only exact JSON types, otherwise :func:`~appendmuch.safe_deepcopy`.
+        The object to keep is what a reopen would decode: in vigilant mode the object
+        the round-trip check decoded; without the check ``value`` itself when immutable
+        (a subclass of a built-in scalar decoded to the plain value), else a deep copy.
         Raises like :meth:`encode`.
         """
         fast = self._fast.get(type(value))
@@ -448,7 +601,7 @@ class Codec:
         Used to compare a working copy with its stored encoding before paying for the
         check; :meth:`finish` completes it.
         """
-        entry = self._entry_for(value)
+        entry, value = self._resolve(value)
         raw: bytes | None = None
         plain = False
         if entry.type_id in _PLAIN_IDS and entry.cls is type(value):
@@ -469,10 +622,18 @@ class Codec:
         return the object to keep in the cache."""
         value, entry = encoded.value, encoded.entry
         if self.vigilant and self._needs_check(entry, value):
-            back = self._round_trip(entry, value, encoded.data[1:])
-            if encoded.mutable:
-                return back if encoded.plain else _deepcopy(value)
-        elif encoded.mutable:
+            # keep what was decoded: exactly what a reopened Store will read
+            return self._round_trip(entry, value, encoded.data[1:])
+        if entry.builtin and type(value) is not entry.cls:
+            # a subclass of a built-in scalar (str enum, IntEnum, ...): keep the plain value
+            try:
+                return entry.decoder(encoded.data[1:])
+            except Exception as exc:
+                raise RoundTripError(
+                    f"a value of type {_qualname(value)} does not survive the round trip: "
+                    f"its encoding cannot be decoded ({exc})"
+                ) from exc
+        if encoded.mutable:
             return _deepcopy(value)
         return value
 
@@ -480,8 +641,10 @@ class Codec:
         try:
             raw = entry.encoder(value)
         except (TypeError, ValueError, OverflowError) as exc:
+            # orjson reports what its ``default`` (_member) refused as the cause
+            detail = exc.__cause__ if isinstance(exc.__cause__, TypeError) else exc
             raise UnsupportedTypeError(
-                f"cannot encode a value of type {_qualname(value)}: {exc}"
+                f"cannot encode a value of type {_qualname(value)}: {detail}"
             ) from exc
         if not isinstance(raw, bytes):
             raise TypeError(
@@ -520,7 +683,7 @@ class Codec:
                 hint = " (the type defines no __eq__; define one or set Codec.vigilant_skip)"
             raise RoundTripError(
                 f"a value of type {_qualname(value)} does not survive the round trip: "
-                f"{_short(value)} would be read back as {_short(back)}{hint}"
+                f"{_difference(value, back)}{hint}"
             )
         return back
 
@@ -534,7 +697,9 @@ class Codec:
             raise DecodeError("cannot decode an empty value (no type-id byte)")
         entry = self._by_id.get(data[0])
         if entry is None:
-            raise DecodeError(f"unknown type id {data[0]}")
+            raise UnknownTypeIdError(
+                f"unknown type id {data[0]}: no codec registration decodes it (see Codec.register)"
+            )
         try:
             return entry.decoder(bytes(data[1:]))
         except Exception as exc:
@@ -586,6 +751,35 @@ def _qualname(value: Any) -> str:
     return cls.__qualname__ if mod == "builtins" else f"{mod}.{cls.__qualname__}"
 
 
-def _short(value: Any) -> str:
-    text = repr(value)
-    return text if len(text) <= 120 else text[:117] + "..."
+def _difference(value: Any, back: Any) -> str:
+    """Say where ``back`` (the decoded value) first differs from ``value``."""
+    path, a, b = _first_difference(value, back, "")
+    where = f"at {path}, " if path else ""
+    return f"{where}{_around(a, b)} would be read back as {_around(b, a)}"
+
+
+def _first_difference(a: Any, b: Any, path: str) -> tuple[str, Any, Any]:
+    """The path (``[1]['k']``) and the two parts where ``a`` and ``b`` first differ."""
+    if type(a) is type(b):
+        if isinstance(a, list | tuple) and len(a) == len(b):
+            for i, (x, y) in enumerate(zip(a, b, strict=True)):
+                if not _equal(x, y):
+                    return _first_difference(x, y, f"{path}[{i}]")
+        elif isinstance(a, dict) and a.keys() == b.keys():
+            for key in a:
+                if not _equal(a[key], b[key]):
+                    return _first_difference(a[key], b[key], f"{path}[{key!r}]")
+    return path, a, b
+
+
+def _around(value: Any, other: Any) -> str:
+    """``repr(value)`` with its type, cut around where it differs from ``repr(other)``."""
+    text, versus = repr(value), repr(other)
+    if len(text) > 120:
+        start = 0
+        while start < min(len(text), len(versus)) and text[start] == versus[start]:
+            start += 1
+        begin = max(0, start - 40)
+        end = begin + 100
+        text = ("..." if begin else "") + text[begin:end] + ("..." if end < len(text) else "")
+    return f"{text} ({type(value).__name__})"

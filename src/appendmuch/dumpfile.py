@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any
 import msgpack
 
 from .errors import DumpFormatError
-from .names import is_valid_dbns, is_valid_field
+from .names import is_valid_dbns, is_valid_field, with_article
 
 if TYPE_CHECKING:
     from .codec import Codec
@@ -151,7 +151,7 @@ def check_row(obj: Any, index: int, seen: set[int], codec: Codec | None) -> Row:
     """Validate one dump map (row number ``index``); return it as a Row."""
     where = f"dump row {index}"
     if not isinstance(obj, dict):
-        raise DumpFormatError(f"{where} is a {type(obj).__name__}, not a map")
+        raise DumpFormatError(f"{where} is {with_article(type(obj).__name__)}, not a map")
     if obj.keys() != _KEYSET:
         missing = sorted(_KEYSET - obj.keys())
         extra = sorted(map(str, obj.keys() - _KEYSET))

@@ -25,6 +25,7 @@ __all__ = [
     "ReservedNameError",
     "RoundTripError",
     "SchemaError",
+    "UnknownTypeIdError",
     "UnsupportedTypeError",
     "WriteError",
 ]
@@ -54,8 +55,11 @@ class MutableAccessError(AppendmuchError, TypeError):
     """A mutable value was read outside ``with storage:``."""
 
 
-class UnsupportedTypeError(AppendmuchError, TypeError):
-    """The codec has no encoding for a value of this type."""
+class UnsupportedTypeError(AppendmuchError, TypeError, NotImplementedError):
+    """The codec has no encoding for a value of this type.
+
+    Also a ``NotImplementedError``, as codec errors were in appendmuch 0.0.8.
+    """
 
 
 class RoundTripError(AppendmuchError, ValueError):
@@ -64,6 +68,13 @@ class RoundTripError(AppendmuchError, ValueError):
 
 class DecodeError(AppendmuchError, ValueError):
     """Stored bytes cannot be decoded (unknown type id, malformed JSON, ...)."""
+
+
+class UnknownTypeIdError(DecodeError, NotImplementedError):
+    """Stored bytes start with a type id no codec registration decodes.
+
+    Also a ``NotImplementedError``, as codec errors were in appendmuch 0.0.8.
+    """
 
 
 class DumpFormatError(AppendmuchError, ValueError):

@@ -21,6 +21,7 @@ __all__ = [
     "is_valid_dbns",
     "is_valid_field",
     "tuple2dbns",
+    "with_article",
 ]
 
 #: Attributes and methods of every Storage that can never be fields.  (``name`` is
@@ -79,18 +80,28 @@ def check_namespace(namespace: tuple[object, ...]) -> tuple[str, ...]:
     O(total token length).
     """
     if not namespace:
-        raise InvalidNameError("a namespace needs at least one token, got ()")
+        raise InvalidNameError("invalid namespace (): a namespace needs at least one token")
     for token in namespace:
         if not isinstance(token, str):
             raise InvalidNameError(
-                f"namespace token {token!r} in {namespace!r} is a {type(token).__name__}, not a str"
+                f"invalid namespace {namespace!r}: token {token!r} is "
+                f"{with_article(type(token).__name__)}, not a str"
             )
         if not _TOKEN.match(token):
             raise InvalidNameError(
-                f"namespace token {token!r} in {namespace!r} is not allowed: tokens are "
-                "non-empty and use only A-Z a-z 0-9 - . _"
+                f"invalid namespace {namespace!r}: token {token!r} is not allowed (tokens "
+                "are non-empty and use only A-Z a-z 0-9 - . _)"
             )
     return namespace  # type: ignore[return-value]
+
+
+def with_article(noun: str) -> str:
+    """The noun with its indefinite article, for messages.
+
+    >>> with_article("int"), with_article("str")
+    ('an int', 'a str')
+    """
+    return f"{'an' if noun[:1].lower() in 'aeiou' else 'a'} {noun}"
 
 
 def check_field(name: object, *, where: str = "") -> str:

@@ -34,6 +34,7 @@ import orjson
 
 from .codec import Codec
 from .errors import DecodeError
+from .names import with_article
 
 __all__ = [
     "BUILTIN_TYPE_IDS",
@@ -111,7 +112,8 @@ def decode_lenient(codec: Codec, raw: object) -> Any:
 
 def _decode_or_opaque(codec: Codec, decode: Callable[[bytes], Any], raw: object) -> Any:
     if not isinstance(raw, bytes | bytearray | memoryview):
-        return Opaque(None, str(raw).encode(), f"stored value is a {type(raw).__name__}, not bytes")
+        kind = with_article(type(raw).__name__)
+        return Opaque(None, str(raw).encode(), f"stored value is {kind}, not bytes")
     data = bytes(raw)
     if not data:
         return Opaque(None, b"", "empty value (no type-id byte)")

@@ -46,6 +46,13 @@ def _names_of(cls: type) -> dict[str, str]:
     return names
 
 
+def _what(name: str, kind: str, cls: type) -> str:
+    """Say what a class-level ``name`` is, for an error message."""
+    if kind is _RESERVED:
+        return f"{name!r} is reserved: it is an attribute of {cls.__name__}"
+    return f"{name!r} is a {kind} of {cls.__name__}"
+
+
 def _is_field(storage: Storage, cls: type, name: str, value: Any) -> bool:
     """Slow path of assignment: True if ``name`` is a storable field of ``cls``.
 
@@ -61,7 +68,7 @@ def _is_field(storage: Storage, cls: type, name: str, value: Any) -> bool:
         if kind is _DESCRIPTOR:
             _set(storage, name, value)
             return False
-        raise ReservedNameError(f"{name!r} is a {kind} of {cls.__name__}, so it cannot be a field")
+        raise ReservedNameError(f"{_what(name, kind, cls)}, so it cannot be a field")
     check_field(name, where=f" on {storage!r}")
     _plain_fields.setdefault(cls, set()).add(name)
     return True
@@ -168,7 +175,7 @@ class Storage:
             return  # an internal attribute or a descriptor: set, not stored
         virtual = self.__virtual__
         if virtual and name in virtual:
-            raise AttributeError(f"{name!r} is a virtual field of {self!r} and cannot be assigned")
+            raise AttributeError(f"Cannot assign to virtual field {name!r} of {self!r}")
         self.__store__._write(self.__namespace__, self.__dbns__, name, value)
 
     def __delattr__(self, name: str) -> None:
@@ -180,7 +187,7 @@ class Storage:
             if kind is _DESCRIPTOR:
                 object.__delattr__(self, name)
                 return
-            raise ReservedNameError(f"{name!r} is a {kind} of {type(self).__name__}")
+            raise ReservedNameError(_what(name, kind, type(self)))
         virtual = self.__virtual__
         if virtual and name in virtual:
             raise AttributeError(

@@ -23,6 +23,7 @@ from .errors import (
     MutableAccessError,
     NamespaceCollisionError,
     ReadOnlyError,
+    RoundTripError,
     UnsupportedTypeError,
 )
 from .fieldlog import GONE, FieldLog
@@ -201,7 +202,7 @@ class Store:
                         try:
                             data = decode(value)
                         except DecodeError as exc:
-                            raise DecodeError(
+                            raise type(exc)(
                                 f"stored row seq {seq}, namespace {dbns!r}, field {field!r}: {exc}"
                             ) from exc
                 ctx = contexts.get(context)
@@ -295,7 +296,9 @@ class Store:
             check_namespace(namespace)
             validator = self.namespace_validator
             if validator is not None and not validator(namespace):
-                raise InvalidNameError(f"namespace {namespace!r} rejected by namespace_validator")
+                raise InvalidNameError(
+                    f"namespace {namespace!r} failed namespace validation (namespace_validator)"
+                )
             dbns = tuple2dbns(namespace)
             self._valid[namespace] = dbns
         if dbns not in self._by_dbns:
@@ -383,7 +386,10 @@ class Store:
                     ) from exc
                 data = value
             else:
-                raw, mutable, data = self.codec.prepare(value)
+                try:
+                    raw, mutable, data = self.codec.prepare(value)
+                except (RoundTripError, UnsupportedTypeError) as exc:
+                    raise _at(exc, dbns, field) from exc
                 if mutable:
                     working = value
             # caller_context(), with its common case inlined: the caller of
@@ -763,7 +769,12 @@ class Store:
                 changed.append((field, working, encoded))
         # All or none: check every changed copy before writing any, and queue them all
         # before a full batch goes to the driver (whose failure must not stop the rest).
-        kept = [codec.finish(encoded) for _, _, encoded in changed]
+        kept = []
+        for field, _, encoded in changed:
+            try:
+                kept.append(codec.finish(encoded))
+            except RoundTripError as exc:
+                raise _at(exc, dbns, field) from exc
         self._due = False
         for (field, working, encoded), keep in zip(changed, kept, strict=True):
             self._write(
@@ -798,6 +809,11 @@ def _describe(row: Any) -> str:
     except Exception:
         return repr(row)[:200]
     return f"seq {seq!r}, namespace {dbns!r}, field {field!r}"
+
+
+def _at(exc: Exception, dbns: str, field: str) -> Exception:
+    """The same kind of error, its message prefixed with the namespace and field."""
+    return type(exc)(f"cannot store {field!r} of {_show_ns(dbns)}: {exc}")
 
 
 def _show_ns(dbns: str) -> str:

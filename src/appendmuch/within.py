@@ -62,6 +62,11 @@ class Within:
         object.__setattr__(self, "__context__", context)
         object.__setattr__(self, "__strict__", strict)
 
+    @property
+    def __context_fields__(self) -> dict[str, Any]:
+        """The context, ``{field: value, ...}`` (the name appendmuch 0.0.8 gave it)."""
+        return self.__context__
+
     def _lookup(self, name: str) -> Any:
         node = _node(self.__storage__)
         log = node.get(name) if node is not None else None
