@@ -123,6 +123,7 @@ def spawn() -> Any:
 
 def aggregate(location: Location, procs: int, n: int, kw: dict[str, Any]) -> float:
     """Writes/s of ``procs`` processes writing ``n`` values each."""
+    make_store(location, **kw).close()  # the table exists before the writers open it
     ctx = spawn()
     barrier = ctx.Barrier(procs)
     out = ctx.Queue()
