@@ -1,54 +1,109 @@
-"""Run the shared benchmark harness on this checkout, optionally with a throwaway
-PostgreSQL server.
+"""The project's benchmarks: appendmuch next to floors measured in the same run.
 
-    python benchmarks/run.py                       # quick run, Memory and SQLite
-    python benchmarks/run.py --pg                  # also PostgreSQL (starts a server)
-    python benchmarks/run.py --pg -- --scale 10 --only within,along
-    python benchmarks/run.py --harness /path/to/bench.py -- --json-out a.json
-    python benchmarks/run.py --multiprocess --pg   # several processes, shared mode
-                                                   # (benchmarks/multiprocess.py)
+    python benchmarks/run.py                    # Memory and SQLite, a few minutes
+    python benchmarks/run.py --pg               # also PostgreSQL (starts a throwaway server)
+    python benchmarks/run.py --only within,load --scale 10 --json-out figures.json
+    python benchmarks/run.py --multiprocess --pg # several processes, shared mode
+                                                # (benchmarks/multiprocess.py)
 
-Everything after ``--`` goes to the harness.  The harness (``bench.py``) times the
-public API next to "floor" baselines that use no appendmuch at all, in the same run;
-read the "x floor" column (floor rate / our rate), not absolute times.
+Every figure with a floor is also shown as "x floor": how many times slower than the
+same physical work done without appendmuch (plain dicts, raw sqlite3, raw psycopg).
+Compare those ratios, not absolute times: the machine may be shared and noisy.
+Everything runs from this repository alone (``src/`` is put first on ``sys.path``).
 """
 
 from __future__ import annotations
 
 import argparse
+import importlib
 import os
 import subprocess
 import sys
+import traceback
+from dataclasses import dataclass
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parent.parent
-DEFAULT_HARNESS = ROOT.parent / "shared" / "bench" / "bench.py"
+HERE = Path(__file__).resolve().parent
+ROOT = HERE.parent
+sys.path[:0] = [str(HERE), str(ROOT / "src")]
+
+from harness import Bench, Options  # noqa: E402
+
+
+@dataclass(frozen=True)
+class Workload:
+    """A module of this directory with ``run(bench)``."""
+
+    name: str
+    module: str
+    #: run when no --only is given
+    default: bool = True
+
+
+#: Workloads in the order they run.  A new benchmark is a module with ``run(bench)``
+#: listed here; one that should only run on request sets ``default=False`` and is
+#: picked with ``--only NAME``.  A benchmark that is its own script (several processes,
+#: say) gets a small module here whose ``run`` starts the script with ``subprocess``
+#: and records what it prints with ``bench.record``.
+WORKLOADS: list[Workload] = [
+    Workload("floors", "floors"),
+    Workload("write", "writes"),
+    Workload("read", "reads"),
+    Workload("within", "queries"),
+    Workload("mutable", "mutable"),
+    Workload("load", "loading"),
+]
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument(
-        "--harness",
-        default=os.environ.get("APPENDMUCH_BENCH_HARNESS", str(DEFAULT_HARNESS)),
-        help="path of bench.py (default: ../shared/bench/bench.py beside the checkout, "
-        "or $APPENDMUCH_BENCH_HARNESS)",
+    names = [w.name for w in WORKLOADS]
+    parser = argparse.ArgumentParser(
+        description=(__doc__ or "").splitlines()[0],
+        epilog=f"workloads: {', '.join(names)}",
     )
     parser.add_argument(
         "--pg",
         action="store_true",
-        help="start a throwaway PostgreSQL server for the PostgreSQL workloads "
-        "(unless APPENDMUCH_PG_CONNINFO is set)",
+        help="start a throwaway PostgreSQL "
+        "server for the PostgreSQL workloads (or set APPENDMUCH_PG_CONNINFO)",
     )
-    parser.add_argument("harness_args", nargs="*", help="arguments for the harness (after --)")
+    parser.add_argument(
+        "--only",
+        action="append",
+        default=[],
+        metavar="NAMES",
+        help="comma-separated workloads to run (default: all default ones)",
+    )
+    parser.add_argument(
+        "--scale",
+        type=float,
+        default=1.0,
+        help="size factor: 20,000 x scale operations; >= 10 adds a 100,000-entry history",
+    )
+    parser.add_argument("--repeat", type=int, default=3, help="runs per rate (best kept)")
+    parser.add_argument(
+        "--budget", type=float, default=1.0, help="seconds spent timing each per-call figure"
+    )
+    parser.add_argument(
+        "--clock",
+        choices=("cpu", "wall"),
+        default="cpu",
+        help="time CPU used by this process (default; steady when other processes "
+        "compete for the cores) or elapsed time; PostgreSQL figures always use elapsed",
+    )
+    parser.add_argument("--json-out", metavar="FILE", help="also write the figures as JSON")
+    parser.add_argument("-q", "--quiet", action="store_true", help="only the final table")
     args = parser.parse_args(argv)
 
-    harness = Path(args.harness)
-    if not harness.is_file():
-        print(f"benchmark harness not found at {harness}; pass --harness PATH", file=sys.stderr)
-        return 2
-    env = dict(os.environ)
+    chosen = [name.strip() for item in args.only for name in item.split(",") if name.strip()]
+    unknown = sorted(set(chosen) - set(names))
+    if unknown:
+        parser.error(f"unknown workload(s) {', '.join(unknown)}; choose from {', '.join(names)}")
+    selected = [w for w in WORKLOADS if (w.name in chosen if chosen else w.default)]
+
+    conninfo = os.environ.get("APPENDMUCH_PG_CONNINFO") or None
     cluster = None
-    if args.pg and not env.get("APPENDMUCH_PG_CONNINFO"):
+    if args.pg and conninfo is None:
         sys.path.insert(0, str(ROOT / "tests"))
         from pgserver import TempCluster, find_bindir
 
@@ -57,21 +112,31 @@ def main(argv: list[str] | None = None) -> int:
             print("--pg: PostgreSQL is not installed", file=sys.stderr)
             return 2
         cluster = TempCluster(bindir)
-        env["APPENDMUCH_PG_CONNINFO"] = cluster.start()
+        conninfo = cluster.start()
+    options = Options(
+        args.scale, max(1, args.repeat), args.budget, conninfo, args.quiet, args.clock
+    )
+    bench = Bench(options)
+    import floors
+
+    floors.register(bench)
     try:
-        command = [
-            sys.executable,
-            str(harness),
-            "--impl-path",
-            str(ROOT / "src"),
-            "--label",
-            "appendmuch-checkout",
-            *args.harness_args,
-        ]
-        return subprocess.run(command, env=env, check=False).returncode
+        for workload in selected:
+            if not args.quiet:
+                print(f"[{workload.name}]", file=sys.stderr, flush=True)
+            try:
+                importlib.import_module(workload.module).run(bench)
+            except Exception as exc:
+                bench.errors[workload.name] = f"{type(exc).__name__}: {exc}"
+                traceback.print_exc()
     finally:
+        bench.cleanup()
         if cluster is not None:
             cluster.stop()
+    print(bench.table())
+    if args.json_out:
+        Path(args.json_out).write_text(bench.as_json() + "\n")
+    return 1 if bench.errors else 0
 
 
 def run_multiprocess(argv: list[str]) -> int:

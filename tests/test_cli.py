@@ -281,6 +281,14 @@ class TestInfo:
         assert info["custom_types"] == {"20": 1}
         assert info["writer_open"] is False
 
+    def test_a_left_over_lock_file_is_no_writer(self, fresh: Log) -> None:
+        """Only a held lock is a writer: not a lock file a killed writer left behind."""
+        Path(f"{os.path.realpath(fresh.path)}-appendmuch_values.lock").write_bytes(b"")
+        assert json.loads(ok(run("info", fresh.path, "--json")))["writer_open"] is False
+        assert "none" in ok(run("info", fresh.path))
+        with Store(Sqlite3(fresh.path), codec=fraction_codec()):
+            assert json.loads(ok(run("info", fresh.path, "--json")))["writer_open"] is True
+
     def test_human_summary(self, log: Log) -> None:
         lines = ok(run("info", log.path)).splitlines()
         fields = {line.split("  ", 1)[0]: line.split("  ", 1)[1].strip() for line in lines}
@@ -565,6 +573,18 @@ def read_csv(text: str) -> list[dict[str, str]]:
 class TestExport:
     """``export``: CSV and JSON Lines, one row per entry or per namespace."""
 
+    @pytest.mark.parametrize("shape", ["log", "latest"])
+    def test_unknown_namespace_is_an_error_and_writes_no_file(
+        self, log: Log, tmp_path: Path, shape: str
+    ) -> None:
+        target = tmp_path / "out.csv"
+        line = fails(
+            run("export", log.path, "--namespace", "sesion1", "--shape", shape, "-o", target)
+        )
+        assert "sesion1" in line
+        assert list(tmp_path.iterdir()) == []
+        assert "sesion1" in fails(run("export", log.path, "--namespace", "sesion1"))
+
     def test_csv_log_has_every_entry(self, log: Log, tmp_path: Path) -> None:
         target = tmp_path / "log.csv"
         out = ok(run("export", log.path, "-o", target))
@@ -842,17 +862,33 @@ class TestVerify:
 class TestReplay:
     """``replay FILE DB`` writes a recovery file into the log."""
 
-    def recovery_file(self, directory: Path) -> Path:
+    def recovery_file(self, directory: Path, database: Path | None = None) -> Path:
+        """A recovery file of ``database`` (None: a file without a header)."""
         path = directory / "appendmuch_values.recovery-20240501T100000-1.msgpack"
         rows = [
             (100, "late", "x", b"\x001", 1714557600.0, "app.late:1"),
             (101, "late", "y", b'\x02"two"', 1714557601.0, "app.late:2"),
         ]
-        write_recovery_file(str(path), rows, [])
+        identity = None if database is None else Sqlite3(database).identity()
+        write_recovery_file(str(path), rows, [], identity)
         return path
 
+    def test_a_file_of_no_or_another_database_needs_any_database(
+        self, fresh: Log, tmp_path: Path
+    ) -> None:
+        before = stored_rows(fresh.path)
+        headerless = self.recovery_file(tmp_path)
+        assert "--any-database" in fails(run("replay", headerless, fresh.path), status=1)
+        assert stored_rows(fresh.path) == before
+        out = ok(run("replay", headerless, fresh.path, "--any-database"))
+        assert out.startswith("replayed 2 rows")
+        assert [row[0] for row in stored_rows(fresh.path)][-2:] == [
+            len(before) + 1,
+            len(before) + 2,
+        ]
+
     def test_replay_writes_the_rows_once(self, fresh: Log, tmp_path: Path) -> None:
-        recovery = self.recovery_file(tmp_path)
+        recovery = self.recovery_file(tmp_path, fresh.path)
         out = ok(run("replay", recovery, fresh.path))
         assert out.startswith("replayed 2 rows into table appendmuch_values")
         with Store(Sqlite3(fresh.path, read_only=True), codec=fraction_codec()) as store:

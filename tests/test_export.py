@@ -25,6 +25,7 @@ import pytest
 
 from appendmuch import Codec, Store
 from appendmuch.export import LOG_COLUMNS, export_rows, to_dataframe, write_export
+from appendmuch.inspection import NotInLogError
 from appendmuch.rendering import Opaque, stored_json
 from backends import Backend
 
@@ -203,6 +204,20 @@ class TestFiles:
             "items": ["sword"],
             "share": {"$type": FRACTION_ID, "$json": "1/3"},
         }
+
+    @pytest.mark.parametrize("shape", ["log", "latest"])
+    def test_unknown_namespace_raises_before_writing(self, backend: Backend, shape: str) -> None:
+        """A namespace that is not in the log is an error, not an empty export; a
+        namespace whose rows are still queued is in the log."""
+        store = backend.store(codec=fraction_codec())
+        write_game(store)
+        out = io.StringIO()
+        with pytest.raises(NotInLogError, match="gme"):
+            write_export(store, out, shape=shape, namespace="gme")  # type: ignore[arg-type]
+        assert out.getvalue() == ""
+        store.storage("fresh").x = 1
+        assert write_export(store, out, shape=shape, namespace="fresh") == 1  # type: ignore[arg-type]
+        store.close()
 
     def test_csv_latest_cells(self, backend: Backend) -> None:
         store = backend.store()

@@ -28,6 +28,7 @@ from __future__ import annotations
 import os
 import shutil
 import subprocess
+import sys
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -509,7 +510,49 @@ def pg_store(pg: PostgresBackend, tmp_path: Path, **kwargs: Any) -> Store:
     return Store(pg.driver(timeout=1.0, recovery_dir=tmp_path, **kwargs))
 
 
+#: an application that writes, waits while the test stops the server, then writes,
+#: flushes and closes (both fail) and reports on stdout
+_OUTAGE_APP = """
+import sys
+from appendmuch import PostgreSQL, Store
+store = Store(PostgreSQL(sys.argv[1], table_prefix=sys.argv[2], recovery_dir=sys.argv[3],
+                         min_size=1, max_size=2, timeout=1.0, batch_interval=3600.0))
+store.storage("a").x = 1
+store.flush()
+print("ready", flush=True)
+sys.stdin.readline()
+store.storage("a").x = 2
+for what in (store.flush, store.close):
+    try:
+        what()
+    except Exception as exc:
+        print(type(exc).__name__, flush=True)
+"""
+
+
 class TestServerGone:
+    def test_no_log_lines_on_stderr_during_an_outage(
+        self, pg: PostgresBackend, cluster: TempCluster, tmp_path: Path
+    ) -> None:
+        """An application without logging configured sees the failures as exceptions,
+        and nothing of psycopg_pool's reconnection attempts on its stderr."""
+        app = subprocess.Popen(
+            [sys.executable, "-c", _OUTAGE_APP, pg.conninfo, pg.prefix, str(tmp_path)],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        assert app.stdout is not None and app.stdin is not None
+        assert app.stdout.readline() == "ready\n"
+        with Outage(cluster):
+            app.stdin.write("go\n")
+            app.stdin.flush()
+            out, err = app.communicate(timeout=120)
+        assert app.returncode == 0, err
+        assert out.split() == ["WriteError", "WriteError"]
+        assert err == ""
+
     def test_flushes_fail_during_outage_and_succeed_after(
         self, pg: PostgresBackend, cluster: TempCluster, tmp_path: Path
     ) -> None:

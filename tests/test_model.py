@@ -8,6 +8,12 @@ answers (current values, ``__fields__``, ``bool``, ``__history__``, ``within``,
 entries (SPEC §3, §4, §6, §7).  The machine runs once per backend in
 ``backends.ALL_FACTORIES`` (shared mode included); hypothesis prints the failing operation sequence.
 
+Besides small ints and a list of ints, a field ``extra`` takes tuples, dicts of lists
+and frozensets: values that the Store keeps as objects only while they are a field's
+latest entry and decodes from their stored bytes on demand once superseded (also after
+a reopen, where every older entry comes from the database).  Answers are compared with
+exact types, and values handed out are mutated to show they are not the log's.
+
 A second, non-stateful property checks that arbitrary JSON-like values survive a
 write / read / reopen round trip unchanged and encode deterministically (SPEC §9).
 """
@@ -15,6 +21,7 @@ write / read / reopen round trip unchanged and encode deterministically (SPEC §
 from __future__ import annotations
 
 import collections
+import copy
 import datetime as dt
 import enum
 import math
@@ -51,18 +58,26 @@ OTHER_BACKEND_EXAMPLES = 20
 
 NAMESPACES: tuple[tuple[str, ...], ...] = (("g", "p1"), ("g", "p2"))
 SCALAR_FIELDS = ("round", "stage", "score")
-FIELDS = (*SCALAR_FIELDS, "items")
+FIELDS = (*SCALAR_FIELDS, "items", "extra")
 
 ns_index = st.sampled_from(range(len(NAMESPACES)))
 small_ints = st.integers(0, 2)
 #: context values also include one that is never written
 context_ints = st.integers(0, 3)
 item_lists = st.lists(st.integers(0, 1), max_size=2)
+#: values held as stored bytes once superseded: hashable (tuple, frozenset) or not (dict)
+extra_values = st.one_of(
+    st.tuples(st.integers(0, 1), st.integers(0, 1)),
+    st.frozensets(st.integers(0, 1), max_size=2),
+    st.dictionaries(st.sampled_from("ab"), item_lists, max_size=2),
+)
 fields = st.sampled_from(FIELDS)
 scalar_fields = st.sampled_from(SCALAR_FIELDS)
 
 
 def _context_value(field: str) -> st.SearchStrategy[Any]:
+    if field == "extra":
+        return extra_values
     return item_lists if field == "items" else context_ints
 
 
@@ -103,8 +118,8 @@ class Model:
         self.entries: list[Entry] = []
 
     def append(self, ns: int, field: str, data: Any) -> None:
-        if isinstance(data, list):
-            data = list(data)  # item lists hold ints: a shallow copy is a full copy
+        if data is not TOMBSTONE:
+            data = copy.deepcopy(data)
         self.entries.append(Entry(ns, field, data))
 
     def of(self, ns: int) -> list[tuple[int, Entry]]:
@@ -274,6 +289,27 @@ class StoreMachine(RuleBasedStateMachine):
         mine.append(99)  # the caller's object is not the stored one (SPEC §4)
         self.model.append(ns, "items", value)
 
+    @rule(ns=ns_index, value=extra_values)
+    def set_extra(self, ns: int, value: Any) -> None:
+        """A value kept decoded while latest, as stored bytes once superseded."""
+        mine = copy.deepcopy(value)
+        self.s(ns).extra = mine
+        if isinstance(mine, dict):
+            mine["b"] = [99]  # the caller's object is not the stored one
+        self.model.append(ns, "extra", value)
+
+    @rule(ns=ns_index, context=contexts(min_size=0))
+    def mutate_handed_out(self, ns: int, context: dict[str, Any]) -> None:
+        """Mutating values from history, within and along changes nothing stored."""
+        s = self.s(ns)
+        handed: list[Any] = [v.data for values in s.__history__().values() for v in values]
+        view = within(s, **context)
+        handed += [view.get(field) for field in FIELDS]
+        handed += [value for value, _ in within.along(s, "extra")]
+        handed += [ctx.get("items") for _, ctx in within.along(s, "round")]
+        for value in handed:
+            _scribble(value)
+
     @rule(ns=ns_index, field=fields)
     def delete(self, ns: int, field: str) -> None:
         """``del`` appends a tombstone, or raises AttributeError and appends nothing."""
@@ -390,7 +426,7 @@ class StoreMachine(RuleBasedStateMachine):
                 with pytest.raises(AttributeError):
                     getattr(view, field)
             else:
-                assert getattr(view, field) == expected, where
+                assert _typed_equal(getattr(view, field), expected), where
 
     @rule(ns=ns_index, context=contexts(), strict=st.booleans())
     def query_within(self, ns: int, context: dict[str, Any], strict: bool) -> None:
@@ -431,7 +467,7 @@ class StoreMachine(RuleBasedStateMachine):
         """``within.along(s, f)``: one pair per non-deleted write of f, in order."""
         factory = within.strict if strict else within
         pairs = list(factory.along(self.s(ns), field))
-        assert [v for v, _ in pairs] == self.model.along(ns, {}, field)
+        assert _all_typed_equal([v for v, _ in pairs], self.model.along(ns, {}, field))
         for value, ctx in pairs:
             expected = self.model.within(ns, {field: value}, other, strict)
             assert _same(ctx.get(other, MISSING), expected), (value, other)
@@ -443,7 +479,7 @@ class StoreMachine(RuleBasedStateMachine):
         """``within(s, **ctx).along(f)``: writes of f made while ctx held."""
         factory = within.strict if strict else within
         pairs = list(factory(self.s(ns), **context).along(field))
-        assert [v for v, _ in pairs] == self.model.along(ns, context, field)
+        assert _all_typed_equal([v for v, _ in pairs], self.model.along(ns, context, field))
         for value, ctx in pairs:
             expected = self.model.within(ns, {**context, field: value}, other, strict)
             assert _same(ctx.get(other, MISSING), expected), (value, other)
@@ -470,6 +506,9 @@ class StoreMachine(RuleBasedStateMachine):
                         s.items
                 with s:
                     assert s.get("items", MISSING) == (MISSING if items is TOMBSTONE else items)
+                    extra = self.model.current(ns, "extra")
+                    got = s.get("extra", MISSING)
+                    assert _same(got, MISSING if extra is TOMBSTONE else extra), (got, extra)
 
     @invariant()
     def fields_and_bool(self) -> None:
@@ -490,7 +529,8 @@ class StoreMachine(RuleBasedStateMachine):
                 seqs = [v.seq for v in values]
                 assert seqs == sorted(set(seqs)), f"{field}: seqs not strictly increasing"
                 got = [(v.unavailable, v.data) for v in values]
-                assert got == model[field], field
+                assert len(got) == len(model[field]), field
+                assert all(map(_typed_equal, got, model[field])), (field, got, model[field])
                 for v in values:
                     assert isinstance(v.time, float)
                     assert v.context.startswith(f"{__name__}."), v.context
@@ -508,7 +548,35 @@ class StoreMachine(RuleBasedStateMachine):
 def _same(got: Any, expected: Any) -> bool:
     if expected is MISSING or got is MISSING:
         return got is expected
-    return bool(got == expected)
+    return _typed_equal(got, expected)
+
+
+def _typed_equal(a: Any, b: Any) -> bool:
+    """Equal with the same types all the way down (a tuple is not a list; dict key
+    order does not matter, as for ``==``)."""
+    if type(a) is not type(b):
+        return False
+    if isinstance(a, list | tuple):
+        return len(a) == len(b) and all(map(_typed_equal, a, b))
+    if isinstance(a, dict):
+        return a.keys() == b.keys() and all(_typed_equal(a[k], b[k]) for k in a)
+    return bool(a == b)
+
+
+def _all_typed_equal(got: list[Any], expected: list[Any]) -> bool:
+    return len(got) == len(expected) and all(map(_typed_equal, got, expected))
+
+
+def _scribble(value: Any) -> None:
+    """Mutate a handed-out value in place, wherever it can be mutated."""
+    if isinstance(value, list):
+        for member in value:
+            _scribble(member)
+        value.append(99)
+    elif isinstance(value, dict):
+        for member in value.values():
+            _scribble(member)
+        value["z"] = [99]
 
 
 def _settings(name: str) -> settings:

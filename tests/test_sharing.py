@@ -7,6 +7,7 @@ run real child processes.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
@@ -27,7 +28,7 @@ from appendmuch import (
     Store,
     retry_on_conflict,
 )
-from appendmuch.errors import AppendmuchError, LockedError, WriteError
+from appendmuch.errors import AppendmuchError, LockedError, ReadOnlyError, WriteError
 from backends import FACTORIES, Backend, PostgresBackend, SqliteBackend
 
 SHARED_BACKENDS = ["sqlite", "postgresql"]
@@ -201,6 +202,29 @@ def test_a_held_storage_reads_the_value_another_writer_delivered(place: Backend)
     finally:
         a.close()
         b.close()
+
+
+def test_a_read_only_shared_open_follows_the_writers(place: Backend) -> None:
+    arrivals = Arrivals()
+    writer = shared(place)
+    writer.storage("a").x = 1
+    writer.flush()
+    reader = Store(place.driver(read_only=True, shared=True), on_change=arrivals)
+    try:
+        assert reader.storage("a").x == 1
+        writer.storage("a").x = 2
+        writer.flush()
+        arrivals.wait_for(writer.driver.last_seq)
+        assert reader.storage("a").x == 2
+        writer.storage("a").x = 3
+        writer.flush()
+        reader.sync()
+        assert reader.storage("a").x == 3
+        with pytest.raises(ReadOnlyError):
+            reader.storage("a").x = 4
+    finally:
+        reader.close()
+        writer.close()
 
 
 def test_seqs_follow_commit_order_and_every_writer_holds_one_history(place: Backend) -> None:
@@ -418,6 +442,50 @@ def test_rows_of_a_failed_commit_are_renumbered_after_others_commits(
         assert a.storage("r").mine == "a"
     finally:
         _unbreak_commit(place)
+        a.close()
+        b.close()
+
+
+def test_batches_refused_while_others_commit_end_up_written_once_in_one_order(
+    place: Backend,
+) -> None:
+    """Batches fail (one row is refused) while later batches of the same writer, in
+    flight with them, may commit: once the refusal ends, every row is stored exactly
+    once, and both writers and the table hold one history."""
+    a = Store(place.driver(shared=True, batch_size=5))
+    b = shared(place)
+    try:
+        _refuse_field(place, "bad")
+        failures = 0
+        for i in range(40):
+            try:
+                if i == 3:
+                    a.storage("q").bad = i
+                else:
+                    a.storage("q", f"n{i}").v = i
+            except WriteError:
+                failures += 1  # its row stays queued, as in single-writer mode
+            if i == 20:
+                b.storage("q").other = "b"  # another writer commits in between
+                b.flush()
+        assert failures or a.driver.last_error is not None
+        _unrefuse_field(place)
+        with contextlib.suppress(WriteError):
+            a.flush()  # a batch sent before the refusal ended may fail once more
+        a.flush()
+        b.sync()
+        rows = place.raw_rows()
+        fields = sorted((row[1], row[2]) for row in rows)
+        expected = [("q", "bad"), ("q", "other")] + [("q/n" + str(i), "v") for i in range(40)]
+        assert fields == sorted(p for p in expected if p != ("q/n3", "v"))
+        assert len({row[0] for row in rows}) == len(rows)
+        assert (
+            history(a)
+            == history(b)
+            == sorted((row[0], row[1], row[2], a.codec.decode(row[3]), False) for row in rows)
+        )
+    finally:
+        _unrefuse_field(place)
         a.close()
         b.close()
 
@@ -751,3 +819,98 @@ def test_a_writer_killed_while_holding_the_lease_loses_only_its_own_rows(
             holder.kill()
             holder.wait()
         survivor.close()
+
+
+WAITER = textwrap.dedent(
+    """
+    import sys
+    from appendmuch import PostgreSQL, Sqlite3, Store
+
+    kind, where, prefix = sys.argv[1:4]
+    if kind == "sqlite":
+        driver = Sqlite3(where, shared=True)
+    else:
+        driver = PostgreSQL(where, table_prefix=prefix, shared=True, min_size=1, max_size=2)
+    store = Store(driver)
+    print("ready", flush=True)
+    sys.stdin.readline()
+    try:
+        store.storage("waiter").x = 1  # waits for the lease the test holds
+    except KeyboardInterrupt:
+        print("interrupted", driver.sharing.held, flush=True)
+    sys.stdin.readline()
+    store.storage("waiter").x = 2
+    store.flush()
+    print("written", flush=True)
+    store.close()
+    """
+)
+
+
+def test_a_writer_interrupted_while_waiting_for_the_lease_does_not_keep_it(
+    place: Backend, tmp_path: Path
+) -> None:
+    holder = shared(place)
+    holder.storage("h").x = 0
+    holder.flush()
+    script = tmp_path / "waiter.py"
+    script.write_text(WAITER)
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join(sys.path))
+    waiter = subprocess.Popen(
+        [sys.executable, str(script), *_child_args(place)],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
+        env=env,
+    )
+    try:
+        assert waiter.stdout is not None and waiter.stdin is not None
+        assert waiter.stdout.readline().strip() == "ready"
+        sharing = holder.driver.sharing
+        assert sharing is not None
+        with sharing.lock:  # hold the lease (the flusher cannot give it back)
+            holder.storage("h").x = 1
+            waiter.stdin.write("write\n")
+            waiter.stdin.flush()
+            _wait_until_waiting(place, waiter.pid)
+            waiter.send_signal(signal.SIGINT)
+            assert waiter.stdout.readline().split() == ["interrupted", "False"]
+        holder.flush()
+        holder.storage("h").x = 2  # would wait for ever if the waiter held the lease
+        holder.flush()
+        waiter.stdin.write("go\n")
+        waiter.stdin.flush()
+        assert waiter.stdout.readline().strip() == "written"
+        assert waiter.wait(timeout=60) == 0
+        fields = [(row[1], row[2]) for row in place.raw_rows()]
+        assert fields.count(("waiter", "x")) == 1  # only the write after the interrupt
+    finally:
+        if waiter.poll() is None:
+            waiter.kill()
+            waiter.wait()
+        holder.close()
+
+
+def _wait_until_waiting(place: Backend, pid: int) -> None:
+    """Return once process ``pid`` waits for a lock (SQLite: a blocked flock in
+    /proc/locks; PostgreSQL: an ungranted advisory lock)."""
+    import time
+
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        if isinstance(place, SqliteBackend):
+            with open("/proc/locks") as locks:
+                if any("->" in line and f" {pid} " in line for line in locks):
+                    return
+        else:
+            import psycopg
+
+            assert isinstance(place, PostgresBackend)
+            with psycopg.connect(place.conninfo, autocommit=True) as conn:
+                (waiting,) = conn.execute(
+                    "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND NOT granted"
+                ).fetchone()
+            if waiting:
+                return
+        threading.Event().wait(0.01)  # polling a condition, not sleeping over a race
+    raise AssertionError(f"process {pid} never waited for the lease")

@@ -494,6 +494,55 @@ class TestIdentity:
         assert a.__fields__() == b.__fields__() == ["items"]
         store.close()
 
+    def test_a_handle_is_reused_only_when_nobody_holds_it(self, backend: Backend) -> None:
+        """store.storage(...) may hand out a handle again once the application dropped
+        it; one still held is never handed out twice."""
+        store = backend.store()
+        held = [store.storage("game", "p1") for _ in range(3)]
+        assert len({id(h) for h in held}) == 3
+        held[0].score = 1
+        assert all(h.score == 1 for h in held)
+        del held
+        assert store.storage("game", "p1").score == 1
+        store.close()
+
+    def test_virtual_fields_stay_with_their_object(self, backend: Backend) -> None:
+        store = backend.store()
+        store.storage("game", "p1").score = 5
+        a = store.storage("game", "p1")
+        a.virtual["double"] = lambda s: 2 * s.score
+        assert a.double == 10
+        del a
+        b = store.storage("game", "p1")
+        assert b.get("double") is None
+        with pytest.raises(AttributeError):
+            b.double
+        assert dict(b.virtual) == {}
+        c = store.storage("game", "p1", virtual={"triple": lambda s: 3 * s.score})
+        assert c.triple == 15
+        del c
+        assert store.storage("game", "p1").get("triple") is None
+        store.close()
+
+    def test_a_reused_handle_still_checks_for_collisions(self, backend: Backend) -> None:
+        store = backend.store()
+        store.storage("game", "p1")  # made and dropped, never written to
+        store.storage("game").p1 = 1
+        with pytest.raises(ValueError, match="p1"):
+            store.storage("game", "p1")
+        store.close()
+
+    def test_handles_see_a_reload(self, backend: Backend) -> None:
+        store = backend.store()
+        store.storage("game", "p1").score = 1
+        assert store.storage("game", "p1").score == 1
+        store.load()
+        assert store.storage("game", "p1").score == 1
+        store.storage("game", "p1").score = 2
+        store.load()
+        assert store.storage("game", "p1").score == 2
+        store.close()
+
 
 # --------------------------------------------------------------------------- names
 

@@ -26,7 +26,7 @@ import orjson
 
 from . import __version__
 from .drivers.base import DBDriver
-from .errors import AppendmuchError, DecodeError, DumpFormatError
+from .errors import AppendmuchError, DecodeError, DumpFormatError, RecoveryMismatchError
 from .inspection import (
     Entry,
     NamespaceEntry,
@@ -549,17 +549,28 @@ def _report_json(report: VerifyReport) -> dict[str, Any]:
 
 
 def _cmd_replay(args: argparse.Namespace) -> int:
-    from .recovery import read_recovery_file
+    from .recovery import read_recovery, replay
 
     if not os.path.isfile(args.file):
         raise CommandError(f"no such file: {args.file!r}")
-    entries = read_recovery_file(args.file)
-    with _opened(args, read_only=False) as driver:
-        written = driver.apply_recovered(entries)
-    skipped = len(entries) - written
-    note = f" ({_count(skipped, 'row')} already there, skipped)" if skipped else ""
+    saved = read_recovery(args.file)
     target = _target(args)
-    _out(f"replayed {_count(written, 'row')} into table {target.table} of {target.display}{note}")
+    if not target.is_postgres and not os.path.exists(target.db) and not args.any_database:
+        raise CommandError(
+            f"no such database: {target.db!r} (the rows belong to the database they were "
+            "saved from; --any-database writes them into a new one)"
+        )
+    driver = open_log(target, read_only=False, replaying=True)
+    try:
+        written = replay(args.file, driver, any_database=args.any_database)
+    finally:
+        driver.close()
+    skipped = len(saved.entries) - written
+    note = f" ({_count(skipped, 'row')} already there, skipped)" if skipped else ""
+    _out(
+        f"replayed {_count(written, 'row')} into table {target.table} of {target.display}"
+        f"{note}; they got new seqs after the last stored one"
+    )
     return 0
 
 
@@ -784,14 +795,20 @@ def build_parser() -> argparse.ArgumentParser:
         _cmd_replay,
         "write a recovery file's rows into a log",
         "Write the rows of a recovery file (saved by a driver's close() when it could not "
-        "write its queue) into the table. Rows already there are skipped, so replaying "
-        "twice changes nothing.",
-        "appendmuch replay appendmuch_values.recovery-20240501T100000-123.msgpack "
-        "experiment.sqlite3",
+        "write its queue) into the table they belong to, under new seqs after the last "
+        "stored one (keeping their times and contexts). Rows already there are skipped, "
+        "so replaying twice changes nothing. A file of another database is refused.",
+        "appendmuch replay experiment.sqlite3-appendmuch_values.recovery-20240501T100000-123"
+        ".msgpack experiment.sqlite3",
         [table],
     )
     replay.add_argument("file", metavar="FILE", help="the recovery file")
     replay.add_argument("db", metavar="DB", help=_DB_HELP)
+    replay.add_argument(
+        "--any-database",
+        action="store_true",
+        help="write the rows even if the file names another database (e.g. a copy of it)",
+    )
     return parser
 
 
@@ -822,7 +839,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except CommandError as exc:
         _error(str(exc))
         return exc.status
-    except DumpFormatError as exc:
+    except (DumpFormatError, RecoveryMismatchError) as exc:
         _error(one_line(exc))
         return 1
     except BrokenPipeError:

@@ -21,6 +21,7 @@ __all__ = [
     "MutableAccessError",
     "NamespaceCollisionError",
     "ReadOnlyError",
+    "RecoveryMismatchError",
     "RecoveryPendingError",
     "ReservedNameError",
     "RoundTripError",
@@ -116,6 +117,11 @@ class RecoveryPendingError(DatabaseError):
     def __init__(self, message: str, *, recovery_files: list[str]) -> None:
         super().__init__(message)
         self.recovery_files = recovery_files
+
+
+class RecoveryMismatchError(AppendmuchError, ValueError):
+    """A recovery file belongs to another database (or does not say which); nothing
+    was replayed."""
 
 
 class ClosedError(AppendmuchError, RuntimeError):

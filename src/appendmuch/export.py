@@ -45,7 +45,14 @@ import orjson
 
 from .codec import Codec
 from .drivers.base import DBDriver, Row
-from .inspection import ProgressFn, in_prefix, namespace_key, parse_namespace, stream_rows
+from .inspection import (
+    NotInLogError,
+    ProgressFn,
+    in_prefix,
+    namespace_key,
+    parse_namespace,
+    stream_rows,
+)
 from .names import check_namespace, tuple2dbns
 from .rendering import decode_lenient, iso_time, json_value, stored_json
 from .store import Store
@@ -254,13 +261,20 @@ def write_export(
     """Write the export to the text stream ``out`` (open it with ``newline=""`` and
     UTF-8); return the number of rows written (the CSV header not counted).
 
-    ``progress(seq)`` is called now and then with the seq reached.
+    ``progress(seq)`` is called now and then with the seq reached.  A ``namespace``
+    that is not in the log raises :class:`~appendmuch.inspection.NotInLogError`
+    before anything is written.
     """
     _check_shape(shape)
     if format not in ("csv", "jsonl"):
         raise ValueError(f"format must be 'csv' or 'jsonl', got {format!r}")
     driver, _codec = _source(source, None)
     prefix = _prefix(namespace)
+    if prefix is not None:
+        driver.ensure()
+        driver.flush()  # queued rows count
+        if not any(in_prefix(dbns, prefix) for dbns, _ in driver._names()):
+            raise NotInLogError(f"there is no namespace {prefix!r} in the log")
     rows = stream_rows(driver, progress)
     if shape == "log":
         return _write_log(rows, prefix, out, format)

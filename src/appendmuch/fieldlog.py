@@ -6,6 +6,13 @@ columns (``seqs`` and ``times`` as C arrays, data and context interleaved in one
 list) instead of one object per entry: about 32 bytes per entry plus the data, and
 ``Value`` objects are only built when someone asks for them.
 
+Numbers, strings, bytes, dates and the other atoms are kept as objects in every
+entry.  Any other value (a list, dict, set, tuple, a registered type) is kept as an
+object only while it is the field's latest entry; when a newer entry arrives it is
+replaced by its stored bytes (:class:`Packed`) and decoded again whenever an older
+entry is read.  Decoding gives a fresh object, equal in type and value to what a
+reopen gives, so nothing handed out is shared with the log.
+
 Latest-value reads, appends and ``seq`` lookups never walk the history:
 
 ========================  ==========
@@ -23,16 +30,18 @@ from __future__ import annotations
 import math
 from array import array
 from bisect import bisect_left
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from typing import TYPE_CHECKING, Any, overload
 
-from .copying import safe_deepcopy
+from .copying import ATOM_TYPES, safe_deepcopy
 from .value import Value, make_value
 
 if TYPE_CHECKING:
     from .timeline import ValueRuns
 
-__all__ = ["GONE", "FieldLog"]
+__all__ = ["GONE", "KEPT_DECODED", "FieldLog", "Packed"]
+
+Decode = Callable[[bytes], Any]
 
 
 class _Gone:
@@ -48,6 +57,59 @@ class _Gone:
 GONE: Any = _Gone()
 _NAN = math.nan
 _SCALARS = frozenset({int, float, str, bool, type(None), bytes})
+#: types kept as objects in every entry: immutable atoms, about as small as their bytes
+KEPT_DECODED: frozenset[type] = ATOM_TYPES
+
+
+class Packed(bytes):
+    """The stored bytes (type-id byte + JSON) of an older entry, decoded on demand."""
+
+    __slots__ = ()
+
+
+_default_decode: Decode | None = None
+
+
+def _decoder() -> Decode:
+    """``Codec().decode``, for logs made without a Store (built-in types only)."""
+    global _default_decode
+    if _default_decode is None:
+        from .codec import Codec
+
+        _default_decode = Codec().decode
+    return _default_decode
+
+
+class _Recent:
+    """A small cache of decoded packed entries, for queries that compare the same old
+    entries again and again (contexts on lists or dicts).  Its objects are compared,
+    never handed out.  Emptied whenever the bytes it holds would pass ``LIMIT``
+    (simpler than LRU, and safe when several threads read)."""
+
+    __slots__ = ("decoded", "size")
+
+    LIMIT = 1 << 20
+
+    def __init__(self) -> None:
+        self.decoded: dict[tuple[Decode, bytes], Any] = {}
+        self.size = 0
+
+    def get(self, packed: Packed, decode: Decode) -> Any:
+        decoded = self.decoded
+        key = (decode, packed)  # one codec's bytes may mean another thing to another
+        data = decoded.get(key, decoded)
+        if data is decoded:
+            data = decode(packed)
+            if self.size + len(packed) > self.LIMIT:
+                decoded.clear()
+                self.size = 0
+            if len(packed) <= self.LIMIT // 4:
+                decoded[key] = data
+                self.size += len(packed)
+        return data
+
+
+_recent = _Recent()
 
 
 class FieldLog(Sequence[Value]):
@@ -55,7 +117,8 @@ class FieldLog(Sequence[Value]):
 
     Supports ``len``, iteration, indexing, slicing (a list of Values) and
     ``bisect`` with ``key=``.  Values carry copies of mutable data, so changing them
-    never changes the log.
+    never changes the log.  ``decode`` turns the stored bytes of older entries back
+    into values (the Store passes its codec's).
 
     >>> log = FieldLog()
     >>> log.append(1, 1700000000.0, 10, "__main__.<module>:1")
@@ -67,25 +130,40 @@ class FieldLog(Sequence[Value]):
     1
     """
 
-    __slots__ = ("items", "runs", "seqs", "times")
+    __slots__ = ("decode", "items", "raw", "runs", "seqs", "times")
 
-    def __init__(self) -> None:
+    def __init__(self, decode: Decode | None = None) -> None:
         self.seqs = array("q")
         self.times = array("d")
-        #: data and context interleaved: [data0, ctx0, data1, ctx1, ...]
+        #: data and context interleaved: [data0, ctx0, data1, ctx1, ...]; the data of
+        #: an entry older than the latest is a Packed unless its type is KEPT_DECODED
         self.items: list[Any] = []
         #: per-value run index for temporal queries, built on first use
         self.runs: ValueRuns | None = None
+        #: stored bytes of the latest entry while it must be packed when superseded
+        self.raw: bytes | None = None
+        self.decode: Decode = decode if decode is not None else _decoder()
 
     # ------------------------------------------------------------------ writing
 
-    def append(self, seq: int, time: float | None, data: Any, context: str) -> None:
-        """Add an entry (``data`` is :data:`GONE` for a tombstone).  O(1) amortised."""
+    def append(
+        self, seq: int, time: float | None, data: Any, context: str, raw: bytes | None = None
+    ) -> None:
+        """Add an entry (``data`` is :data:`GONE` for a tombstone).  O(1) amortised.
+
+        ``data`` becomes the log's own object (the caller must not keep it); ``raw``
+        is its stored bytes, which replace it once a newer entry arrives (without
+        them a value that is not :data:`KEPT_DECODED` stays an object for good).
+        """
         self.seqs.append(seq)
         self.times.append(_NAN if time is None else time)
         items = self.items
         items.append(data)
         items.append(context)
+        if self.raw is not None:
+            # after the append, so that the latest entry is never seen packed
+            items[-4] = Packed(self.raw)
+        self.raw = raw if data.__class__ not in KEPT_DECODED and data is not GONE else None
         runs = self.runs
         if runs is not None:
             runs.add(self, len(self.seqs) - 1)
@@ -130,8 +208,14 @@ class FieldLog(Sequence[Value]):
         if data is GONE:
             return make_value(t, True, None, self.items[2 * i + 1], self.seqs[i])
         if type(data) not in _SCALARS:
-            data = safe_deepcopy(data)  # a Value handed out never aliases the log
+            data = self._private(data)
         return make_value(t, False, data, self.items[2 * i + 1], self.seqs[i])
+
+    def _private(self, data: Any) -> Any:
+        """A copy of an entry's data that shares nothing with the log."""
+        if data.__class__ is Packed:
+            return self.decode(data)  # decoding makes a new object
+        return safe_deepcopy(data)
 
     def values_until(self, seq: int) -> tuple[Value, ...]:
         """The entries with ``seq <= seq`` as a tuple (a history snapshot).  O(k + log n)."""
@@ -148,8 +232,19 @@ class FieldLog(Sequence[Value]):
         return self.seqs[-1]
 
     def data_at(self, position: int) -> Any:
-        """Data of the entry at ``position`` (GONE for tombstones)."""
-        return self.items[2 * position]
+        """Data of the entry at ``position`` (GONE for tombstones), for comparing only:
+        it may be the log's own object or a cached one, so never hand it out."""
+        data = self.items[2 * position]
+        if data.__class__ is Packed:
+            return _recent.get(data, self.decode)
+        return data
+
+    def value_at(self, position: int) -> Any:
+        """Data of the entry at ``position`` as a private copy (GONE for tombstones)."""
+        data = self.items[2 * position]
+        if data.__class__ in _SCALARS or data is GONE:
+            return data
+        return self._private(data)
 
     def position_before(self, seq: int) -> int:
         """Position of the newest entry with a seq below ``seq``; -1 if none.  O(log n)."""

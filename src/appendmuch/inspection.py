@@ -27,7 +27,7 @@ from .codec import Codec
 from .drivers.base import DBDriver, Row
 from .drivers.layout import TableNames
 from .drivers.postgresql import PostgreSQL
-from .drivers.sqlite import Sqlite3
+from .drivers.sqlite import Sqlite3, writer_lock_held
 from .errors import AppendmuchError, DatabaseError, InvalidNameError
 from .fieldlog import FieldLog
 from .names import dbns2tuple, is_valid_dbns, is_valid_field
@@ -107,13 +107,16 @@ class Target:
         return urlunsplit(parts._replace(netloc=f"{user}:***@{host}"))
 
 
-def open_log(target: Target, *, read_only: bool = True, timeout: float = 10.0) -> DBDriver:
+def open_log(
+    target: Target, *, read_only: bool = True, timeout: float = 10.0, replaying: bool = False
+) -> DBDriver:
     """A driver on ``target``'s table, connected and checked (:meth:`~DBDriver.ensure`).
 
     Read-only (the default): a missing SQLite file or table raises
     :class:`~appendmuch.errors.DatabaseError` and nothing is created.  Writable: the
     file and table are created when missing (for restore and replay).  Errors are
-    :class:`~appendmuch.errors.DatabaseError` with a one-line message.
+    :class:`~appendmuch.errors.DatabaseError` with a one-line message.  ``replaying``:
+    opened to replay a recovery file, which waiting recovery files must not prevent.
     """
     driver: DBDriver
     if target.is_postgres:
@@ -145,6 +148,7 @@ def open_log(target: Target, *, read_only: bool = True, timeout: float = 10.0) -
             read_only=read_only,
             timeout=timeout,
         )
+    driver._replaying = replaying
     try:
         driver.ensure()
     except DatabaseError as exc:
@@ -291,7 +295,8 @@ class LogInfo:
     size: int | None = None
     #: type id -> how many values have it, for ids the default codec does not know
     custom_types: dict[int, int] = field(default_factory=dict)
-    #: SQLite: whether a writer holds the table's lock file; None for PostgreSQL
+    #: SQLite: whether a writer holds the table's lock (a lock file left behind by a
+    #: killed writer does not count); None for PostgreSQL
     writer_open: bool | None = None
     #: who has the table open for writing: "none", "single" or "shared" (None: unknown)
     writer_mode: str | None = None
@@ -345,8 +350,8 @@ def log_info(driver: DBDriver, target: Target, progress: ProgressFn | None = Non
     holders = getattr(driver, "lock_holders", None)
     if holders is not None:
         info.writer_mode, info.writers = holders()
-    if not target.is_postgres:
-        info.writer_open = info.writer_mode not in (None, "none")
+    if isinstance(driver, Sqlite3):
+        info.writer_open = writer_lock_held(driver.lock_path)
     return info
 
 

@@ -26,7 +26,7 @@ from .errors import (
     RoundTripError,
     UnsupportedTypeError,
 )
-from .fieldlog import GONE, FieldLog
+from .fieldlog import GONE, KEPT_DECODED, FieldLog, Packed
 from .history import History
 from .location import _labels, caller_context
 from .names import check_namespace, dbns2tuple, is_valid_dbns, is_valid_field, tuple2dbns
@@ -43,6 +43,7 @@ _now = time.time
 _getframe = sys._getframe
 #: values kept in the namespaces' shared read dicts (immutable, never guarded)
 _SCALAR_TYPES = frozenset({int, float, str, bool, type(None)})
+_KEPT_DECODED = KEPT_DECODED
 #: type id -> the exact type its JSON document decodes to (load fast path)
 _SCALAR_IDS: dict[int, type] = {0: int, 2: str}
 _loads = orjson.loads
@@ -51,8 +52,24 @@ _ENCODE: Any = object()
 _NAN = float("nan")
 
 
+def _refs_when_unshared() -> int:
+    """What ``sys.getrefcount`` says of an object held only by a dict, when read as
+    :meth:`Store.storage` reads it (the dict, a local name, the call's argument)."""
+    holder = {0: object()}
+    obj = holder.get(0)
+    return _refcount(obj)
+
+
+_refcount: Callable[[object], int] = getattr(sys, "getrefcount", lambda obj: 1 << 30)
+#: reference count of a remembered Storage that nothing outside the Store holds
+_UNSHARED = _refs_when_unshared()
+#: only where reference counts tell whether an object is held elsewhere (CPython)
+_RECYCLE = hasattr(sys, "getrefcount")
+
+
 def _close_driver(driver: DBDriver) -> None:
-    driver.close()
+    # for good: after Store.close() nothing may take the writer lock again
+    driver.retire()
 
 
 class Store:
@@ -64,7 +81,9 @@ class Store:
     :param driver: where the log is kept (``Memory()``, ``Sqlite3(path)``, ...).
     :param codec: the value codec (a new :class:`~appendmuch.codec.Codec` by default).
     :param on_change: ``f(namespace_tuple, field, value)`` called after every appended
-        entry with the :class:`~appendmuch.value.Value` appended.
+        entry with the :class:`~appendmuch.value.Value` appended.  In shared mode also
+        for entries other processes wrote, in seq order, from the driver's follower
+        thread (or the thread whose write or :meth:`sync` caught up first).
     :param replace_predicate: ``p(dbns, field)``; where true, the field keeps only its
         latest entry (replace semantics).
     :param namespace_validator: ``f(namespace_tuple)`` must be truthy for every
@@ -89,6 +108,10 @@ class Store:
     ) -> None:
         if not isinstance(driver, DBDriver):
             raise TypeError(f"driver must be a DBDriver (Memory, Sqlite3, ...), got {driver!r}")
+        if driver.retired:
+            raise ClosedError(
+                f"{driver!r} was closed with the Store that used it; make a new driver"
+            )
         for name, func in (
             ("on_change", on_change),
             ("replace_predicate", replace_predicate),
@@ -109,6 +132,8 @@ class Store:
         self._valid: dict[tuple[str, ...], str] = {}
         self._replace: dict[tuple[str, str], bool] = {}
         self._blocks: dict[str, Block] = {}
+        #: namespace tuple -> the last plain Storage handed out for it (see storage())
+        self._handles: dict[tuple[str, ...], Storage] = {}
         #: dbns -> field -> latest scalar value; the instance __dict__ of Storage objects
         self._scalars: dict[str, dict[str, Any]] = {}
         #: (dbns, field) -> (seq, stored bytes) of the latest mutable value written
@@ -123,7 +148,13 @@ class Store:
         self._sharing = driver.sharing
         #: shared mode, outside a leased write: _write must take the lease first
         self._unleased = False
-        self.load()
+        #: how the logs decode the stored bytes of their older entries
+        self._decode = self.codec.decode
+        try:
+            self.load()
+        except BaseException:
+            driver.close()  # a Store that failed to open holds no lock
+            raise
         self._finalizer = weakref.finalize(self, _close_driver, driver)
         if self._sharing is not None:
             self._unleased = not driver.read_only
@@ -168,6 +199,8 @@ class Store:
         by_dbns: dict[str, dict[str, Any]] = {}
         contexts: dict[str, str] = {}
         decode = self.codec.decode
+        log_decode = self._decode
+        kept = KEPT_DECODED
         loads = _loads
         scalar_ids = _SCALAR_IDS if self.codec.decodes_builtin_scalars() else {}
         replaces = self._replaces if self.replace_predicate is not None else None
@@ -185,7 +218,7 @@ class Store:
                             f"stored row seq {seq} (namespace {dbns!r}) has an invalid field "
                             f"name {field!r}"
                         )
-                    log = node[field] = FieldLog()
+                    log = node[field] = FieldLog(log_decode)
                 elif log.__class__ is not FieldLog:
                     raise NamespaceCollisionError(
                         f"stored row seq {seq}: {field!r} is both a field of {dbns!r} and a "
@@ -211,7 +244,7 @@ class Store:
                         raise TypeError(f"context is {type(context).__name__}, not str")
                     ctx = contexts[context] = context
                 if replaces is not None and log.seqs and replaces(dbns, field):
-                    log = node[field] = FieldLog()
+                    log = node[field] = FieldLog(log_decode)
                 # FieldLog.append, inlined: this loop runs once per stored row
                 log.seqs.append(seq)
                 try:
@@ -223,6 +256,9 @@ class Store:
                 items = log.items
                 items.append(data)
                 items.append(ctx)
+                if log.raw is not None:
+                    items[-4] = Packed(log.raw)  # superseded: keep the stored bytes
+                log.raw = value if data.__class__ not in kept and data is not GONE else None
             except (InvalidNameError, NamespaceCollisionError, DecodeError):
                 raise
             except Exception as exc:  # a column of the wrong type, bytes that are not JSON
@@ -235,6 +271,7 @@ class Store:
         self._by_dbns = by_dbns
         for shared in self._scalars.values():
             shared.clear()
+        self._handles.clear()
         self._raws.clear()
         return seq
 
@@ -263,10 +300,28 @@ class Store:
     def storage(self, *namespace: str, virtual: Mapping[str, Any] | None = None) -> Storage:
         """A :class:`~appendmuch.storage.Storage` for ``namespace`` (one or more tokens).
 
+        Each call gives an object that no one else holds.  The Store remembers the
+        last one it made per namespace and hands it out again once nothing but the
+        Store refers to it (and it has no virtual fields), which makes
+        ``store.storage(...).x`` cost little more than reading a held object.
+
         >>> from appendmuch import Memory, Store
         >>> Store(Memory()).storage("game", "player1")
         Storage('game', 'player1')
         """
+        if virtual is None:
+            try:
+                handle = self._handles.get(namespace)
+            except TypeError:  # an unhashable token: let Storage say what is wrong
+                handle = None
+            if handle is not None and _refcount(handle) <= _UNSHARED and handle.__virtual__ is None:
+                return handle  # nobody else holds it: as good as a new one
+            handle = Storage(*namespace, store=self)
+            # Only namespaces that exist, so that no later write can make their tokens
+            # collide with a field (load() forgets them all).
+            if _RECYCLE and handle.__dbns__ in self._by_dbns:
+                self._handles[namespace] = handle
+            return handle
         return Storage(*namespace, store=self, virtual=virtual)
 
     def get_namespace(
@@ -423,18 +478,21 @@ class Store:
         row = (seq, dbns, field, raw, now, context)
         if self.replace_predicate is not None and self._replaces(dbns, field):
             old_seq = log.latest_seq if log is not None else None
-            log = node[field] = FieldLog()
+            log = node[field] = FieldLog(self._decode)
             log.append(seq, now, data, context)
             due = driver.replace(old_seq, row)
         else:
             if log is None:
-                log = node[field] = FieldLog()
+                log = node[field] = FieldLog(self._decode)
             # FieldLog.append, inlined on the hot path
             log.seqs.append(seq)
             log.times.append(now)
             items = log.items
             items.append(data)
             items.append(context)
+            if log.raw is not None:
+                items[-4] = Packed(log.raw)  # superseded: keep the stored bytes
+            log.raw = raw if data.__class__ not in _KEPT_DECODED else None
             if log.runs is not None:
                 log.runs.add(log, len(log.seqs) - 1)
             due = driver.append(row)
@@ -520,7 +578,7 @@ class Store:
         for row in rows:
             seq, dbns, field, value, created_at, context = row
             data = self._decode_stored(seq, dbns, field, value)
-            self._append_stored(seq, dbns, field, data, created_at, context, replaces)
+            self._append_stored(seq, dbns, field, data, value, created_at, context, replaces)
             sharing.hwm = seq
             driver._saw_seq(seq)
             if on_change is not None:
@@ -536,13 +594,9 @@ class Store:
         assert sharing is not None
         driver = self.driver
         sharing.loaded(self._load())
-        if self.on_change is not None:
-            for seq, dbns, field, value, created_at, context in foreign:
-                data = self._decode_stored(seq, dbns, field, value)
-                self._announce(seq, dbns, field, data, created_at, context)
         queue = [(None, row) for row in inserts] + [(old, row) for old, row in updates]
         queue.sort(key=lambda item: item[1][0])
-        replaces = self._replaces if self.replace_predicate is not None else None
+        renumbered = []
         for old, (_, dbns, field, raw, created_at, context) in queue:
             row = (driver.next_seq(), dbns, field, raw, created_at, context)
             if old is not None:
@@ -551,11 +605,19 @@ class Store:
                 driver.replace(log.latest_seq if type(log) is FieldLog else None, row)
             else:
                 driver.append(row)
+            renumbered.append(row)
+        # every row is queued again: nothing below can lose one
+        replaces = self._replaces if self.replace_predicate is not None else None
+        for seq, dbns, field, raw, created_at, context in renumbered:
             try:
-                data = self._decode_stored(row[0], dbns, field, raw)
-                self._append_stored(row[0], dbns, field, data, created_at, context, replaces)
+                data = self._decode_stored(seq, dbns, field, raw)
+                self._append_stored(seq, dbns, field, data, raw, created_at, context, replaces)
             except (DecodeError, InvalidNameError, NamespaceCollisionError):
                 pass  # queued all the same: the database keeps what was acknowledged
+        if self.on_change is not None:
+            for seq, dbns, field, value, created_at, context in foreign:
+                data = self._decode_stored(seq, dbns, field, value)
+                self._announce(seq, dbns, field, data, created_at, context)
 
     def _decode_stored(self, seq: int, dbns: str, field: str, value: bytes | None) -> Any:
         if value is None:
@@ -573,11 +635,13 @@ class Store:
         dbns: str,
         field: str,
         data: Any,
+        raw: bytes | None,
         created_at: float | None,
         context: str,
         replaces: ReplacePredicate | None,
     ) -> None:
-        """Append an entry that already has its seq to the tree."""
+        """Append an entry that already has its seq to the tree (``raw``: its stored
+        bytes)."""
         node = self._by_dbns.get(dbns)
         if node is None:
             node = _load_namespace(self.cache, self._by_dbns, dbns, seq)
@@ -592,12 +656,16 @@ class Store:
                 f"stored row seq {seq} (namespace {dbns!r}) has an invalid field name {field!r}"
             )
         if log is None or (replaces is not None and replaces(dbns, field)):
-            log = FieldLog()
-            log.append(seq, created_at, data, context)
+            log = FieldLog(self._decode)
+            log.append(seq, created_at, data, context, raw)
             node[field] = log
         else:
             # data first: a reader never pairs the new seq with the old data
-            log.items.extend((data, context))
+            items = log.items
+            items.extend((data, context))
+            if log.raw is not None:
+                items[-4] = Packed(log.raw)  # superseded: keep the stored bytes
+            log.raw = raw if data.__class__ not in _KEPT_DECODED and data is not GONE else None
             log.times.append(_NAN if created_at is None else created_at)
             log.seqs.append(seq)
             if log.runs is not None:

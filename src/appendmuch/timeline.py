@@ -17,7 +17,8 @@ every stretch, k fields                O(total runs)
 =====================================  ======================================
 
 Values that cannot be hashed (lists, dicts) are not indexed; a query for such a
-value compares every entry of that one field.
+value compares every entry of that one field (older entries decoded from their stored
+bytes, through a small cache of recently decoded entries).
 """
 
 from __future__ import annotations
@@ -25,7 +26,7 @@ from __future__ import annotations
 import sys
 from typing import Any
 
-from .fieldlog import GONE, FieldLog
+from .fieldlog import GONE, FieldLog, Packed
 
 __all__ = ["END", "Cond", "ValueRuns", "all_stretches", "latest_stretch", "runs_of"]
 
@@ -57,6 +58,8 @@ class ValueRuns:
         data = log.items[2 * position]
         if data is GONE:
             return  # a tombstone ends every run
+        if data.__class__ is Packed:
+            data = log.data_at(position)
         try:
             flat = self.by_value.get(data)
         except TypeError:
@@ -83,9 +86,9 @@ def runs_of(log: FieldLog, value: Any) -> list[int]:
 
 def _scan(log: FieldLog, value: Any) -> list[int]:
     flat: list[int] = []
-    items = log.items
+    data_at = log.data_at
     for position in range(len(log)):
-        data = items[2 * position]
+        data = data_at(position)
         if data is not GONE and _equal(data, value):
             if flat and flat[-1] == position - 1:
                 flat[-1] = position

@@ -12,7 +12,6 @@ from __future__ import annotations
 from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any
 
-from .copying import safe_deepcopy
 from .errors import FieldNotFoundError
 from .fieldlog import GONE, FieldLog
 from .timeline import Cond, all_stretches, latest_stretch, runs_of
@@ -82,8 +81,8 @@ class Within:
         position = log.position_before(end)
         if position < 0 or (self.__strict__ and log.seqs[position] < start):
             return _MISSING
-        data = log.data_at(position)
-        return _MISSING if data is GONE else safe_deepcopy(data)
+        data = log.value_at(position)
+        return _MISSING if data is GONE else data
 
     def __getattr__(self, name: str) -> Any:
         if name.startswith("__"):
@@ -115,13 +114,12 @@ class Within:
         if conds is None:
             return
         stretches = all_stretches(conds)
-        seqs, items, end = log.seqs, log.items, len(log)
+        seqs, value_at, end = log.seqs, log.value_at, len(log)
         for start, stop in stretches:
             position = log.position_before(start) + 1
             while position < end and seqs[position] < stop:
-                data = items[2 * position]
-                if data is not GONE:
-                    value = data if type(data) in _IMMUTABLE else safe_deepcopy(data)
+                value = value_at(position)
+                if value is not GONE:
                     yield (
                         value,
                         Within(
@@ -134,9 +132,6 @@ class Within:
         kind = "within.strict" if self.__strict__ else "within"
         args = [repr(self.__storage__)] + [f"{k}={v!r}" for k, v in self.__context__.items()]
         return f"{kind}({', '.join(args)})"
-
-
-_IMMUTABLE = frozenset({int, float, str, bool, type(None), bytes})
 
 
 class _WithinFactory:

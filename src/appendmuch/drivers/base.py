@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import uuid
 from abc import ABC, abstractmethod
 from collections.abc import Iterable, Iterator
 from typing import TYPE_CHECKING, Any
@@ -31,6 +32,10 @@ class DBDriver(ABC):
     read_only: bool = False
     #: shared mode (several processes write one table): the lease and the follower
     sharing: Sharing | None = None
+    #: set by :func:`appendmuch.recovery.replay` while it opens the driver to replay
+    _replaying: bool = False
+    #: closed for good by its Store (see :meth:`retire`)
+    retired: bool = False
 
     def __init__(self) -> None:
         self._last_seq = 0
@@ -96,6 +101,23 @@ class DBDriver(ABC):
     @abstractmethod
     def close(self) -> None:
         """Flush and release connections."""
+
+    def retire(self) -> None:
+        """Close for good: what ``Store.close()`` calls.
+
+        Unlike :meth:`close` (after which a driver used again reconnects), a retired
+        driver never opens for writing again: SQL drivers reopen read-only for later
+        reads, take no writer lock, and refuse writes with
+        :class:`~appendmuch.errors.ClosedError`.
+        """
+        self.close()
+
+    def identity(self) -> dict[str, Any]:
+        """Which database this driver writes to, as recovery files record it."""
+        ident = self.__dict__.get("_identity_id")
+        if ident is None:
+            ident = self.__dict__["_identity_id"] = uuid.uuid4().hex
+        return {"backend": type(self).__name__.lower(), "id": ident}
 
     @abstractmethod
     def size(self) -> int | None:

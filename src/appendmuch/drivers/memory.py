@@ -97,19 +97,19 @@ class Memory(DBDriver):
         self._ordered = True
 
     def apply_recovered(self, entries: list[Entry]) -> int:
-        stored = {row[0] for row in self._rows}
-        applied = 0
-        for row, replaces in entries:
-            if row[0] in stored:
-                continue
+        from ..recovery import unreplayed
+
+        todo = unreplayed(entries, iter(self._rows))
+        if self._rows:
+            self._saw_seq(max(row[0] for row in self._rows))
+        for row, replaces in todo:
+            new = (self.next_seq(), *row[1:])
             if replaces is None:
-                self._rows.append(row)
+                self._rows.append(new)
                 self._ordered = False
             else:
-                self.replace(replaces, row)
-            self._saw_seq(row[0])
-            applied += 1
-        return applied
+                self.replace(replaces, new)
+        return len(todo)
 
     def _iter_rows(self) -> Iterator[Row]:
         return iter(self._sorted_rows())

@@ -7,6 +7,8 @@ so ``appendmuch`` works without the ``pg`` extra installed.
 from __future__ import annotations
 
 import contextlib
+import logging
+import math
 import os
 import threading
 import time
@@ -21,6 +23,8 @@ from .pgpipeline import Batch, Pipeline
 from .sql import SQLDriver
 
 __all__ = ["PostgreSQL"]
+
+_quiet_pool = logging.getLogger("psycopg.pool")
 
 _FETCH = 8192
 #: batches sent but not yet confirmed, at most
@@ -41,6 +45,10 @@ _EXPECTED = {
     "created_at": {"double precision", "real"},
     "context": {"text", "character varying"},
 }
+
+
+def _one_line(exc: BaseException) -> str:
+    return " ".join(part.strip() for part in str(exc).splitlines() if part.strip())
 
 
 def _import_psycopg() -> tuple[Any, Any]:
@@ -68,7 +76,8 @@ class PostgreSQL(SQLDriver):
     :param conninfo: libpq connection string or URL (``""``: libpq defaults / PG* env).
     :param table_prefix: first part of the table name (an ASCII identifier).
     :param tblextra: appended to the prefix; the table is ``{prefix}{extra}_values``.
-    :param min_size: connections the pool keeps open.
+    :param min_size: connections the pool keeps open (default 5, or ``max_size`` if
+        that is smaller).
     :param max_size: most connections the pool opens.
     :param replace_index_specs: ``[(field, like_pattern)]``: unique partial indexes on
         (namespace, field) for replace-semantics fields.
@@ -87,9 +96,15 @@ class PostgreSQL(SQLDriver):
         ``NOTIFY``.  Every writer of the table must use it: a shared open of a table a
         single writer has open (or the reverse) raises
         :class:`~appendmuch.errors.LockedError`.
+    :param connect_timeout: seconds to wait for the server when connecting (default:
+        ``connect_timeout`` of ``conninfo`` if it has one, else 5).  Rounded up to whole
+        seconds, at least 2 (libpq's rule).  An unreachable server fails the open with
+        one :class:`~appendmuch.errors.DatabaseError` naming the server and the cause.
     :param pool_kwargs: passed to :class:`psycopg_pool.ConnectionPool` (e.g. ``timeout``,
         the seconds to wait for a connection, default 30; ``check`` defaults to
-        ``ConnectionPool.check_connection`` so broken connections are replaced).
+        ``ConnectionPool.check_connection`` so broken connections are replaced).  The
+        pool serves reads; the writer has a connection of its own, so ``max_size=1``
+        works.
 
     >>> driver = PostgreSQL("postgresql://localhost/mydb")  # doctest: +SKIP
     >>> store = Store(driver)  # doctest: +SKIP
@@ -100,7 +115,7 @@ class PostgreSQL(SQLDriver):
         conninfo: str = "",
         table_prefix: str = "appendmuch",
         tblextra: str = "",
-        min_size: int = 5,
+        min_size: int | None = None,
         max_size: int = 50,
         replace_index_specs: list[tuple[str, str]] | None = None,
         *,
@@ -111,9 +126,12 @@ class PostgreSQL(SQLDriver):
         recovery_dir: str | os.PathLike[str] | None = None,
         lock_timeout: float = 10.0,
         shared: bool = False,
+        connect_timeout: float | None = None,
         **pool_kwargs: Any,
     ) -> None:
         names = TableNames(table_prefix, tblextra, replace_index_specs)
+        if min_size is None:
+            min_size = min(5, max_size)
         if not 0 <= min_size <= max_size or max_size < 1:
             raise ValueError(
                 f"need 0 <= min_size <= max_size and max_size >= 1, got {min_size}, {max_size}"
@@ -138,13 +156,29 @@ class PostgreSQL(SQLDriver):
         self.conninfo = conninfo
         #: seconds to wait for the table's writer lock held by another session
         self.lock_timeout = lock_timeout
+        try:
+            params = psycopg.conninfo.conninfo_to_dict(conninfo)
+        except psycopg.Error as exc:
+            raise ValueError(f"invalid PostgreSQL conninfo: {_one_line(exc)}") from exc
+        if connect_timeout is None:
+            connect_timeout = float(params.get("connect_timeout") or 5.0)
+        if not connect_timeout > 0:
+            raise ValueError(f"connect_timeout must be positive, got {connect_timeout!r}")
+        #: seconds to wait for the server when connecting
+        self.connect_timeout = connect_timeout
+        self._server = self._describe_server(params)
         pool_kwargs.setdefault("check", psycopg_pool.ConnectionPool.check_connection)
         pool_kwargs.setdefault("name", f"appendmuch:{self.table}")
+        kwargs = dict(pool_kwargs.pop("kwargs", None) or {})
+        kwargs["connect_timeout"] = max(2, math.ceil(connect_timeout))
         if read_only:
-            kwargs = dict(pool_kwargs.pop("kwargs", None) or {})
             options = kwargs.get("options", "")
             kwargs["options"] = f"{options} -c default_transaction_read_only=on".strip()
-            pool_kwargs["kwargs"] = kwargs
+        pool_kwargs["kwargs"] = kwargs
+        # The pool logs each failed reconnection; without logging configured those
+        # would reach stderr through logging's last resort.  Failures are raised.
+        if not _quiet_pool.handlers:
+            _quiet_pool.addHandler(logging.NullHandler())
         self._pool_args: dict[str, Any] = {
             "min_size": min_size,
             "max_size": max_size,
@@ -154,10 +188,13 @@ class PostgreSQL(SQLDriver):
         self._writer: Any = None
         self._pipe: Pipeline | None = None
         self._timeout = float(self._pool_args.get("timeout", 30.0))
-        self._lock_key = zlib.crc32(f"appendmuch:{self.table}".encode())
-        #: shared mode: the transaction-scoped lock that serialises commits
-        self._lease_key = zlib.crc32(f"appendmuch-lease:{self.table}".encode())
-        self._channel = f"appendmuch_{self._lock_key:08x}"
+        #: the table's advisory lock: database, schema and table (noted on connecting)
+        self._lock_key: int | None = None
+        self._identity: dict[str, Any] | None = None
+        #: shared mode: the session lock that serialises commits (noted on connecting)
+        self._lease_key: int | None = None
+        #: shared mode: the NOTIFY channel of the table
+        self._channel = f"appendmuch_{zlib.crc32(f'appendmuch:{self.table}'.encode()):08x}"
         self._listener: Any = None
         self._insert_sql = (
             f"INSERT INTO {self._quoted} ({ROW_COLUMNS}) SELECT * FROM unnest("
@@ -180,10 +217,41 @@ class PostgreSQL(SQLDriver):
         return f"PostgreSQL(table={self.table!r}{mode})"
 
     def _where(self) -> str:
-        return f"PostgreSQL table {self.table!r}"
+        ident = self._identity
+        if ident is None:
+            return f"PostgreSQL table {self.table!r} on {self._server}"
+        return (
+            f"PostgreSQL table {ident['schema']}.{self.table} in database "
+            f"{ident['database']!r} on {self._server}"
+        )
 
     def _default_recovery_dir(self) -> str:
         return os.getcwd()
+
+    @staticmethod
+    def _describe_server(params: dict[str, Any]) -> str:
+        host = params.get("host") or os.environ.get("PGHOST") or "the local socket"
+        port = params.get("port") or os.environ.get("PGPORT") or "5432"
+        return f"{host}:{port}"
+
+    def identity(self) -> dict[str, Any]:
+        """Server (system identifier where readable, and host:port), database, schema
+        and table."""
+        if self._identity is not None:
+            return dict(self._identity)
+        return {
+            "backend": "postgresql",
+            "server": self._server,
+            "system": None,
+            "database": None,
+            "schema": None,
+            "table": self.table,
+        }
+
+    def recovery_stem(self) -> str:
+        ident = self.identity()
+        parts = [str(ident[key]) for key in ("database", "schema") if ident[key] is not None]
+        return ".".join([*parts, self.table])
 
     def _errors(self) -> tuple[type[Exception], ...]:
         return self._library_errors
@@ -191,7 +259,8 @@ class PostgreSQL(SQLDriver):
     # ------------------------------------------------------------------ connection
 
     def _open_pool(self) -> Any:
-        """The connection pool, opened on first use (and again after a failure)."""
+        """The connection pool for reads, opened on first use (and again after a
+        failure)."""
         if self._pool is None:
             self._pool = self._pool_class(self.conninfo, open=False, **self._pool_args)
             self._pool.open(wait=False)
@@ -201,58 +270,124 @@ class PostgreSQL(SQLDriver):
         """A pooled connection, as a context manager."""
         return self._open_pool().connection()
 
+    def _direct_connection(self) -> Any:
+        """A connection of its own (autocommit), failing within ``connect_timeout``
+        with the server and the cause."""
+        kwargs = dict(self._pool_args["kwargs"])
+        try:
+            conn = self._psycopg.connect(self.conninfo, **kwargs)
+        except self._psycopg.Error as exc:
+            raise DatabaseError(
+                f"cannot connect to the PostgreSQL server at {self._server} for table "
+                f"{self.table!r}: {_one_line(exc)}"
+            ) from exc
+        try:
+            conn.autocommit = True
+            configure = self._pool_args.get("configure")
+            if configure is not None:
+                configure(conn)
+            if self._identity is None:
+                self._note_identity(conn)
+        except BaseException:
+            conn.close()
+            raise
+        return conn
+
+    def _note_identity(self, conn: Any) -> None:
+        """Note database and schema (where the table is, or would be created) and
+        derive the advisory lock key from them."""
+        database, schema = conn.execute(
+            "SELECT current_database(), COALESCE((SELECT n.nspname FROM pg_class c "
+            "JOIN pg_namespace n ON n.oid = c.relnamespace WHERE c.oid = to_regclass(%s)), "
+            "current_schema())",
+            (self._quoted,),
+        ).fetchone()
+        try:
+            (system,) = conn.execute(
+                "SELECT system_identifier::text FROM pg_control_system()"
+            ).fetchone()
+        except self._psycopg.Error:  # not readable for this role: host:port identifies
+            system = None
+        self._identity = {
+            "backend": "postgresql",
+            "server": self._server,
+            "system": system,
+            "database": database,
+            "schema": schema,
+            "table": self.table,
+        }
+        self._lock_key = zlib.crc32(f"appendmuch:{database}:{schema}:{self.table}".encode())
+        self._lease_key = zlib.crc32(f"appendmuch-lease:{database}:{schema}:{self.table}".encode())
+
     def _connect(self) -> None:
         try:
-            with self._connection() as conn:
-                exists = conn.execute("SELECT to_regclass(%s)", (self._quoted,)).fetchone()[0]
-                if exists is None:
-                    if self.read_only:
-                        raise DatabaseError(f"there is no table {self.table!r} on the server")
-                    self._create(conn)
-                else:
-                    self._check_schema(conn)
-                largest = conn.execute(f"SELECT MAX(seq) FROM {self._quoted}").fetchone()[0]
-            if not self.read_only:
-                self._writer_connection()
+            if self.read_only:
+                conn = self._direct_connection()
+                try:
+                    largest = self._open_table(conn)
+                finally:
+                    conn.close()
+            else:
+                # the lock first: an open that finds another writer creates nothing
+                largest = self._open_table(self._writer_connection())
         except self._library_errors as exc:
             self._drop_connections()
-            raise DatabaseError(f"cannot open {self._where()}: {exc}") from exc
+            raise DatabaseError(f"cannot open {self._where()}: {_one_line(exc)}") from exc
         except BaseException:
             self._drop_connections()
             raise
         if largest is not None:
             self._saw_seq(int(largest))
 
+    def _open_table(self, conn: Any) -> Any:
+        """Check the table (create it when absent and writable); its largest seq."""
+        exists = conn.execute("SELECT to_regclass(%s)", (self._quoted,)).fetchone()[0]
+        if exists is None:
+            if self.read_only:
+                raise DatabaseError(f"there is no table {self.table!r} on the server")
+            self._create(conn)
+        else:
+            self._check_schema(conn)
+        return conn.execute(f"SELECT MAX(seq) FROM {self._quoted}").fetchone()[0]
+
     def _writer_connection(self) -> Any:
-        """The connection batches are written with, taken from the pool and kept.
+        """The connection batches are written with, kept open (not the pool's).
 
         It holds the table's advisory lock (one writer per table) and, once writing,
         is in pipeline mode (see :mod:`appendmuch.drivers.pgpipeline`).
         """
         conn = self._writer
         if conn is None or conn.closed:
-            conn = self._open_pool().getconn()
-            conn.autocommit = True
-            # A writer that was just killed keeps its server session, and the lock,
-            # while that session finishes the batch it was running; wait for such a
-            # busy holder (up to lock_timeout), but not for an idle, living writer.
-            # Shared writers hold it shared, a single writer exclusively: the two
-            # modes exclude each other.
-            take = "pg_try_advisory_lock_shared" if self.sharing else "pg_try_advisory_lock"
-            deadline = time.monotonic() + self.lock_timeout
-            while True:
-                (locked,) = conn.execute(f"SELECT {take}(%s)", (self._lock_key,)).fetchone()
-                if locked or time.monotonic() >= deadline or not self._holder_busy(conn):
-                    break
-                time.sleep(0.05)
-            if not locked:
-                message = self._locked_message(conn)
-                self._open_pool().putconn(conn)
-                raise LockedError(message)
+            conn = self._direct_connection()
+            try:
+                self._take_writer_lock(conn)
+            except BaseException:
+                conn.close()
+                raise
             self._writer = conn
         return conn
 
-    def _locked_message(self, conn: Any) -> str:
+    def _take_writer_lock(self, conn: Any) -> None:
+        """Take the table's session advisory lock on ``conn`` or raise LockedError.
+
+        A writer that was just killed keeps its server session, and the lock, while
+        that session finishes the batch it was running: wait for such a busy holder
+        (up to ``lock_timeout``), but not for an idle, living writer."""
+        # Shared writers hold it shared, a single writer exclusively: the two modes
+        # exclude each other.
+        take = "pg_try_advisory_lock_shared" if self.sharing else "pg_try_advisory_lock"
+        start = time.monotonic()
+        deadline = start + self.lock_timeout
+        while True:
+            (locked,) = conn.execute(f"SELECT {take}(%s)", (self._lock_key,)).fetchone()
+            if locked:
+                return
+            if time.monotonic() >= deadline or not self._holder_busy(conn):
+                break
+            time.sleep(0.05)
+        raise LockedError(self._locked_message(conn, time.monotonic() - start))
+
+    def _locked_message(self, conn: Any, waited: float) -> str:
         if self.sharing is not None:
             return (
                 f"{self._where()} is open for writing by a single-writer Store; shared mode "
@@ -266,8 +401,8 @@ class PostgreSQL(SQLDriver):
             )
         return (
             f"{self._where()} is already open for writing by another session "
-            f"(waited {self.lock_timeout} s); close the other Store first, or open "
-            "this one with read_only=True"
+            f"(waited {waited:.1f} s); close the other Store first, or open this one "
+            "with read_only=True"
         )
 
     def _count_shared(self, conn: Any) -> int:
@@ -281,12 +416,16 @@ class PostgreSQL(SQLDriver):
 
     def writers(self) -> int | None:
         """How many shared-mode writers have the table open."""
+        if self._lock_key is None:
+            self.ensure()  # the lock key comes from the server
         with self._connection() as conn:
             return self._count_shared(conn)
 
     def lock_holders(self) -> tuple[str, int | None]:
         """Who has the table open for writing: ``("none", 0)``, ``("single", 1)`` or
         ``("shared", number of writers)``."""
+        if self._lock_key is None:
+            self.ensure()  # the lock key comes from the server
         with self._connection() as conn:
             modes = dict(
                 conn.execute(
@@ -307,7 +446,8 @@ class PostgreSQL(SQLDriver):
         row = conn.execute(
             "SELECT a.state FROM pg_locks l JOIN pg_stat_activity a ON a.pid = l.pid "
             "WHERE l.locktype = 'advisory' AND l.granted AND l.classid = 0 "
-            "AND l.objid = %s::bigint::oid",
+            "AND l.objid = %s::bigint::oid AND l.objsubid = 1 "
+            "AND l.database = (SELECT oid FROM pg_database WHERE datname = current_database())",
             (self._lock_key,),
         ).fetchone()
         return row is not None and row[0] == "active"
@@ -331,8 +471,6 @@ class PostgreSQL(SQLDriver):
         conn, self._writer = self._writer, None
         if conn is not None:
             conn.close()  # also releases the advisory lock
-            if self._pool is not None:
-                self._pool.putconn(conn)
         pool, self._pool = self._pool, None
         if pool is not None:
             # Its workers may be busy reconnecting: let them stop in the background.
@@ -349,14 +487,16 @@ class PostgreSQL(SQLDriver):
         if pipe is not None and not pipe.inflight and not self._writer.closed:
             pipe.close()
         conn, self._writer = self._writer, None
-        if conn is not None and self._pool is not None:
-            if not conn.closed:
-                if conn.info.transaction_status != self._psycopg.pq.TransactionStatus.IDLE:
-                    conn.execute("ROLLBACK")
-                unlock = "pg_advisory_unlock_shared" if self.sharing else "pg_advisory_unlock"
-                conn.execute(f"SELECT {unlock}(%s)", (self._lock_key,))
-                conn.autocommit = False
-            self._pool.putconn(conn)
+        if conn is not None:
+            # Unlock at once: the server ends a closed session (and frees its locks)
+            # only some time after the client has gone.  If that fails, closing frees
+            # them all the same.  (Shared mode: the mode lock and the lease.)
+            with contextlib.suppress(self._psycopg.Error):
+                if not conn.closed and self._lock_key is not None:
+                    if conn.info.transaction_status != self._psycopg.pq.TransactionStatus.IDLE:
+                        conn.execute("ROLLBACK")
+                    conn.execute("SELECT pg_advisory_unlock_all()")
+            conn.close()
         pool, self._pool = self._pool, None
         if pool is not None:
             pool.close()
@@ -553,9 +693,9 @@ class PostgreSQL(SQLDriver):
                 if len(pipe.inflight) >= _MAX_IN_FLIGHT:
                     self._requeue(pipe.reap(block=True, keep=_MAX_IN_FLIGHT - 1))
                 pipe.check_alive()
-                top = max([row[0] for row in inserts[-1:]] + [row[0] for _, row in updates])
+                top = max(row[0] for row in (*inserts, *(row for _, row in updates)))
+                sent = True  # (in flight from the first byte: see _drop_connections)
                 pipe.send((inserts, updates), notify=(self._channel, str(top)))
-                sent = True
             if keep:
                 return []
             self._lease_drop()
@@ -620,6 +760,14 @@ class PostgreSQL(SQLDriver):
 
     # ------------------------------------------------------------------ reading
 
+    def _rows_between(self, low: float, high: float) -> Iterator[Row]:
+        with self._connection() as conn:
+            rows = conn.execute(
+                f"SELECT {ROW_COLUMNS} FROM {self._quoted} WHERE created_at BETWEEN %s AND %s",
+                (low, high),
+            ).fetchall()
+        return iter([tuple(row) for row in rows])
+
     def _select(self) -> Iterator[Row]:
         with (
             self._connection() as conn,
@@ -656,11 +804,10 @@ class PostgreSQL(SQLDriver):
     # ------------------------------------------------------------------ maintenance
 
     def _recreate(self) -> None:
+        self._writer_connection()  # the lock first
         with self._connection() as conn, conn.transaction():
             conn.execute(f"DROP TABLE IF EXISTS {self._quoted}")
             self._create(conn)
-        if self._writer is None:
-            self._writer_connection()
         if self._flusher is None or not self._flusher.is_alive():
             self._start_flusher()
 

@@ -49,6 +49,10 @@ _RETRY_AFTER = 0.5
 _IDLE = 0.002
 
 
+def _seq(row: Row) -> int:
+    return row[0]
+
+
 class LogFollower(Protocol):
     """What a Store offers the shared-mode machinery (called under ``Sharing.lock``)."""
 
@@ -197,7 +201,8 @@ class Sharing:
             self.held = False  # the backend put the rows back and released the lease
             raise
         if inserts or updates:
-            top = max([row[0] for row in inserts[-1:]] + [row[0] for _, row in updates])
+            # (not the last row: after a failure the queue need not be in seq order)
+            top = max(row[0] for row in (*inserts, *(row for _, row in updates)))
             # (possibly still in flight: if it fails, its rows come back below the mark,
             # and acquire() gives them new seqs)
             self.hwm = max(self.hwm, top)
@@ -232,7 +237,11 @@ class Sharing:
         queued = {row[0]: row for row in inserts}
         queued.update((row[0], row) for _, row in updates)
         ours = {row[0] for row in rows if queued.get(row[0]) == row}
-        foreign = [row for row in rows if row[0] not in ours]
+        # Rows up to the mark that are not queued are in the cache already: this
+        # process wrote them (a later batch that did commit) or delivered them.
+        foreign = [
+            row for row in rows if row[0] not in ours and (row[0] > self.hwm or row[0] in queued)
+        ]
         inserts = [row for row in inserts if row[0] not in ours]
         updates = [(old, row) for old, row in updates if row[0] not in ours]
         driver._uncertain = False
@@ -240,15 +249,22 @@ class Sharing:
         committed = max([after] + [row[0] for row in rows])
         if not foreign and (not left or min(left) > committed):
             # the rest can keep their seqs: nothing was committed at or after them
+            inserts.sort(key=_seq)
+            updates.sort(key=lambda update: update[1][0])
             pending.give_back(inserts, updates)
             self.hwm = committed  # (a failed batch may have raised it past the table)
             driver._saw_seq(committed)
             return
         target = self._target() if self._target is not None else None
-        if target is None:
-            self._renumber(foreign, inserts, updates)
-        else:
-            target._resequence(foreign, inserts, updates)
+        try:
+            if target is None:
+                self._renumber(foreign, inserts, updates)
+            else:
+                target._resequence(foreign, inserts, updates)
+        except BaseException:
+            if not len(pending):  # failed before queueing them again (reloading, say)
+                pending.give_back(inserts, updates)
+            raise
 
     def _renumber(
         self, foreign: list[Row], inserts: list[Row], updates: list[tuple[int, Row]]

@@ -26,14 +26,23 @@ import time
 import weakref
 from abc import abstractmethod
 from collections.abc import Iterable, Iterator
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
-from ..errors import DatabaseError, DumpFormatError, ReadOnlyError, RecoveryPendingError, WriteError
+from ..errors import (
+    ClosedError,
+    DatabaseError,
+    ReadOnlyError,
+    RecoveryPendingError,
+    WriteError,
+)
 from ..recovery import (
     Entry,
     list_recovery_files,
-    read_recovery_file,
+    read_recovery,
     recovery_file_name,
+    same_database,
+    time_range,
+    unreplayed,
     write_recovery_file,
 )
 from .base import DBDriver, Row
@@ -98,6 +107,8 @@ class SQLDriver(DBDriver):
         self._uncertain = False
         #: set by recovery.replay(): opening for writing despite waiting recovery files
         self._replaying = False
+        #: closed by its Store (retire()): never opens for writing again
+        self.retired = False
         self._exit_hook = False
         #: shared mode (several processes write the table): the lease and follower
         self.sharing: Sharing | None = None
@@ -160,6 +171,23 @@ class SQLDriver(DBDriver):
     def _default_recovery_dir(self) -> str:
         """Directory for recovery files when none was chosen."""
 
+    @abstractmethod
+    def identity(self) -> dict[str, Any]:
+        """Which database and table this driver writes to (recorded in recovery files;
+        see :func:`appendmuch.recovery.same_database`)."""
+
+    @abstractmethod
+    def recovery_stem(self) -> str:
+        """The first part of this driver's recovery file names (says whose rows)."""
+
+    @abstractmethod
+    def _rows_between(self, low: float, high: float) -> Iterator[Row]:
+        """Stored rows whose created_at is in [low, high], in any order."""
+
+    def _abandon_open(self) -> None:
+        """An open failed after connecting: disconnect, leaving nothing behind."""
+        self._disconnect()
+
     # ------------------------------------------------------------------ shared mode
 
     def _lease_take(self, seq: int) -> list[Row]:
@@ -218,27 +246,44 @@ class SQLDriver(DBDriver):
                         self._refuse_if_recovery_pending()
                     except BaseException:
                         self._connected = False
-                        self._disconnect()
+                        self._abandon_open()
                         raise
             if not self.read_only and (self._flusher is None or not self._flusher.is_alive()):
                 self._start_flusher()
-            if self.sharing is not None:
+            if self.sharing is not None and not self.retired:
                 self.sharing.start()
 
     def recovery_files(self) -> list[str]:
-        """Recovery files of this table in the recovery directory, oldest first."""
+        """Recovery files of this database and table in the recovery directory that
+        still hold rows the table lacks, oldest first (connects if needed)."""
+        self.ensure()
+        with self._lock:
+            return self._waiting_recovery_files()
+
+    def _waiting_recovery_files(self) -> list[str]:
         directory = self.recovery_dir or self._default_recovery_dir()
-        return list_recovery_files(directory, self.table)
+        current = self.identity()
+        waiting = []
+        for path in list_recovery_files(directory, current):
+            saved = read_recovery(path)
+            if any(same_database(done, current) for done in saved.replayed_into):
+                continue
+            if self._unreplayed(saved.entries):
+                waiting.append(path)
+        return waiting
+
+    def _unreplayed(self, entries: list[Entry]) -> list[Entry]:
+        """The entries of a recovery file the table does not hold yet (by content)."""
+        span = time_range(entries)
+        if span is None:
+            return []
+        return unreplayed(entries, self._rows_between(*span))
 
     def _refuse_if_recovery_pending(self) -> None:
-        # New writes would take the seqs of rows saved but never written: those must be
-        # replayed first.  A file whose rows are all stored has been replayed.
-        waiting = []
-        for path in self.recovery_files():
-            entries = read_recovery_file(path)
-            stored = self._stored_rows([row[0] for row, _ in entries])
-            if any(stored.get(row[0]) != row for row, _ in entries):
-                waiting.append(path)
+        # Replayed rows take new seqs, so writing first could not collide with them;
+        # but they would then come after newer writes.  Where this driver can see the
+        # file (its recovery directory), it asks for the replay first.
+        waiting = self._waiting_recovery_files()
         if waiting:
             raise RecoveryPendingError(
                 f"{self._where()} has rows saved in {', '.join(waiting)} that were never "
@@ -299,15 +344,33 @@ class SQLDriver(DBDriver):
         self.append = self._pending.add  # type: ignore[method-assign]
         return self._pending.add(row)
 
+    def retire(self) -> None:
+        """Close for good (what ``Store.close()`` calls): write the queue (or save it
+        to a recovery file), release the writer lock, and never take it again.
+
+        Later reads (``load_rows``, ``dump``, ``size``) reopen the database read-only;
+        writes raise :class:`~appendmuch.errors.ClosedError`.
+        """
+        try:
+            self.close()
+        finally:
+            with self._lock:
+                self.retired = True
+                self.read_only = True
+                self.append = self._append_retired  # type: ignore[method-assign]
+
+    def _append_retired(self, row: Row) -> bool:
+        raise ClosedError(f"{self._where()} was closed with its Store; open a new driver to write")
+
     def _flush_or_save(self) -> None:
         try:
             self._flush_locked()
         except Exception as exc:  # whatever stops the write, the rows must not be lost
             inserts, updates = self._pending.take()  # in-flight rows were given back
             directory = self.recovery_dir or self._default_recovery_dir()
-            path = recovery_file_name(directory, self.table)
+            path = recovery_file_name(directory, self.recovery_stem())
             try:
-                count = write_recovery_file(path, inserts, updates)
+                count = write_recovery_file(path, inserts, updates, self.identity())
             except OSError as save_error:
                 self._pending.give_back(inserts, updates)
                 raise WriteError(
@@ -359,7 +422,7 @@ class SQLDriver(DBDriver):
         if not count:
             return
         if self.read_only:
-            raise ReadOnlyError(f"{self._where()} is open read-only")
+            self._refuse_writes("write")
         failures: tuple[type[Exception], ...] = (DatabaseError, *self._errors())
         try:
             if not self._connected:
@@ -449,7 +512,10 @@ class SQLDriver(DBDriver):
 
     def _locked_rows(self) -> Iterator[Row]:
         with self._lock:
-            yield from self._select()
+            try:
+                yield from self._select()
+            except self._errors() as exc:  # e.g. damaged pages of a SQLite file
+                raise DatabaseError(f"cannot read {self._where()}: {exc}") from exc
 
     def size(self) -> int:
         self.ensure()
@@ -469,6 +535,8 @@ class SQLDriver(DBDriver):
             self._connected = True
 
     def _refuse_writes(self, what: str) -> None:
+        if self.retired:
+            raise ClosedError(f"cannot {what}: {self._where()} was closed with its Store")
         if self.read_only:
             raise ReadOnlyError(f"cannot {what}: {self._where()} is open read-only")
 
@@ -489,53 +557,30 @@ class SQLDriver(DBDriver):
                 sharing.release_idle()
 
     def apply_recovered(self, entries: list[Entry]) -> int:
+        """Write the rows the table lacks under new seqs, in one transaction."""
         self._refuse_writes("replay a recovery file")
         self.ensure()
         self.flush()
-        if self.sharing is not None:
-            return self._apply_recovered_shared(entries)
         with self._lock:
-            stored = self._stored_rows([row[0] for row, _ in entries])
-            for row, _ in entries:
-                if row[0] in stored and stored[row[0]] != row:
-                    raise DumpFormatError(
-                        f"recovery row seq {row[0]} ({row[1]!r}, {row[2]!r}) conflicts with "
-                        f"a different row stored under that seq in {self._where()}; nothing "
-                        "was replayed"
-                    )
-            inserts = [
-                row for row, replaces in entries if replaces is None and row[0] not in stored
-            ]
-            updates = [
-                (replaces, row)
-                for row, replaces in entries
-                if replaces is not None and row[0] not in stored
-            ]
-            self._insert_atomically(inserts, updates)
-            for row in inserts:
-                self._saw_seq(row[0])
-            for _, row in updates:
-                self._saw_seq(row[0])
-            return len(inserts) + len(updates)
-
-    def _apply_recovered_shared(self, entries: list[Entry]) -> int:
-        """Shared mode: other writers may have taken the seqs of the saved rows since,
-        so rows not stored identically are appended under new seqs (overwrites too:
-        the field may have been replaced meanwhile, so they become plain rows)."""
-        sharing = self.sharing
-        assert sharing is not None
-        with self._lock:
-            sharing.acquire()
+            sharing = self.sharing
+            if sharing is not None:
+                sharing.acquire()  # shared mode: no other writer allocates seqs meanwhile
             try:
-                stored = self._stored_rows([row[0] for row, _ in entries])
-                fresh = [row for row, _ in entries if stored.get(row[0]) != row]
-                for row in fresh:
-                    self._pending.add((self.next_seq(), *row[1:]))
-                if fresh:
-                    self._flush_locked()
+                todo = self._unreplayed(entries)
+                inserts: list[Row] = []
+                updates: list[tuple[int, Row]] = []
+                for row, replaces in todo:
+                    new = (self.next_seq(), *row[1:])
+                    if replaces is None:
+                        inserts.append(new)
+                    else:
+                        updates.append((replaces, new))
+                if todo:
+                    self._insert_atomically(inserts, updates)
+                return len(todo)
             finally:
-                sharing.release_idle()
-            return len(fresh)
+                if sharing is not None:
+                    sharing.release_idle()
 
 
 def _close_at_exit(ref: weakref.ref[SQLDriver]) -> None:

@@ -8,7 +8,7 @@ import os
 import sqlite3
 import threading
 from collections.abc import Iterator
-from typing import IO
+from typing import IO, Any
 from urllib.parse import quote
 
 from ..errors import DatabaseError, DecodeError, DumpFormatError, LockedError, SchemaError
@@ -16,7 +16,50 @@ from .base import Row
 from .layout import ROW_COLUMNS, TableNames, index_name
 from .sql import SQLDriver
 
-__all__ = ["Sqlite3", "lock_state"]
+__all__ = ["Sqlite3", "lock_state", "writer_lock_held"]
+
+
+def writer_lock_held(path: str) -> bool:
+    """Whether a process holds the writer lock file ``path`` (a file left behind by a
+    killed writer is not held).
+
+    On Linux this reads ``/proc/locks``, taking no lock itself, so a writer opening at
+    the same moment is never turned away; elsewhere it probes with a shared lock,
+    released at once."""
+    try:
+        st = os.stat(path)
+    except FileNotFoundError:
+        return False
+    held = _flock_listed(st)
+    if held is not None:
+        return held
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except FileNotFoundError:
+        return False
+    try:
+        fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+    except BlockingIOError:
+        return True
+    finally:
+        os.close(fd)  # closing releases the probe's lock
+    return False
+
+
+def _flock_listed(st: os.stat_result) -> bool | None:
+    """Whether ``/proc/locks`` lists an flock on this file (None: cannot tell)."""
+    device = f"{os.major(st.st_dev):02x}:{os.minor(st.st_dev):02x}:{st.st_ino}"
+    try:
+        with open("/proc/locks") as fh:
+            lines = fh.readlines()
+    except OSError:
+        return None
+    for line in lines:
+        fields = line.split()
+        # "1: FLOCK  ADVISORY  WRITE 1234 fe:00:5678 0 EOF" (blocked waiters: "->")
+        if len(fields) >= 6 and fields[1] == "FLOCK" and device in fields[4:6]:
+            return True
+    return False
 
 
 def _affinity(declared: str) -> str:
@@ -124,6 +167,10 @@ class Sqlite3(SQLDriver):
         self._leasefile: IO[bytes] | None = None
         self._follower: sqlite3.Connection | None = None
         self._data_version: int | None = None
+        #: the database file's identity, noted when it is opened
+        self._identity: dict[str, Any] | None = None
+        #: this open created the database file (an open that fails removes it again)
+        self._created = False
         self._wal = False
         self._insert_sql = f"INSERT INTO {self._quoted} ({ROW_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?)"
         self._update_sql = (
@@ -152,6 +199,28 @@ class Sqlite3(SQLDriver):
     def _errors(self) -> tuple[type[Exception], ...]:
         return (sqlite3.Error,)
 
+    def identity(self) -> dict[str, Any]:
+        """The file (absolute path, device and inode) and the table (lower case, as
+        SQLite compares names)."""
+        if self._identity is None:
+            self._identity = self._file_identity()
+        return dict(self._identity)
+
+    def _file_identity(self) -> dict[str, Any]:
+        ident: dict[str, Any] = {"backend": "sqlite", "table": self.table.lower()}
+        if self._in_memory:
+            return {**ident, "path": self.database, "dev": None, "ino": None}
+        path = os.path.realpath(self.database)
+        try:
+            st = os.stat(path)
+        except OSError:
+            return {**ident, "path": path, "dev": None, "ino": None}
+        return {**ident, "path": path, "dev": st.st_dev, "ino": st.st_ino}
+
+    def recovery_stem(self) -> str:
+        name = "memory" if self._in_memory else os.path.basename(self.database)
+        return f"{name}-{self.table}"
+
     # ------------------------------------------------------------------ connection
 
     @property
@@ -166,13 +235,19 @@ class Sqlite3(SQLDriver):
         if self.read_only:
             conn = self._open_read_only()
         else:
+            self._check_path()
             self._take_lock()
-            conn = sqlite3.connect(
-                self.database,
-                timeout=self.timeout,
-                isolation_level=None,
-                check_same_thread=False,
-            )
+            self._created = not self._in_memory and not os.path.exists(self.database)
+            try:
+                conn = sqlite3.connect(
+                    self.database,
+                    timeout=self.timeout,
+                    isolation_level=None,
+                    check_same_thread=False,
+                )
+            except sqlite3.Error as exc:
+                self._release_lock()
+                raise DatabaseError(f"cannot open {self.database!r}: {exc}") from exc
         try:
             conn.execute(f"PRAGMA synchronous={self.synchronous}")
             self._ensure_table(conn)
@@ -180,16 +255,61 @@ class Sqlite3(SQLDriver):
                 # several connections write and read at once: WAL from the start
                 self._use_wal(conn)
         except sqlite3.DatabaseError as exc:
-            conn.close()
-            self._release_lock()
+            self._conn = conn
+            self._abandon_open()
             raise DatabaseError(
                 f"{self.database!r} is not a usable SQLite database: {exc}"
             ) from exc
         except BaseException:
-            conn.close()
-            self._release_lock()
+            self._conn = conn
+            self._abandon_open()
             raise
         self._conn = conn
+        if not self._in_memory:
+            self._identity = self._file_identity()
+
+    def _check_path(self) -> None:
+        """Refuse, before creating anything, a path SQLite cannot open as a database."""
+        if self._in_memory:
+            return
+        if os.path.isdir(self.database):
+            raise DatabaseError(f"{self.database!r} is a directory, not a SQLite database")
+        directory = os.path.dirname(os.path.abspath(self.database))
+        if not os.path.isdir(directory):
+            raise DatabaseError(
+                f"cannot open {self.database!r}: its directory {directory!r} does not exist"
+            )
+
+    def _abandon_open(self) -> None:
+        """Disconnect after a failed open; a database file this open created is
+        removed again if it holds nothing but this driver's empty table."""
+        conn, created = self._conn, self._created
+        self._created = False
+        remove = False
+        if created and conn is not None:
+            with contextlib.suppress(sqlite3.Error):
+                names = {
+                    name.lower()
+                    for (name,) in conn.execute(
+                        "SELECT name FROM sqlite_master WHERE type = 'table' "
+                        "AND name NOT LIKE 'sqlite\\_%' ESCAPE '\\'"
+                    )
+                }
+                remove = names <= {self.table.lower()} and (
+                    not names
+                    or conn.execute(f"SELECT 1 FROM {self._quoted} LIMIT 1").fetchone() is None
+                )
+        self._wal = False  # leave the journal mode as it is
+        try:
+            if conn is not None:
+                self._conn = None
+                conn.close()
+            if remove:
+                for suffix in ("", "-journal", "-wal", "-shm"):
+                    with contextlib.suppress(FileNotFoundError):
+                        os.unlink(self.database + suffix)
+        finally:
+            self._release_lock()
 
     def _open_read_only(self) -> sqlite3.Connection:
         if self._in_memory:
@@ -197,16 +317,31 @@ class Sqlite3(SQLDriver):
         if not os.path.isfile(self.database):
             raise DatabaseError(f"no SQLite database at {self.database!r}")
         uri = f"file:{quote(os.path.abspath(self.database))}?mode=ro"
+        if os.path.exists(self.database + "-shm") and not writer_lock_held(self.lock_path):
+            # A writer's -shm with no writer alive (it crashed): read it without writing
+            # to it; SQLite then indexes the -wal in private memory.
+            conn = None
+            try:
+                conn = self._connect_uri(uri + "&readonly_shm=1")
+                conn.execute("SELECT 1 FROM sqlite_master LIMIT 1").fetchall()
+            except sqlite3.Error:
+                if conn is not None:
+                    conn.close()
+            else:
+                return conn
         try:
-            return sqlite3.connect(
-                uri,
-                uri=True,
-                timeout=self.timeout,
-                isolation_level=None,
-                check_same_thread=False,
-            )
+            return self._connect_uri(uri)
         except sqlite3.Error as exc:
             raise DatabaseError(f"cannot open {self.database!r} read-only: {exc}") from exc
+
+    def _connect_uri(self, uri: str) -> sqlite3.Connection:
+        return sqlite3.connect(
+            uri,
+            uri=True,
+            timeout=self.timeout,
+            isolation_level=None,
+            check_same_thread=False,
+        )
 
     def _take_lock(self) -> None:
         """Hold ``{database}-{table}.lock`` (flock) while the table is open for writing.
@@ -216,10 +351,16 @@ class Sqlite3(SQLDriver):
         """
         if self._in_memory or self._lockfile is not None:
             return
-        path = self._lock_path()
+        path = self.lock_path
         shared = self.sharing is not None
         while True:
-            lockfile = open(path, "a+b")  # noqa: SIM115 - held open while connected
+            try:
+                lockfile = open(path, "a+b")  # noqa: SIM115 - held open while connected
+            except OSError as exc:
+                raise DatabaseError(
+                    f"cannot open {self.database!r} for writing: cannot create its lock "
+                    f"file {path!r}: {exc.strerror}"
+                ) from exc
             try:
                 # shared writers hold it shared, a single writer exclusively: the two
                 # modes exclude each other
@@ -239,11 +380,6 @@ class Sqlite3(SQLDriver):
                 return
             lockfile.close()  # we locked a file its last holder had just removed
 
-    def _lock_path(self) -> str:
-        # One lock per file and table however they are spelled: symlinks resolved, and
-        # table names compared as SQLite does (ASCII case-insensitively).
-        return f"{os.path.realpath(self.database)}-{self.table.lower()}.lock"
-
     def _locked_message(self, path: str) -> str:
         state, count = lock_state(path)
         if self.sharing is not None:
@@ -262,6 +398,13 @@ class Sqlite3(SQLDriver):
             f"{self._where()} is already open for writing (lock file {path}); "
             "close the other Store first, or open this one with read_only=True"
         )
+
+    @property
+    def lock_path(self) -> str:
+        """The writer's lock file: one per file and table however they are spelled
+        (symlinks resolved, table names compared ASCII case-insensitively, as SQLite
+        does)."""
+        return f"{os.path.realpath(self.database)}-{self.table.lower()}.lock"
 
     def _release_lock(self) -> None:
         leasefile, self._leasefile = self._leasefile, None
@@ -471,7 +614,7 @@ class Sqlite3(SQLDriver):
 
     def writers(self) -> int | None:
         """How many shared-mode writers have the table open (None: unknown here)."""
-        state, count = lock_state(self._lock_path())
+        state, count = lock_state(self.lock_path)
         return count if state == "shared" else 0
 
     def lock_holders(self) -> tuple[str, int | None]:
@@ -479,7 +622,7 @@ class Sqlite3(SQLDriver):
         ``("shared", number of writers)``."""
         if self._in_memory:
             return "none", 0
-        return lock_state(self._lock_path())
+        return lock_state(self.lock_path)
 
     # ------------------------------------------------------------------ writing
 
@@ -504,6 +647,13 @@ class Sqlite3(SQLDriver):
                 conn.execute(self._insert_sql, row)
 
     # ------------------------------------------------------------------ reading
+
+    def _rows_between(self, low: float, high: float) -> Iterator[Row]:
+        cursor: Iterator[Row] = self.connection.execute(
+            f"SELECT {ROW_COLUMNS} FROM {self._quoted} WHERE created_at BETWEEN ? AND ?",
+            (low, high),
+        )
+        return cursor
 
     def _select(self) -> Iterator[Row]:
         # The cursor itself: rows are produced one at a time in C, none held in bulk.
