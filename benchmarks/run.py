@@ -3,6 +3,8 @@
     python benchmarks/run.py                    # Memory and SQLite, a few minutes
     python benchmarks/run.py --pg               # also PostgreSQL (starts a throwaway server)
     python benchmarks/run.py --only within,load --scale 10 --json-out figures.json
+    python benchmarks/run.py --multiprocess --pg # several processes, shared mode
+                                                # (benchmarks/multiprocess.py)
 
 Every figure with a floor is also shown as "x floor": how many times slower than the
 same physical work done without appendmuch (plain dicts, raw sqlite3, raw psycopg).
@@ -15,6 +17,7 @@ from __future__ import annotations
 import argparse
 import importlib
 import os
+import subprocess
 import sys
 import traceback
 from dataclasses import dataclass
@@ -136,5 +139,18 @@ def main(argv: list[str] | None = None) -> int:
     return 1 if bench.errors else 0
 
 
+def run_multiprocess(argv: list[str]) -> int:
+    """``--multiprocess [--pg] [-- ARGS]``: benchmarks/multiprocess.py (several processes
+    in shared mode) with ARGS; PostgreSQL only with ``--pg`` or APPENDMUCH_PG_CONNINFO."""
+    rest = argv[argv.index("--") + 1 :] if "--" in argv else []
+    own = argv[: argv.index("--")] if "--" in argv else argv
+    pg = "--pg" in own or bool(os.environ.get("APPENDMUCH_PG_CONNINFO"))
+    script = ROOT / "benchmarks" / "multiprocess.py"
+    command = [sys.executable, str(script), *([] if pg else ["--no-pg"]), *rest]
+    return subprocess.run(command, check=False).returncode
+
+
 if __name__ == "__main__":
+    if "--multiprocess" in sys.argv[1:]:  # python benchmarks/run.py --multiprocess [--pg]
+        sys.exit(run_multiprocess(sys.argv[1:]))
     sys.exit(main())

@@ -69,6 +69,19 @@ class SqliteBackend(Backend):
         return Sqlite3(self.path, **kwargs)
 
 
+class SharedSqliteBackend(SqliteBackend):
+    """A SQLite file opened in shared mode (issue 10): every writer is ``shared=True``.
+
+    Read-only drivers are opened in shared mode too (a reader that follows the others).
+    """
+
+    name = "sqlite-shared"
+
+    def driver(self, **kwargs: Any) -> DBDriver:
+        kwargs.setdefault("shared", True)
+        return Sqlite3(self.path, **kwargs)
+
+
 #: backend name -> factory(tmp_path) ; PostgreSQL is added by conftest when available
 FACTORIES: dict[str, Callable[[Path], Backend]] = {
     "memory": lambda tmp: MemoryBackend(),
@@ -126,4 +139,27 @@ def pg_conninfo() -> str:
     return conninfo
 
 
+class SharedPostgresBackend(PostgresBackend):
+    """A PostgreSQL table opened in shared mode (issue 10): every writer is ``shared=True``."""
+
+    name = "postgresql-shared"
+
+    def driver(self, **kwargs: Any) -> DBDriver:
+        kwargs.setdefault("shared", True)
+        return super().driver(**kwargs)
+
+
 FACTORIES["postgresql"] = lambda tmp: PostgresBackend(pg_conninfo())
+#: the shared-mode variants: the same contract, several writers allowed on one log
+SHARED_FACTORIES: dict[str, Callable[[Path], Backend]] = {
+    "sqlite-shared": lambda tmp: SharedSqliteBackend(tmp),
+    "postgresql-shared": lambda tmp: SharedPostgresBackend(pg_conninfo()),
+}
+#: every backend the contract suite (the ``backend`` fixture, the model test) runs on
+ALL_FACTORIES: dict[str, Callable[[Path], Backend]] = {**FACTORIES, **SHARED_FACTORIES}
+
+
+def is_shared(backend: Backend | str) -> bool:
+    """Whether a backend (or backend name) opens its writers in shared mode."""
+    name = backend if isinstance(backend, str) else backend.name
+    return name.endswith("-shared")

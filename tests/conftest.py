@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 from hypothesis import HealthCheck, settings
 
-from backends import FACTORIES, Backend
+from backends import ALL_FACTORIES, Backend
 
 settings.register_profile("default", deadline=None, suppress_health_check=[HealthCheck.too_slow])
 settings.register_profile(
@@ -17,13 +17,14 @@ settings.register_profile(
 )
 settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "default"))
 
-BACKEND_NAMES = list(FACTORIES)  # memory, sqlite, postgresql
+#: memory, sqlite, postgresql, and the shared-mode sqlite-shared, postgresql-shared
+BACKEND_NAMES = list(ALL_FACTORIES)
 
 
 @pytest.fixture(params=BACKEND_NAMES)
 def backend(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Backend]:
     """A fresh storage location on each backend in turn."""
-    made = FACTORIES[request.param](tmp_path)
+    made = ALL_FACTORIES[request.param](tmp_path)
     try:
         yield made
     finally:
@@ -34,7 +35,7 @@ def backend(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Backend]
 def other_backend(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Backend]:
     """A second, independent location (for dump-from-one / restore-into-another)."""
     (tmp_path / "other").mkdir()
-    made = FACTORIES[request.param](tmp_path / "other")
+    made = ALL_FACTORIES[request.param](tmp_path / "other")
     try:
         yield made
     finally:

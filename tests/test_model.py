@@ -6,7 +6,7 @@ SPEC describes it).  After every step, and in query rules, everything the Store
 answers (current values, ``__fields__``, ``bool``, ``__history__``, ``within``,
 ``within.strict``, ``.along``) is compared with what the model derives by walking its
 entries (SPEC §3, §4, §6, §7).  The machine runs once per backend in
-``backends.FACTORIES``; hypothesis prints the failing operation sequence.
+``backends.ALL_FACTORIES`` (shared mode included); hypothesis prints the failing operation sequence.
 
 Besides small ints and a list of ints, a field ``extra`` takes tuples, dicts of lists
 and frozensets: values that the Store keeps as objects only while they are a field's
@@ -46,9 +46,9 @@ from hypothesis.stateful import (
 
 from appendmuch import Storage, Store, within
 from appendmuch.errors import RoundTripError, UnsupportedTypeError
-from backends import FACTORIES, Backend
+from backends import ALL_FACTORIES, Backend
 
-BACKEND_NAMES = list(FACTORIES)
+BACKEND_NAMES = list(ALL_FACTORIES)
 
 #: examples per backend: the in-memory driver is cheap, the others touch real storage
 MAX_EXAMPLES = {"memory": 60, "sqlite": 30}
@@ -226,7 +226,7 @@ class StoreMachine(RuleBasedStateMachine):
     def __init__(self) -> None:
         super().__init__()
         self.tmpdir = tempfile.mkdtemp(prefix="appendmuch-model-")
-        self.backend: Backend = FACTORIES[self.backend_name](Path(self.tmpdir))
+        self.backend: Backend = ALL_FACTORIES[self.backend_name](Path(self.tmpdir))
         self.store: Store = self.backend.store()
         self.storages: list[Storage] = []
         self.model = Model()
@@ -655,7 +655,7 @@ def test_json_values_round_trip(backend_name: str, values: list[Any]) -> None:
     """JSON-like values read back equal (types kept) before and after a reopen, and
     their encoding does not depend on dict insertion order (SPEC §9)."""
     tmpdir = tempfile.mkdtemp(prefix="appendmuch-json-")
-    backend = FACTORIES[backend_name](Path(tmpdir))
+    backend = ALL_FACTORIES[backend_name](Path(tmpdir))
     store = backend.store()
     try:
         codec = store.codec
@@ -837,7 +837,7 @@ def test_subclass_values_read_the_same_before_and_after_reopen(
     only of plain built-in types, and it equals what was assigned.  Container
     subclasses are refused and leave nothing behind (README "Values and custom types")."""
     tmpdir = tempfile.mkdtemp(prefix="appendmuch-odd-")
-    backend = FACTORIES[backend_name](Path(tmpdir))
+    backend = ALL_FACTORIES[backend_name](Path(tmpdir))
     store = backend.store()
     try:
         s = store.storage("odd", "values")

@@ -1,0 +1,393 @@
+"""What the shared-mode (issue 10) tests and their child processes have in common.
+
+The parent and the children (tests/peers/*.py) describe a log the same way: one line
+per entry, ``seq``, namespace, field, value bytes (hex; ``-`` for a tombstone), time and
+context, sorted by seq (:func:`history_lines`, :func:`row_lines`).  Two processes that
+hold identical histories produce identical bytes.  :class:`Seen` records what
+``on_change`` reported, in the order it was called, and lets a thread wait (with a bound)
+for an entry to arrive.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+import threading
+import time
+from collections.abc import Iterable, Iterator, Sequence
+from pathlib import Path
+from typing import Any
+
+TESTS = Path(__file__).resolve().parent
+sys.path.insert(0, str(TESTS / "crash"))
+
+from childlib import make_driver  # noqa: E402  (tests/crash is on the path now)
+
+from appendmuch import Store, Value, tuple2dbns  # noqa: E402
+
+__all__ = [
+    "PEERS",
+    "Seen",
+    "all_values",
+    "history_lines",
+    "is_replace",
+    "make_driver",
+    "open_store",
+    "row_lines",
+]
+
+#: the child scripts
+PEERS = TESTS / "peers"
+
+
+def is_replace(dbns: str, field: str) -> bool:
+    """The replace predicate of every shared-mode test log: fields named ``r_*``."""
+    return field.startswith("r_")
+
+
+def line(
+    seq: int, dbns: str, field: str, raw: bytes | None, created_at: float | None, context: str
+) -> str:
+    """One entry as one line of text (the unit of byte-for-byte comparison)."""
+    value = "-" if raw is None else raw.hex()
+    return f"{seq}\t{dbns}\t{field}\t{value}\t{created_at!r}\t{context}\n"
+
+
+def history_lines(store: Store) -> list[str]:
+    """Every entry in ``store``'s cache, by seq, as :func:`line` lines."""
+    encode = store.codec.encode
+    out: list[tuple[int, str]] = []
+    for namespace, field, values in walk(store.cache):
+        dbns = tuple2dbns(namespace)
+        for value in values:
+            raw = None if value.unavailable else encode(value.data)
+            out.append((value.seq, line(value.seq, dbns, field, raw, value.time, value.context)))
+    out.sort()
+    return [text for _, text in out]
+
+
+def row_lines(rows: Iterable[tuple[Any, ...]]) -> list[str]:
+    """Stored rows ``(seq, namespace, field, value, created_at, context)`` as lines."""
+    return [
+        line(seq, ns, f, None if raw is None else bytes(raw), t, ctx)
+        for seq, ns, f, raw, t, ctx in sorted(rows, key=lambda row: row[0])
+    ]
+
+
+class Seen:
+    """``on_change`` recorder: every call in order, and a bounded wait for a seq.
+
+    ``on_change`` may be called from the store's background thread (others' writes
+    arrive by themselves), so the record is guarded by a condition.
+    """
+
+    def __init__(self) -> None:
+        self.calls: list[tuple[int, str, str, float]] = []  # (seq, dbns, field, arrived)
+        self.high = 0
+        self._cond = threading.Condition()
+
+    def on_change(self, namespace: tuple[str, ...], field: str, value: Value) -> None:
+        with self._cond:
+            self.calls.append((value.seq, tuple2dbns(namespace), field, time.monotonic()))
+            self.high = max(self.high, value.seq)
+            self._cond.notify_all()
+
+    def start_at(self, seq: int) -> None:
+        """Entries up to ``seq`` were loaded at open (no ``on_change`` for them)."""
+        with self._cond:
+            self.high = max(self.high, seq)
+
+    def wait_for(self, seq: int, timeout: float) -> bool:
+        """Wait until an entry with this seq or a later one was reported."""
+        with self._cond:
+            return self._cond.wait_for(lambda: self.high >= seq, timeout=timeout)
+
+    def seqs(self) -> list[int]:
+        with self._cond:
+            return [call[0] for call in self.calls]
+
+
+def open_store(location: dict[str, Any], seen: Seen | None = None, **driver_kwargs: Any) -> Store:
+    """A Store on ``location`` (a tests/crash/childlib location), replace fields ``r_*``."""
+    store = Store(
+        make_driver(location, **driver_kwargs),
+        on_change=None if seen is None else seen.on_change,
+        replace_predicate=is_replace,
+    )
+    if seen is not None:
+        seen.start_at(max((value.seq for value in all_values(store)), default=0))
+    return store
+
+
+def walk(
+    tree: dict[str, Any], prefix: tuple[str, ...] = ()
+) -> Iterator[tuple[tuple[str, ...], str, Sequence[Value]]]:
+    """``(namespace, field, values)`` for every field in a cache tree (any leaf that is
+    not a dict is a field's sequence of Values, SPEC §12)."""
+    for name, child in tree.items():
+        if isinstance(child, dict):
+            yield from walk(child, (*prefix, name))
+        else:
+            yield prefix, name, child
+
+
+def all_values(store: Store) -> Iterable[Value]:
+    for _, _, values in walk(store.cache):
+        yield from values
+
+
+def dumps(obj: Any) -> str:
+    """One JSON line."""
+    return json.dumps(obj, separators=(",", ":")) + "\n"
+
+
+# --------------------------------------------------------------------------- parent side
+
+#: generous bound on any wait for a child (a failure, never a timing threshold)
+PATIENCE = 60.0
+
+
+class Place:
+    """One log seen from the parent: a SQLite file or a PostgreSQL table prefix."""
+
+    def __init__(self, kind: str, directory: Path) -> None:
+        from backends import PostgresBackend, SqliteBackend, pg_conninfo
+
+        self.kind = kind
+        self.backend: SqliteBackend | PostgresBackend
+        if kind == "sqlite":
+            self.backend = SqliteBackend(directory)
+            self.table = "appendmuch_values"
+        else:
+            self.backend = PostgresBackend(pg_conninfo())
+            self.table = f"{self.backend.prefix}_values"
+
+    def location(self, app: str = "appendmuch-shared-peer") -> dict[str, Any]:
+        """How a child finds this log; PostgreSQL sessions are named ``app``."""
+        return location_of(self.backend, app)
+
+    def store(self, seen: Seen | None = None, **driver_kwargs: Any) -> Store:
+        """A Store in this process (replace fields ``r_*``)."""
+        return open_store(self.location("appendmuch-shared-parent"), seen, **driver_kwargs)
+
+    def rows(self) -> list[tuple[Any, ...]]:
+        """Every committed row by seq, read on a new independent connection."""
+        import sqlite3
+
+        from backends import SqliteBackend
+
+        sql = (
+            "SELECT seq, namespace, field, value, created_at, context "
+            f'FROM "{self.table}" ORDER BY seq'
+        )
+        backend = self.backend
+        if isinstance(backend, SqliteBackend):
+            conn = sqlite3.connect(backend.path, isolation_level=None)
+            try:
+                return list(conn.execute(sql).fetchall())
+            finally:
+                conn.close()
+        import psycopg
+
+        with psycopg.connect(backend.conninfo, autocommit=True) as pg:
+            return [tuple(row) for row in pg.execute(sql).fetchall()]  # type: ignore[arg-type]
+
+    def settle(self, app: str) -> None:
+        """Wait until the server has ended every session named ``app`` (a killed child's:
+        a batch it had sent in full is still committed until then)."""
+        if self.kind != "postgresql":
+            return
+        import psycopg
+
+        deadline = time.monotonic() + PATIENCE
+        with psycopg.connect(self.backend.conninfo, autocommit=True) as conn:
+            while True:
+                row = conn.execute(
+                    "SELECT count(*) FROM pg_stat_activity WHERE application_name = %s", (app,)
+                ).fetchone()
+                if row is not None and row[0] == 0:
+                    return
+                if time.monotonic() > deadline:
+                    raise AssertionError(f"the sessions of {app} did not end")
+                time.sleep(0.005)
+
+    def cleanup(self) -> None:
+        self.backend.cleanup()
+
+
+def location_of(backend: Any, app: str = "appendmuch-shared-peer") -> dict[str, Any]:
+    """A tests/crash/childlib location for a tests/backends.py SQL backend."""
+    from backends import PostgresBackend
+
+    if isinstance(backend, PostgresBackend):
+        return {
+            "kind": "postgresql",
+            "conninfo": f"{backend.conninfo} application_name={app}",
+            "prefix": backend.prefix,
+        }
+    return {"kind": "sqlite", "path": str(backend.path)}
+
+
+class PeerProcess:
+    """tests/peers/peer.py running in its own process, driven command by command."""
+
+    def __init__(
+        self,
+        location: dict[str, Any],
+        stderr: Path,
+        app: str = "appendmuch-shared-peer",
+        **driver: Any,
+    ) -> None:
+        import queue
+        import subprocess
+
+        self.app = app
+        self._stderr_path = stderr
+        self._stderr = open(stderr, "wb")  # noqa: SIM115 - closed in close()/kill()
+        cfg = {"location": location, "driver": driver}
+        self.proc = subprocess.Popen(
+            [sys.executable, str(PEERS / "peer.py"), json.dumps(cfg)],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=self._stderr,
+            cwd=stderr.parent,
+        )
+        self._replies: queue.Queue[dict[str, Any] | None] = queue.Queue()
+        self._reader = threading.Thread(target=self._read, daemon=True)
+        self._reader.start()
+        self.ready_seq: int = self._reply()["ready"]
+
+    def _read(self) -> None:
+        assert self.proc.stdout is not None
+        for text in self.proc.stdout:
+            self._replies.put(json.loads(text))
+        self._replies.put(None)
+
+    def stderr(self) -> str:
+        return self._stderr_path.read_text(errors="replace")[-3000:]
+
+    def _reply(self) -> dict[str, Any]:
+        import queue
+
+        try:
+            reply = self._replies.get(timeout=PATIENCE)
+        except queue.Empty:
+            self.kill()
+            raise AssertionError(f"peer did not answer in {PATIENCE} s:\n{self.stderr()}") from None
+        if reply is None:
+            self.proc.wait()
+            raise AssertionError(f"peer ended (status {self.proc.returncode}):\n{self.stderr()}")
+        return reply
+
+    def send(self, op: str, **args: Any) -> dict[str, Any]:
+        """Run one command; the raw reply (``ok`` or ``error``)."""
+        assert self.proc.stdin is not None
+        self.proc.stdin.write(dumps({"op": op, **args}).encode())
+        self.proc.stdin.flush()
+        return self._reply()
+
+    def __call__(self, op: str, **args: Any) -> Any:
+        """Run one command that must succeed; its result."""
+        reply = self.send(op, **args)
+        if "error" in reply:
+            raise AssertionError(f"peer {op} {args} failed:\n{reply['trace']}")
+        return reply["ok"]
+
+    def close(self) -> None:
+        """Close the peer's Store and wait for it to exit cleanly."""
+        if self.proc.returncode is None:
+            assert self.proc.stdin is not None
+            self.proc.stdin.write(dumps({"op": "close"}).encode())
+            self.proc.stdin.flush()
+            self._reply()
+            self.proc.wait(timeout=PATIENCE)
+        self._stderr.close()
+        assert self.proc.returncode == 0, self.stderr()
+
+    def kill(self) -> None:
+        import signal
+
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGKILL)
+        self.proc.wait()
+        self._stderr.close()
+
+
+class WorkerProcess:
+    """tests/peers/worker.py in its own process; its ``@`` markers read as they come."""
+
+    def __init__(self, cfg: dict[str, Any], stderr: Path) -> None:
+        import subprocess
+
+        self.cfg = cfg
+        self._stderr_path = stderr
+        self._stderr = open(stderr, "wb")  # noqa: SIM115 - closed in finish()/kill()
+        self.proc = subprocess.Popen(
+            [sys.executable, str(PEERS / "worker.py"), json.dumps(cfg)],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=self._stderr,
+            cwd=stderr.parent,
+        )
+        self.markers: dict[str, list[tuple[float, str]]] = {}
+        self.eof = False
+        self._cond = threading.Condition()
+        self._reader = threading.Thread(target=self._read, daemon=True)
+        self._reader.start()
+
+    def _read(self) -> None:
+        assert self.proc.stdout is not None
+        for text in self.proc.stdout:
+            if text.startswith(b"@") and text.endswith(b"\n"):
+                word, _, rest = text[1:].decode().strip().partition(" ")
+                with self._cond:
+                    self.markers.setdefault(word, []).append((time.monotonic(), rest))
+                    self._cond.notify_all()
+        with self._cond:
+            self.eof = True
+            self._cond.notify_all()
+
+    def stderr(self) -> str:
+        return self._stderr_path.read_text(errors="replace")[-4000:]
+
+    def wait_marker(self, word: str) -> str:
+        """Wait (bounded) for ``@word``; its rest of line.  Fails if the worker died."""
+        with self._cond:
+            self._cond.wait_for(lambda: word in self.markers or self.eof, timeout=PATIENCE)
+            if word in self.markers:
+                return self.markers[word][0][1]
+        self.kill()
+        raise AssertionError(
+            f"worker {self.cfg.get('wid')} never printed @{word}:\n{self.stderr()}"
+        )
+
+    def release(self) -> None:
+        """Tell a worker that printed ``@done`` that every writer is done."""
+        assert self.proc.stdin is not None
+        self.proc.stdin.write(b"go\n")
+        self.proc.stdin.flush()
+
+    def finish(self) -> None:
+        self.wait_marker("reported")
+        self.proc.wait(timeout=PATIENCE)
+        self._reader.join()
+        self._stderr.close()
+        assert self.proc.returncode == 0, self.stderr()
+
+    def kill(self) -> None:
+        import signal
+
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGKILL)
+        self.proc.wait()
+        self._reader.join()
+        if not self._stderr.closed:
+            self._stderr.close()
+
+
+def read_acks(path: Path) -> list[dict[str, Any]]:
+    """The complete lines of an acks file (a line cut short by a kill is not one)."""
+    if not path.exists():
+        return []
+    text = path.read_text(encoding="utf-8")
+    return [json.loads(part) for part in text.split("\n")[:-1] if part]

@@ -1,0 +1,168 @@
+"""Shared mode (issue 10): mixing modes is refused clearly; ``appendmuch info`` tells.
+
+A single-writer open of a log that shared writers are using, and a shared open of a
+log a single writer holds, raise ``LockedError`` naming the other mode (contract 8),
+whether the other writer is in another process or in this one.  Once the others have
+closed, the other mode opens.  Read-only opens work beside either mode.
+``appendmuch info`` says the table is shared and how many writers are attached.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import subprocess
+import sys
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from appendmuch.errors import LockedError
+from sharedlib import PeerProcess, Place
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def place(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Place]:
+    made = Place(request.param, tmp_path)
+    try:
+        yield made
+    finally:
+        made.cleanup()
+
+
+@pytest.fixture
+def peers(place: Place, tmp_path: Path) -> Iterator[Callable[..., PeerProcess]]:
+    started: list[PeerProcess] = []
+
+    def start(**driver: Any) -> PeerProcess:
+        driver.setdefault("write_through", True)  # each command's writes are committed
+        app = f"appendmuch-mode-peer-{len(started)}"
+        peer = PeerProcess(
+            place.location(app), tmp_path / f"peer-{len(started)}.stderr", app, **driver
+        )
+        started.append(peer)
+        return peer
+
+    yield start
+    for peer in started:
+        peer.kill()
+
+
+def test_single_writer_refused_while_shared_writers_attached(
+    place: Place, peers: Callable[..., PeerProcess]
+) -> None:
+    peer = peers(shared=True)
+    peer("set", ns=["m"], field="x", value=1)
+    with pytest.raises(LockedError, match=r"(?i)shared") as info:
+        place.store()
+    assert isinstance(info.value, RuntimeError)
+    peer.close()
+    store = place.store()  # the shared writer is gone: the single writer opens
+    try:
+        assert store.storage("m").x == 1
+    finally:
+        store.close()
+
+
+def test_shared_refused_while_a_single_writer_holds_the_log(
+    place: Place, peers: Callable[..., PeerProcess]
+) -> None:
+    peer = peers()  # the default: single-writer mode
+    peer("set", ns=["m"], field="x", value=1)
+    with pytest.raises(LockedError, match=r"(?i)single"):
+        place.store(shared=True)
+    peer.close()
+    store = place.store(shared=True)
+    try:
+        assert store.storage("m").x == 1
+    finally:
+        store.close()
+
+
+def test_mixing_refused_in_one_process(place: Place) -> None:
+    """The same refusals when both writers are in this process."""
+    shared = place.store(shared=True)
+    try:
+        with pytest.raises(LockedError, match=r"(?i)shared"):
+            place.store()
+        also = place.store(shared=True)  # another shared writer is fine
+        also.close()
+    finally:
+        shared.close()
+    single = place.store()
+    try:
+        with pytest.raises(LockedError, match=r"(?i)single"):
+            place.store(shared=True)
+    finally:
+        single.close()
+
+
+def test_refused_open_changes_nothing(place: Place, peers: Callable[..., PeerProcess]) -> None:
+    """A refused open leaves the log as it was, and the writers attached keep working."""
+    peer = peers(shared=True)
+    peer("set", ns=["m"], field="x", value=1)
+    before = place.rows()
+    with pytest.raises(LockedError):
+        place.store()
+    assert place.rows() == before
+    peer("set", ns=["m"], field="x", value=2)
+    assert [row[0] for row in place.rows()] == [before[-1][0], before[-1][0] + 1]
+
+
+def test_read_only_opens_beside_either_mode(
+    place: Place, peers: Callable[..., PeerProcess]
+) -> None:
+    for shared in (True, False):
+        peer = peers(shared=shared)
+        peer("set", ns=["m"], field="x", value=int(shared))
+        reader = place.store(read_only=True)
+        try:
+            assert reader.storage("m").x == int(shared)
+        finally:
+            reader.close()
+        peer.close()
+
+
+def cli(place: Place, *args: str) -> str:
+    """Run ``python -m appendmuch`` on ``place``; its stdout (it must succeed)."""
+    backend: Any = place.backend
+    if place.kind == "sqlite":
+        target = [str(backend.path)]
+    else:
+        parts = dict(item.split("=", 1) for item in backend.conninfo.split())
+        url = f"postgresql://{parts['user']}@{parts['host']}:{parts['port']}/{parts['dbname']}"
+        target = [url, "--table-prefix", backend.prefix]
+    result = subprocess.run(
+        [sys.executable, "-m", "appendmuch", args[0], *target, *args[1:]],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert result.returncode == 0, result.stderr
+    return result.stdout
+
+
+def test_info_reports_shared_mode_and_writers(
+    place: Place, peers: Callable[..., PeerProcess]
+) -> None:
+    peer = peers(shared=True)
+    peer("set", ns=["m"], field="x", value=1)
+    store = place.store(shared=True)
+    try:
+        text = cli(place, "info").lower()
+        about = [line for line in text.splitlines() if not line.startswith("database")]
+        assert any("shared" in line for line in about), text
+        writers = [line for line in about if "writer" in line]
+        assert any(re.search(r"\b2\b", line) for line in writers), text
+        info = json.loads(cli(place, "info", "--json"))
+        del info["database"]
+        assert "shared" in json.dumps(info).lower(), info
+        assert any("writer" in key and value == 2 for key, value in info.items()), info
+    finally:
+        store.close()
+    peer.close()
+    text = cli(place, "info").lower()
+    writers = [line for line in text.splitlines() if "writer" in line]
+    assert not any(re.search(r"\b[12]\b", line) for line in writers), text
