@@ -32,7 +32,7 @@ import pytest
 
 import appendmuch.drivers
 from appendmuch import Store
-from backends import Backend, PostgresBackend
+from backends import FACTORIES, Backend, PostgresBackend
 
 HOLD = 3600.0
 DRIVERS = str(Path(appendmuch.drivers.__file__).parent)
@@ -93,6 +93,18 @@ class Ledger:
         if self.latest is not None:
             assert values["r_x"], "the replace field lost its value"
             assert values["r_x"][-1] in self.tried[self.tried.index(self.latest) :]
+
+
+@pytest.fixture(params=list(FACTORIES))
+def backend(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Backend]:
+    """The single-writer backends only: interrupt safety of shared mode's lease and
+    follower paths is not established yet (injected there, an interrupt can leave a
+    generator suspended inside the driver lock and deadlock the follower)."""
+    made = FACTORIES[request.param](tmp_path)
+    try:
+        yield made
+    finally:
+        made.cleanup()
 
 
 def stored_rows(backend: Backend) -> list[tuple[Any, ...]]:
