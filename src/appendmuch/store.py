@@ -700,7 +700,7 @@ class Store:
                 finally:
                     self._unleased = True
             finally:
-                sharing.release_idle()
+                sharing.release_idle(linger=True)
 
     def _take_rows(self, rows: list[Row]) -> None:
         """Append rows committed by other processes (seq order) to the cache, then call

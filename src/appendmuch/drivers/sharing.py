@@ -153,11 +153,18 @@ class Sharing:
         except self.driver._errors():
             self.lost()
 
-    def release_idle(self) -> None:
-        """Give the lease back if nothing is queued under it (else note its use)."""
+    def release_idle(self, linger: bool = False) -> None:
+        """Give the lease back if nothing is queued under it (else note its use).
+
+        With ``linger`` (after an ordinary write) it is kept up to ``hold`` even when
+        a full batch has just been committed: the writes that follow in a run need not
+        take it again (and catch up) for every batch.  The flusher gives it back once
+        it went unused for ``idle`` seconds.
+        """
         if self.held:
-            if self.driver.pending:
-                self._used = time.monotonic()
+            now = time.monotonic()
+            if self.driver.pending or (linger and now - self._since < self.hold):
+                self._used = now
             else:
                 self.drop()
 
