@@ -202,8 +202,11 @@ class Store:
             with self._mutex:
                 sharing.sync()
 
-    def _load(self) -> int:
-        """The body of :meth:`load`; returns the largest seq loaded (0 if none)."""
+    def _load(self, rows: Iterable[Row] | None = None) -> int:
+        """The body of :meth:`load`; returns the largest seq loaded (0 if none).
+
+        ``rows``: the stored rows to load, instead of ``driver.load_rows()`` (which
+        writes the queue first)."""
         driver = self.driver
         driver.ensure()
         cache: dict[str, Any] = {}
@@ -216,7 +219,7 @@ class Store:
         scalar_ids = _SCALAR_IDS if self.codec.decodes_builtin_scalars() else {}
         replaces = self._replaces if self.replace_predicate is not None else None
         seq = 0
-        for row in driver.load_rows():
+        for row in driver.load_rows() if rows is None else rows:
             try:
                 seq, dbns, field, value, created_at, context = row
                 node = by_dbns.get(dbns)
@@ -713,8 +716,15 @@ class Store:
         driver = self.driver
         replaces = self._replaces if self.replace_predicate is not None else None
         on_change = self.on_change
+        by_dbns = self._by_dbns
         for row in rows:
             seq, dbns, field, value, created_at, context = row
+            node = by_dbns.get(dbns)
+            log = node.get(field) if node is not None else None
+            if type(log) is FieldLog and seq <= log.latest_seq:
+                # in the cache already: a delivery cut short after appending it
+                sharing.hwm = seq
+                continue
             data = self._decode_stored(seq, dbns, field, value)
             self._append_stored(seq, dbns, field, data, created_at, context, replaces, value)
             sharing.hwm = seq
@@ -727,26 +737,29 @@ class Store:
     ) -> None:
         """A commit of this process failed and others took its seqs meanwhile (rare):
         reload the cache, announce the rows that are new to it, then queue this
-        process's rows again under new seqs (``on_change`` saw them already)."""
+        process's rows again under new seqs (``on_change`` saw them already).
+
+        The queue is replaced in one step once the new rows are ready (the queued rows
+        are not written first: their seqs are taken); cut short, the next
+        ``acquire()`` does it all again (the driver marks the cache stale meanwhile)."""
         sharing = self._sharing
         assert sharing is not None
         driver = self.driver
-        sharing.loaded(self._load())
+        sharing.loaded(self._load(driver._iter_rows()))
         queue = [(None, row) for row in inserts] + [(old, row) for old, row in updates]
         queue.sort(key=lambda item: item[1][0])
-        renumbered = []
+        renumbered: list[tuple[int | None, Row]] = []
         for old, (_, dbns, field, raw, created_at, context) in queue:
             row = (driver.next_seq(), dbns, field, raw, created_at, context)
             if old is not None:
                 node = self._by_dbns.get(dbns)
                 log = node.get(field) if node is not None else None
-                driver.replace(log.latest_seq if type(log) is FieldLog else None, row)
-            else:
-                driver.append(row)
-            renumbered.append(row)
+                old = log.latest_seq if type(log) is FieldLog else None
+            renumbered.append((old, row))
+        sharing.requeue(renumbered)
         # every row is queued again: nothing below can lose one
         replaces = self._replaces if self.replace_predicate is not None else None
-        for seq, dbns, field, raw, created_at, context in renumbered:
+        for _old, (seq, dbns, field, raw, created_at, context) in renumbered:
             try:
                 data = self._decode_stored(seq, dbns, field, raw)
                 self._append_stored(seq, dbns, field, data, created_at, context, replaces, raw)

@@ -120,19 +120,14 @@ class Pending:
         self.held = self.held_updates = 0
         self.due_at = self.size
 
-    def take_all(self) -> tuple[list[Row], list[tuple[int, Row]]]:
-        """Remove and return everything queued (shared mode renumbering them, under the
-        lock and the lease, nothing in flight); :meth:`give_back` puts rows back."""
-        self.release()
-        inserts = self.inserts
-        rows = [inserts.popleft() for _ in range(len(inserts))]
-        updates, self.updates = self.updates, []
-        return rows, updates
-
-    def give_back(self, rows: list[Row], updates: list[tuple[int, Row]]) -> None:
-        """Put rows removed by :meth:`take_all` back in front of the queue, in order."""
-        self.inserts.extendleft(reversed(rows))
-        self.updates[:0] = updates
+    def swap(self, rows: list[Row], updates: list[tuple[int, Row]]) -> None:
+        """Make ``rows`` and ``updates`` the whole queue, none taken (shared mode sorting
+        out or renumbering rows of a failed commit, under the lock and the lease,
+        nothing in flight).  One statement: an interrupt leaves the queue either as it
+        was or as it becomes, never without rows it held."""
+        self.inserts, self.updates, self.held, self.held_updates, self.due_at = (
+            deque(rows), updates, 0, 0, self.size,
+        )
 
     def snapshot(self) -> tuple[list[Row], list[tuple[int, Row]]]:
         """Everything queued, taken or not (a copy)."""

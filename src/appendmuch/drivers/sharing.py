@@ -37,6 +37,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 from ..errors import WriteError
 from .base import Row
+from .batching import Pending
 
 if TYPE_CHECKING:
     from .sql import SQLDriver
@@ -86,6 +87,12 @@ class Sharing:
         self.poll = poll
         #: this process holds the write lease
         self.held = False
+        #: the lease may be held without ``held`` saying so (taking or giving it back
+        #: was cut short, by Ctrl-C say): give it back before anything else
+        self.unsure = False
+        #: the cache may lack rows (renumbering queued rows was cut short): reload it
+        #: under the lease before delivering or writing anything
+        self.stale = False
         self._since = 0.0
         self._used = 0.0
         #: largest seq known committed and present in the cache
@@ -115,6 +122,8 @@ class Sharing:
         """
         if self.held:
             return
+        if self.unsure:
+            self.drop()  # (PostgreSQL's session lock would otherwise be taken twice)
         driver = self.driver
         # Rows still queued (an earlier commit failed) may have been committed after
         # all: read from the first of them.
@@ -124,6 +133,7 @@ class Sharing:
             default=None,
         )
         after = self.hwm if first is None else min(self.hwm, first - 1)
+        self.unsure = True  # until held: an interrupt anywhere below leaves it to drop
         try:
             rows = driver._lease_take(after)
         except BaseException as exc:
@@ -138,14 +148,16 @@ class Sharing:
                     "was written"
                 ) from exc
             raise
-        self.held = True
-        self._since = self._used = time.monotonic()
-        if rows or len(queued):
+        if rows or len(queued) or self.stale:
             try:
                 self._take_in(rows, after)
             except BaseException:
                 self._drop_quietly()
                 raise
+        # held (and caught up) only now: cut short before, the lease is given back
+        self.held = True
+        self.unsure = False
+        self._since = self._used = time.monotonic()
 
     def _drop_quietly(self) -> None:
         try:
@@ -170,13 +182,15 @@ class Sharing:
 
     def drop(self) -> None:
         """Give the lease back without writing."""
-        if self.held:
+        if self.held or self.unsure:
+            self.unsure = True  # (cut short below, it is given back again later)
             self.held = False
             self.driver._lease_drop()
+            self.unsure = False
 
     def lost(self) -> None:
         """The connection holding the lease is gone (the server released it)."""
-        self.held = False
+        self.held = self.unsure = False
 
     def sync(self) -> None:
         """Bring the cache up to every commit made before this call."""
@@ -184,7 +198,7 @@ class Sharing:
         with self.lock:
             if driver.read_only:
                 self._deliver(driver._sync_rows_after(self.hwm))
-            elif self.held or driver.pending:
+            elif self.held or driver.pending or self.stale:
                 # held: nobody else can commit; rows queued without the lease (after a
                 # failed commit): taking the lease sorts them out and catches up
                 self.acquire()
@@ -214,7 +228,10 @@ class Sharing:
             try:
                 rows = driver._lease_commit(inserts, updates, taken, keep or not last)
             except BaseException:
-                self.held = False  # the backend made the rows due again, released the lease
+                # the backend made the rows due again and released the lease (unless
+                # that was cut short too: then it is given back again)
+                self.unsure = True
+                self.held = False
                 raise
             if inserts or updates:
                 # (not the last row: after a failure the queue need not be in seq order)
@@ -235,6 +252,8 @@ class Sharing:
         """Time to commit (or drop) the lease: held for ``hold`` seconds, or unused for
         ``idle`` seconds.  A run of writes keeps it up to ``hold``; a lone write is
         committed about ``idle`` seconds after it."""
+        if self.unsure or self.stale:
+            return True  # (see settle())
         if not self.held:
             return False
         now = time.monotonic()
@@ -243,15 +262,19 @@ class Sharing:
     # ------------------------------------------------------------------ catching up
 
     def _take_in(self, rows: list[Row], after: int) -> None:
-        """Take in the rows committed after seq ``after`` (lease held)."""
+        """Take in the rows committed after seq ``after`` (lease held).
+
+        The queue changes in one step (:meth:`Pending.swap`), and the cache is marked
+        stale while it is being rebuilt: cut short anywhere, no queued row is lost, and
+        the next :meth:`acquire` finishes the work."""
         driver = self.driver
         pending = driver._pending
-        if not len(pending):
+        if not len(pending) and not self.stale:
             self._deliver(rows)
             return
         # Rows are queued although this process did not hold the lease: an earlier
         # commit failed.  Those of them stored identically were committed after all.
-        inserts, updates = pending.take_all()
+        inserts, updates = pending.snapshot()
         queued = {row[0]: row for row in inserts}
         queued.update((row[0], row) for _, row in updates)
         ours = {row[0] for row in rows if queued.get(row[0]) == row}
@@ -262,39 +285,53 @@ class Sharing:
         ]
         inserts = [row for row in inserts if row[0] not in ours]
         updates = [(old, row) for old, row in updates if row[0] not in ours]
-        driver._uncertain = False
         left = [row[0] for row in inserts] + [row[0] for _, row in updates]
         committed = max([after] + [row[0] for row in rows])
-        if not foreign and (not left or min(left) > committed):
+        if not self.stale and not foreign and (not left or min(left) > committed):
             # the rest can keep their seqs: nothing was committed at or after them
             inserts.sort(key=_seq)
             updates.sort(key=lambda update: update[1][0])
-            pending.give_back(inserts, updates)
+            pending.swap(inserts, updates)
+            driver._uncertain = False
             self.hwm = committed  # (a failed batch may have raised it past the table)
             driver._saw_seq(committed)
             return
         target = self._target() if self._target is not None else None
-        try:
-            if target is None:
-                self._renumber(foreign, inserts, updates)
-            else:
-                target._resequence(foreign, inserts, updates)
-        except BaseException:
-            if not len(pending):  # failed before queueing them again (reloading, say)
-                pending.give_back(inserts, updates)
-            raise
+        if target is None:
+            self._renumber(foreign, inserts, updates)
+            driver._uncertain = False
+            return
+        self.stale = True
+        target._resequence(foreign, inserts, updates)
+        driver._uncertain = False
+        self.stale = False
+
+    def requeue(self, rows: list[tuple[int | None, Row]]) -> None:
+        """Make ``rows`` the whole queue (under the lock and the lease): new inserts
+        (``None``) or overwrites of the stored row with that seq, in seq order."""
+        driver = self.driver
+        fresh = Pending(driver.batch_size)
+        for old, row in rows:
+            fresh.replace(old, row)
+        driver._pending.swap(list(fresh.inserts), fresh.updates)
 
     def _renumber(
         self, foreign: list[Row], inserts: list[Row], updates: list[tuple[int, Row]]
     ) -> None:
         """Without a Store: queue the rows again after the foreign ones."""
         driver = self.driver
-        self.hwm = max(self.hwm, foreign[-1][0])
-        driver._saw_seq(self.hwm)
-        for row in inserts:
-            driver._pending.add((driver.next_seq(), *row[1:]))
-        for _old, row in updates:
-            driver._pending.add((driver.next_seq(), *row[1:]))
+        if foreign:
+            self.hwm = max(self.hwm, foreign[-1][0])
+            driver._saw_seq(self.hwm)
+        rows = sorted([*inserts, *(row for _, row in updates)], key=_seq)
+        self.requeue([(None, (driver.next_seq(), *row[1:])) for row in rows])
+
+    def settle(self) -> None:
+        """The flusher, with nothing queued: give back a lease whose state is unknown,
+        or rebuild a stale cache (taking the lease for it)."""
+        if self.stale:
+            self.acquire()
+        self.drop()
 
     def _deliver(self, rows: list[Row]) -> None:
         """Hand rows after the high-water mark to the Store (under the lock)."""
@@ -303,8 +340,10 @@ class Sharing:
         if not fresh:
             return
         driver = self.driver
-        if not self.held and driver.pending:
-            return  # a failed commit left rows queued: acquire() sorts them out first
+        if self.stale or (not self.held and driver.pending):
+            # a failed commit left rows queued, or renumbering them was cut short:
+            # acquire() sorts them out first
+            return
         target = self._target() if self._target is not None else None
         if target is not None:
             target._take_rows(fresh)  # advances hwm row by row

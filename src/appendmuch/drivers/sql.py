@@ -818,7 +818,7 @@ def _flusher_loop(
                         if driver.pending:
                             driver._flush_locked()
                         else:
-                            driver.sharing.drop()
+                            driver.sharing.settle()
             failed_at = driver._failed_at
             oldest = driver._pending.oldest_time()
             due = driver._inflight() or (
