@@ -619,6 +619,13 @@ class Store:
                         block.working[field] = Working(working, raw, seq)
                     else:
                         block.working.pop(field, None)
+        except KeyboardInterrupt:
+            if self._sharing is not None:
+                # Cut short between changing the cache and queueing the row (or
+                # after): the cache may hold an entry that is never written, under a
+                # seq another process then takes.  The next write reloads it.
+                self._sharing.stale = True
+            raise
         finally:
             self._release()
         if appended is not None:

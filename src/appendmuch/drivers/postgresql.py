@@ -484,12 +484,10 @@ class PostgreSQL(SQLDriver):
         self._pipe = None
         self._pending.release()
         self._uncertain = True
-        conn = self._writer
+        conn, self._writer = self._writer, None
         if conn is not None:
             _ending(conn)
             conn.close()  # also releases the advisory lock
-        # cleared only once closed: cut short before, the next failure closes it
-        self._writer = None
         pool, self._pool = self._pool, None
         if pool is not None:
             # Its workers may be busy reconnecting: let them stop in the background.
