@@ -132,8 +132,8 @@ class Sharing:
             try:
                 token = self.driver._lease_wait()
                 if token is not None:
-                    self._granted_at = time.monotonic()
                     self.granted = token
+                    self._granted_at = time.monotonic()
             except BaseException:
                 # (interrupted just after the lock was granted: never keep it unknowingly)
                 if self.granted is None:
@@ -214,9 +214,14 @@ class Sharing:
     def drop(self) -> None:
         """Give the lease back without writing."""
         if self.held or self.granted is not None:
+            token = self.granted
             self.held = False
             self.granted = None
-            self.driver._lease_drop()
+            try:
+                self.driver._lease_drop()
+            finally:
+                if token is not None:
+                    self.driver._lease_forget(token)
 
     def lost(self) -> None:
         """The connection holding the lease is gone (the server released it)."""
