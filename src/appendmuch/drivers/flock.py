@@ -14,22 +14,47 @@ import fcntl
 import threading
 from typing import IO
 
-__all__ = ["lock_exclusive"]
+__all__ = ["Waits", "lock_exclusive"]
 
 
-def lock_exclusive(current: IO[bytes], timeout: float) -> IO[bytes]:
+class Waits:
+    """The lock waits under way on behalf of one owner, which can cancel them all."""
+
+    def __init__(self) -> None:
+        self._waiters: set[_Waiter] = set()
+        self._guard = threading.Lock()
+
+    def cancel(self) -> None:
+        """Make every wait under way raise :class:`InterruptedError` now."""
+        with self._guard:
+            waiters = list(self._waiters)
+        for waiter in waiters:
+            waiter.cancel()
+
+
+def lock_exclusive(current: IO[bytes], timeout: float, waits: Waits | None = None) -> IO[bytes]:
     """An open file of ``current``'s path that holds an exclusive ``flock`` on it.
 
     ``current`` itself when the lock is free; otherwise a new file object, once the
     holder lets go (the caller adopts it and closes ``current``).  Raises
-    :class:`TimeoutError` after ``timeout`` seconds; on any failure nothing is held.
+    :class:`TimeoutError` after ``timeout`` seconds, :class:`InterruptedError` when
+    ``waits`` is cancelled; on any failure nothing is held.
     """
     try:
         fcntl.flock(current.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
         return current
     except BlockingIOError:
         pass
-    return _Waiter(current.name).wait(timeout)
+    waiter = _Waiter(current.name)
+    if waits is None:
+        return waiter.wait(timeout)
+    with waits._guard:
+        waits._waiters.add(waiter)
+    try:
+        return waiter.wait(timeout)
+    finally:
+        with waits._guard:
+            waits._waiters.discard(waiter)
 
 
 class _Waiter:
@@ -40,6 +65,9 @@ class _Waiter:
         self.guard = threading.Lock()
         self.done = threading.Event()
         self.abandoned = False
+        self.cancelled = False
+        #: set when the lock is granted (or the wait failed), or on cancel()
+        self.wake = threading.Event()
         self.error: OSError | None = None
         threading.Thread(target=self._run, name="appendmuch-lease-wait", daemon=True).start()
 
@@ -52,12 +80,19 @@ class _Waiter:
             if self.abandoned or self.error is not None:
                 self.file.close()  # (releases the lock, if it was granted)
             self.done.set()
+        self.wake.set()
+
+    def cancel(self) -> None:
+        self.cancelled = True
+        self.wake.set()
 
     def wait(self, timeout: float) -> IO[bytes]:
         granted = False
         try:
-            self.done.wait(timeout)
+            self.wake.wait(timeout)
             with self.guard:
+                if self.cancelled:
+                    raise InterruptedError("the wait was cancelled")
                 if not self.done.is_set():
                     self.abandoned = True
                     raise TimeoutError(f"not granted within {timeout} s")

@@ -212,6 +212,8 @@ class PostgreSQL(SQLDriver):
         self._identity: dict[str, Any] | None = None
         #: shared mode: the session lock that serialises commits (noted on connecting)
         self._lease_key: int | None = None
+        #: shared mode: the writer session while a write waits there for the lease
+        self._lease_waiting: Any = None
         #: shared mode: the NOTIFY channel of the table
         self._channel = f"appendmuch_{zlib.crc32(f'appendmuch:{self.table}'.encode()):08x}"
         self._listener: Any = None
@@ -695,6 +697,7 @@ class PostgreSQL(SQLDriver):
         conn = self._writer
         if conn is None or conn.closed or self._pipe is not None or not self._connected:
             return None  # (re)connecting, or batches in flight: _lease_take sorts it out
+        self._lease_waiting = conn
         try:
             # the server grants waiting sessions in turn; it releases the lock if this
             # session ends
@@ -702,7 +705,9 @@ class PostgreSQL(SQLDriver):
         except self._psycopg.errors.LockNotAvailable:
             raise self._lease_timed_out() from None
         except self._library_errors:
-            return None  # closed or broken meanwhile: _lease_take reconnects or refuses
+            return None  # closed or cancelled meanwhile: _lease_take reconnects or refuses
+        finally:
+            self._lease_waiting = None
         token: object = conn
         return token
 
@@ -732,6 +737,14 @@ class PostgreSQL(SQLDriver):
         except self._psycopg.errors.LockNotAvailable:
             raise self._lease_timed_out() from None
         return [tuple(row) for row in cur.fetchall()]
+
+    def _lease_cancel_waits(self) -> None:
+        conn = self._lease_waiting
+        if conn is not None:
+            with contextlib.suppress(*self._library_errors):
+                # (the waiting statement fails; the session stays)
+                cancel = getattr(conn, "cancel_safe", None) or conn.cancel  # (psycopg 3.1)
+                cancel()
 
     def _lease_timed_out(self) -> LockedError:
         return LockedError(

@@ -49,6 +49,8 @@ _RETRY_AFTER = 0.5
 _IDLE = 0.002
 #: the follower checks this often whether it was stopped while waiting for a lock
 _WAIT_STEP = 0.05
+#: close() waits at most this long for the follower thread to end
+_STOP_WAIT = 30.0
 
 
 def _seq(row: Row) -> int:
@@ -134,6 +136,10 @@ class Sharing:
                 if token is not None:
                     self.granted = token
                     self._granted_at = time.monotonic()
+                    if not self.driver._connected:
+                        # closed meanwhile: its close() may have dropped the lease
+                        # before this grant, which nobody would give back then
+                        self.drop()
             except BaseException:
                 # (interrupted just after the lock was granted: never keep it unknowingly)
                 if self.granted is None:
@@ -385,7 +391,9 @@ class Sharing:
         self._stop.set()
         thread, self._thread = self._thread, None
         if thread is not None and thread is not threading.current_thread():
-            thread.join()
+            # It notices the stop within a poll or a query; one that hangs on a dead
+            # connection holds only a weak reference and ends with it.
+            thread.join(_STOP_WAIT)
 
     def _follow_once(self, stop: threading.Event) -> None:
         driver = self.driver

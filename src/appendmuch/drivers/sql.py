@@ -285,6 +285,9 @@ class SQLDriver(DBDriver):
         """Give the write lease back without writing."""
         raise NotImplementedError
 
+    def _lease_cancel_waits(self) -> None:
+        """close(): make the lease waits under way (other threads' writes) give up."""
+
     def _lease_forget(self, token: object) -> None:
         """A lock granted by :meth:`_lease_wait` that no write took up: release it if
         :meth:`_lease_drop` does not (it is held by something other than the lease's
@@ -481,6 +484,7 @@ class SQLDriver(DBDriver):
         sharing = self.sharing
         if sharing is not None:
             sharing.stop()
+            self._lease_cancel_waits()
         with self._lock:
             try:
                 if self.pending:
@@ -488,12 +492,14 @@ class SQLDriver(DBDriver):
                 elif self._connected and not self.read_only and self._refusal is None:
                     self._check_still_ours()
             finally:
+                # (before the lease is dropped: a lease wait granted after this point
+                # sees it and gives the lease back itself, see Sharing.await_lease)
+                self._connected = False
                 if sharing is not None:
                     with contextlib.suppress(*self._errors(), DatabaseError):
                         sharing.drop()
                     sharing.lost()
                 self._holding = False
-                self._connected = False
                 self._disconnect()  # idempotent: also completes one cut short
                 # used again, the driver reconnects and restarts its flusher first
                 self.append = self._append_after_close  # type: ignore[method-assign]

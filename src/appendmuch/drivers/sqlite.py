@@ -22,7 +22,7 @@ from ..errors import (
     WriteError,
 )
 from .base import Row
-from .flock import lock_exclusive
+from .flock import Waits, lock_exclusive
 from .layout import ROW_COLUMNS, TableNames, index_name
 from .sql import BATCH_BYTES, RETRY_INTERVAL, SQLDriver
 
@@ -192,6 +192,8 @@ class Sqlite3(SQLDriver):
         self._conn: sqlite3.Connection | None = None
         self._lockfile: IO[bytes] | None = None
         self._leasefile: IO[bytes] | None = None
+        #: shared mode: waits for the write lease under way (close() cancels them)
+        self._lease_waits = Waits()
         self._follower: sqlite3.Connection | None = None
         self._data_version: int | None = None
         #: the database file's identity, noted when it is opened
@@ -605,7 +607,11 @@ class Sqlite3(SQLDriver):
         """A file holding the lease's lock: ``leasefile`` or, after a wait, a new one."""
         try:
             # the kernel releases it if the holder dies
-            return lock_exclusive(leasefile, self.lease_timeout)
+            return lock_exclusive(leasefile, self.lease_timeout, self._lease_waits)
+        except InterruptedError:
+            raise ClosedError(
+                f"{self._where()} was closed while a write waited for its lease"
+            ) from None
         except TimeoutError:
             raise LockedError(
                 f"could not take the write lease of {self._where()} within "
@@ -636,6 +642,9 @@ class Sqlite3(SQLDriver):
         except BaseException:
             self._lease_drop()
             raise
+
+    def _lease_cancel_waits(self) -> None:
+        self._lease_waits.cancel()
 
     def _lease_forget(self, token: object) -> None:
         current: object = self._leasefile
