@@ -53,7 +53,7 @@ def interrupt_at(k: int) -> Callable[[FrameType, str, Any], Any]:
     seen = [0]
 
     def local(frame: FrameType, event: str, arg: Any) -> Any:
-        if event == "line" and not at_with_exit(frame):
+        if event == "line" and not not_interruptible(frame):
             seen[0] += 1
             if seen[0] == k:
                 raise KeyboardInterrupt(f"injected at line {k}")
@@ -67,23 +67,29 @@ def interrupt_at(k: int) -> Callable[[FrameType, str, Any], Any]:
     return calls
 
 
-#: code object -> offsets of the instructions that begin a ``with`` statement's exit
-_WITH_EXITS: dict[CodeType, frozenset[int]] = {}
+#: code object -> offsets of the line starts no real interrupt can land on
+_NOT_INTERRUPTIBLE: dict[CodeType, frozenset[int]] = {}
 
 
-def at_with_exit(frame: FrameType) -> bool:
-    """Whether the line event is a ``with`` block's normal exit (the ``with`` line again).
+def not_interruptible(frame: FrameType) -> bool:
+    """Whether a line event comes where a trace function can raise but a real Ctrl-C
+    cannot, so that it is no interrupt point:
 
-    A trace function may raise there, before ``__exit__`` runs, and so leave a lock
-    held; a real Ctrl-C cannot: the exit loads three Nones and calls ``__exit__``
-    (for a lock, C code that releases it) without checking for signals in between.
-    Those line events are not interrupt points."""
+    - a ``with`` block's normal exit (the ``with`` line again): the exit loads three
+      Nones and calls ``__exit__`` (for a lock, C code that releases it) without
+      checking for signals in between, but a trace function raising before it leaves
+      the lock held;
+    - a ``NOP`` (the ``try:`` line): it cannot raise, so the compiler leaves it out of
+      the exception handlers' ranges, and a trace function raising there skips the
+      enclosing ``with`` block's exit (again leaving a lock held)."""
     code = frame.f_code
-    exits = _WITH_EXITS.get(code)
-    if exits is None:
+    skipped = _NOT_INTERRUPTIBLE.get(code)
+    if skipped is None:
         ops = [(ins.offset, ins.opname, ins.argval) for ins in dis.get_instructions(code)]
         found = set()
-        for i in range(len(ops) - 3):
+        for i in range(len(ops)):
+            if ops[i][1] == "NOP":
+                found.add(ops[i][0])
             # (``return`` inside the block first swaps the value under the exit)
             start = i + 1 if ops[i][1] == "SWAP" else i
             window = ops[start : start + 5]
@@ -91,8 +97,8 @@ def at_with_exit(frame: FrameType) -> bool:
                 op == "CALL" for _, op, _ in window[3:]
             ):
                 found.add(ops[i][0])
-        exits = _WITH_EXITS[code] = frozenset(found)
-    return frame.f_lasti in exits
+        skipped = _NOT_INTERRUPTIBLE[code] = frozenset(found)
+    return frame.f_lasti in skipped
 
 
 class Ledger:

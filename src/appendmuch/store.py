@@ -143,7 +143,8 @@ class Store:
         #: reads that walk more than one entry; never around latest-value reads
         #: shared mode: the driver's write lease and follower (None: single writer)
         self._sharing = driver.sharing
-        #: shared mode, outside a leased write: _write must take the lease first
+        #: shared mode (a writer): _write must take the lease first, unless its caller
+        #: holds it (``leased``)
         self._unleased = False
         # (shared mode: taken before the driver's lock, also by the follower thread)
         self._mutex = threading.RLock()
@@ -510,6 +511,7 @@ class Store:
         context: str = "",
         working: Any = None,
         appended: _Appended | None = None,
+        leased: bool = False,
     ) -> int:
         """The write path: append one entry to the log tree, the driver, the read dicts
         and working copies, and call ``on_change``.  Returns the new seq.
@@ -554,7 +556,7 @@ class Store:
         driver = self.driver
         if raw is not None and len(raw) > driver.max_value_bytes:
             raise _too_large(dbns, field, len(raw), driver)
-        if self._unleased:
+        if self._unleased and not leased:  # (leased: _write_shared holds the lease)
             return self._write_shared(
                 namespace, dbns, field, value, data, raw, context, working, appended
             )
@@ -690,27 +692,35 @@ class Store:
         sharing = self._sharing
         assert sharing is not None
         if self._refuse_writes:  # closed or read-only: refused without the lease
-            return self._write(namespace, dbns, field, value, data, raw, context, working, appended)
-        with self._mutex, sharing.lock:  # (this order everywhere)
-            sharing.acquire()
-            try:
-                if data is GONE:  # another process may have deleted it meanwhile
-                    node = self._by_dbns.get(dbns)
-                    log = node.get(field) if node is not None else None
-                    if type(log) is not FieldLog or log.latest is GONE:
-                        raise FieldNotFoundError(
-                            f"{_show_ns(dbns)} has no field {field!r} to delete (another "
-                            "process deleted it)"
-                        )
-                self._unleased = False
-                try:
+            return self._write(
+                namespace, dbns, field, value, data, raw, context, working, appended, True
+            )
+        attempt = 0
+        while True:
+            attempt += 1
+            sharing.await_lease()  # (outside the locks: others' rows arrive meanwhile)
+            with self._mutex, sharing.lock:  # (this order everywhere)
+                if self._refuse_writes:  # closed while this thread waited
                     return self._write(
-                        namespace, dbns, field, value, data, raw, context, working, appended
+                        namespace, dbns, field, value, data, raw, context, working, appended, True
+                    )
+                if not sharing.ready() and attempt < 3:
+                    continue  # given back while this thread waited for the locks
+                sharing.acquire()
+                try:
+                    if data is GONE:  # another process may have deleted it meanwhile
+                        node = self._by_dbns.get(dbns)
+                        log = node.get(field) if node is not None else None
+                        if type(log) is not FieldLog or log.latest is GONE:
+                            raise FieldNotFoundError(
+                                f"{_show_ns(dbns)} has no field {field!r} to delete "
+                                "(another process deleted it)"
+                            )
+                    return self._write(
+                        namespace, dbns, field, value, data, raw, context, working, appended, True
                     )
                 finally:
-                    self._unleased = True
-            finally:
-                sharing.release_idle(linger=True)
+                    sharing.release_idle(linger=True)
 
     def _take_rows(self, rows: list[Row]) -> None:
         """Append rows committed by other processes (seq order) to the cache, then call
@@ -756,9 +766,10 @@ class Store:
         queue = [(None, row) for row in inserts] + [(old, row) for old, row in updates]
         queue.sort(key=lambda item: item[1][0])
         renumbered: list[tuple[int | None, Row]] = []
-        for old, (_, dbns, field, raw, created_at, context) in queue:
+        for replaced, (_, dbns, field, raw, created_at, context) in queue:
             row = (driver.next_seq(), dbns, field, raw, created_at, context)
-            if old is not None:
+            old = None
+            if replaced is not None:
                 node = self._by_dbns.get(dbns)
                 log = node.get(field) if node is not None else None
                 old = log.latest_seq if type(log) is FieldLog else None
@@ -981,16 +992,20 @@ class Store:
                     return self._write_block(namespace, dbns, context, block)
                 sharing.acquire()
                 self._check_conflicts(dbns, block)
-                self._unleased = False
                 try:
-                    return self._write_block(namespace, dbns, context, block)
+                    return self._write_block(namespace, dbns, context, block, leased=True)
                 finally:
-                    self._unleased = True
                     sharing.release_idle()
         return self._write_block(namespace, dbns, context, block)
 
     def _write_block(
-        self, namespace: tuple[str, ...], dbns: str, context: str, block: Block
+        self,
+        namespace: tuple[str, ...],
+        dbns: str,
+        context: str,
+        block: Block,
+        *,
+        leased: bool = False,
     ) -> None:
         codec = self.codec
         node = self._by_dbns.get(dbns) or {}
@@ -1036,6 +1051,7 @@ class Store:
                     context,
                     working.obj if encoded.mutable else None,
                     appended,
+                    leased,
                 )
         self._finish(appended.entries, appended.due)
 

@@ -126,7 +126,11 @@ class Pending:
         nothing in flight).  One statement: an interrupt leaves the queue either as it
         was or as it becomes, never without rows it held."""
         self.inserts, self.updates, self.held, self.held_updates, self.due_at = (
-            deque(rows), updates, 0, 0, self.size,
+            deque(rows),
+            updates,
+            0,
+            0,
+            self.size,
         )
 
     def snapshot(self) -> tuple[list[Row], list[tuple[int, Row]]]:

@@ -50,6 +50,8 @@ _RETRY_AFTER = 0.5
 _IDLE = 0.002
 #: the follower checks this often whether it was stopped while waiting for a lock
 _WAIT_STEP = 0.05
+#: close() waits at most this long for the follower thread to end
+_STOP_WAIT = 30.0
 
 
 def _seq(row: Row) -> int:
@@ -87,6 +89,12 @@ class Sharing:
         self.poll = poll
         #: this process holds the write lease
         self.held = False
+        #: the lease's lock was taken outside the driver's lock (:meth:`await_lease`)
+        #: and not caught up yet: the driver's token for it, else None
+        self.granted: object | None = None
+        self._granted_at = 0.0
+        #: one thread at a time waits for (or takes) the lease's lock
+        self._gate = threading.Lock()
         #: the lease may be held without ``held`` saying so (taking or giving it back
         #: was cut short, by Ctrl-C say): give it back before anything else
         self.unsure = False
@@ -115,6 +123,43 @@ class Sharing:
         """The Store (re)loaded the log up to ``seq``."""
         self.hwm = seq
 
+    def await_lease(self) -> None:
+        """Wait for the lease's lock *outside* the Store's and the driver's locks.
+
+        Meanwhile the follower thread keeps delivering other processes' commits, so the
+        catch-up that :meth:`acquire` does once the lock is granted is short: under
+        contention this moves most of the work of taking in others' rows out of the
+        time the lease is held.  Drivers that cannot wait this way leave it to
+        :meth:`acquire`.
+        """
+        if self.held or self.granted is not None or self.unsure:
+            return  # (unsure: acquire() gives it back before taking it again)
+        with self._gate:
+            if self.held or self.granted is not None or self.unsure:
+                return
+            token = None
+            try:
+                token = self.driver._lease_wait()
+                if token is not None:
+                    self.granted = token
+                    self._granted_at = time.monotonic()
+                    if not self.driver._connected:
+                        # closed meanwhile: its close() may have dropped the lease
+                        # before this grant, which nobody would give back then
+                        self.drop()
+            except BaseException:
+                # (interrupted just after the lock was granted: never keep it unknowingly)
+                if self.granted is None:
+                    with contextlib.suppress(Exception):
+                        self.driver._lease_drop()
+                        if token is not None:
+                            self.driver._lease_forget(token)  # (a file of its own)
+                raise
+
+    def ready(self) -> bool:
+        """The lease is held, or its lock was granted (:meth:`acquire` need not wait)."""
+        return self.held or self.granted is not None
+
     def acquire(self) -> None:
         """Hold the write lease, caught up with every commit before it (under the lock).
 
@@ -122,9 +167,14 @@ class Sharing:
         """
         if self.held:
             return
+        with self._gate:  # (its holder never waits for the driver's lock)
+            self._acquire()
+
+    def _acquire(self) -> None:
         if self.unsure:
             self.drop()  # (PostgreSQL's session lock would otherwise be taken twice)
         driver = self.driver
+        token = self.granted
         # Rows still queued (an earlier commit failed) may have been committed after
         # all: read from the first of them.
         queued = driver._pending
@@ -135,7 +185,8 @@ class Sharing:
         after = self.hwm if first is None else min(self.hwm, first - 1)
         self.unsure = True  # until held: an interrupt anywhere below leaves it to drop
         try:
-            rows = driver._lease_take(after)
+            self.granted = None
+            rows = driver._lease_take(after, token)
         except BaseException as exc:
             # Interrupted or failed, the lock may have been granted all the same: give
             # it back (PostgreSQL: by closing the session), never keep it unknowingly.
@@ -182,10 +233,16 @@ class Sharing:
 
     def drop(self) -> None:
         """Give the lease back without writing."""
-        if self.held or self.unsure:
+        if self.held or self.granted is not None or self.unsure:
+            token = self.granted
             self.unsure = True  # (cut short below, it is given back again later)
             self.held = False
-            self.driver._lease_drop()
+            try:
+                self.driver._lease_drop()
+            finally:
+                self.granted = None
+                if token is not None:
+                    self.driver._lease_forget(token)
             self.unsure = False
 
     def lost(self) -> None:
@@ -255,7 +312,10 @@ class Sharing:
         if self.unsure or self.stale:
             return True  # (see settle())
         if not self.held:
-            return False
+            # a lock granted outside the driver's lock that no write took up (the
+            # waiting thread was interrupted): give it back
+            granted = self.granted is not None
+            return granted and time.monotonic() - self._granted_at >= self.hold
         now = time.monotonic()
         return now - self._used >= self.idle or now - self._since >= self.hold
 
@@ -372,7 +432,9 @@ class Sharing:
         self._stop.set()
         thread, self._thread = self._thread, None
         if thread is not None and thread is not threading.current_thread():
-            thread.join()
+            # It notices the stop within a poll or a query; one that hangs on a dead
+            # connection holds only a weak reference and ends with it.
+            thread.join(_STOP_WAIT)
 
     def _follow_once(self, stop: threading.Event) -> None:
         driver = self.driver
