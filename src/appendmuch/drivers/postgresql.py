@@ -36,6 +36,10 @@ _COPY_TYPES = ["int8", "text", "text", "bytea", "float8", "text"]
 _FOLLOW_TIMEOUT = 0.1
 #: the follower gathers notifications arriving this soon after one into one read
 _COALESCE = 0.003
+#: the payload a writer about to wait for the lease sends on the table's channel
+_WANTED = "want"
+#: that notification: a transaction of its own, so it is delivered before the wait
+_WANT = f"SELECT pg_notify(%s, '{_WANTED}')"
 
 #: column -> accepted information_schema data types
 _EXPECTED = {
@@ -700,8 +704,10 @@ class PostgreSQL(SQLDriver):
         self._lease_waiting = conn
         try:
             # the server grants waiting sessions in turn; it releases the lock if this
-            # session ends
-            conn.execute("SELECT pg_advisory_lock(%s)", (self._lease_key,))
+            # session ends.  Saying so first tells a holder to give it back soon.
+            with conn.pipeline():
+                conn.execute(_WANT, (self._channel,))
+                conn.execute("SELECT pg_advisory_lock(%s)", (self._lease_key,))
         except self._psycopg.errors.LockNotAvailable:
             raise self._lease_timed_out() from None
         except self._library_errors:
@@ -729,6 +735,7 @@ class PostgreSQL(SQLDriver):
         # after it sees every commit made under the lock before.
         try:
             with conn.pipeline():
+                conn.execute(_WANT, (self._channel,))
                 conn.execute("SELECT pg_advisory_lock(%s)", (self._lease_key,))
                 cur = conn.execute(
                     f"SELECT {ROW_COLUMNS} FROM {self._quoted} WHERE seq > %s ORDER BY seq",
@@ -737,6 +744,10 @@ class PostgreSQL(SQLDriver):
         except self._psycopg.errors.LockNotAvailable:
             raise self._lease_timed_out() from None
         return [tuple(row) for row in cur.fetchall()]
+
+    def _lease_wanted(self) -> bool | None:
+        sharing = self.sharing
+        return None if sharing is None else sharing.wanted
 
     def _lease_cancel_waits(self) -> None:
         conn = self._lease_waiting
@@ -850,13 +861,24 @@ class PostgreSQL(SQLDriver):
         heard = foreign = False
         for notify in conn.notifies(timeout=poll, stop_after=1):
             heard = True
-            foreign = foreign or notify.pid != own
+            foreign = self._heard(notify, own)
         if foreign:
             # A writer commits a batch after another: let a few more arrive, and read
             # them with one query instead of one query each.
-            for _ in conn.notifies(timeout=_COALESCE):
-                pass
+            for notify in conn.notifies(timeout=_COALESCE):
+                self._heard(notify, own)
         return foreign or not heard
+
+    def _heard(self, notify: Any, own: int | None) -> bool:
+        """Whether a notification announces another session's commit; one saying
+        that another writer waits for the lease is noted."""
+        if notify.pid == own:
+            return False
+        if notify.payload == _WANTED:
+            if self.sharing is not None:
+                self.sharing.wanted = True
+            return False
+        return True
 
     def _follow_rows_after(self, seq: int) -> list[Row]:
         return self._rows_after(self._follow_connection(), seq)

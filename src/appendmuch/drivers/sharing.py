@@ -51,6 +51,9 @@ _IDLE = 0.002
 _WAIT_STEP = 0.05
 #: close() waits at most this long for the follower thread to end
 _STOP_WAIT = 30.0
+#: a lease nobody is known to wait for is kept up to this long in a run of writes
+#: (where the driver tells who waits)
+_HOLD_UNWANTED = 0.5
 
 
 def _seq(row: Row) -> int:
@@ -88,6 +91,8 @@ class Sharing:
         self.poll = poll
         #: this process holds the write lease
         self.held = False
+        #: another process said it waits for the lease (PostgreSQL: a notification)
+        self.wanted = False
         #: the lease's lock was taken outside the driver's lock (:meth:`await_lease`)
         #: and not caught up yet: the driver's token for it, else None
         self.granted: object | None = None
@@ -223,6 +228,7 @@ class Sharing:
             token = self.granted
             self.held = False
             self.granted = None
+            self.wanted = False
             try:
                 self.driver._lease_drop()
             finally:
@@ -232,6 +238,7 @@ class Sharing:
     def lost(self) -> None:
         """The connection holding the lease is gone (the server released it)."""
         self.held = False
+        self.wanted = False
 
     def sync(self) -> None:
         """Bring the cache up to every commit made before this call."""
@@ -281,22 +288,32 @@ class Sharing:
                 driver._note_written(inserts, updates)
             if rows is None:
                 self.held = False
+                self.wanted = False
             elif rows:
                 self._deliver(rows)  # others' commits between ours and the lease taken again
             if last:
                 return
 
     def due(self) -> bool:
-        """Time to commit (or drop) the lease: held for ``hold`` seconds, or unused for
-        ``idle`` seconds.  A run of writes keeps it up to ``hold``; a lone write is
-        committed about ``idle`` seconds after it."""
+        """Time to commit (or drop) the lease: held for ``hold`` seconds (and, where the
+        driver can tell, wanted by another process), or unused for ``idle`` seconds.  A
+        run of writes keeps it up to ``hold``; a lone write is committed about ``idle``
+        seconds after it."""
         if not self.held:
             # a lock granted outside the driver's lock that no write took up (the
             # waiting thread was interrupted): give it back
             granted = self.granted is not None
             return granted and time.monotonic() - self._granted_at >= self.hold
         now = time.monotonic()
-        return now - self._used >= self.idle or now - self._since >= self.hold
+        if now - self._used >= self.idle:
+            return True
+        held = now - self._since
+        if held < self.hold:
+            return False
+        # A driver that hears who waits keeps the lease through a run of writes while
+        # nobody does (up to a bound, in case a notification went astray).
+        wanted = self.driver._lease_wanted()
+        return wanted is None or wanted or held >= _HOLD_UNWANTED
 
     # ------------------------------------------------------------------ catching up
 

@@ -285,6 +285,11 @@ class SQLDriver(DBDriver):
         """Give the write lease back without writing."""
         raise NotImplementedError
 
+    def _lease_wanted(self) -> bool | None:
+        """Whether another process waits for the lease this one holds (None: this
+        driver cannot tell)."""
+        return None
+
     def _lease_cancel_waits(self) -> None:
         """close(): make the lease waits under way (other threads' writes) give up."""
 
