@@ -20,11 +20,10 @@ from typing import Any
 
 import pytest
 
-from sharedlib import open_store, walk
-
 from appendmuch import Sqlite3, Store
-from appendmuch.errors import DatabaseError
 from appendmuch.drivers.layout import index_name
+from appendmuch.errors import DatabaseError
+from sharedlib import open_store, walk
 
 #: writer processes per round (plus one read-only process)
 WRITERS = 6
@@ -152,9 +151,7 @@ def _race(kind: str, base: dict[str, Any]) -> dict[tuple[int, int], list[Any]]:
     return outcomes
 
 
-def _check(
-    kind: str, base: dict[str, Any], outcomes: dict[tuple[int, int], list[Any]]
-) -> None:
+def _check(kind: str, base: dict[str, Any], outcomes: dict[tuple[int, int], list[Any]]) -> None:
     failures = [
         f"round {number}, process {index}: {outcome[1:]}"
         for (index, number), outcome in sorted(outcomes.items())
