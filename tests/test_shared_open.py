@@ -22,7 +22,7 @@ import pytest
 
 from appendmuch import Sqlite3, Store
 from appendmuch.drivers.layout import index_name
-from appendmuch.errors import DatabaseError
+from appendmuch.errors import DatabaseError, RecoveryPendingError
 from sharedlib import open_store, walk
 
 #: writer processes per round (plus one read-only process)
@@ -74,18 +74,26 @@ def _write_round(index: int, location: dict[str, Any], number: int) -> list[Any]
     return written
 
 
-def _read_round(location: dict[str, Any], number: int) -> list[Any]:
-    """The read-only open racing the writers: what it saw, or why there was nothing."""
+def _read_round(location: dict[str, Any], number: int, finished: Any) -> list[Any]:
+    """The read-only opens racing the writers (in shared mode, following them, every
+    third round): tried again while there is nothing to read yet and some writer of the
+    round has not finished; how often there was nothing, and what the first open that
+    succeeded saw."""
     kwargs = _round_kwargs(number)
-    del kwargs["shared"]
-    try:
-        store = open_store(location, read_only=True, **kwargs)
-    except DatabaseError as exc:
-        text = str(exc)
-        # the only sane failure: nothing to read yet (no file, or no table in it)
-        if "no SQLite database" in text or "there is no table" in text:
-            return ["absent"]
-        raise
+    kwargs["shared"] = number % 3 == 0
+    absent = 0
+    while True:
+        last = finished.value >= (number + 1) * WRITERS  # every writer is done
+        try:
+            store = open_store(location, read_only=True, **kwargs)
+        except DatabaseError as exc:
+            text = str(exc)
+            # the only sane failure: nothing to read yet (no file, or no table in it)
+            if not last and ("no SQLite database" in text or "there is no table" in text):
+                absent += 1
+                continue
+            raise
+        break
     try:
         seen = sorted(
             (namespace, field, value.data)
@@ -94,7 +102,7 @@ def _read_round(location: dict[str, Any], number: int) -> list[Any]:
         )
     finally:
         store.close()
-    return ["read", seen]
+    return ["read", absent, seen]
 
 
 def _child(
@@ -102,6 +110,7 @@ def _child(
     kind: str,
     base: dict[str, Any],
     barrier: Any,
+    finished: Any,
     results: Any,
 ) -> None:
     """A child process: every round, wait at the barrier, then open and write (or, as the
@@ -115,11 +124,14 @@ def _child(
         location = _location(kind, base, number)
         try:
             if index == WRITERS:
-                outcome = _read_round(location, number)
+                outcome = _read_round(location, number, finished)
             else:
                 outcome = ["wrote", _write_round(index, location, number)]
         except Exception as exc:  # reported, and the next round goes on
             outcome = ["error", f"{type(exc).__name__}: {exc}"]
+        if index < WRITERS:
+            with finished.get_lock():
+                finished.value += 1
         results.put((index, number, *outcome))
 
 
@@ -127,9 +139,10 @@ def _race(kind: str, base: dict[str, Any]) -> dict[tuple[int, int], list[Any]]:
     """Run every round with WRITERS + 1 spawned processes; outcome by (index, round)."""
     ctx = multiprocessing.get_context("spawn")
     barrier = ctx.Barrier(WRITERS + 1)
+    finished = ctx.Value("i", 0)  # writer rounds done, over all rounds
     results = ctx.Queue()
     procs = [
-        ctx.Process(target=_child, args=(index, kind, base, barrier, results))
+        ctx.Process(target=_child, args=(index, kind, base, barrier, finished, results))
         for index in range(WRITERS + 1)
     ]
     for proc in procs:
@@ -185,9 +198,9 @@ def _check(kind: str, base: dict[str, Any], outcomes: dict[tuple[int, int], list
             _check_indexes(store, number)
         finally:
             store.close()
-        reader = outcomes[WRITERS, number]
-        if reader[0] == "read":  # a consistent part of the log: nothing it did not hold
-            assert not set(map(_key, reader[1])) - set(map(_key, expected)), f"round {number}"
+        seen = outcomes[WRITERS, number][2]  # ["read", times there was nothing, seen]
+        # a consistent part of the log: nothing the log does not hold
+        assert not set(map(_key, seen)) - set(map(_key, expected)), f"round {number}"
 
 
 def _key(entry: Any) -> tuple[Any, ...]:
@@ -242,3 +255,30 @@ def test_postgresql_first_open_by_many_processes() -> None:
 
 if __name__ == "__main__":  # pragma: no cover
     pytest.main([__file__])
+
+
+class _RefusedAfterAnotherJoined(Sqlite3):
+    """A shared-mode driver whose open fails after connecting (as a pending recovery
+    file makes it fail), just after another shared writer joined the file it created."""
+
+    other: Store | None = None
+
+    def _refuse_if_recovery_pending(self) -> None:
+        self.other = Store(Sqlite3(self.database, shared=True))
+        raise RecoveryPendingError("refused for the test", recovery_files=[])
+
+
+def test_a_failed_shared_open_keeps_the_file_another_writer_uses(tmp_path: Path) -> None:
+    """A failed first open removes the file it created only in single-writer mode: in
+    shared mode another writer may already be writing to it."""
+    path = tmp_path / "new.sqlite3"
+    driver = _RefusedAfterAnotherJoined(path, shared=True)
+    with pytest.raises(RecoveryPendingError):
+        Store(driver)
+    other = driver.other
+    assert other is not None
+    other.storage("a").x = 1
+    other.close()
+    reader = Store(Sqlite3(path, read_only=True))
+    assert reader.storage("a").x == 1
+    reader.close()
