@@ -681,26 +681,32 @@ class Store:
         assert sharing is not None
         if self._refuse_writes:  # closed or read-only: refused without the lease
             return self._write(namespace, dbns, field, value, data, raw, context, working, appended)
-        with self._mutex, sharing.lock:  # (this order everywhere)
-            sharing.acquire()
-            try:
-                if data is GONE:  # another process may have deleted it meanwhile
-                    node = self._by_dbns.get(dbns)
-                    log = node.get(field) if node is not None else None
-                    if type(log) is not FieldLog or log.latest is GONE:
-                        raise FieldNotFoundError(
-                            f"{_show_ns(dbns)} has no field {field!r} to delete (another "
-                            "process deleted it)"
-                        )
-                self._unleased = False
+        attempt = 0
+        while True:
+            attempt += 1
+            sharing.await_lease()  # (outside the locks: others' rows arrive meanwhile)
+            with self._mutex, sharing.lock:  # (this order everywhere)
+                if not sharing.ready() and attempt < 3:
+                    continue  # given back while this thread waited for the locks
+                sharing.acquire()
                 try:
-                    return self._write(
-                        namespace, dbns, field, value, data, raw, context, working, appended
-                    )
+                    if data is GONE:  # another process may have deleted it meanwhile
+                        node = self._by_dbns.get(dbns)
+                        log = node.get(field) if node is not None else None
+                        if type(log) is not FieldLog or log.latest is GONE:
+                            raise FieldNotFoundError(
+                                f"{_show_ns(dbns)} has no field {field!r} to delete "
+                                "(another process deleted it)"
+                            )
+                    self._unleased = False
+                    try:
+                        return self._write(
+                            namespace, dbns, field, value, data, raw, context, working, appended
+                        )
+                    finally:
+                        self._unleased = True
                 finally:
-                    self._unleased = True
-            finally:
-                sharing.release_idle(linger=True)
+                    sharing.release_idle(linger=True)
 
     def _take_rows(self, rows: list[Row]) -> None:
         """Append rows committed by other processes (seq order) to the cache, then call

@@ -720,11 +720,31 @@ class PostgreSQL(SQLDriver):
 
     # ------------------------------------------------------------------ shared mode
 
-    def _lease_take(self, seq: int) -> list[Row]:
+    def _lease_wait(self) -> object | None:
+        conn = self._writer
+        if conn is None or conn.closed or self._pipe is not None or not self._connected:
+            return None  # (re)connecting, or batches in flight: _lease_take sorts it out
+        try:
+            # the server grants waiting sessions in turn; it releases the lock if this
+            # session ends
+            conn.execute("SELECT pg_advisory_lock(%s)", (self._lease_key,))
+        except self._library_errors:
+            return None  # closed or broken meanwhile: _lease_take reconnects or refuses
+        token: object = conn
+        return token
+
+    def _lease_take(self, seq: int, token: object | None = None) -> list[Row]:
         if not self._connected:
             self.ensure()
         self._leave_pipeline()
         conn = self._writer_connection()
+        if token is not None and token is conn:
+            return self._rows_after(conn, seq)  # the lock was granted outside the lock
+        if token is not None and not getattr(token, "closed", True):
+            # granted on a session this driver no longer writes with: end it, which
+            # gives the lock back
+            with contextlib.suppress(*self._library_errors):
+                token.close()  # type: ignore[attr-defined]
         # One round trip.  The session lock waits while another writer holds it; the
         # holder gives it back once its batches are committed, or the server does when
         # the holder's session ends (after the batches it had received).  The SELECT

@@ -86,6 +86,12 @@ class Sharing:
         self.poll = poll
         #: this process holds the write lease
         self.held = False
+        #: the lease's lock was taken outside the driver's lock (:meth:`await_lease`)
+        #: and not caught up yet: the driver's token for it, else None
+        self.granted: object | None = None
+        self._granted_at = 0.0
+        #: one thread at a time waits for (or takes) the lease's lock
+        self._gate = threading.Lock()
         self._since = 0.0
         self._used = 0.0
         #: largest seq known committed and present in the cache
@@ -108,6 +114,37 @@ class Sharing:
         """The Store (re)loaded the log up to ``seq``."""
         self.hwm = seq
 
+    def await_lease(self) -> None:
+        """Wait for the lease's lock *outside* the Store's and the driver's locks.
+
+        Meanwhile the follower thread keeps delivering other processes' commits, so the
+        catch-up that :meth:`acquire` does once the lock is granted is short: under
+        contention this moves most of the work of taking in others' rows out of the
+        time the lease is held.  Drivers that cannot wait this way leave it to
+        :meth:`acquire`.
+        """
+        if self.held or self.granted is not None:
+            return
+        with self._gate:
+            if self.held or self.granted is not None:
+                return
+            token = None
+            try:
+                token = self.driver._lease_wait()
+                if token is not None:
+                    self._granted_at = time.monotonic()
+                    self.granted = token
+            except BaseException:
+                # (interrupted just after the lock was granted: never keep it unknowingly)
+                if self.granted is None:
+                    with contextlib.suppress(Exception):
+                        self.driver._lease_drop()
+                raise
+
+    def ready(self) -> bool:
+        """The lease is held, or its lock was granted (:meth:`acquire` need not wait)."""
+        return self.held or self.granted is not None
+
     def acquire(self) -> None:
         """Hold the write lease, caught up with every commit before it (under the lock).
 
@@ -115,7 +152,12 @@ class Sharing:
         """
         if self.held:
             return
+        with self._gate:  # (its holder never waits for the driver's lock)
+            self._acquire()
+
+    def _acquire(self) -> None:
         driver = self.driver
+        token = self.granted
         # Rows still queued (an earlier commit failed) may have been committed after
         # all: read from the first of them.
         queued = driver._pending
@@ -125,7 +167,8 @@ class Sharing:
         )
         after = self.hwm if first is None else min(self.hwm, first - 1)
         try:
-            rows = driver._lease_take(after)
+            self.granted = None
+            rows = driver._lease_take(after, token)
         except BaseException as exc:
             # Interrupted or failed, the lock may have been granted all the same: give
             # it back (PostgreSQL: by closing the session), never keep it unknowingly.
@@ -170,8 +213,9 @@ class Sharing:
 
     def drop(self) -> None:
         """Give the lease back without writing."""
-        if self.held:
+        if self.held or self.granted is not None:
             self.held = False
+            self.granted = None
             self.driver._lease_drop()
 
     def lost(self) -> None:
@@ -236,7 +280,10 @@ class Sharing:
         ``idle`` seconds.  A run of writes keeps it up to ``hold``; a lone write is
         committed about ``idle`` seconds after it."""
         if not self.held:
-            return False
+            # a lock granted outside the driver's lock that no write took up (the
+            # waiting thread was interrupted): give it back
+            granted = self.granted is not None
+            return granted and time.monotonic() - self._granted_at >= self.hold
         now = time.monotonic()
         return now - self._used >= self.idle or now - self._since >= self.hold
 

@@ -263,9 +263,17 @@ class SQLDriver(DBDriver):
 
     # ------------------------------------------------------------------ shared mode
 
-    def _lease_take(self, seq: int) -> list[Row]:
+    def _lease_wait(self) -> object | None:
+        """Outside the driver's lock: block until this process holds the lease's lock
+        and return a token for it, or return None at once when this driver takes it
+        only under the driver's lock (in :meth:`_lease_take`)."""
+        return None
+
+    def _lease_take(self, seq: int, token: object | None = None) -> list[Row]:
         """Block until this process holds the table's write lease; return the rows
-        committed with a seq above ``seq``, in seq order.  On failure nothing is held."""
+        committed with a seq above ``seq``, in seq order.  ``token``: from
+        :meth:`_lease_wait` (the lock is held already, if the token is still valid).
+        On failure nothing is held."""
         raise NotImplementedError
 
     def _lease_drop(self) -> None:
@@ -824,6 +832,10 @@ def _flusher_loop(
             due = driver._inflight() or (
                 oldest is not None and time.time() - oldest >= interval / 2
             )
+            if driver.sharing is not None and driver.sharing.held:
+                # rows under a lease are committed on the lease's own timing (due()
+                # above): a commit here would give the lease back at every tick
+                due = False
             if due and (failed_at is None or time.monotonic() - failed_at >= retry):
                 with driver._lock:
                     if not stop.is_set():

@@ -12,6 +12,7 @@ from typing import IO, Any
 from urllib.parse import quote
 
 from ..errors import (
+    ClosedError,
     DatabaseError,
     DecodeError,
     DumpFormatError,
@@ -588,11 +589,32 @@ class Sqlite3(SQLDriver):
 
     # ------------------------------------------------------------------ shared mode
 
-    def _lease_take(self, seq: int) -> list[Row]:
+    def _lease_wait(self) -> object | None:
+        leasefile = self._leasefile
+        if leasefile is None:
+            return None  # not connected: _lease_take connects first
+        try:
+            # a descriptor of our own, so that a close() meanwhile cannot pull the file
+            # from under the wait; the lock belongs to the open file description, which
+            # the lease file keeps (or, closed meanwhile, lets go with this descriptor)
+            fd = os.dup(leasefile.fileno())
+        except (OSError, ValueError):
+            return None
+        try:
+            # blocks until the holder commits; the kernel releases it if the holder dies
+            fcntl.flock(fd, fcntl.LOCK_EX)
+        finally:
+            os.close(fd)
+        return leasefile
+
+    def _lease_take(self, seq: int, token: object | None = None) -> list[Row]:
         conn = self.connection  # connects (and takes the mode lock) if needed
-        assert self._leasefile is not None
-        # blocks until the holder commits; the kernel releases it if the holder dies
-        fcntl.flock(self._leasefile.fileno(), fcntl.LOCK_EX)
+        leasefile = self._leasefile
+        if leasefile is None:
+            raise ClosedError(f"{self._where()} was closed")
+        if token is not leasefile:
+            # blocks until the holder commits; the kernel releases it if the holder dies
+            fcntl.flock(leasefile.fileno(), fcntl.LOCK_EX)
         try:
             return self._rows_after(conn, seq)
         except BaseException:
