@@ -143,7 +143,8 @@ class Store:
         #: reads that walk more than one entry; never around latest-value reads
         #: shared mode: the driver's write lease and follower (None: single writer)
         self._sharing = driver.sharing
-        #: shared mode, outside a leased write: _write must take the lease first
+        #: shared mode (a writer): _write must take the lease first, unless its caller
+        #: holds it (``leased``)
         self._unleased = False
         # (shared mode: taken before the driver's lock, also by the follower thread)
         self._mutex = threading.RLock()
@@ -507,6 +508,7 @@ class Store:
         context: str = "",
         working: Any = None,
         appended: _Appended | None = None,
+        leased: bool = False,
     ) -> int:
         """The write path: append one entry to the log tree, the driver, the read dicts
         and working copies, and call ``on_change``.  Returns the new seq.
@@ -551,7 +553,7 @@ class Store:
         driver = self.driver
         if raw is not None and len(raw) > driver.max_value_bytes:
             raise _too_large(dbns, field, len(raw), driver)
-        if self._unleased:
+        if self._unleased and not leased:  # (leased: _write_shared holds the lease)
             return self._write_shared(
                 namespace, dbns, field, value, data, raw, context, working, appended
             )
@@ -680,12 +682,18 @@ class Store:
         sharing = self._sharing
         assert sharing is not None
         if self._refuse_writes:  # closed or read-only: refused without the lease
-            return self._write(namespace, dbns, field, value, data, raw, context, working, appended)
+            return self._write(
+                namespace, dbns, field, value, data, raw, context, working, appended, True
+            )
         attempt = 0
         while True:
             attempt += 1
             sharing.await_lease()  # (outside the locks: others' rows arrive meanwhile)
             with self._mutex, sharing.lock:  # (this order everywhere)
+                if self._refuse_writes:  # closed while this thread waited
+                    return self._write(
+                        namespace, dbns, field, value, data, raw, context, working, appended, True
+                    )
                 if not sharing.ready() and attempt < 3:
                     continue  # given back while this thread waited for the locks
                 sharing.acquire()
@@ -698,13 +706,9 @@ class Store:
                                 f"{_show_ns(dbns)} has no field {field!r} to delete "
                                 "(another process deleted it)"
                             )
-                    self._unleased = False
-                    try:
-                        return self._write(
-                            namespace, dbns, field, value, data, raw, context, working, appended
-                        )
-                    finally:
-                        self._unleased = True
+                    return self._write(
+                        namespace, dbns, field, value, data, raw, context, working, appended, True
+                    )
                 finally:
                     sharing.release_idle(linger=True)
 
@@ -967,16 +971,20 @@ class Store:
                     return self._write_block(namespace, dbns, context, block)
                 sharing.acquire()
                 self._check_conflicts(dbns, block)
-                self._unleased = False
                 try:
-                    return self._write_block(namespace, dbns, context, block)
+                    return self._write_block(namespace, dbns, context, block, leased=True)
                 finally:
-                    self._unleased = True
                     sharing.release_idle()
         return self._write_block(namespace, dbns, context, block)
 
     def _write_block(
-        self, namespace: tuple[str, ...], dbns: str, context: str, block: Block
+        self,
+        namespace: tuple[str, ...],
+        dbns: str,
+        context: str,
+        block: Block,
+        *,
+        leased: bool = False,
     ) -> None:
         codec = self.codec
         node = self._by_dbns.get(dbns) or {}
@@ -1022,6 +1030,7 @@ class Store:
                     context,
                     working.obj if encoded.mutable else None,
                     appended,
+                    leased,
                 )
         self._finish(appended.entries, appended.due)
 

@@ -111,6 +111,9 @@ class PostgreSQL(SQLDriver):
         ``NOTIFY``.  Every writer of the table must use it: a shared open of a table a
         single writer has open (or the reverse) raises
         :class:`~appendmuch.errors.LockedError`.
+    :param lease_timeout: shared mode: seconds a write waits for the write lease
+        (another writer's batch) before it raises :class:`~appendmuch.errors.LockedError`
+        and writes nothing (default 10).
     :param connect_timeout: seconds to wait for the server when connecting (default:
         ``connect_timeout`` of ``conninfo`` if it has one, else 5).  Rounded up to whole
         seconds, at least 2 (libpq's rule).  An unreachable server fails the open with
@@ -147,6 +150,7 @@ class PostgreSQL(SQLDriver):
         batch_bytes: int = BATCH_BYTES,
         retry_interval: float = RETRY_INTERVAL,
         shared: bool = False,
+        lease_timeout: float = 10.0,
         connect_timeout: float | None = None,
         **pool_kwargs: Any,
     ) -> None:
@@ -168,6 +172,7 @@ class PostgreSQL(SQLDriver):
             batch_bytes=batch_bytes,
             retry_interval=retry_interval,
             shared=shared,
+            lease_timeout=lease_timeout,
             follow_interval=_FOLLOW_TIMEOUT,
         )
         self._psycopg = psycopg
@@ -218,6 +223,8 @@ class PostgreSQL(SQLDriver):
         self._lease_key: int | None = None
         #: the two-key advisory lock that serialises creating the table and its indexes
         self._create_key: tuple[int, int] | None = None
+        #: shared mode: the writer session while a write waits there for the lease
+        self._lease_waiting: Any = None
         #: shared mode: the NOTIFY channel of the table
         self._channel = f"appendmuch_{zlib.crc32(f'appendmuch:{self.table}'.encode()):08x}"
         self._listener: Any = None
@@ -412,6 +419,12 @@ class PostgreSQL(SQLDriver):
             conn = self._direct_connection()
             try:
                 self._take_writer_lock(conn)
+                if self.sharing is not None:
+                    # bounds the wait for the write lease (pg_advisory_lock)
+                    conn.execute(
+                        "SELECT set_config('lock_timeout', %s, false)",
+                        (f"{max(1, round(self.lease_timeout * 1000))}ms",),
+                    )
             except BaseException:
                 conn.close()
                 raise
@@ -724,12 +737,17 @@ class PostgreSQL(SQLDriver):
         conn = self._writer
         if conn is None or conn.closed or self._pipe is not None or not self._connected:
             return None  # (re)connecting, or batches in flight: _lease_take sorts it out
+        self._lease_waiting = conn
         try:
             # the server grants waiting sessions in turn; it releases the lock if this
             # session ends
             conn.execute("SELECT pg_advisory_lock(%s)", (self._lease_key,))
+        except self._psycopg.errors.LockNotAvailable:
+            raise self._lease_timed_out() from None
         except self._library_errors:
-            return None  # closed or broken meanwhile: _lease_take reconnects or refuses
+            return None  # closed or cancelled meanwhile: _lease_take reconnects or refuses
+        finally:
+            self._lease_waiting = None
         token: object = conn
         return token
 
@@ -749,13 +767,36 @@ class PostgreSQL(SQLDriver):
         # holder gives it back once its batches are committed, or the server does when
         # the holder's session ends (after the batches it had received).  The SELECT
         # after it sees every commit made under the lock before.
-        with conn.pipeline():
-            conn.execute("SELECT pg_advisory_lock(%s)", (self._lease_key,))
-            cur = conn.execute(
-                f"SELECT {ROW_COLUMNS} FROM {self._quoted} WHERE seq > %s ORDER BY seq",
-                (seq,),
-            )
+        try:
+            with conn.pipeline():
+                conn.execute("SELECT pg_advisory_lock(%s)", (self._lease_key,))
+                cur = conn.execute(
+                    f"SELECT {ROW_COLUMNS} FROM {self._quoted} WHERE seq > %s ORDER BY seq",
+                    (seq,),
+                )
+        except self._psycopg.errors.LockNotAvailable:
+            raise self._lease_timed_out() from None
         return [tuple(row) for row in cur.fetchall()]
+
+    def _lease_cancel_waits(self) -> None:
+        conn = self._lease_waiting
+        if conn is not None:
+            with contextlib.suppress(*self._library_errors):
+                # (the waiting statement fails; the session stays)
+                cancel = getattr(conn, "cancel_safe", None) or conn.cancel  # (psycopg 3.1)
+                cancel()
+
+    def _lease_timed_out(self) -> LockedError:
+        return LockedError(
+            f"could not take the write lease of {self._where()} within "
+            f"{self.lease_timeout} s: another shared-mode writer holds it; nothing was "
+            "written"
+        )
+
+    def _lease_forget(self, token: object) -> None:
+        if token is not self._writer and not getattr(token, "closed", True):
+            with contextlib.suppress(*self._library_errors):
+                token.close()  # type: ignore[attr-defined]  # (ends its session and lock)
 
     def _leave_pipeline(self) -> None:
         """Take the writer connection out of pipeline mode (nothing in flight)."""

@@ -49,6 +49,8 @@ _RETRY_AFTER = 0.5
 _IDLE = 0.002
 #: the follower checks this often whether it was stopped while waiting for a lock
 _WAIT_STEP = 0.05
+#: close() waits at most this long for the follower thread to end
+_STOP_WAIT = 30.0
 
 
 def _seq(row: Row) -> int:
@@ -132,8 +134,12 @@ class Sharing:
             try:
                 token = self.driver._lease_wait()
                 if token is not None:
-                    self._granted_at = time.monotonic()
                     self.granted = token
+                    self._granted_at = time.monotonic()
+                    if not self.driver._connected:
+                        # closed meanwhile: its close() may have dropped the lease
+                        # before this grant, which nobody would give back then
+                        self.drop()
             except BaseException:
                 # (interrupted just after the lock was granted: never keep it unknowingly)
                 if self.granted is None:
@@ -214,9 +220,14 @@ class Sharing:
     def drop(self) -> None:
         """Give the lease back without writing."""
         if self.held or self.granted is not None:
+            token = self.granted
             self.held = False
             self.granted = None
-            self.driver._lease_drop()
+            try:
+                self.driver._lease_drop()
+            finally:
+                if token is not None:
+                    self.driver._lease_forget(token)
 
     def lost(self) -> None:
         """The connection holding the lease is gone (the server released it)."""
@@ -380,7 +391,9 @@ class Sharing:
         self._stop.set()
         thread, self._thread = self._thread, None
         if thread is not None and thread is not threading.current_thread():
-            thread.join()
+            # It notices the stop within a poll or a query; one that hangs on a dead
+            # connection holds only a weak reference and ends with it.
+            thread.join(_STOP_WAIT)
 
     def _follow_once(self, stop: threading.Event) -> None:
         driver = self.driver

@@ -101,6 +101,7 @@ class SQLDriver(DBDriver):
         retry_interval: float = RETRY_INTERVAL,
         shared: bool = False,
         follow_interval: float = 0.005,
+        lease_timeout: float = 10.0,
     ) -> None:
         super().__init__()
         if type(shared) is not bool:
@@ -111,6 +112,8 @@ class SQLDriver(DBDriver):
             raise ValueError(f"batch_interval must be positive, got {batch_interval!r}")
         if type(batch_bytes) is not int or batch_bytes < 1:
             raise ValueError(f"batch_bytes must be an int of at least 1, got {batch_bytes!r}")
+        if not lease_timeout > 0:
+            raise ValueError(f"lease_timeout must be positive, got {lease_timeout!r}")
         if not retry_interval >= 0:
             raise ValueError(f"retry_interval must be 0 or more, got {retry_interval!r}")
         self.table_prefix = names.table_prefix
@@ -127,6 +130,8 @@ class SQLDriver(DBDriver):
         self.batch_bytes = batch_bytes
         #: seconds after a failed write during which full batches only queue
         self.retry_interval = retry_interval
+        #: shared mode: seconds a write waits for the write lease before LockedError
+        self.lease_timeout = lease_timeout
         self.read_only = read_only
         self.recovery_dir = None if recovery_dir is None else os.fspath(recovery_dir)
         #: the last error the background flusher met (its rows stay queued)
@@ -279,6 +284,14 @@ class SQLDriver(DBDriver):
     def _lease_drop(self) -> None:
         """Give the write lease back without writing."""
         raise NotImplementedError
+
+    def _lease_cancel_waits(self) -> None:
+        """close(): make the lease waits under way (other threads' writes) give up."""
+
+    def _lease_forget(self, token: object) -> None:
+        """A lock granted by :meth:`_lease_wait` that no write took up: release it if
+        :meth:`_lease_drop` does not (it is held by something other than the lease's
+        current file or session)."""
 
     def _lease_commit(
         self,
@@ -471,6 +484,7 @@ class SQLDriver(DBDriver):
         sharing = self.sharing
         if sharing is not None:
             sharing.stop()
+            self._lease_cancel_waits()
         with self._lock:
             try:
                 if self.pending:
@@ -478,12 +492,14 @@ class SQLDriver(DBDriver):
                 elif self._connected and not self.read_only and self._refusal is None:
                     self._check_still_ours()
             finally:
+                # (before the lease is dropped: a lease wait granted after this point
+                # sees it and gives the lease back itself, see Sharing.await_lease)
+                self._connected = False
                 if sharing is not None:
                     with contextlib.suppress(*self._errors(), DatabaseError):
                         sharing.drop()
                     sharing.lost()
                 self._holding = False
-                self._connected = False
                 self._disconnect()  # idempotent: also completes one cut short
                 # used again, the driver reconnects and restarts its flusher first
                 self.append = self._append_after_close  # type: ignore[method-assign]

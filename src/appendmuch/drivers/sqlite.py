@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
+import io
 import os
 import sqlite3
 import threading
@@ -21,6 +22,7 @@ from ..errors import (
     WriteError,
 )
 from .base import Row
+from .flock import Waits, lock_exclusive
 from .layout import ROW_COLUMNS, TableNames, index_name
 from .sql import BATCH_BYTES, RETRY_INTERVAL, SQLDriver
 
@@ -131,6 +133,9 @@ class Sqlite3(SQLDriver):
         :mod:`appendmuch.drivers.sharing`).  Every writer of the table must use it: a
         shared open of a table a single writer has open (or the reverse) raises
         :class:`~appendmuch.errors.LockedError`.
+    :param lease_timeout: shared mode: seconds a write waits for the write lease
+        (another writer's batch) before it raises :class:`~appendmuch.errors.LockedError`
+        and writes nothing (default 10).
 
     >>> import os, tempfile
     >>> from appendmuch import Sqlite3, Store
@@ -162,6 +167,7 @@ class Sqlite3(SQLDriver):
         batch_bytes: int = BATCH_BYTES,
         retry_interval: float = RETRY_INTERVAL,
         shared: bool = False,
+        lease_timeout: float = 10.0,
     ) -> None:
         names = TableNames(table_prefix, tblextra, replace_index_specs)
         if synchronous.upper() not in {"OFF", "NORMAL", "FULL", "EXTRA"}:
@@ -176,6 +182,7 @@ class Sqlite3(SQLDriver):
             batch_bytes=batch_bytes,
             retry_interval=retry_interval,
             shared=shared,
+            lease_timeout=lease_timeout,
         )
         self.database = os.fspath(database)
         if shared and self._in_memory:
@@ -185,6 +192,8 @@ class Sqlite3(SQLDriver):
         self._conn: sqlite3.Connection | None = None
         self._lockfile: IO[bytes] | None = None
         self._leasefile: IO[bytes] | None = None
+        #: shared mode: waits for the write lease under way (close() cancels them)
+        self._lease_waits = Waits()
         self._follower: sqlite3.Connection | None = None
         self._data_version: int | None = None
         #: the database file's identity, noted when it is opened
@@ -594,32 +603,57 @@ class Sqlite3(SQLDriver):
         if leasefile is None:
             return None  # not connected: _lease_take connects first
         try:
-            # a descriptor of our own, so that a close() meanwhile cannot pull the file
-            # from under the wait; the lock belongs to the open file description, which
-            # the lease file keeps (or, closed meanwhile, lets go with this descriptor)
-            fd = os.dup(leasefile.fileno())
-        except (OSError, ValueError):
-            return None
+            return self._lock_lease(leasefile)
+        except ValueError:
+            return None  # closed meanwhile: _lease_take refuses
+
+    def _lock_lease(self, leasefile: IO[bytes]) -> IO[bytes]:
+        """A file holding the lease's lock: ``leasefile`` or, after a wait, a new one."""
         try:
-            # blocks until the holder commits; the kernel releases it if the holder dies
-            fcntl.flock(fd, fcntl.LOCK_EX)
-        finally:
-            os.close(fd)
-        return leasefile
+            # the kernel releases it if the holder dies
+            return lock_exclusive(leasefile, self.lease_timeout, self._lease_waits)
+        except InterruptedError:
+            raise ClosedError(
+                f"{self._where()} was closed while a write waited for its lease"
+            ) from None
+        except TimeoutError:
+            raise LockedError(
+                f"could not take the write lease of {self._where()} within "
+                f"{self.lease_timeout} s: another shared-mode writer holds it (lock file "
+                f"{leasefile.name}); nothing was written"
+            ) from None
 
     def _lease_take(self, seq: int, token: object | None = None) -> list[Row]:
-        conn = self.connection  # connects (and takes the mode lock) if needed
-        leasefile = self._leasefile
-        if leasefile is None:
-            raise ClosedError(f"{self._where()} was closed")
-        if token is not leasefile:
-            # blocks until the holder commits; the kernel releases it if the holder dies
-            fcntl.flock(leasefile.fileno(), fcntl.LOCK_EX)
+        held: IO[bytes] | None = None
+        if isinstance(token, io.IOBase) and not token.closed:
+            held = token  # type: ignore[assignment]
+        try:
+            conn = self.connection  # connects (and takes the mode lock) if needed
+            leasefile = self._leasefile
+            if leasefile is None:
+                raise ClosedError(f"{self._where()} was closed")
+            if held is None:
+                held = self._lock_lease(leasefile)
+            if held is not leasefile:
+                self._leasefile = held  # the lock is on the file the wait opened
+                leasefile.close()
+        except BaseException:
+            if held is not None and held is not self._leasefile:
+                held.close()  # (releases the lock)
+            raise
         try:
             return self._rows_after(conn, seq)
         except BaseException:
             self._lease_drop()
             raise
+
+    def _lease_cancel_waits(self) -> None:
+        self._lease_waits.cancel()
+
+    def _lease_forget(self, token: object) -> None:
+        current: object = self._leasefile
+        if token is not current and isinstance(token, io.IOBase):
+            token.close()  # (releases the lock)
 
     def _lease_drop(self) -> None:
         if self._leasefile is not None:
