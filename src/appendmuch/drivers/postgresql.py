@@ -53,6 +53,15 @@ _EXPECTED = {
 }
 
 
+#: first key of every table's create lock (see PostgreSQL._lock_creation)
+_CREATE_SPACE = 0x61706D63  # "apmc"
+
+
+def _int4(value: int) -> int:
+    """An unsigned 32-bit number as the signed int4 PostgreSQL takes."""
+    return value - (1 << 32) if value >= 1 << 31 else value
+
+
 def _one_line(exc: BaseException) -> str:
     return " ".join(part.strip() for part in str(exc).splitlines() if part.strip())
 
@@ -216,6 +225,8 @@ class PostgreSQL(SQLDriver):
         self._identity: dict[str, Any] | None = None
         #: shared mode: the session lock that serialises commits (noted on connecting)
         self._lease_key: int | None = None
+        #: the two-key advisory lock that serialises creating the table and its indexes
+        self._create_key: tuple[int, int] | None = None
         #: shared mode: the writer session while a write waits there for the lease
         self._lease_waiting: Any = None
         #: shared mode: the NOTIFY channel of the table
@@ -343,6 +354,10 @@ class PostgreSQL(SQLDriver):
         }
         self._lock_key = zlib.crc32(f"appendmuch:{database}:{schema}:{self.table}".encode())
         self._lease_key = zlib.crc32(f"appendmuch-lease:{database}:{schema}:{self.table}".encode())
+        self._create_key = (
+            _CREATE_SPACE,
+            _int4(zlib.crc32(f"appendmuch-create:{database}:{schema}:{self.table}".encode())),
+        )
 
     def _connect(self) -> None:
         try:
@@ -365,15 +380,37 @@ class PostgreSQL(SQLDriver):
             self._saw_seq(int(largest))
 
     def _open_table(self, conn: Any) -> Any:
-        """Check the table (create it when absent and writable); its largest seq."""
+        """Check the table (create it when absent and writable); its largest seq.
+
+        A writer checks and creates in one transaction holding the table's create lock
+        (see :meth:`_lock_creation`): shared-mode writers opening a fresh table at once
+        would otherwise all run ``CREATE ... IF NOT EXISTS`` side by side, and all but
+        one fail on the catalog's unique indexes.  A reader sees the table whole
+        (indexes included) or not at all."""
         exists = conn.execute("SELECT to_regclass(%s)", (self._quoted,)).fetchone()[0]
-        if exists is None:
-            if self.read_only:
+        if self.read_only:
+            if exists is None:
                 raise DatabaseError(f"there is no table {self.table!r} on the server")
-            self._create(conn)
-        else:
             self._check_schema(conn)
+        else:
+            with conn.transaction():
+                self._lock_creation(conn)
+                if exists is None:
+                    # another writer may have created it since the look above: then
+                    # this creates nothing, and the check below is of that table
+                    self._create_table(conn)
+                self._check_schema(conn)
+                self._create_indexes(conn)
         return conn.execute(f"SELECT MAX(seq) FROM {self._quoted}").fetchone()[0]
+
+    def _lock_creation(self, conn: Any) -> None:
+        """Take the table's create lock until the end of the current transaction.
+
+        A lock of its own (not the writer lock, which shared writers hold together),
+        keyed on database, schema and table, and in the two-key space of advisory
+        locks, apart from the one-key writer and lease locks."""
+        assert self._create_key is not None  # noted on connecting
+        conn.execute("SELECT pg_advisory_xact_lock(%s, %s)", self._create_key)
 
     def _writer_connection(self) -> Any:
         """The connection batches are written with, kept open (not the pool's).
@@ -568,6 +605,12 @@ class PostgreSQL(SQLDriver):
             pool.close()
 
     def _create(self, conn: Any) -> None:
+        """Create the table and its replace indexes (inside the caller's transaction,
+        holding the create lock)."""
+        self._create_table(conn)
+        self._create_indexes(conn)
+
+    def _create_table(self, conn: Any) -> None:
         conn.execute(
             f"CREATE TABLE IF NOT EXISTS {self._quoted} ("
             "id BIGSERIAL PRIMARY KEY, "
@@ -578,7 +621,6 @@ class PostgreSQL(SQLDriver):
             "created_at DOUBLE PRECISION NOT NULL, "
             "context TEXT NOT NULL)"
         )
-        self._create_indexes(conn)
 
     def _create_indexes(self, conn: Any) -> None:
         for field, pattern in self.replace_index_specs:
@@ -629,8 +671,6 @@ class PostgreSQL(SQLDriver):
                 "table_prefix/tblextra, or driver.reset() to drop and recreate it (this "
                 "deletes its rows)"
             )
-        if not self.read_only and self.replace_index_specs:
-            self._create_indexes(conn)
 
     def _has_single_column_index(self, conn: Any, column: str, kind: str) -> bool:
         row = conn.execute(
@@ -948,6 +988,7 @@ class PostgreSQL(SQLDriver):
     def _recreate(self) -> None:
         self._writer_connection()  # the lock first
         with self._connection() as conn, conn.transaction():
+            self._lock_creation(conn)
             conn.execute(f"DROP TABLE IF EXISTS {self._quoted}")
             self._create(conn)
         if self._flusher is None or not self._flusher.is_alive():
