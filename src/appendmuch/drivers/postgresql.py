@@ -696,7 +696,7 @@ class PostgreSQL(SQLDriver):
         ``wait``, also read every in-flight result (then all is committed).  At most a
         couple of batches are in flight: sending waits for the oldest beyond that."""
         if self.sharing is not None:
-            self.sharing.drain(keep=not wait)  # under the lease
+            self.sharing.drain(keep=not wait, confirm=self._confirming)  # under the lease
             return
         pipe = self._pipeline()
         pending = self._pending
@@ -784,6 +784,19 @@ class PostgreSQL(SQLDriver):
         except self._psycopg.errors.LockNotAvailable:
             raise self._lease_timed_out() from None
         return [tuple(row) for row in cur.fetchall()]
+
+    def _lease_confirm(self) -> None:
+        pipe = self._pipe
+        if pipe is None:
+            return
+        try:
+            self._confirm(pipe.reap(block=True))
+        except BaseException:
+            # as in _lease_commit: rows in flight are due again; ending the session
+            # frees the lease
+            self._drop_connections()
+            self._connected = False
+            raise
 
     def _lease_wanted(self) -> bool | None:
         sharing = self.sharing

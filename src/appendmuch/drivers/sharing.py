@@ -256,12 +256,14 @@ class Sharing:
 
     # ------------------------------------------------------------------ writing
 
-    def drain(self, keep: bool = False) -> None:
+    def drain(self, keep: bool = False, confirm: bool = False) -> None:
         """Commit the queue under the lease (under the lock).
 
         The lease is released, unless ``keep`` (a full batch in the middle of a run of
         writes): then it is kept, or taken again in the same round trip, so the next
-        writes need not wait for it.  The flusher still ends it after ``hold``.
+        writes need not wait for it.  The flusher still ends it after ``hold``.  With
+        ``confirm`` (a ``write_through`` write) every batch is committed before it
+        returns, and the lease is kept: the next write of a run needs no new lease.
         """
         driver = self.driver
         self.acquire()  # held already, unless an earlier commit failed
@@ -270,11 +272,12 @@ class Sharing:
             # batches of at most batch_bytes; the rows stay queued until committed
             inserts, updates, taken = driver._take()
             if taken == (0, 0) and not driver._inflight():
-                self.drop()
+                if not confirm:
+                    self.drop()
                 return
             last = not pending.unsent()
             try:
-                rows = driver._lease_commit(inserts, updates, taken, keep or not last)
+                rows = driver._lease_commit(inserts, updates, taken, keep or confirm or not last)
             except BaseException:
                 self.held = False  # the backend made the rows due again, released the lease
                 raise
@@ -292,6 +295,12 @@ class Sharing:
             elif rows:
                 self._deliver(rows)  # others' commits between ours and the lease taken again
             if last:
+                if confirm and self.held:
+                    try:
+                        driver._lease_confirm()
+                    except BaseException:
+                        self.held = False  # as for a failed commit
+                        raise
                 return
 
     def due(self) -> bool:
