@@ -31,6 +31,9 @@ _FETCH = 8192
 _ended_sessions: set[int] = set()
 #: batches sent but not yet confirmed, at most
 _MAX_IN_FLIGHT = 2
+#: ... in shared mode, where the server also answers the other writers' followers: a
+#: writer that waited for each batch but one would hold the lease mostly waiting
+_MAX_IN_FLIGHT_SHARED = 8
 _COPY_TYPES = ["int8", "text", "text", "bytea", "float8", "text"]
 #: shared mode: the follower reads anyway after this many seconds without a NOTIFY
 _FOLLOW_TIMEOUT = 0.1
@@ -777,7 +780,7 @@ class PostgreSQL(SQLDriver):
             with conn.pipeline():
                 conn.execute(_WANT, (self._channel,))
                 conn.execute("SELECT pg_advisory_lock(%s)", (self._lease_key,))
-                cur = conn.execute(
+                cur = conn.cursor(binary=True).execute(
                     f"SELECT {ROW_COLUMNS} FROM {self._quoted} WHERE seq > %s ORDER BY seq",
                     (seq,),
                 )
@@ -853,9 +856,15 @@ class PostgreSQL(SQLDriver):
             raise
 
     def _rows_after(self, conn: Any, seq: int) -> list[Row]:
-        rows = conn.execute(
-            f"SELECT {ROW_COLUMNS} FROM {self._quoted} WHERE seq > %s ORDER BY seq", (seq,)
-        ).fetchall()
+        # binary results: no text parsing of numbers, no hex decoding of bytea (a
+        # follower reads every row every other writer commits)
+        rows = (
+            conn.cursor(binary=True)
+            .execute(
+                f"SELECT {ROW_COLUMNS} FROM {self._quoted} WHERE seq > %s ORDER BY seq", (seq,)
+            )
+            .fetchall()
+        )
         return [tuple(row) for row in rows]
 
     def _lease_commit(
@@ -873,8 +882,8 @@ class PostgreSQL(SQLDriver):
             pipe = self._pipeline()
             self._confirm(pipe.reap(block=False))
             if inserts or updates or taken != (0, 0):
-                if len(pipe.inflight) >= _MAX_IN_FLIGHT:
-                    self._confirm(pipe.reap(block=True, keep=_MAX_IN_FLIGHT - 1))
+                if len(pipe.inflight) >= _MAX_IN_FLIGHT_SHARED:
+                    self._confirm(pipe.reap(block=True, keep=_MAX_IN_FLIGHT_SHARED - 1))
                 pipe.check_alive()
                 notify = None
                 if inserts or updates:

@@ -81,8 +81,9 @@ _open_drivers: weakref.WeakSet[SQLDriver] = weakref.WeakSet()
 #: connections a forked child inherited: kept, never closed or collected, so that
 #: closing them cannot disturb the parent's sessions and locks
 _inherited: list[Any] = []
-#: shared mode: longest time a write lease is held before the flusher commits it
-_LEASE_HOLD = 0.02
+#: shared mode: longest time a write lease is held (while another writer waits for
+#: it) before the flusher commits it; at most half the batch interval
+_LEASE_HOLD = 0.05
 
 
 class SQLDriver(DBDriver):
