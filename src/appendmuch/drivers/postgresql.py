@@ -31,11 +31,18 @@ _FETCH = 8192
 _ended_sessions: set[int] = set()
 #: batches sent but not yet confirmed, at most
 _MAX_IN_FLIGHT = 2
+#: ... in shared mode, where the server also answers the other writers' followers: a
+#: writer that waited for each batch but one would hold the lease mostly waiting
+_MAX_IN_FLIGHT_SHARED = 8
 _COPY_TYPES = ["int8", "text", "text", "bytea", "float8", "text"]
 #: shared mode: the follower reads anyway after this many seconds without a NOTIFY
 _FOLLOW_TIMEOUT = 0.1
 #: the follower gathers notifications arriving this soon after one into one read
 _COALESCE = 0.003
+#: the payload a writer about to wait for the lease sends on the table's channel
+_WANTED = "want"
+#: that notification: a transaction of its own, so it is delivered before the wait
+_WANT = f"SELECT pg_notify(%s, '{_WANTED}')"
 
 #: column -> accepted information_schema data types
 _EXPECTED = {
@@ -47,6 +54,15 @@ _EXPECTED = {
     "created_at": {"double precision", "real"},
     "context": {"text", "character varying"},
 }
+
+
+#: first key of every table's create lock (see PostgreSQL._lock_creation)
+_CREATE_SPACE = 0x61706D63  # "apmc"
+
+
+def _int4(value: int) -> int:
+    """An unsigned 32-bit number as the signed int4 PostgreSQL takes."""
+    return value - (1 << 32) if value >= 1 << 31 else value
 
 
 def _one_line(exc: BaseException) -> str:
@@ -212,6 +228,8 @@ class PostgreSQL(SQLDriver):
         self._identity: dict[str, Any] | None = None
         #: shared mode: the session lock that serialises commits (noted on connecting)
         self._lease_key: int | None = None
+        #: the two-key advisory lock that serialises creating the table and its indexes
+        self._create_key: tuple[int, int] | None = None
         #: shared mode: the writer session while a write waits there for the lease
         self._lease_waiting: Any = None
         #: shared mode: the NOTIFY channel of the table
@@ -339,6 +357,10 @@ class PostgreSQL(SQLDriver):
         }
         self._lock_key = zlib.crc32(f"appendmuch:{database}:{schema}:{self.table}".encode())
         self._lease_key = zlib.crc32(f"appendmuch-lease:{database}:{schema}:{self.table}".encode())
+        self._create_key = (
+            _CREATE_SPACE,
+            _int4(zlib.crc32(f"appendmuch-create:{database}:{schema}:{self.table}".encode())),
+        )
 
     def _connect(self) -> None:
         try:
@@ -361,15 +383,37 @@ class PostgreSQL(SQLDriver):
             self._saw_seq(int(largest))
 
     def _open_table(self, conn: Any) -> Any:
-        """Check the table (create it when absent and writable); its largest seq."""
+        """Check the table (create it when absent and writable); its largest seq.
+
+        A writer checks and creates in one transaction holding the table's create lock
+        (see :meth:`_lock_creation`): shared-mode writers opening a fresh table at once
+        would otherwise all run ``CREATE ... IF NOT EXISTS`` side by side, and all but
+        one fail on the catalog's unique indexes.  A reader sees the table whole
+        (indexes included) or not at all."""
         exists = conn.execute("SELECT to_regclass(%s)", (self._quoted,)).fetchone()[0]
-        if exists is None:
-            if self.read_only:
+        if self.read_only:
+            if exists is None:
                 raise DatabaseError(f"there is no table {self.table!r} on the server")
-            self._create(conn)
-        else:
             self._check_schema(conn)
+        else:
+            with conn.transaction():
+                self._lock_creation(conn)
+                if exists is None:
+                    # another writer may have created it since the look above: then
+                    # this creates nothing, and the check below is of that table
+                    self._create_table(conn)
+                self._check_schema(conn)
+                self._create_indexes(conn)
         return conn.execute(f"SELECT MAX(seq) FROM {self._quoted}").fetchone()[0]
+
+    def _lock_creation(self, conn: Any) -> None:
+        """Take the table's create lock until the end of the current transaction.
+
+        A lock of its own (not the writer lock, which shared writers hold together),
+        keyed on database, schema and table, and in the two-key space of advisory
+        locks, apart from the one-key writer and lease locks."""
+        assert self._create_key is not None  # noted on connecting
+        conn.execute("SELECT pg_advisory_xact_lock(%s, %s)", self._create_key)
 
     def _writer_connection(self) -> Any:
         """The connection batches are written with, kept open (not the pool's).
@@ -564,6 +608,12 @@ class PostgreSQL(SQLDriver):
             pool.close()
 
     def _create(self, conn: Any) -> None:
+        """Create the table and its replace indexes (inside the caller's transaction,
+        holding the create lock)."""
+        self._create_table(conn)
+        self._create_indexes(conn)
+
+    def _create_table(self, conn: Any) -> None:
         conn.execute(
             f"CREATE TABLE IF NOT EXISTS {self._quoted} ("
             "id BIGSERIAL PRIMARY KEY, "
@@ -574,7 +624,6 @@ class PostgreSQL(SQLDriver):
             "created_at DOUBLE PRECISION NOT NULL, "
             "context TEXT NOT NULL)"
         )
-        self._create_indexes(conn)
 
     def _create_indexes(self, conn: Any) -> None:
         for field, pattern in self.replace_index_specs:
@@ -625,8 +674,6 @@ class PostgreSQL(SQLDriver):
                 "table_prefix/tblextra, or driver.reset() to drop and recreate it (this "
                 "deletes its rows)"
             )
-        if not self.read_only and self.replace_index_specs:
-            self._create_indexes(conn)
 
     def _has_single_column_index(self, conn: Any, column: str, kind: str) -> bool:
         row = conn.execute(
@@ -652,7 +699,7 @@ class PostgreSQL(SQLDriver):
         ``wait``, also read every in-flight result (then all is committed).  At most a
         couple of batches are in flight: sending waits for the oldest beyond that."""
         if self.sharing is not None:
-            self.sharing.drain(keep=not wait)  # under the lease
+            self.sharing.drain(keep=not wait, confirm=self._confirming)  # under the lease
             return
         pipe = self._pipeline()
         pending = self._pending
@@ -700,8 +747,10 @@ class PostgreSQL(SQLDriver):
         self._lease_waiting = conn
         try:
             # the server grants waiting sessions in turn; it releases the lock if this
-            # session ends
-            conn.execute("SELECT pg_advisory_lock(%s)", (self._lease_key,))
+            # session ends.  Saying so first tells a holder to give it back soon.
+            with conn.pipeline():
+                conn.execute(_WANT, (self._channel,))
+                conn.execute("SELECT pg_advisory_lock(%s)", (self._lease_key,))
         except self._psycopg.errors.LockNotAvailable:
             raise self._lease_timed_out() from None
         except self._library_errors:
@@ -729,14 +778,32 @@ class PostgreSQL(SQLDriver):
         # after it sees every commit made under the lock before.
         try:
             with conn.pipeline():
+                conn.execute(_WANT, (self._channel,))
                 conn.execute("SELECT pg_advisory_lock(%s)", (self._lease_key,))
-                cur = conn.execute(
+                cur = conn.cursor(binary=True).execute(
                     f"SELECT {ROW_COLUMNS} FROM {self._quoted} WHERE seq > %s ORDER BY seq",
                     (seq,),
                 )
         except self._psycopg.errors.LockNotAvailable:
             raise self._lease_timed_out() from None
         return [tuple(row) for row in cur.fetchall()]
+
+    def _lease_confirm(self) -> None:
+        pipe = self._pipe
+        if pipe is None:
+            return
+        try:
+            self._confirm(pipe.reap(block=True))
+        except BaseException:
+            # as in _lease_commit: rows in flight are due again; ending the session
+            # frees the lease
+            self._drop_connections()
+            self._connected = False
+            raise
+
+    def _lease_wanted(self) -> bool | None:
+        sharing = self.sharing
+        return None if sharing is None else sharing.wanted
 
     def _lease_cancel_waits(self) -> None:
         conn = self._lease_waiting
@@ -789,9 +856,15 @@ class PostgreSQL(SQLDriver):
             raise
 
     def _rows_after(self, conn: Any, seq: int) -> list[Row]:
-        rows = conn.execute(
-            f"SELECT {ROW_COLUMNS} FROM {self._quoted} WHERE seq > %s ORDER BY seq", (seq,)
-        ).fetchall()
+        # binary results: no text parsing of numbers, no hex decoding of bytea (a
+        # follower reads every row every other writer commits)
+        rows = (
+            conn.cursor(binary=True)
+            .execute(
+                f"SELECT {ROW_COLUMNS} FROM {self._quoted} WHERE seq > %s ORDER BY seq", (seq,)
+            )
+            .fetchall()
+        )
         return [tuple(row) for row in rows]
 
     def _lease_commit(
@@ -809,8 +882,8 @@ class PostgreSQL(SQLDriver):
             pipe = self._pipeline()
             self._confirm(pipe.reap(block=False))
             if inserts or updates or taken != (0, 0):
-                if len(pipe.inflight) >= _MAX_IN_FLIGHT:
-                    self._confirm(pipe.reap(block=True, keep=_MAX_IN_FLIGHT - 1))
+                if len(pipe.inflight) >= _MAX_IN_FLIGHT_SHARED:
+                    self._confirm(pipe.reap(block=True, keep=_MAX_IN_FLIGHT_SHARED - 1))
                 pipe.check_alive()
                 notify = None
                 if inserts or updates:
@@ -850,13 +923,24 @@ class PostgreSQL(SQLDriver):
         heard = foreign = False
         for notify in conn.notifies(timeout=poll, stop_after=1):
             heard = True
-            foreign = foreign or notify.pid != own
+            foreign = self._heard(notify, own)
         if foreign:
             # A writer commits a batch after another: let a few more arrive, and read
             # them with one query instead of one query each.
-            for _ in conn.notifies(timeout=_COALESCE):
-                pass
+            for notify in conn.notifies(timeout=_COALESCE):
+                self._heard(notify, own)
         return foreign or not heard
+
+    def _heard(self, notify: Any, own: int | None) -> bool:
+        """Whether a notification announces another session's commit; one saying
+        that another writer waits for the lease is noted."""
+        if notify.pid == own:
+            return False
+        if notify.payload == _WANTED:
+            if self.sharing is not None:
+                self.sharing.wanted = True
+            return False
+        return True
 
     def _follow_rows_after(self, seq: int) -> list[Row]:
         return self._rows_after(self._follow_connection(), seq)
@@ -926,6 +1010,7 @@ class PostgreSQL(SQLDriver):
     def _recreate(self) -> None:
         self._writer_connection()  # the lock first
         with self._connection() as conn, conn.transaction():
+            self._lock_creation(conn)
             conn.execute(f"DROP TABLE IF EXISTS {self._quoted}")
             self._create(conn)
         if self._flusher is None or not self._flusher.is_alive():

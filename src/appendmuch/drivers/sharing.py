@@ -52,6 +52,9 @@ _IDLE = 0.002
 _WAIT_STEP = 0.05
 #: close() waits at most this long for the follower thread to end
 _STOP_WAIT = 30.0
+#: a lease nobody is known to wait for is kept up to this long in a run of writes
+#: (where the driver tells who waits)
+_HOLD_UNWANTED = 0.5
 
 
 def _seq(row: Row) -> int:
@@ -89,6 +92,8 @@ class Sharing:
         self.poll = poll
         #: this process holds the write lease
         self.held = False
+        #: another process said it waits for the lease (PostgreSQL: a notification)
+        self.wanted = False
         #: the lease's lock was taken outside the driver's lock (:meth:`await_lease`)
         #: and not caught up yet: the driver's token for it, else None
         self.granted: object | None = None
@@ -193,6 +198,7 @@ class Sharing:
             driver._after_failure()
             with contextlib.suppress(Exception):
                 driver._lease_drop()
+                self.unsure = False  # (given back)
             if isinstance(exc, driver._errors()):
                 raise WriteError(
                     f"could not take the write lease of {driver._where()}: {exc}; nothing "
@@ -237,6 +243,7 @@ class Sharing:
             token = self.granted
             self.unsure = True  # (cut short below, it is given back again later)
             self.held = False
+            self.wanted = False
             try:
                 self.driver._lease_drop()
             finally:
@@ -248,6 +255,7 @@ class Sharing:
     def lost(self) -> None:
         """The connection holding the lease is gone (the server released it)."""
         self.held = self.unsure = False
+        self.wanted = False
 
     def sync(self) -> None:
         """Bring the cache up to every commit made before this call."""
@@ -265,12 +273,14 @@ class Sharing:
 
     # ------------------------------------------------------------------ writing
 
-    def drain(self, keep: bool = False) -> None:
+    def drain(self, keep: bool = False, confirm: bool = False) -> None:
         """Commit the queue under the lease (under the lock).
 
         The lease is released, unless ``keep`` (a full batch in the middle of a run of
         writes): then it is kept, or taken again in the same round trip, so the next
-        writes need not wait for it.  The flusher still ends it after ``hold``.
+        writes need not wait for it.  The flusher still ends it after ``hold``.  With
+        ``confirm`` (a ``write_through`` write) every batch is committed before it
+        returns, and the lease is kept: the next write of a run needs no new lease.
         """
         driver = self.driver
         self.acquire()  # held already, unless an earlier commit failed
@@ -279,11 +289,12 @@ class Sharing:
             # batches of at most batch_bytes; the rows stay queued until committed
             inserts, updates, taken = driver._take()
             if taken == (0, 0) and not driver._inflight():
-                self.drop()
+                if not confirm:
+                    self.drop()
                 return
             last = not pending.unsent()
             try:
-                rows = driver._lease_commit(inserts, updates, taken, keep or not last)
+                rows = driver._lease_commit(inserts, updates, taken, keep or confirm or not last)
             except BaseException:
                 # the backend made the rows due again and released the lease (unless
                 # that was cut short too: then it is given back again)
@@ -300,15 +311,23 @@ class Sharing:
                 driver._note_written(inserts, updates)
             if rows is None:
                 self.held = False
+                self.wanted = False
             elif rows:
                 self._deliver(rows)  # others' commits between ours and the lease taken again
             if last:
+                if confirm and self.held:
+                    try:
+                        driver._lease_confirm()
+                    except BaseException:
+                        self.held = False  # as for a failed commit
+                        raise
                 return
 
     def due(self) -> bool:
-        """Time to commit (or drop) the lease: held for ``hold`` seconds, or unused for
-        ``idle`` seconds.  A run of writes keeps it up to ``hold``; a lone write is
-        committed about ``idle`` seconds after it."""
+        """Time to commit (or drop) the lease: held for ``hold`` seconds (and, where the
+        driver can tell, wanted by another process), or unused for ``idle`` seconds.  A
+        run of writes keeps it up to ``hold``; a lone write is committed about ``idle``
+        seconds after it."""
         if self.unsure or self.stale:
             return True  # (see settle())
         if not self.held:
@@ -317,7 +336,15 @@ class Sharing:
             granted = self.granted is not None
             return granted and time.monotonic() - self._granted_at >= self.hold
         now = time.monotonic()
-        return now - self._used >= self.idle or now - self._since >= self.hold
+        if now - self._used >= self.idle:
+            return True
+        held = now - self._since
+        if held < self.hold:
+            return False
+        # A driver that hears who waits keeps the lease through a run of writes while
+        # nobody does (up to a bound, in case a notification went astray).
+        wanted = self.driver._lease_wanted()
+        return wanted is None or wanted or held >= _HOLD_UNWANTED
 
     # ------------------------------------------------------------------ catching up
 

@@ -81,8 +81,9 @@ _open_drivers: weakref.WeakSet[SQLDriver] = weakref.WeakSet()
 #: connections a forked child inherited: kept, never closed or collected, so that
 #: closing them cannot disturb the parent's sessions and locks
 _inherited: list[Any] = []
-#: shared mode: longest time a write lease is held before the flusher commits it
-_LEASE_HOLD = 0.02
+#: shared mode: longest time a write lease is held (while another writer waits for
+#: it) before the flusher commits it; at most half the batch interval
+_LEASE_HOLD = 0.05
 
 
 class SQLDriver(DBDriver):
@@ -146,6 +147,8 @@ class SQLDriver(DBDriver):
         self._uncertain = False
         #: a write is under way, or was cut short: the next one cleans up first
         self._dirty = False
+        #: shared mode: a write_through write is committing (its lease is kept)
+        self._confirming = False
         #: time.monotonic() of the last failed write, None after a success
         self._failed_at: float | None = None
         #: why this driver refuses to write on (lost lock, file gone, forked child)
@@ -284,6 +287,16 @@ class SQLDriver(DBDriver):
     def _lease_drop(self) -> None:
         """Give the write lease back without writing."""
         raise NotImplementedError
+
+    def _lease_confirm(self) -> None:
+        """Wait until every batch sent under the lease is committed, keeping the lease
+        (on failure: as :meth:`_lease_commit`).  Drivers that commit synchronously have
+        nothing to wait for."""
+
+    def _lease_wanted(self) -> bool | None:
+        """Whether another process waits for the lease this one holds (None: this
+        driver cannot tell)."""
+        return None
 
     def _lease_cancel_waits(self) -> None:
         """close(): make the lease waits under way (other threads' writes) give up."""
@@ -588,7 +601,15 @@ class SQLDriver(DBDriver):
                 "rows stay queued, in order"
             )
         with self._lock:
-            self._write_queued(wait=self.write_through)
+            if self.sharing is not None and self.write_through:
+                # committed before the write returns, under a lease kept for the next
+                self._confirming = True
+                try:
+                    self._write_queued(wait=True)
+                finally:
+                    self._confirming = False
+            else:
+                self._write_queued(wait=self.write_through)
 
     def _flush_locked(self) -> None:
         self._write_queued(wait=True)
@@ -638,7 +659,7 @@ class SQLDriver(DBDriver):
         """Write the queue in batches of at most ``batch_bytes``, each in one
         transaction, synchronously.  Rows leave the queue once committed."""
         if self.sharing is not None:
-            self.sharing.drain(keep=not wait)
+            self.sharing.drain(keep=not wait, confirm=self._confirming)
             return
         pending = self._pending
         left = pending.unsent()

@@ -313,8 +313,12 @@ class Sqlite3(SQLDriver):
 
     def _abandon_open(self) -> None:
         """Disconnect after a failed open; a database file this open created is
-        removed again if it holds nothing but this driver's empty table."""
-        conn, created = self._conn, self._created
+        removed again if it holds nothing but this driver's empty table.
+
+        Only in single-writer mode: a shared writer cannot tell whether another one
+        has opened the file since (removing it would lose that one's writes), and an
+        empty table left behind does no harm."""
+        conn, created = self._conn, self._created and self.sharing is None
         self._created = False
         remove = False
         if created and conn is not None:
