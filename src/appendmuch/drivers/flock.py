@@ -46,15 +46,21 @@ def lock_exclusive(current: IO[bytes], timeout: float, waits: Waits | None = Non
     except BlockingIOError:
         pass
     waiter = _Waiter(current.name)
-    if waits is None:
-        return waiter.wait(timeout)
-    with waits._guard:
-        waits._waiters.add(waiter)
     try:
-        return waiter.wait(timeout)
-    finally:
+        if waits is None:
+            return waiter.wait(timeout)
         with waits._guard:
-            waits._waiters.discard(waiter)
+            waits._waiters.add(waiter)
+        try:
+            return waiter.wait(timeout)
+        finally:
+            with waits._guard:
+                waits._waiters.discard(waiter)
+    except BaseException:
+        # (cut short, by Ctrl-C say, before or after waiting: a lock granted to the
+        # waiting thread now or later is released, never held by nobody)
+        waiter.abandon()
+        raise
 
 
 class _Waiter:
@@ -81,6 +87,14 @@ class _Waiter:
                 self.file.close()  # (releases the lock, if it was granted)
             self.done.set()
         self.wake.set()
+
+    def abandon(self) -> None:
+        """Its caller is gone: release the lock if it was granted, or once it is."""
+        with self.guard:
+            if self.done.is_set():
+                self.file.close()
+            else:
+                self.abandoned = True
 
     def cancel(self) -> None:
         self.cancelled = True

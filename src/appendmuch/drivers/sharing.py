@@ -190,7 +190,6 @@ class Sharing:
         after = self.hwm if first is None else min(self.hwm, first - 1)
         self.unsure = True  # until held: an interrupt anywhere below leaves it to drop
         try:
-            self.granted = None
             rows = driver._lease_take(after, token)
         except BaseException as exc:
             # Interrupted or failed, the lock may have been granted all the same: give
@@ -198,6 +197,9 @@ class Sharing:
             driver._after_failure()
             with contextlib.suppress(Exception):
                 driver._lease_drop()
+                self.granted = None
+                if token is not None:
+                    driver._lease_forget(token)  # (a lock on a file of its own)
                 self.unsure = False  # (given back)
             if isinstance(exc, driver._errors()):
                 raise WriteError(
@@ -205,6 +207,7 @@ class Sharing:
                     "was written"
                 ) from exc
             raise
+        self.granted = None  # (taken up: the driver holds it now)
         if rows or len(queued) or self.stale:
             try:
                 self._take_in(rows, after)
