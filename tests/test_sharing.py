@@ -718,7 +718,10 @@ def _child_args(place: Backend) -> list[str]:
 
 def _spawn(tmp_path: Path, *args: str) -> subprocess.Popen[str]:
     script = tmp_path / "child.py"
-    script.write_text(CHILD)
+    if not script.exists():
+        # (written once: rewriting it while an earlier child starts up would hand that
+        # child a truncated script, which runs nothing and exits 0)
+        script.write_text(CHILD)
     env = dict(os.environ, PYTHONPATH=os.pathsep.join(sys.path))
     return subprocess.Popen(
         [sys.executable, str(script), *args],

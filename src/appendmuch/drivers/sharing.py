@@ -99,6 +99,9 @@ class Sharing:
         self._granted_at = 0.0
         #: one thread at a time waits for (or takes) the lease's lock
         self._gate = threading.Lock()
+        #: set when the lease is taken: the flusher, idle at a slow pace while no lease
+        #: is held, then checks it every ``idle`` seconds
+        self.wake = threading.Event()
         self._since = 0.0
         self._used = 0.0
         #: largest seq known committed and present in the cache
@@ -141,6 +144,7 @@ class Sharing:
                 if token is not None:
                     self.granted = token
                     self._granted_at = time.monotonic()
+                    self.wake.set()
                     if not self.driver._connected:
                         # closed meanwhile: its close() may have dropped the lease
                         # before this grant, which nobody would give back then
@@ -194,6 +198,7 @@ class Sharing:
             raise
         self.held = True
         self._since = self._used = time.monotonic()
+        self.wake.set()  # the flusher now watches the lease closely
         if rows or len(queued):
             try:
                 self._take_in(rows, after)
