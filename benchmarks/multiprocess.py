@@ -1,7 +1,7 @@
 """Several processes writing one log in shared mode (issue 10): one command, one table.
 
     python benchmarks/multiprocess.py                  # SQLite, and PostgreSQL if installed
-    python benchmarks/multiprocess.py --writes 20000 --wt-writes 500 --samples 300
+    python benchmarks/multiprocess.py --writes 80000 --wt-writes 2000 --samples 300
     python benchmarks/multiprocess.py --no-pg          # SQLite only
 
 Measured, on SQLite (a WAL file in a temporary directory) and PostgreSQL (the server of
@@ -260,9 +260,9 @@ def run(backend: Backend, args: argparse.Namespace) -> list[tuple[str, str, str]
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--writes", type=int, default=10000, help="batched writes per process")
+    parser.add_argument("--writes", type=int, default=40000, help="batched writes per process")
     parser.add_argument(
-        "--wt-writes", type=int, default=500, help="write-through writes per process"
+        "--wt-writes", type=int, default=1000, help="write-through writes per process"
     )
     parser.add_argument("--samples", type=int, default=200, help="visibility latency samples")
     parser.add_argument(

@@ -31,11 +31,14 @@ import pytest
 
 from appendmuch import Sqlite3, Store
 from sharedlib import PeerProcess, Place, history_lines
-from test_interrupts import DRIVERS, HOLD, Ledger, not_interruptible, stored_rows
+from test_interrupts import DRIVERS, Ledger, not_interruptible, stored_rows
 
 KINDS = ["sqlite", "postgresql"]
 #: the Store's shared-mode catch-up code, interrupted at each line too
 CATCH_UP = {Store._take_rows.__code__, Store._resequence.__code__, Store._load.__code__}
+#: the writer's batch interval: its background thread, idle between leases, looks a
+#: quarter of it apart for a lease to give back (left unsure by an interrupt)
+INTERVAL = 1.0
 #: interrupts while waiting for the lease, per backend
 LEASE_WAITS = 20
 
@@ -164,7 +167,7 @@ class TestEachLineWithAPeer:
         """The peer commits before each cycle (so taking the lease catches up on its
         rows) and right after the interrupt (so rows cut short in a commit are
         renumbered after its); an interrupt at each line in turn."""
-        store = opened(batch_size=3, batch_interval=HOLD)
+        store = opened(batch_size=3, batch_interval=INTERVAL)
         book = Book()
         k = 0
         renumbered = 0
@@ -235,7 +238,7 @@ class TestWaitingForTheLease:
         """Ctrl-C while a write, a ``with``-block exit or a flush waits for the lease
         another writer holds: it raises, nothing is held afterwards (the peer writes),
         and the same operation then succeeds."""
-        store = opened(batch_size=3, batch_interval=HOLD)
+        store = opened(batch_size=3, batch_interval=INTERVAL)
         store.flush()
         book = Book()
         holder = LeaseHolder(place, store)
@@ -367,7 +370,7 @@ class TestRenumbering:
         their seqs, and the next flush renumbers them after the peer's rows: an
         interrupt at each line of that renumbering in turn loses no row, and the cache
         then matches a fresh reopen."""
-        store = opened(batch_size=100, batch_interval=HOLD)
+        store = opened(batch_size=100, batch_interval=INTERVAL)
         book = Book()
         s = store.storage("i")
         k = 0
@@ -416,7 +419,7 @@ class TestCutShortBeforeQueueing:
         driver queued the row: the peer then takes that seq for a row of its own.  The
         next write leaves the cache as a fresh reopen loads it (no entry that was never
         written, no two entries under one seq)."""
-        store = opened(batch_size=100, batch_interval=HOLD)
+        store = opened(batch_size=100, batch_interval=INTERVAL)
         s = store.storage("i")
         s.v = 1
         store.flush()

@@ -718,15 +718,28 @@ def _child_args(place: Backend) -> list[str]:
 
 def _spawn(tmp_path: Path, *args: str) -> subprocess.Popen[str]:
     script = tmp_path / "child.py"
-    script.write_text(CHILD)
+    if not script.exists():
+        # (written once: rewriting it while an earlier child starts up would hand that
+        # child a truncated script, which runs nothing and exits 0)
+        script.write_text(CHILD)
     env = dict(os.environ, PYTHONPATH=os.pathsep.join(sys.path))
     return subprocess.Popen(
         [sys.executable, str(script), *args],
         stdin=subprocess.PIPE,
         stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
         text=True,
         env=env,
     )
+
+
+def _ready(child: subprocess.Popen[str]) -> None:
+    """Wait for the child's "ready" line; if it died instead, fail with its stderr."""
+    assert child.stdout is not None
+    line = child.stdout.readline().strip()
+    if line != "ready":
+        _, err = child.communicate(timeout=60)
+        raise AssertionError(f"child said {line!r} (exit {child.returncode}):\n{err}")
 
 
 def test_processes_increment_one_counter_without_losing_an_update(
@@ -738,16 +751,15 @@ def test_processes_increment_one_counter_without_losing_an_update(
     children = [_spawn(tmp_path, *_child_args(place), "60", f"c{k}") for k in range(3)]
     try:
         for child in children:
-            assert child.stdout is not None
-            assert child.stdout.readline().strip() == "ready"
+            _ready(child)
         for child in children:
             assert child.stdin is not None
             child.stdin.write("go\n")
             child.stdin.flush()
         results = []
         for child in children:
-            out, _ = child.communicate(timeout=300)
-            assert child.returncode == 0
+            out, err = child.communicate(timeout=300)
+            assert child.returncode == 0, err
             results.append(json.loads(out.strip().splitlines()[-1]))
         setup.sync()
         with setup.storage("hot") as hot:

@@ -733,21 +733,39 @@ class Store:
         driver = self.driver
         replaces = self._replaces if self.replace_predicate is not None else None
         on_change = self.on_change
+        decode_stored = self._decode_stored
+        append_stored = self._append_stored
+        loads = _loads
+        scalar_ids = _SCALAR_IDS if self.codec.decodes_builtin_scalars() else {}
         by_dbns = self._by_dbns
-        for row in rows:
-            seq, dbns, field, value, created_at, context = row
-            node = by_dbns.get(dbns)
-            log = node.get(field) if node is not None else None
-            if type(log) is FieldLog and seq <= log.latest_seq:
-                # in the cache already: a delivery cut short after appending it
-                sharing.hwm = seq
-                continue
-            data = self._decode_stored(seq, dbns, field, value)
-            self._append_stored(seq, dbns, field, data, created_at, context, replaces, value)
-            sharing.hwm = seq
-            driver._saw_seq(seq)
-            if on_change is not None:
-                self._announce(seq, dbns, field, data, created_at, context)
+        last = 0
+        try:
+            for row in rows:
+                seq, dbns, field, value, created_at, context = row
+                node = by_dbns.get(dbns)
+                log = node.get(field) if node is not None else None
+                if type(log) is FieldLog and seq <= log.latest_seq:
+                    last = seq  # in the cache already: a delivery cut short after appending it
+                    continue
+                if value is None:
+                    data = GONE
+                else:
+                    # ints and strs straight from JSON, as load() does
+                    kind = scalar_ids.get(value[0]) if value else None
+                    data = loads(value[1:]) if kind is not None else None
+                    if kind is None or data.__class__ is not kind:
+                        data = decode_stored(seq, dbns, field, value)
+                append_stored(seq, dbns, field, data, created_at, context, replaces, value)
+                last = seq
+                if on_change is not None:
+                    # (the callback may write: the mark must include this row first)
+                    sharing.hwm = seq
+                    driver._saw_seq(seq)
+                    self._announce(seq, dbns, field, data, created_at, context)
+        finally:
+            if last:  # the rows appended, even if a later one failed
+                sharing.hwm = max(sharing.hwm, last)
+                driver._saw_seq(last)
 
     def _resequence(
         self, foreign: list[Row], inserts: list[Row], updates: list[tuple[int, Row]]

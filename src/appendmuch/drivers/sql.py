@@ -469,6 +469,7 @@ class SQLDriver(DBDriver):
         thread = threading.Thread(
             target=_flusher_loop,
             args=(weakref.ref(self), stop, self.batch_interval, tick),
+            kwargs={"wake": None if self.sharing is None else self.sharing.wake},
             name=f"appendmuch-flusher:{self.table}",
             daemon=True,
         )
@@ -496,6 +497,7 @@ class SQLDriver(DBDriver):
                 )
         sharing = self.sharing
         if sharing is not None:
+            sharing.wake.set()  # (the flusher may be waiting on it rather than on stop)
             sharing.stop()
             self._lease_cancel_waits()
         with self._lock:
@@ -840,21 +842,44 @@ os.register_at_fork(after_in_child=_forget_in_child)
 
 
 def _flusher_loop(
-    ref: weakref.ref[SQLDriver], stop: threading.Event, interval: float, tick: float
+    ref: weakref.ref[SQLDriver],
+    stop: threading.Event,
+    interval: float,
+    tick: float,
+    wake: threading.Event | None = None,
 ) -> None:
     """Write batches whose oldest row is older than half the interval.
 
     Wakes four times per interval, so no row waits much past ``interval`` even when
     the application stops writing; after a failure it waits ``retry_interval``.  In
     shared mode it also commits (or gives back) a write lease held for its ``hold``
-    time.  Holds only a weak reference: a driver nobody uses any more is collected
-    and the thread ends.  It never starts another flusher, and stops for good once
-    ``stop`` is set.
+    time: it wakes every ``tick`` while this process holds the lease or has rows
+    queued, and otherwise four times per interval or when ``wake`` is set (a lease
+    was taken), so an idle writer costs next to nothing.  Holds only a weak
+    reference: a driver nobody uses any more is collected and the thread ends.  It
+    never starts another flusher, and stops for good once ``stop`` is set.
     """
-    while not stop.wait(tick):
+    slow = interval / 4
+    pause = tick
+    while True:
+        if wake is not None and pause > tick:
+            wake.wait(pause)
+            if stop.is_set():
+                return
+        elif stop.wait(pause):
+            return
+        if wake is not None:
+            wake.clear()
         driver = ref()
         if driver is None:
             return
+        sharing = driver.sharing
+        busy = sharing is not None and (
+            # (unsure, stale: a lease or a cache to sort out after an interrupt)
+            sharing.ready() or sharing.unsure or sharing.stale or bool(driver.pending)
+        )
+        pause = tick if wake is None or busy else slow
+        del sharing
         retry = driver.retry_interval
         try:
             if driver.sharing is not None and driver.sharing.due():
