@@ -154,9 +154,10 @@ def check_cache(store: Store, fresh: Store) -> None:
     if mine != theirs:
         only_mine = sorted(set(mine) - set(theirs))[:3]
         only_theirs = sorted(set(theirs) - set(mine))[:3]
+        twice = sorted({line for line in mine if mine.count(line) > 1})[:3]
         raise AssertionError(
             f"the cache differs from a fresh reopen: only in the cache {only_mine}, only "
-            f"in the reopen {only_theirs}"
+            f"in the reopen {only_theirs}, twice in the cache {twice}"
         )
 
 

@@ -487,6 +487,8 @@ class SQLDriver(DBDriver):
         if self._pid != os.getpid():
             return
         self._stop.set()
+        if self.sharing is not None:
+            self.sharing.wake.set()  # (the flusher may be waiting on it rather than on stop)
         thread, self._flusher = self._flusher, None
         if thread is not None and thread is not threading.current_thread():
             thread.join(self._patience())
@@ -497,7 +499,6 @@ class SQLDriver(DBDriver):
                 )
         sharing = self.sharing
         if sharing is not None:
-            sharing.wake.set()  # (the flusher may be waiting on it rather than on stop)
             sharing.stop()
             self._lease_cancel_waits()
         with self._lock:
