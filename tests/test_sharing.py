@@ -716,12 +716,13 @@ def _child_args(place: Backend) -> list[str]:
     return ["postgresql", place.conninfo, place.prefix]
 
 
-def _spawn(tmp_path: Path, *args: str) -> subprocess.Popen[str]:
-    script = tmp_path / "child.py"
+def _spawn(tmp_path: Path, source: str, *args: str, name: str = "child") -> subprocess.Popen[str]:
+    """Run ``source`` (saved as ``{name}.py``) in a child process with piped stdio."""
+    script = tmp_path / f"{name}.py"
     if not script.exists():
         # (written once: rewriting it while an earlier child starts up would hand that
         # child a truncated script, which runs nothing and exits 0)
-        script.write_text(CHILD)
+        script.write_text(source)
     env = dict(os.environ, PYTHONPATH=os.pathsep.join(sys.path))
     return subprocess.Popen(
         [sys.executable, str(script), *args],
@@ -748,7 +749,7 @@ def test_processes_increment_one_counter_without_losing_an_update(
     setup = shared(place)
     setup.storage("hot").counter = {"n": 0}
     setup.flush()
-    children = [_spawn(tmp_path, *_child_args(place), "60", f"c{k}") for k in range(3)]
+    children = [_spawn(tmp_path, CHILD, *_child_args(place), "60", f"c{k}") for k in range(3)]
     try:
         for child in children:
             _ready(child)
@@ -806,16 +807,7 @@ def test_a_writer_killed_while_holding_the_lease_loses_only_its_own_rows(
     survivor = shared(place)
     survivor.storage("s").before = 1
     survivor.flush()
-    script = tmp_path / "holder.py"
-    script.write_text(HOLDER)
-    env = dict(os.environ, PYTHONPATH=os.pathsep.join(sys.path))
-    holder = subprocess.Popen(
-        [sys.executable, str(script), *_child_args(place)],
-        stdin=subprocess.PIPE,
-        stdout=subprocess.PIPE,
-        text=True,
-        env=env,
-    )
+    holder = _spawn(tmp_path, HOLDER, *_child_args(place), name="holder")
     try:
         assert holder.stdout is not None
         assert holder.stdout.readline().strip() == "holding"
@@ -865,16 +857,7 @@ def test_a_writer_interrupted_while_waiting_for_the_lease_does_not_keep_it(
     holder = shared(place)
     holder.storage("h").x = 0
     holder.flush()
-    script = tmp_path / "waiter.py"
-    script.write_text(WAITER)
-    env = dict(os.environ, PYTHONPATH=os.pathsep.join(sys.path))
-    waiter = subprocess.Popen(
-        [sys.executable, str(script), *_child_args(place)],
-        stdin=subprocess.PIPE,
-        stdout=subprocess.PIPE,
-        text=True,
-        env=env,
-    )
+    waiter = _spawn(tmp_path, WAITER, *_child_args(place), name="waiter")
     try:
         assert waiter.stdout is not None and waiter.stdin is not None
         assert waiter.stdout.readline().strip() == "ready"
