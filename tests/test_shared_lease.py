@@ -156,3 +156,38 @@ def test_writing_to_a_closed_shared_store_raises_closed_error(place: Backend) ->
     with pytest.raises(ClosedError, match="closed"):
         del k.x
     assert [v.data for v in k.__history__()["x"]] == [1]
+
+
+def test_a_row_of_another_writer_that_is_not_json_raises_decode_error_naming_it(
+    place: Backend,
+) -> None:
+    """Taking in others' rows decodes ints on a fast path; bytes that are not JSON still
+    raise the codec's DecodeError naming the row (not the JSON parser's own error)."""
+    from appendmuch.errors import DecodeError
+
+    store = shared(place)
+    try:
+        store.storage("k").x = 1
+        store.flush()
+        driver: Any = store.driver
+        row = (driver.last_seq + 1, "k", "y", b"\x00{", 1.0, "hand:1")
+        insert = (
+            f'INSERT INTO "{driver.table}" (seq, namespace, field, value, created_at, '
+            "context) VALUES ({0}, {0}, {0}, {0}, {0}, {0})"
+        )
+        if isinstance(place, PostgresBackend):
+            import psycopg
+
+            with psycopg.connect(place.conninfo, autocommit=True) as conn:
+                conn.execute(insert.format("%s"), row)
+        else:
+            import sqlite3
+
+            conn = sqlite3.connect(driver.database)
+            with conn:
+                conn.execute(insert.format("?"), row)
+            conn.close()
+        with pytest.raises(DecodeError, match=rf"seq {row[0]}.*'y'"):
+            store.sync()
+    finally:
+        store.close()

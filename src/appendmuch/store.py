@@ -750,9 +750,16 @@ class Store:
                 if value is None:
                     data = GONE
                 else:
-                    # ints and strs straight from JSON, as load() does
+                    # ints and strs straight from JSON, as load() does; anything else,
+                    # or bytes that are not JSON, through the codec (a DecodeError
+                    # naming the row)
                     kind = scalar_ids.get(value[0]) if value else None
-                    data = loads(value[1:]) if kind is not None else None
+                    data = None
+                    if kind is not None:
+                        try:
+                            data = loads(value[1:])
+                        except ValueError:
+                            kind = None
                     if kind is None or data.__class__ is not kind:
                         data = decode_stored(seq, dbns, field, value)
                 append_stored(seq, dbns, field, data, created_at, context, replaces, value)
