@@ -746,11 +746,8 @@ class PostgreSQL(SQLDriver):
             return None  # (re)connecting, or batches in flight: _lease_take sorts it out
         self._lease_waiting = conn
         try:
-            # the server grants waiting sessions in turn; it releases the lock if this
-            # session ends.  Saying so first tells a holder to give it back soon.
             with conn.pipeline():
-                conn.execute(_WANT, (self._channel,))
-                conn.execute("SELECT pg_advisory_lock(%s)", (self._lease_key,))
+                self._queue_lease_lock(conn)
         except self._psycopg.errors.LockNotAvailable:
             raise self._lease_timed_out() from None
         except self._library_errors:
@@ -767,26 +764,30 @@ class PostgreSQL(SQLDriver):
         conn = self._writer_connection()
         if token is not None and token is conn:
             return self._rows_after(conn, seq)  # the lock was granted outside the lock
-        if token is not None and not getattr(token, "closed", True):
-            # granted on a session this driver no longer writes with: end it, which
-            # gives the lock back
-            with contextlib.suppress(*self._library_errors):
-                token.close()  # type: ignore[attr-defined]
+        if token is not None:
+            self._lease_forget(token)  # granted on a session this driver no longer uses
         # One round trip.  The session lock waits while another writer holds it; the
         # holder gives it back once its batches are committed, or the server does when
         # the holder's session ends (after the batches it had received).  The SELECT
         # after it sees every commit made under the lock before.
         try:
             with conn.pipeline():
-                conn.execute(_WANT, (self._channel,))
-                conn.execute("SELECT pg_advisory_lock(%s)", (self._lease_key,))
-                cur = conn.cursor(binary=True).execute(
-                    f"SELECT {ROW_COLUMNS} FROM {self._quoted} WHERE seq > %s ORDER BY seq",
-                    (seq,),
-                )
+                self._queue_lease_lock(conn)
+                cur = conn.cursor(binary=True).execute(self._after_sql(), (seq,))
         except self._psycopg.errors.LockNotAvailable:
             raise self._lease_timed_out() from None
         return [tuple(row) for row in cur.fetchall()]
+
+    def _queue_lease_lock(self, conn: Any) -> None:
+        """In a pipeline on ``conn``: say that this session waits for the lease (its
+        holder then gives it back soon), then wait for it.  The server grants waiting
+        sessions in turn, and releases the lock when the session ends."""
+        conn.execute(_WANT, (self._channel,))
+        conn.execute("SELECT pg_advisory_lock(%s)", (self._lease_key,))
+
+    def _after_sql(self) -> str:
+        """The stored rows above a seq (the parameter), in seq order."""
+        return f"SELECT {ROW_COLUMNS} FROM {self._quoted} WHERE seq > %s ORDER BY seq"
 
     def _lease_confirm(self) -> None:
         pipe = self._pipe
@@ -858,13 +859,7 @@ class PostgreSQL(SQLDriver):
     def _rows_after(self, conn: Any, seq: int) -> list[Row]:
         # binary results: no text parsing of numbers, no hex decoding of bytea (a
         # follower reads every row every other writer commits)
-        rows = (
-            conn.cursor(binary=True)
-            .execute(
-                f"SELECT {ROW_COLUMNS} FROM {self._quoted} WHERE seq > %s ORDER BY seq", (seq,)
-            )
-            .fetchall()
-        )
+        rows = conn.cursor(binary=True).execute(self._after_sql(), (seq,)).fetchall()
         return [tuple(row) for row in rows]
 
     def _lease_commit(
