@@ -30,12 +30,20 @@ from typing import Any
 import pytest
 
 from appendmuch import Sqlite3, Store
+from appendmuch.fieldlog import FieldLog
 from sharedlib import PeerProcess, Place, history_lines
 from test_interrupts import DRIVERS, Ledger, not_interruptible, stored_rows
 
 KINDS = ["sqlite", "postgresql"]
 #: the Store's shared-mode catch-up code, interrupted at each line too
-CATCH_UP = {Store._take_rows.__code__, Store._resequence.__code__, Store._load.__code__}
+CATCH_UP = {
+    Store._take_rows.__code__,
+    Store._take_runs.__code__,
+    Store._extend_stored.__code__,
+    FieldLog.extend.__code__,
+    Store._resequence.__code__,
+    Store._load.__code__,
+}
 #: the writer's batch interval: its background thread, idle between leases, looks a
 #: quarter of it apart for a lease to give back (left unsure by an interrupt)
 INTERVAL = 1.0

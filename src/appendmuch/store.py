@@ -7,6 +7,8 @@ import threading
 import time
 import weakref
 from collections.abc import Callable, Iterable, Mapping
+from itertools import groupby
+from operator import itemgetter
 from typing import Any
 
 import orjson
@@ -53,6 +55,10 @@ _loads = orjson.loads
 #: Store._write's default for ``data``: encode ``value`` (a plain assignment)
 _ENCODE: Any = object()
 _NAN = float("nan")
+#: what _append_stored raises for a row it refuses, before changing the cache
+_REFUSED_ROW = (InvalidNameError, NamespaceCollisionError)
+#: a stored row's (namespace, field)
+_ns_field = itemgetter(1, 2)
 #: an entry appended whose callback is still to be called:
 #: (namespace, field, data, created_at, context, seq)
 Done = tuple[tuple[str, ...], str, Any, float, str, int]
@@ -733,6 +739,9 @@ class Store:
         driver = self.driver
         replaces = self._replaces if self.replace_predicate is not None else None
         on_change = self.on_change
+        if on_change is None:
+            self._take_runs(rows, replaces)
+            return
         decode_stored = self._decode_stored
         append_stored = self._append_stored
         loads = _loads
@@ -762,7 +771,13 @@ class Store:
                             kind = None
                     if kind is None or data.__class__ is not kind:
                         data = decode_stored(seq, dbns, field, value)
-                append_stored(seq, dbns, field, data, created_at, context, replaces, value)
+                sharing.stale = True  # cut short mid-append (Ctrl-C): rebuilt under the lease
+                try:
+                    append_stored(seq, dbns, field, data, created_at, context, replaces, value)
+                except _REFUSED_ROW:
+                    sharing.stale = False  # refused before the cache changed
+                    raise
+                sharing.stale = False
                 last = seq
                 if on_change is not None:
                     # (the callback may write: the mark must include this row first)
@@ -773,6 +788,128 @@ class Store:
             if last:  # the rows appended, even if a later one failed
                 sharing.hwm = max(sharing.hwm, last)
                 driver._saw_seq(last)
+
+    def _take_runs(self, rows: list[Row], replaces: ReplacePredicate | None) -> None:
+        """``_take_rows`` without ``on_change``: each run of consecutive rows of one
+        field goes into its FieldLog in one step (``FieldLog.extend``).  A follower
+        takes in every row every other process writes, so this is the per-row cost
+        of a shared-mode process that only writes."""
+        sharing = self._sharing
+        assert sharing is not None
+        by_dbns = self._by_dbns
+        loads = _loads
+        scalar_ids = _SCALAR_IDS if self.codec.decodes_builtin_scalars() else {}
+        decode_stored = self._decode_stored
+        last = 0
+        try:
+            for (dbns, field), group in groupby(rows, _ns_field):
+                run = list(group)
+                node = by_dbns.get(dbns)
+                log = node.get(field) if node is not None else None
+                if type(log) is FieldLog and run[0][0] <= log.latest_seq:
+                    # in the cache already (a delivery cut short after appending them):
+                    # a prefix of the run, as rows come in seq order
+                    top = log.latest_seq
+                    fresh = [row for row in run if row[0] > top]
+                    last = max(last, run[len(run) - len(fresh) - 1][0])
+                    run = fresh
+                    if not run:
+                        continue
+                seqs, _, _, values, times, contexts = zip(*run, strict=True)
+                data: list[Any] = []
+                failure: DecodeError | None = None
+                for seq, value in zip(seqs, values, strict=True):
+                    if value is None:
+                        data.append(GONE)
+                        continue
+                    # ints and strs straight from JSON, as load() does; anything else,
+                    # or bytes that are not JSON, through the codec
+                    kind = scalar_ids.get(value[0]) if value else None
+                    item = None
+                    if kind is not None:
+                        try:
+                            item = loads(value[1:])
+                        except ValueError:
+                            kind = None
+                    if kind is None or item.__class__ is not kind:
+                        try:
+                            item = decode_stored(seq, dbns, field, value)
+                        except DecodeError as exc:
+                            failure = exc  # the rows before it are taken in first
+                            break
+                    data.append(item)
+                if data:
+                    count = len(data)
+                    if None in times:
+                        times = tuple(_NAN if t is None else t for t in times)
+                    sharing.stale = True  # (see _take_rows)
+                    try:
+                        self._extend_stored(
+                            dbns,
+                            field,
+                            seqs[:count],
+                            times[:count],
+                            data,
+                            contexts[:count],
+                            values[:count],
+                            replaces,
+                        )
+                    except _REFUSED_ROW:
+                        sharing.stale = False  # refused before the cache changed
+                        raise
+                    sharing.stale = False
+                    last = seqs[count - 1]
+                if failure is not None:
+                    raise failure
+        finally:
+            if last:  # the rows appended, even if a later one failed
+                sharing.hwm = max(sharing.hwm, last)
+                self.driver._saw_seq(last)
+
+    def _extend_stored(
+        self,
+        dbns: str,
+        field: str,
+        seqs: tuple[int, ...],
+        times: tuple[float, ...],
+        data: list[Any],
+        contexts: tuple[str, ...],
+        raws: tuple[bytes | None, ...],
+        replaces: ReplacePredicate | None,
+    ) -> None:
+        """``_append_stored`` for a run of entries of one field (seq order)."""
+        first = seqs[0]
+        node = self._by_dbns.get(dbns)
+        if node is None:
+            node = _load_namespace(self.cache, self._by_dbns, dbns, first)
+        log = node.get(field)
+        if log is not None and log.__class__ is not FieldLog:
+            raise NamespaceCollisionError(
+                f"stored row seq {first}: {field!r} is both a field of {dbns!r} and a "
+                "namespace below it"
+            )
+        if log is None and not is_valid_field(field):
+            raise InvalidNameError(
+                f"stored row seq {first} (namespace {dbns!r}) has an invalid field name {field!r}"
+            )
+        if replaces is not None and replaces(dbns, field):
+            # a replaced field holds its newest entry only
+            fresh = FieldLog(self._decode)
+            fresh.append(seqs[-1], times[-1], data[-1], contexts[-1], raws[-1])
+            node[field] = fresh
+        elif log is None:
+            fresh = FieldLog(self._decode)
+            fresh.extend(seqs, times, data, contexts, raws)
+            node[field] = fresh  # published filled: lock-free readers never see it empty
+        else:
+            log.extend(seqs, times, data, contexts, raws)
+        latest = data[-1]
+        shared = self._scalars.get(dbns)
+        if shared is not None:
+            if latest.__class__ in _SCALAR_TYPES:
+                shared[field] = latest
+            else:
+                shared.pop(field, None)
 
     def _resequence(
         self, foreign: list[Row], inserts: list[Row], updates: list[tuple[int, Row]]
