@@ -19,11 +19,13 @@ from collections import deque
 from typing import Any
 
 from .base import Row
+from .pgarrays import ARRAY_OIDS, pack_rows
 
 __all__ = ["Batch", "Pipeline", "Tag"]
 
 #: (rows to insert, (seq of stored row, row overwriting it))
 Batch = tuple[list[Row], list[tuple[int, Row]]]
+_BINARY_6 = [1] * 6
 #: what the sender needs back with a batch's result (queued inserts, overwrites taken)
 Tag = tuple[int, int]
 
@@ -46,6 +48,8 @@ class Pipeline:
         self._int8 = Int8
         self._transformer = Transformer(conn)
         self._binary = [PyFormat.BINARY] * 7
+        #: texts may be packed as UTF-8 (pgarrays) rather than dumped by psycopg
+        self._utf8 = conn.info.encoding == "utf-8"
         self._operational_error = psycopg.OperationalError
         self._insert = (
             f"INSERT INTO {table} (seq, namespace, field, value, created_at, context) "
@@ -70,9 +74,15 @@ class Pipeline:
         inserts, updates = batch
         self.inflight.append(tag)
         if inserts:
-            columns: list[list[Any]] = [list(column) for column in zip(*inserts, strict=True)]
-            columns[0] = [self._int8(seq) for seq in columns[0]]
-            self._send(self._insert, columns, 6)
+            packed = pack_rows(inserts) if self._utf8 else None
+            if packed is not None:
+                self.pgconn.send_query_params(
+                    self._insert, packed, param_types=ARRAY_OIDS, param_formats=_BINARY_6
+                )
+            else:
+                columns: list[list[Any]] = [list(column) for column in zip(*inserts, strict=True)]
+                columns[0] = [self._int8(seq) for seq in columns[0]]
+                self._send(self._insert, columns, 6)
         for old_seq, row in updates:
             params = [self._int8(row[0]), *row[1:], self._int8(old_seq)]
             self._send(self._overwrite, params, 7)
