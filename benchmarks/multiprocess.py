@@ -2,6 +2,7 @@
 
     python benchmarks/multiprocess.py                  # SQLite, and PostgreSQL if installed
     python benchmarks/multiprocess.py --writes 80000 --wt-writes 2000 --samples 300
+    python benchmarks/multiprocess.py --rounds 5       # more rounds on a noisy machine
     python benchmarks/multiprocess.py --no-pg          # SQLite only
 
 Measured, on SQLite (a WAL file in a temporary directory) and PostgreSQL (the server of
@@ -11,6 +12,8 @@ APPENDMUCH_PG_CONNINFO, or a throwaway one started here):
   write-through (each process writes its own namespace; the clock runs from the
   moment all are ready to the moment the last one's ``flush()`` returned);
 - one process in shared mode next to one in the default single-writer mode;
+- each of those in ``--rounds`` rounds (each round runs every configuration once, in
+  turn): rates are the rounds' medians, ratios the median of each round's ratio;
 - cross-process visibility: a write-through writer assigns, and the time from the
   assignment's return to ``on_change`` in another process (no ``sync()``), p50/p99;
 - conflicts and retries per 1,000 increments of one hot counter by 4 processes
@@ -224,6 +227,10 @@ class Backend:
                     conn.execute(f'DROP TABLE IF EXISTS "{table}"')
 
 
+def _spread(rates: list[float]) -> str:
+    return " ".join(f"{rate / 1000:.1f}k" for rate in rates)
+
+
 def run(backend: Backend, args: argparse.Namespace) -> list[tuple[str, str, str]]:
     rows: list[tuple[str, str, str]] = []
     name = backend.kind
@@ -234,19 +241,30 @@ def run(backend: Backend, args: argparse.Namespace) -> list[tuple[str, str, str]
 
     for mode, n in (("batched", args.writes), ("write-through", args.wt_writes)):
         kw = {"write_through": mode == "write-through"}
-        single = aggregate(backend.fresh(), 1, n, kw)
-        add(f"single-writer mode, 1 process, {mode}", f"{single:,.0f} writes/s")
-        one = 0.0
+        # Rounds in turn, each measuring every configuration once: on a shared, noisy
+        # machine a ratio is read within a round, then the rounds' median is taken.
+        rates: dict[int, list[float]] = {0: [], 1: [], 2: [], 4: []}  # 0: single-writer
+        for _ in range(args.rounds):
+            rates[0].append(aggregate(backend.fresh(), 1, n, kw))
+            for procs in (1, 2, 4):
+                rates[procs].append(aggregate(backend.fresh(), procs, n, {"shared": True, **kw}))
+        rounds = f"median of {args.rounds} rounds" if args.rounds > 1 else "1 round"
+        add(
+            f"single-writer mode, 1 process, {mode}",
+            f"{statistics.median(rates[0]):,.0f} writes/s",
+            f"({rounds}: {_spread(rates[0])})",
+        )
         for procs in (1, 2, 4):
-            rate = aggregate(backend.fresh(), procs, n, {"shared": True, **kw})
-            one = rate if procs == 1 else one
-            note = (
-                f"({rate / single:.0%} of single-writer)"
-                if procs == 1
-                else f"({rate / one:.2f}x of 1 shared process)"
-            )
+            base = rates[0] if procs == 1 else rates[1]
+            ratio = statistics.median(r / b for r, b in zip(rates[procs], base, strict=True))
+            note = "of single-writer" if procs == 1 else "x of 1 shared process"
+            shown = f"{ratio:.0%} {note}" if procs == 1 else f"{ratio:.2f}{note}"
             plural = "es" if procs > 1 else ""
-            add(f"shared, {procs} process{plural}, {mode}", f"{rate:,.0f} writes/s", note)
+            add(
+                f"shared, {procs} process{plural}, {mode}",
+                f"{statistics.median(rates[procs]):,.0f} writes/s",
+                f"({shown}; {_spread(rates[procs])})",
+            )
     p50, p99 = visibility(backend.fresh(), args.samples)
     add("visibility latency p50 / p99", f"{p50:.1f} / {p99:.1f} ms", f"({args.samples} samples)")
     conflicts, retries, gave_up = contention(backend.fresh(), args.increments)
@@ -263,6 +281,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--writes", type=int, default=40000, help="batched writes per process")
     parser.add_argument(
         "--wt-writes", type=int, default=1000, help="write-through writes per process"
+    )
+    parser.add_argument(
+        "--rounds", type=int, default=3, help="rounds of the throughput runs (medians)"
     )
     parser.add_argument("--samples", type=int, default=200, help="visibility latency samples")
     parser.add_argument(
