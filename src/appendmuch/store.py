@@ -701,6 +701,26 @@ class Store:
             return self._write(
                 namespace, dbns, field, value, data, raw, context, working, appended, True
             )
+        if sharing.held and data is not GONE:
+            # A run of writes under the lease (the common case): nothing to wait for
+            # or take, unless it was given back while this thread waited for the locks.
+            with self._mutex, sharing.lock:
+                if sharing.held and not self._refuse_writes:
+                    try:
+                        return self._write(
+                            namespace,
+                            dbns,
+                            field,
+                            value,
+                            data,
+                            raw,
+                            context,
+                            working,
+                            appended,
+                            True,
+                        )
+                    finally:
+                        sharing.release_idle(linger=True)
         attempt = 0
         while True:
             attempt += 1

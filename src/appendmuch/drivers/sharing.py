@@ -240,7 +240,8 @@ class Sharing:
         """
         if self.held:
             now = time.monotonic()
-            if self.driver.pending or (linger and now - self._since < self.hold):
+            pending = self.driver._pending  # (this runs after every shared-mode write)
+            if pending.inserts or pending.updates or (linger and now - self._since < self.hold):
                 self._used = now
             else:
                 self.drop()
