@@ -30,7 +30,7 @@ CONTEXTS = ["app.py.main:1", "app.py.loop:7"]
 values = st.one_of(
     st.integers(-(2**40), 2**40),
     st.text(max_size=5),
-    st.floats(allow_nan=False),
+    st.floats(allow_nan=False, allow_infinity=False),
     st.lists(st.integers(0, 9), max_size=3),
     st.dictionaries(st.sampled_from("xyz"), st.integers(0, 9), max_size=2),
     st.none(),
