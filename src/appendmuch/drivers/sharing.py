@@ -47,7 +47,7 @@ __all__ = ["LogFollower", "Sharing"]
 #: after a follower error (a lost connection), wait this long before trying again
 _RETRY_AFTER = 0.5
 #: a lease nobody used for this long is committed (or dropped) by the flusher
-_IDLE = 0.002
+_IDLE = 0.005
 #: the follower checks this often whether it was stopped while waiting for a lock
 _WAIT_STEP = 0.05
 #: close() waits at most this long for the follower thread to end
