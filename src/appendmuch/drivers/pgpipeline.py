@@ -19,9 +19,9 @@ from collections import deque
 from typing import Any
 
 from .base import Row
-from .pgarrays import ARRAY_OIDS, pack_rows
+from .pgarrays import pack_rows
 
-__all__ = ["Batch", "Pipeline", "Tag"]
+__all__ = ["INSERT", "NOTIFY", "Batch", "Pipeline", "Tag", "insert_sql", "prepare"]
 
 #: (rows to insert, (seq of stored row, row overwriting it))
 Batch = tuple[list[Row], list[tuple[int, Row]]]
@@ -30,8 +30,32 @@ _BINARY_6 = [1] * 6
 Tag = tuple[int, int]
 
 
+#: the statements every writer connection prepares once (:func:`prepare`): parsing
+#: and planning the insert for each batch cost the server about a third of its work
+INSERT = b"appendmuch_insert"
+NOTIFY = b"appendmuch_notify"
+
+
+def insert_sql(table: str) -> str:
+    """One batch's insert: the six columns as arrays ($1..$6), unnested into rows."""
+    return (
+        f"INSERT INTO {table} (seq, namespace, field, value, created_at, context) "
+        "SELECT * FROM unnest($1::int8[], $2::text[], $3::text[], $4::bytea[], "
+        "$5::float8[], $6::text[])"
+    )
+
+
+def prepare(conn: Any, table: str) -> None:
+    """Prepare :data:`INSERT` and :data:`NOTIFY` on a new writer connection (not in
+    pipeline mode; they last as long as its session)."""
+    conn.execute(f"PREPARE {INSERT.decode()} AS {insert_sql(table)}")
+    conn.execute(f"PREPARE {NOTIFY.decode()} (text, text) AS SELECT pg_notify($1, $2)")
+
+
 class Pipeline:
-    """A writer connection in pipeline mode, with the batches it has in flight."""
+    """A writer connection in pipeline mode, with the batches it has in flight.
+
+    The connection must have been through :func:`prepare`."""
 
     def __init__(self, conn: Any, table: str, timeout: float) -> None:
         import psycopg
@@ -51,11 +75,7 @@ class Pipeline:
         #: texts may be packed as UTF-8 (pgarrays) rather than dumped by psycopg
         self._utf8 = conn.info.encoding == "utf-8"
         self._operational_error = psycopg.OperationalError
-        self._insert = (
-            f"INSERT INTO {table} (seq, namespace, field, value, created_at, context) "
-            "SELECT * FROM unnest($1::int8[], $2::text[], $3::text[], $4::bytea[], "
-            "$5::float8[], $6::text[])"
-        ).encode()
+        self._insert = insert_sql(table).encode()
         self._overwrite = (
             f"WITH updated AS (UPDATE {table} SET seq = $1::int8, namespace = $2::text, "
             "field = $3::text, value = $4::bytea, created_at = $5::float8, "
@@ -76,9 +96,7 @@ class Pipeline:
         if inserts:
             packed = pack_rows(inserts) if self._utf8 else None
             if packed is not None:
-                self.pgconn.send_query_params(
-                    self._insert, packed, param_types=ARRAY_OIDS, param_formats=_BINARY_6
-                )
+                self.pgconn.send_query_prepared(INSERT, packed, param_formats=_BINARY_6)
             else:
                 columns: list[list[Any]] = [list(column) for column in zip(*inserts, strict=True)]
                 columns[0] = [self._int8(seq) for seq in columns[0]]
@@ -87,7 +105,8 @@ class Pipeline:
             params = [self._int8(row[0]), *row[1:], self._int8(old_seq)]
             self._send(self._overwrite, params, 7)
         if notify is not None:
-            self._send(b"SELECT pg_notify($1, $2)", list(notify), 2)
+            channel, payload = notify
+            self.pgconn.send_query_prepared(NOTIFY, [channel.encode(), payload.encode()])
         self.pgconn.pipeline_sync()
         self._drain_output()
 

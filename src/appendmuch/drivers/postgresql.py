@@ -19,7 +19,7 @@ from typing import Any
 from ..errors import DatabaseError, DumpFormatError, LockedError, SchemaError
 from .base import Row
 from .layout import ROW_COLUMNS, TableNames, index_name
-from .pgpipeline import Pipeline, Tag
+from .pgpipeline import Pipeline, Tag, prepare
 from .sql import BATCH_BYTES, RETRY_INTERVAL, SQLDriver
 
 __all__ = ["PostgreSQL"]
@@ -229,6 +229,8 @@ class PostgreSQL(SQLDriver):
         self._pool: Any = None
         self._writer: Any = None
         self._pipe: Pipeline | None = None
+        #: the writer connection the batch statements are prepared on (pgpipeline.prepare)
+        self._prepared_on: Any = None
         self._timeout = float(self._pool_args.get("timeout", 30.0))
         #: the table's advisory lock: database, schema and table (noted on connecting)
         self._lock_key: int | None = None
@@ -537,7 +539,11 @@ class PostgreSQL(SQLDriver):
     def _pipeline(self) -> Pipeline:
         pipe = self._pipe
         if pipe is None:
-            pipe = self._pipe = Pipeline(self._writer_connection(), self._quoted, self._timeout)
+            conn = self._writer_connection()
+            if self._prepared_on is not conn:
+                prepare(conn, self._quoted)  # (once per session: the table exists now)
+                self._prepared_on = conn
+            pipe = self._pipe = Pipeline(conn, self._quoted, self._timeout)
         return pipe
 
     def _drop_connections(self) -> None:
