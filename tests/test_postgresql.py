@@ -13,6 +13,7 @@ import subprocess
 import sys
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import psycopg
 import pytest
@@ -124,6 +125,25 @@ class TestReadingNewRows:
         plan_text = "\n".join(lines)
         assert "Seq Scan" not in plan_text, plan_text
         assert f"{table}_seq_key" in plan_text, plan_text
+
+
+class TestPreparedStatements:
+    def test_a_prepare_cut_short_is_repeated_on_the_same_session(self, pg: PostgresBackend) -> None:
+        """The batch insert is prepared once per writer session; a prepare() whose
+        completion was never noted (a Ctrl-C after its PREPARE) runs again without
+        failing the next write."""
+        store = Store(pg.driver())
+        player = store.storage("game", "p1")
+        player.score = 1
+        store.flush()
+        driver: Any = store.driver
+        driver._leave_pipeline()  # (the next batch starts a pipeline again)
+        driver._prepared_on = None  # as if prepare() was cut short after its PREPAREs
+        player.score = 2
+        store.flush()
+        store = pg.reopen(store)
+        assert [v.data for v in store.storage("game", "p1").__history__()["score"]] == [1, 2]
+        store.close()
 
 
 class TestSeparation:

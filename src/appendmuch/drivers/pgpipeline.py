@@ -13,6 +13,7 @@ is out of step with the server: the driver drops its connection rather than read
 
 from __future__ import annotations
 
+import contextlib
 import select
 import time
 from collections import deque
@@ -47,9 +48,16 @@ def insert_sql(table: str) -> str:
 
 def prepare(conn: Any, table: str) -> None:
     """Prepare :data:`INSERT` and :data:`NOTIFY` on a new writer connection (not in
-    pipeline mode; they last as long as its session)."""
-    conn.execute(f"PREPARE {INSERT.decode()} AS {insert_sql(table)}")
-    conn.execute(f"PREPARE {NOTIFY.decode()} (text, text) AS SELECT pg_notify($1, $2)")
+    pipeline mode; they last as long as its session).  One already there is this
+    table's (a connection writes one table): a call cut short is simply repeated."""
+    from psycopg.errors import DuplicatePreparedStatement
+
+    for statement in (
+        f"PREPARE {INSERT.decode()} AS {insert_sql(table)}",
+        f"PREPARE {NOTIFY.decode()} (text, text) AS SELECT pg_notify($1, $2)",
+    ):
+        with contextlib.suppress(DuplicatePreparedStatement):
+            conn.execute(statement)
 
 
 class Pipeline:
