@@ -186,3 +186,21 @@ def test_a_row_refused_midway_keeps_the_rows_before_it(opened: list[Store], tmp_
     assert [v.data for v in store._by_dbns["g/p1"]["a"]] == [1, 2]
     assert store._sharing is not None and store._sharing.hwm == 2
     assert not store._sharing.stale
+
+
+def test_a_run_whose_time_is_no_number_is_refused_and_changes_nothing(
+    opened: list[Store], tmp_path: Path
+) -> None:
+    """A stored time that is no number (a damaged SQLite file) raises, as it did row by
+    row; the cache keeps what came before, is not marked for a reload, and the mark
+    stays before the bad row (sync() would raise again rather than skip it)."""
+    store = _open(tmp_path, "time", opened)
+    good = (1, "g/p1", "a", store.codec.encode(1), 1.7e9, "app.py.main:1")
+    bad = (2, "g/p2", "b", store.codec.encode(2), "yesterday", "app.py.main:1")
+    with pytest.raises(TypeError):
+        _deliver(store, [[good, bad]])
+    assert [v.data for v in store._by_dbns["g/p1"]["a"]] == [1]
+    assert "b" not in store._by_dbns.get("g/p2", {})
+    assert store._sharing is not None
+    assert store._sharing.hwm == 1
+    assert not store._sharing.stale

@@ -57,6 +57,9 @@ _ENCODE: Any = object()
 _NAN = float("nan")
 #: what _append_stored raises for a row it refuses, before changing the cache
 _REFUSED_ROW = (InvalidNameError, NamespaceCollisionError)
+#: ... and what _extend_stored raises before changing it (FieldLog.extend checks its
+#: columns first: a created_at that is no number, say)
+_REFUSED_RUN = (*_REFUSED_ROW, TypeError, ValueError)
 #: a stored row's (namespace, field)
 _ns_field = itemgetter(1, 2)
 #: an entry appended whose callback is still to be called:
@@ -874,7 +877,7 @@ class Store:
                             values[:count],
                             replaces,
                         )
-                    except _REFUSED_ROW:
+                    except _REFUSED_RUN:
                         sharing.stale = False  # refused before the cache changed
                         raise
                     sharing.stale = False
