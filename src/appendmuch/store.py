@@ -700,28 +700,16 @@ class Store:
         so the seq it allocates is final."""
         sharing = self._sharing
         assert sharing is not None
+        leased = (namespace, dbns, field, value, data, raw, context, working, appended, True)
         if self._refuse_writes:  # closed or read-only: refused without the lease
-            return self._write(
-                namespace, dbns, field, value, data, raw, context, working, appended, True
-            )
+            return self._write(*leased)
         if sharing.held and data is not GONE:
             # A run of writes under the lease (the common case): nothing to wait for
             # or take, unless it was given back while this thread waited for the locks.
             with self._mutex, sharing.lock:
                 if sharing.held and not self._refuse_writes:
                     try:
-                        return self._write(
-                            namespace,
-                            dbns,
-                            field,
-                            value,
-                            data,
-                            raw,
-                            context,
-                            working,
-                            appended,
-                            True,
-                        )
+                        return self._write(*leased)
                     finally:
                         sharing.release_idle(linger=True)
         attempt = 0
@@ -730,9 +718,7 @@ class Store:
             sharing.await_lease()  # (outside the locks: others' rows arrive meanwhile)
             with self._mutex, sharing.lock:  # (this order everywhere)
                 if self._refuse_writes:  # closed while this thread waited
-                    return self._write(
-                        namespace, dbns, field, value, data, raw, context, working, appended, True
-                    )
+                    return self._write(*leased)
                 if not sharing.ready() and attempt < 3:
                     continue  # given back while this thread waited for the locks
                 sharing.acquire()
@@ -745,9 +731,7 @@ class Store:
                                 f"{_show_ns(dbns)} has no field {field!r} to delete "
                                 "(another process deleted it)"
                             )
-                    return self._write(
-                        namespace, dbns, field, value, data, raw, context, working, appended, True
-                    )
+                    return self._write(*leased)
                 finally:
                     sharing.release_idle(linger=True)
 

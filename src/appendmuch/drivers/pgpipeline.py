@@ -26,6 +26,7 @@ __all__ = ["INSERT", "NOTIFY", "Batch", "Pipeline", "Tag", "insert_sql", "prepar
 
 #: (rows to insert, (seq of stored row, row overwriting it))
 Batch = tuple[list[Row], list[tuple[int, Row]]]
+#: the insert's six parameters, all in binary format
 _BINARY_6 = [1] * 6
 #: what the sender needs back with a batch's result (queued inserts, overwrites taken)
 Tag = tuple[int, int]
