@@ -340,19 +340,7 @@ class Store:
     ) -> None:
         """Append an entry that already has its seq to the tree (under ``_mutex``);
         ``raw`` is its stored bytes (kept in place of the data once a newer entry comes)."""
-        node = self._by_dbns.get(dbns)
-        if node is None:
-            node = _load_namespace(self.cache, self._by_dbns, dbns, seq)
-        log = node.get(field)
-        if log is not None and log.__class__ is not FieldLog:
-            raise NamespaceCollisionError(
-                f"stored row seq {seq}: {field!r} is both a field of {dbns!r} and a "
-                "namespace below it"
-            )
-        if log is None and not is_valid_field(field):
-            raise InvalidNameError(
-                f"stored row seq {seq} (namespace {dbns!r}) has an invalid field name {field!r}"
-            )
+        node, log = self._stored_field(dbns, field, seq)
         if log is None or (replaces is not None and replaces(dbns, field)):
             log = FieldLog(self._decode)
             log.append(seq, created_at, data, context, raw)
@@ -368,6 +356,32 @@ class Store:
             log.raw = raw if data.__class__ not in _KEPT_DECODED and data is not GONE else None
             if log.runs is not None:
                 log.runs.add(log, len(log.seqs) - 1)
+        self._note_latest(dbns, field, data)
+
+    def _stored_field(
+        self, dbns: str, field: str, seq: int
+    ) -> tuple[dict[str, Any], FieldLog | None]:
+        """The namespace node (made if new) and the field's log (None if new) for a
+        stored row with ``seq``; a name the tree cannot hold raises before anything
+        but the namespace path changes."""
+        node = self._by_dbns.get(dbns)
+        if node is None:
+            node = _load_namespace(self.cache, self._by_dbns, dbns, seq)
+        log = node.get(field)
+        if log is not None and log.__class__ is not FieldLog:
+            raise NamespaceCollisionError(
+                f"stored row seq {seq}: {field!r} is both a field of {dbns!r} and a "
+                "namespace below it"
+            )
+        if log is None and not is_valid_field(field):
+            raise InvalidNameError(
+                f"stored row seq {seq} (namespace {dbns!r}) has an invalid field name {field!r}"
+            )
+        return node, log
+
+    def _note_latest(self, dbns: str, field: str, data: Any) -> None:
+        """Keep the namespace's shared read dict (if any) in step with a new latest
+        entry appended from stored rows."""
         shared = self._scalars.get(dbns)
         if shared is not None:
             if data.__class__ in _SCALAR_TYPES:
@@ -749,9 +763,8 @@ class Store:
         if on_change is None:
             self._take_runs(rows, replaces)
             return
-        decode_stored = self._decode_stored
+        decode_taken = self._decode_taken
         append_stored = self._append_stored
-        loads = _loads
         scalar_ids = _SCALAR_IDS if self.codec.decodes_builtin_scalars() else {}
         by_dbns = self._by_dbns
         last = 0
@@ -763,21 +776,7 @@ class Store:
                 if type(log) is FieldLog and seq <= log.latest_seq:
                     last = seq  # in the cache already: a delivery cut short after appending it
                     continue
-                if value is None:
-                    data = GONE
-                else:
-                    # ints and strs straight from JSON, as load() does; anything else,
-                    # or bytes that are not JSON, through the codec (a DecodeError
-                    # naming the row)
-                    kind = scalar_ids.get(value[0]) if value else None
-                    data = None
-                    if kind is not None:
-                        try:
-                            data = loads(value[1:])
-                        except ValueError:
-                            kind = None
-                    if kind is None or data.__class__ is not kind:
-                        data = decode_stored(seq, dbns, field, value)
+                data = decode_taken(seq, dbns, field, value, scalar_ids)
                 sharing.stale = True  # cut short mid-append (Ctrl-C): rebuilt under the lease
                 try:
                     append_stored(seq, dbns, field, data, created_at, context, replaces, value)
@@ -796,6 +795,25 @@ class Store:
                 sharing.hwm = max(sharing.hwm, last)
                 driver._saw_seq(last)
 
+    def _decode_taken(
+        self, seq: int, dbns: str, field: str, value: bytes | None, scalar_ids: dict[int, type]
+    ) -> Any:
+        """The data of a row another writer committed (GONE for a tombstone): ints and
+        strs straight from JSON, as load() does; anything else, or bytes that are not
+        JSON, through the codec (a DecodeError naming the row)."""
+        if value is None:
+            return GONE
+        kind = scalar_ids.get(value[0]) if value else None
+        if kind is not None:
+            try:
+                data = _loads(value[1:])
+            except ValueError:
+                pass
+            else:
+                if data.__class__ is kind:
+                    return data
+        return self._decode_stored(seq, dbns, field, value)
+
     def _take_runs(self, rows: list[Row], replaces: ReplacePredicate | None) -> None:
         """``_take_rows`` without ``on_change``: each run of consecutive rows of one
         field goes into its FieldLog in one step (``FieldLog.extend``).  A follower
@@ -804,9 +822,8 @@ class Store:
         sharing = self._sharing
         assert sharing is not None
         by_dbns = self._by_dbns
-        loads = _loads
         scalar_ids = _SCALAR_IDS if self.codec.decodes_builtin_scalars() else {}
-        decode_stored = self._decode_stored
+        decode_taken = self._decode_taken
         last = 0
         try:
             for (dbns, field), group in groupby(rows, _ns_field):
@@ -826,25 +843,11 @@ class Store:
                 data: list[Any] = []
                 failure: DecodeError | None = None
                 for seq, value in zip(seqs, values, strict=True):
-                    if value is None:
-                        data.append(GONE)
-                        continue
-                    # ints and strs straight from JSON, as load() does; anything else,
-                    # or bytes that are not JSON, through the codec
-                    kind = scalar_ids.get(value[0]) if value else None
-                    item = None
-                    if kind is not None:
-                        try:
-                            item = loads(value[1:])
-                        except ValueError:
-                            kind = None
-                    if kind is None or item.__class__ is not kind:
-                        try:
-                            item = decode_stored(seq, dbns, field, value)
-                        except DecodeError as exc:
-                            failure = exc  # the rows before it are taken in first
-                            break
-                    data.append(item)
+                    try:
+                        data.append(decode_taken(seq, dbns, field, value, scalar_ids))
+                    except DecodeError as exc:
+                        failure = exc  # the rows before it are taken in first
+                        break
                 if data:
                     count = len(data)
                     if None in times:
@@ -885,20 +888,7 @@ class Store:
         replaces: ReplacePredicate | None,
     ) -> None:
         """``_append_stored`` for a run of entries of one field (seq order)."""
-        first = seqs[0]
-        node = self._by_dbns.get(dbns)
-        if node is None:
-            node = _load_namespace(self.cache, self._by_dbns, dbns, first)
-        log = node.get(field)
-        if log is not None and log.__class__ is not FieldLog:
-            raise NamespaceCollisionError(
-                f"stored row seq {first}: {field!r} is both a field of {dbns!r} and a "
-                "namespace below it"
-            )
-        if log is None and not is_valid_field(field):
-            raise InvalidNameError(
-                f"stored row seq {first} (namespace {dbns!r}) has an invalid field name {field!r}"
-            )
+        node, log = self._stored_field(dbns, field, seqs[0])
         if replaces is not None and replaces(dbns, field):
             # a replaced field holds its newest entry only
             fresh = FieldLog(self._decode)
@@ -910,13 +900,7 @@ class Store:
             node[field] = fresh  # published filled: lock-free readers never see it empty
         else:
             log.extend(seqs, times, data, contexts, raws)
-        latest = data[-1]
-        shared = self._scalars.get(dbns)
-        if shared is not None:
-            if latest.__class__ in _SCALAR_TYPES:
-                shared[field] = latest
-            else:
-                shared.pop(field, None)
+        self._note_latest(dbns, field, data[-1])
 
     def _resequence(
         self, foreign: list[Row], inserts: list[Row], updates: list[tuple[int, Row]]
