@@ -25,7 +25,7 @@ import signal
 import sys
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Collection, Iterator
 from pathlib import Path
 from types import CodeType, FrameType
 from typing import Any
@@ -48,8 +48,9 @@ def is_replace(dbns: str, field: str) -> bool:
     return field.startswith("r_")
 
 
-def interrupt_at(k: int) -> Callable[[FrameType, str, Any], Any]:
-    """A trace function raising KeyboardInterrupt at the k-th line run in the drivers."""
+def interrupt_at(k: int, also: Collection[CodeType] = ()) -> Callable[[FrameType, str, Any], Any]:
+    """A trace function raising KeyboardInterrupt at the k-th line run in the drivers
+    (and in the functions of ``also``)."""
     seen = [0]
 
     def local(frame: FrameType, event: str, arg: Any) -> Any:
@@ -60,9 +61,8 @@ def interrupt_at(k: int) -> Callable[[FrameType, str, Any], Any]:
         return local
 
     def calls(frame: FrameType, event: str, arg: Any) -> Any:
-        if frame.f_code.co_filename.startswith(DRIVERS):
-            return local
-        return None
+        code = frame.f_code
+        return local if code.co_filename.startswith(DRIVERS) or code in also else None
 
     return calls
 

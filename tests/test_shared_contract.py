@@ -29,6 +29,7 @@ from hypothesis.stateful import invariant, rule, run_state_machine_as_test
 import appendmuch
 from appendmuch import Store, within
 from appendmuch.errors import AppendmuchError
+from sharedfixtures import Peers, shared_place  # noqa: F401  (the fixture place)
 from sharedlib import (
     PATIENCE,
     PeerProcess,
@@ -44,33 +45,12 @@ from test_model import NAMESPACES, TOMBSTONE, StoreMachine, item_lists, ns_index
 KINDS = ["sqlite", "postgresql"]
 
 
-@pytest.fixture(params=KINDS)
-def place(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Place]:
-    made = Place(request.param, tmp_path)
-    try:
-        yield made
-    finally:
-        made.cleanup()
-
-
 @pytest.fixture
 def peers(place: Place, tmp_path: Path) -> Iterator[Callable[..., PeerProcess]]:
     """Start peers on ``place`` (shared, write-through unless told); all stopped after."""
-    started: list[PeerProcess] = []
-
-    def start(**driver: Any) -> PeerProcess:
-        driver.setdefault("shared", True)
-        driver.setdefault("write_through", True)
-        app = f"appendmuch-shared-peer-{len(started)}"
-        peer = PeerProcess(
-            place.location(app), tmp_path / f"peer-{len(started)}.stderr", app, **driver
-        )
-        started.append(peer)
-        return peer
-
-    yield start
-    for peer in started:
-        peer.kill()
+    made = Peers(place, tmp_path, "appendmuch-shared-peer", shared=True, write_through=True)
+    yield made.start
+    made.kill()
 
 
 def same_everywhere(place: Place, store: Store, *peers: PeerProcess) -> list[str]:

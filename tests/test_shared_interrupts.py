@@ -31,15 +31,17 @@ import pytest
 
 from appendmuch import Sqlite3, Store
 from appendmuch.fieldlog import FieldLog
+from sharedfixtures import Peers, shared_place  # noqa: F401  (the fixture place)
 from sharedlib import PeerProcess, Place, history_lines
-from test_interrupts import DRIVERS, Ledger, not_interruptible, stored_rows
+from test_interrupts import DRIVERS, Ledger, interrupt_at, not_interruptible, stored_rows
 
-KINDS = ["sqlite", "postgresql"]
 #: the Store's shared-mode catch-up code, interrupted at each line too
 CATCH_UP = {
     Store._take_rows.__code__,
     Store._take_runs.__code__,
     Store._extend_stored.__code__,
+    Store._stored_field.__code__,
+    Store._decode_taken.__code__,
     FieldLog.extend.__code__,
     Store._resequence.__code__,
     Store._load.__code__,
@@ -51,29 +53,14 @@ INTERVAL = 1.0
 LEASE_WAITS = 20
 
 
-@pytest.fixture(params=KINDS)
-def place(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Place]:
-    made = Place(request.param, tmp_path)
-    try:
-        yield made
-    finally:
-        made.cleanup()
-
-
 @pytest.fixture
 def peer(place: Place, tmp_path: Path) -> Iterator[PeerProcess]:
     """A second shared writer in its own process (every write committed at once)."""
-    started = PeerProcess(
-        place.location("appendmuch-shared-peer-0"),
-        tmp_path / "peer.stderr",
-        "appendmuch-shared-peer-0",
-        shared=True,
-        write_through=True,
-    )
+    made = Peers(place, tmp_path, "appendmuch-shared-peer", shared=True, write_through=True)
     try:
-        yield started
+        yield made.start()
     finally:
-        started.kill()
+        made.kill()
 
 
 @pytest.fixture
@@ -89,24 +76,6 @@ def opened(place: Place, tmp_path: Path) -> Iterator[Callable[..., Store]]:
     yield open_store
     for store in made:
         store.close()
-
-
-def interrupt_at(k: int) -> Callable[[FrameType, str, Any], Any]:
-    """KeyboardInterrupt at the k-th line run in the drivers or the Store's catch-up."""
-    seen = [0]
-
-    def local(frame: FrameType, event: str, arg: Any) -> Any:
-        if event == "line" and not not_interruptible(frame):
-            seen[0] += 1
-            if seen[0] == k:
-                raise KeyboardInterrupt(f"injected at line {k}")
-        return local
-
-    def calls(frame: FrameType, event: str, arg: Any) -> Any:
-        code = frame.f_code
-        return local if code.co_filename.startswith(DRIVERS) or code in CATCH_UP else None
-
-    return calls
 
 
 class Book(Ledger):
@@ -183,7 +152,7 @@ class TestEachLineWithAPeer:
         while True:
             k += 1
             peer("set", ns=["p"], field="x", value=k)
-            sys.settrace(interrupt_at(k))
+            sys.settrace(interrupt_at(k, also=CATCH_UP))
             try:
                 cycle(store, book, 100 * k)
                 reached = False

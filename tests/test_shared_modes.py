@@ -20,34 +20,16 @@ from typing import Any
 import pytest
 
 from appendmuch.errors import LockedError
+from sharedfixtures import Peers, shared_place  # noqa: F401  (the fixture place)
 from sharedlib import PeerProcess, Place
-
-
-@pytest.fixture(params=["sqlite", "postgresql"])
-def place(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Place]:
-    made = Place(request.param, tmp_path)
-    try:
-        yield made
-    finally:
-        made.cleanup()
 
 
 @pytest.fixture
 def peers(place: Place, tmp_path: Path) -> Iterator[Callable[..., PeerProcess]]:
-    started: list[PeerProcess] = []
-
-    def start(**driver: Any) -> PeerProcess:
-        driver.setdefault("write_through", True)  # each command's writes are committed
-        app = f"appendmuch-mode-peer-{len(started)}"
-        peer = PeerProcess(
-            place.location(app), tmp_path / f"peer-{len(started)}.stderr", app, **driver
-        )
-        started.append(peer)
-        return peer
-
-    yield start
-    for peer in started:
-        peer.kill()
+    # write_through: each command's writes are committed
+    made = Peers(place, tmp_path, "appendmuch-mode-peer", write_through=True)
+    yield made.start
+    made.kill()
 
 
 def test_single_writer_refused_while_shared_writers_attached(
