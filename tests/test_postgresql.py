@@ -11,6 +11,7 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+import threading
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -125,6 +126,62 @@ class TestReadingNewRows:
         plan_text = "\n".join(lines)
         assert "Seq Scan" not in plan_text, plan_text
         assert f"{table}_seq_key" in plan_text, plan_text
+
+
+class TestFollowerWaking:
+    """A shared-mode follower waits for notifications on its LISTEN connection: one
+    must end the wait whether it is still on the socket or came in already with the
+    follower's last read, and only another session's commit asks for a read."""
+
+    @staticmethod
+    def _wait(driver: Any) -> bool:
+        # The poll is an hour: only a notification ends this wait in time.
+        result: list[bool] = []
+        waiter = threading.Thread(
+            target=lambda: result.append(driver._follow_wait(threading.Event(), 3600.0))
+        )
+        waiter.start()
+        waiter.join(60)
+        assert not waiter.is_alive(), "the notification did not end the follower's wait"
+        return result[0]
+
+    @pytest.fixture
+    def follower(self, pg: PostgresBackend) -> Iterator[Any]:
+        store = Store(pg.driver(shared=True))
+        store._sharing.stop()  # type: ignore[union-attr]  # (the test waits in its place)
+        driver: Any = store.driver
+        driver._follow_connection()  # LISTEN
+        try:
+            yield driver
+        finally:
+            store.close()
+
+    @pytest.mark.parametrize("read_between", [False, True], ids=["on-socket", "read-already"])
+    def test_a_writer_waiting_for_the_lease_is_heard(
+        self, pg: PostgresBackend, follower: Any, read_between: bool
+    ) -> None:
+        with psycopg.connect(pg.conninfo, autocommit=True) as other:
+            other.execute("SELECT pg_notify(%s, 'want')", (follower._channel,))
+        if read_between:
+            follower._follow_rows_after(0)  # (the notification may arrive with this read)
+        assert follower.sharing.wanted is False
+        assert self._wait(follower) is False  # nothing to read
+        assert follower.sharing.wanted is True
+
+    @pytest.mark.parametrize("read_between", [False, True], ids=["on-socket", "read-already"])
+    def test_another_sessions_commit_asks_for_a_read_and_our_own_does_not(
+        self, pg: PostgresBackend, follower: Any, read_between: bool
+    ) -> None:
+        follower._writer.execute("SELECT pg_notify(%s, '7')", (follower._channel,))
+        follower._writer.commit()
+        if read_between:
+            follower._follow_rows_after(0)
+        assert self._wait(follower) is False  # our own commit: the cache has it
+        with psycopg.connect(pg.conninfo, autocommit=True) as other:
+            other.execute("SELECT pg_notify(%s, '8')", (follower._channel,))
+        if read_between:
+            follower._follow_rows_after(0)
+        assert self._wait(follower) is True
 
 
 class TestPreparedStatements:
