@@ -1132,8 +1132,9 @@ class Store:
         written: all of them, or (if one cannot be stored) none.
 
         In shared mode a changed copy read before another process's newer write raises
-        :class:`~appendmuch.errors.ConflictError` and nothing is written.  The lease is
-        then kept for a moment, so a re-run of the block normally succeeds.
+        :class:`~appendmuch.errors.ConflictError` and nothing is written.  Either way
+        the lease is then kept for a moment (as after an assignment), so a re-run of
+        the block, or the next block of a loop, reads what it will write over.
         """
         block = self._blocks.get((_get_ident(), dbns)) if self._blocks else None
         if block is None:
@@ -1148,7 +1149,7 @@ class Store:
                 try:
                     return self._write_block(namespace, dbns, context, block, leased=True)
                 finally:
-                    sharing.release_idle()
+                    sharing.release_idle(linger=True)
         return self._write_block(namespace, dbns, context, block)
 
     def _write_block(
