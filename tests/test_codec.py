@@ -426,6 +426,37 @@ class TestVigilantThroughStore:
             assert type(s.d["id"]) is str
         store.close()
 
+    @pytest.mark.parametrize(
+        "make_codec",
+        [
+            lambda: Codec(vigilant=False),
+            lambda: Codec(vigilant_skip=lambda v: isinstance(v, list)),
+        ],
+        ids=["vigilant_false", "vigilant_skip"],
+    )
+    def test_every_version_reads_back_as_assigned_until_reopen(
+        self, backend: Backend, make_codec: Callable[[], Codec]
+    ) -> None:
+        """Older versions of a value the check skipped keep their types within the
+        session, like the latest one (0.0.8 behaviour); after a reopen all of them
+        read back as stored."""
+        store = backend.store(codec=make_codec())
+        s = store.storage("model", "m1")
+        ids = [uuid.UUID(int=i) for i in range(3)]
+        for i, ident in enumerate(ids):
+            s.entry = [ident, {"a": i}]
+        with s:
+            assert [type(v.data[0]) for v in s.__history__()["entry"]] == [uuid.UUID] * 3
+            assert [v.data for v in s.__history__()["entry"]] == [
+                [ident, {"a": i}] for i, ident in enumerate(ids)
+            ]
+        store = backend.reopen(store, codec=make_codec())
+        s = store.storage("model", "m1")
+        assert [v.data for v in s.__history__()["entry"]] == [
+            [str(ident), {"a": i}] for i, ident in enumerate(ids)
+        ]
+        store.close()
+
     def test_default_store_refuses_uuid_in_dict(self, backend: Backend) -> None:
         store = backend.store()
         assert store.codec.vigilant is True

@@ -8,7 +8,9 @@ test dumps and restores a real 120 MB value, past msgpack's default 100 MiB limi
 
 from __future__ import annotations
 
+import contextlib
 import io
+import sqlite3
 from typing import Any
 
 import msgpack
@@ -16,8 +18,8 @@ import pytest
 
 from appendmuch import Memory, PostgreSQL, Sqlite3, Store
 from appendmuch.dumpfile import MAX_DUMP_VALUE_BYTES
-from appendmuch.errors import DumpFormatError, ValueTooLargeError
-from backends import Backend
+from appendmuch.errors import DumpFormatError, SeqOverflowError, ValueTooLargeError
+from backends import Backend, MemoryBackend, PostgresBackend, SqliteBackend
 from snapshots import state
 
 LIMIT = 64
@@ -145,3 +147,49 @@ def test_restore_reads_no_more_than_a_dump_can_hold() -> None:
     hostile = b"\xdd\xff\xff\xff\xff"  # array 32 header: 4,294,967,295 elements
     with pytest.raises(DumpFormatError):
         Memory().restore(hostile + msgpack.packb(1))
+
+
+def test_the_largest_seq_is_refused_clearly_and_changes_nothing(backend: Backend) -> None:
+    """A row another tool put at seq 2**63 - 2: the next write takes the last seq a
+    table can hold, and every write after it raises SeqOverflowError naming the seq and
+    the table, with nothing changed."""
+    last = 2**63 - 1
+    backend.store().close()  # (the table)
+    insert_row(backend, (last - 1, "t", "x", b"\x001", 1.0, "tool:1"))
+    store = backend.store()
+    s = store.storage("t")
+    s.x = 2
+    assert [v.seq for v in s.__history__()["x"]] == [last - 1, last]
+    before = state(store)
+    for attempt in (lambda: setattr(s, "x", 3), lambda: setattr(s, "y", 3)):
+        with pytest.raises(SeqOverflowError, match=str(last)) as raised:
+            attempt()
+        assert isinstance(raised.value, OverflowError)
+        assert repr(store.driver) in str(raised.value)
+    assert state(store) == before
+    store = backend.reopen(store)
+    assert [v.data for v in store.storage("t").__history__()["x"]] == [1, 2]
+    store.close()
+
+
+def insert_row(backend: Backend, row: tuple[Any, ...]) -> None:
+    """Put a row into the table as another tool would (not through appendmuch)."""
+    if isinstance(backend, MemoryBackend):
+        backend.driver().append(row)
+    elif isinstance(backend, PostgresBackend):
+        import psycopg
+
+        with psycopg.connect(backend.conninfo, autocommit=True) as conn:
+            conn.execute(
+                f'INSERT INTO "{backend.prefix}_values" (seq, namespace, field, value, '
+                "created_at, context) VALUES (%s, %s, %s, %s, %s, %s)",
+                row,
+            )
+    else:
+        assert isinstance(backend, SqliteBackend)
+        with contextlib.closing(sqlite3.connect(backend.path)) as conn, conn:
+            conn.execute(
+                "INSERT INTO appendmuch_values (seq, namespace, field, value, created_at, "
+                "context) VALUES (?, ?, ?, ?, ?, ?)",
+                row,
+            )

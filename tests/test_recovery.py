@@ -322,3 +322,29 @@ def test_replay_into_a_missing_sqlite_file_creates_nothing(tmp_path: Path) -> No
     assert done.returncode == 2
     assert not missing.exists()
     assert not list(tmp_path.glob("nothere*"))
+
+
+def test_rows_saved_at_exit_are_said_in_one_line(tmp_path: Path) -> None:
+    """The database file is removed while a Store writes, and the program ends without
+    closing it: the rows go to a recovery file, and stderr says so in one warning line
+    (the table, how many rows, the file, the command replaying it), not a traceback."""
+    script = (
+        "import os\n"
+        "from appendmuch import Sqlite3, Store\n"
+        "p = Store(Sqlite3('log.sqlite3', batch_interval=3600)).storage('a')\n"
+        "for i in range(5): p.x = i\n"
+        "os.remove('log.sqlite3')\n"
+        "for i in range(5): p.y = i\n"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", script], cwd=tmp_path, capture_output=True, text=True
+    )
+    assert done.returncode == 0
+    lines = done.stderr.splitlines()
+    assert len(lines) == 1, done.stderr
+    (saved,) = [name for name in os.listdir(tmp_path) if ".recovery-" in name]
+    line = lines[0]
+    assert "Traceback" not in line and "Exception ignored" not in line
+    for part in ("log.sqlite3", "10 queued rows", saved, "appendmuch replay"):
+        assert part in line, (part, line)
+    assert f"appendmuch replay {tmp_path / saved} log.sqlite3" in line

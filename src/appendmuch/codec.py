@@ -582,24 +582,27 @@ class Codec:
         entry, value = self._resolve(value)
         return bytes((entry.type_id,)) + self._encode_with(entry, value, self.vigilant)
 
-    def prepare(self, value: Any) -> tuple[bytes, bool, Any]:
-        """Encode ``value`` for storing: ``(stored bytes, mutable, object to keep)``.
+    def prepare(self, value: Any) -> tuple[bytes, bool, Any, bool]:
+        """Encode ``value`` for storing: ``(stored bytes, mutable, object to keep,
+        exact)``.
 
         The object to keep is what a reopen would decode: in vigilant mode the object
         the round-trip check decoded; without the check ``value`` itself when immutable
         (a subclass of a built-in scalar decoded to the plain value), else a deep copy.
-        Raises like :meth:`encode`.
+        ``exact`` says whether decoding the stored bytes gives back that object again
+        (see :meth:`finish`).  Raises like :meth:`encode`.
         """
         fast = self._fast.get(type(value))
         if fast is not None:
             try:
-                return fast(value), False, value
+                return fast(value), False, value, True
             except (TypeError, ValueError) as exc:
                 raise UnsupportedTypeError(
                     f"cannot encode a value of type {_qualname(value)}: {exc}"
                 ) from exc
         encoded = self.encode_unverified(value)
-        return encoded.data, encoded.mutable, self.finish(encoded)
+        kept, exact = self.finish(encoded)
+        return encoded.data, encoded.mutable, kept, exact
 
     def encode_unverified(self, value: Any) -> Encoded:
         """First half of :meth:`prepare`: the encoding, without the round-trip check.
@@ -623,25 +626,38 @@ class Codec:
         )
         return Encoded(bytes((entry.type_id,)) + raw, value, entry, plain, mutable)
 
-    def finish(self, encoded: Encoded) -> Any:
+    def finish(self, encoded: Encoded) -> tuple[Any, bool]:
         """Second half of :meth:`prepare`: run the round-trip check (vigilant mode) and
-        return the object to keep in the cache."""
+        return the object to keep in the cache, and whether it is *exact*: decoding
+        the stored bytes gives back an identical object (same types at every depth).
+
+        A value the check skipped (``vigilant=False``, ``vigilant_skip``) is kept as
+        assigned, so it may not be: a UUID inside a list comes back as its string.
+        The log keeps an older version of such a value as the object, never as bytes,
+        so that every version of a field reads back alike within a session.
+        """
         value, entry = encoded.value, encoded.entry
-        if self.vigilant and self._needs_check(entry, value):
+        raw = encoded.data[1:]
+        if _exact_by_construction(entry, value):
+            return (_deepcopy(value) if encoded.mutable else value), True
+        if self.vigilant and not self._skipped(value):
             # keep what was decoded: exactly what a reopened Store will read
-            return self._round_trip(entry, value, encoded.data[1:])
+            return self._round_trip(entry, value, raw), True
         if entry.builtin and type(value) is not entry.cls:
             # a subclass of a built-in scalar (str enum, IntEnum, ...): keep the plain value
             try:
-                return entry.decoder(encoded.data[1:])
+                return entry.decoder(raw), True
             except Exception as exc:
                 raise RoundTripError(
                     f"a value of type {_qualname(value)} does not survive the round trip: "
                     f"its encoding cannot be decoded ({exc})"
                 ) from exc
-        if encoded.mutable:
-            return _deepcopy(value)
-        return value
+        kept = _deepcopy(value) if encoded.mutable else value
+        try:
+            back = entry.decoder(raw)
+        except Exception:
+            return kept, False
+        return kept, identical(back, kept)
 
     def _encode_with(self, entry: _Entry, value: Any, verify: bool) -> bytes:
         try:
@@ -666,12 +682,12 @@ class Codec:
 
     def _needs_check(self, entry: _Entry, value: Any) -> bool:
         """Whether the vigilant round-trip check can tell anything about ``value``."""
-        if entry.exact and type(value) is entry.cls:
-            return False
-        if type(value) is float:
-            return False  # finite (the encoder refuses others) and JSON floats round-trip
+        return not _exact_by_construction(entry, value) and not self._skipped(value)
+
+    def _skipped(self, value: Any) -> bool:
+        """Whether ``vigilant_skip`` exempts ``value`` from the round-trip check."""
         skip = self.vigilant_skip
-        return skip is None or not skip(value)
+        return skip is not None and bool(skip(value))
 
     def _round_trip(self, entry: _Entry, value: Any, raw: bytes) -> Any:
         """Decode ``raw`` and compare with ``value``; return the decoded object."""
@@ -742,6 +758,42 @@ class Codec:
     def decodes_builtin_scalars(self) -> bool:
         """True while type ids 0 (int) and 2 (str) decode as the built-in types."""
         return self._by_id.get(0) is _BUILTINS[0] and self._by_id.get(2) is _BUILTINS[2]
+
+
+def _exact_by_construction(entry: _Entry, value: Any) -> bool:
+    """Whether ``value`` decodes back identically whatever it holds: a type whose
+    round trip is exact, or a float (finite: the encoder refuses others)."""
+    return (entry.exact and type(value) is entry.cls) or type(value) is float
+
+
+def identical(a: Any, b: Any) -> bool:
+    """``a == b`` with the same types at every depth (a list member that is a UUID
+    in one and a str in the other, or an IntEnum and an int, differ).  O(size).
+
+    >>> identical([1, {"a": (2, 3)}], [1, {"a": (2, 3)}]), identical([1], [True])
+    (True, False)
+    """
+    kind = type(a)
+    if kind is not type(b):
+        return False
+    if kind is list or kind is tuple:
+        return len(a) == len(b) and all(map(identical, a, b))
+    if kind is dict:
+        if len(a) != len(b):
+            return False
+        for key, value in a.items():
+            if key not in b:
+                return False
+            other_key = next(k for k in b if k == key) if type(key) is not str else key
+            if not identical(key, other_key) or not identical(value, b[key]):
+                return False
+        return True
+    if kind is set or kind is frozenset:
+        if len(a) != len(b):
+            return False
+        members = {member: member for member in b}
+        return all(member in members and identical(member, members[member]) for member in a)
+    return _equal(a, b)
 
 
 def _equal(a: Any, b: Any) -> bool:

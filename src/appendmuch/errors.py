@@ -26,6 +26,7 @@ __all__ = [
     "ReservedNameError",
     "RoundTripError",
     "SchemaError",
+    "SeqOverflowError",
     "UnknownTypeIdError",
     "UnsupportedTypeError",
     "ValueTooLargeError",
@@ -81,6 +82,11 @@ class UnknownTypeIdError(DecodeError, NotImplementedError):
 
     Also a ``NotImplementedError``, as codec errors were in appendmuch 0.0.8.
     """
+
+
+class SeqOverflowError(AppendmuchError, OverflowError):
+    """The log holds the largest seq a table can store (2**63 - 1): no write can get
+    a seq after it.  Nothing was written."""
 
 
 class DumpFormatError(AppendmuchError, ValueError):

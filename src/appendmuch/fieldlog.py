@@ -225,6 +225,23 @@ class FieldLog(Sequence[Value]):
             for position in range(start, start + count):
                 runs.add(self, position)
 
+    def mend(
+        self, seq: int, time: float | None, data: Any, context: str, raw: bytes | None
+    ) -> None:
+        """End the log with this entry after an :meth:`append` of it was cut short
+        anywhere (an interrupt): columns of different lengths are cut back to the
+        entries complete in all of them, and the entry is appended unless it is there.
+        Idempotent.  O(1) amortised (the temporal index is rebuilt on next use)."""
+        count = min(len(self.items) // 2, len(self.times), len(self.seqs))
+        del self.items[2 * count :]
+        del self.times[count:]
+        del self.seqs[count:]
+        self.runs = None
+        if count and self.seqs[count - 1] == seq:
+            self.raw = raw if data.__class__ not in KEPT_DECODED and data is not GONE else None
+        else:
+            self.append(seq, time, data, context, raw)
+
     # ------------------------------------------------------------------ reading
 
     def __len__(self) -> int:

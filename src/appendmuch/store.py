@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import sys
 import threading
 import time
@@ -27,6 +28,7 @@ from .errors import (
     NamespaceCollisionError,
     ReadOnlyError,
     RoundTripError,
+    SeqOverflowError,
     UnsupportedTypeError,
     ValueTooLargeError,
 )
@@ -44,6 +46,7 @@ ReplacePredicate = Callable[[str, str], Any]
 NamespaceValidator = Callable[[tuple[str, ...]], Any]
 
 _now = time.time
+_log = logging.getLogger("appendmuch")
 _getframe = sys._getframe
 _get_ident = threading.get_ident
 #: values kept in the namespaces' shared read dicts (immutable, never guarded)
@@ -62,6 +65,10 @@ _REFUSED_ROW = (InvalidNameError, NamespaceCollisionError)
 _REFUSED_RUN = (*_REFUSED_ROW, TypeError, ValueError)
 #: a stored row's (namespace, field)
 _ns_field = itemgetter(1, 2)
+#: the largest seq a log can hold (a signed 64-bit integer, as the tables store it)
+MAX_SEQ = 2**63 - 1
+#: in Store._torn, in place of a replaced row's seq: the write appended a row
+_APPENDED: Any = object()
 #: an entry appended whose callback is still to be called:
 #: (namespace, field, data, created_at, context, seq)
 Done = tuple[tuple[str, ...], str, Any, float, str, int]
@@ -83,8 +90,16 @@ _RECYCLE = hasattr(sys, "getrefcount")
 
 
 def _close_driver(driver: DBDriver) -> None:
-    # for good: after Store.close() nothing may take the writer lock again
-    driver.retire()
+    """Close the driver of a Store nobody closed (at exit, or when it is collected).
+
+    Nobody can catch an exception here, so a failure is said in one warning line
+    (``logging``, logger ``appendmuch``): queued rows that could not be written went
+    to a recovery file, and the message names it and the command that replays it."""
+    name = repr(driver)
+    try:
+        driver.retire()  # for good: nothing may take the writer lock again
+    except Exception as exc:
+        _log.warning("appendmuch: closing %s at exit: %s", name, exc)
 
 
 class Store:
@@ -157,8 +172,9 @@ class Store:
         self._unleased = False
         # (shared mode: taken before the driver's lock, also by the follower thread)
         self._mutex = threading.RLock()
-        self._acquire = self._mutex.acquire
-        self._release = self._mutex.release
+        #: a write cut short between queueing its row and updating the cache (see
+        #: _write): (row, data, packed bytes, working copy, replaced seq or _APPENDED)
+        self._torn: tuple[Any, ...] | None = None
         #: namespace tuple -> the last plain Storage handed out for it (see storage())
         self._handles: dict[tuple[str, ...], Storage] = {}
         #: dbns -> field -> latest scalar value; the instance __dict__ of Storage objects
@@ -391,6 +407,10 @@ class Store:
 
     def flush(self) -> None:
         """Write every queued row to the database now."""
+        if self._torn is not None:
+            with self._mutex:
+                if self._torn is not None:
+                    self._mend()
         self.driver.flush()
 
     def close(self) -> None:
@@ -400,9 +420,12 @@ class Store:
         :class:`~appendmuch.errors.ClosedError`.
         """
         with self._mutex:  # a write in another thread is queued before, or refused
+            if self._torn is not None:
+                self._mend()
             if not self._closed:
                 self._closed = self._refuse_writes = True
-                self._finalizer()
+                if self._finalizer.detach() is not None:
+                    self.driver.retire()  # (errors reach the caller)
 
     def __enter__(self) -> Store:
         return self
@@ -535,6 +558,7 @@ class Store:
         working: Any = None,
         appended: _Appended | None = None,
         leased: bool = False,
+        exact: bool = True,
     ) -> int:
         """The write path: append one entry to the log tree, the driver, the read dicts
         and working copies, and call ``on_change``.  Returns the new seq.
@@ -544,7 +568,9 @@ class Store:
         ``__setattr__``.  Deletes and ``with``-block exits pass the entry ready made:
         ``data`` is the object the log keeps (never shared with the caller), ``raw`` its
         stored bytes (None for a tombstone), ``working`` the caller's mutable object,
-        which becomes the working copy of an open block.  With ``appended``, handing a
+        which becomes the working copy of an open block, and ``exact`` whether ``raw``
+        decodes back to ``data`` (else an older version stays an object, see
+        :meth:`Codec.finish`).  With ``appended``, handing a
         full batch to the driver and calling ``on_change`` are left to the caller
         (:meth:`_finish`), so that several entries are all appended first.
 
@@ -565,7 +591,7 @@ class Store:
                 data = value
             else:
                 try:
-                    raw, mutable, data = self.codec.prepare(value)
+                    raw, mutable, data, exact = self.codec.prepare(value)
                 except (RoundTripError, UnsupportedTypeError) as exc:
                     raise _at(exc, dbns, field) from exc
                 if mutable:
@@ -581,11 +607,11 @@ class Store:
             raise _too_large(dbns, field, len(raw), driver)
         if self._unleased and not leased:  # (leased: _write_shared holds the lease)
             return self._write_shared(
-                namespace, dbns, field, value, data, raw, context, working, appended
+                namespace, dbns, field, value, data, raw, context, working, appended, exact
             )
-        # acquire/release rather than ``with``: half the cost on this hot path
-        self._acquire()
-        try:
+        with self._mutex:
+            if self._torn is not None:
+                self._mend()
             if self._refuse_writes:
                 if self._closed:
                     raise ClosedError(
@@ -601,64 +627,104 @@ class Store:
                     f"{field!r} is a namespace below {namespace!r}, so it cannot also be a field"
                 )
             seq = driver._last_seq + 1  # DBDriver.next_seq(), inlined on the hot path
+            if seq > MAX_SEQ:
+                raise _seqs_exhausted(driver, field)
             driver._last_seq = seq
             now = _now()
             row = (seq, dbns, field, raw, now, context)
-            if self.replace_predicate is not None and self._replaces(dbns, field):
-                old_seq = log.latest_seq if log is not None else None
-                log = FieldLog(self._decode)
-                log.append(seq, now, data, context)
-                node[field] = log
-                due = driver.replace(old_seq, row)
-            elif log is None:
-                log = FieldLog(self._decode)
-                log.append(seq, now, data, context, raw)
-                node[field] = log  # published filled: lock-free readers never see it empty
-                due = driver.append(row)
-            else:
-                # FieldLog.append, inlined on the hot path.  Data first, with its context
-                # in one extend: a lock-free reader sees items[-2] as data, and never
-                # pairs the new seq with the old data.
-                items = log.items
-                items.extend((data, context))
-                log.times.append(now)
-                log.seqs.append(seq)
-                if log.raw is not None:
-                    items[-4] = Packed(log.raw)  # superseded: keep the stored bytes
-                log.raw = raw if data.__class__ not in _KEPT_DECODED else None
-                if log.runs is not None:
-                    log.runs.add(log, len(log.seqs) - 1)
-                due = driver.append(row)
-            shared = self._scalars.get(dbns)
-            if shared is not None:
-                if data.__class__ in _SCALAR_TYPES:
-                    shared[field] = data
+            # The row is queued before the cache changes, and _torn names the write
+            # until the cache has it: a write cut short anywhere in between (Ctrl-C)
+            # is finished by _mend (here or at the next write), never left half done.
+            try:
+                if self.replace_predicate is not None and self._replaces(dbns, field):
+                    old_seq = log.latest_seq if log is not None else None
+                    self._torn = (row, data, None, working, old_seq)
+                    due = driver.replace(old_seq, row)
+                    log = FieldLog(self._decode)
+                    log.append(seq, now, data, context)
+                    node[field] = log
                 else:
-                    shared.pop(field, None)
-            if working is not None and raw is not None:
-                self._raws[dbns, field] = (seq, raw)
-            if self._blocks:
-                block = self._blocks.get((_get_ident(), dbns))
-                if block is not None:
-                    if working is not None and raw is not None:
-                        block.working[field] = Working(working, raw, seq)
+                    packed = raw if exact else None  # (None: older versions stay objects)
+                    self._torn = (row, data, packed, working, _APPENDED)
+                    due = driver.append(row)
+                    if log is None:
+                        log = FieldLog(self._decode)
+                        log.append(seq, now, data, context, packed)
+                        node[field] = log  # published filled: lock-free readers never see it empty
                     else:
-                        block.working.pop(field, None)
-        except KeyboardInterrupt:
-            if self._sharing is not None:
-                # Cut short between changing the cache and queueing the row (or
-                # after): the cache may hold an entry that is never written, under a
-                # seq another process then takes.  The next write reloads it.
-                self._sharing.stale = True
-            raise
-        finally:
-            self._release()
+                        # FieldLog.append, inlined on the hot path.  Data first, with its
+                        # context in one extend: a lock-free reader sees items[-2] as
+                        # data, and never pairs the new seq with the old data.
+                        items = log.items
+                        items.extend((data, context))
+                        log.times.append(now)
+                        log.seqs.append(seq)
+                        if log.raw is not None:
+                            items[-4] = Packed(log.raw)  # superseded: keep the stored bytes
+                        log.raw = packed if data.__class__ not in _KEPT_DECODED else None
+                        if log.runs is not None:
+                            log.runs.add(log, len(log.seqs) - 1)
+                shared = self._scalars.get(dbns)
+                if shared is not None:
+                    if data.__class__ in _SCALAR_TYPES:
+                        shared[field] = data
+                    else:
+                        shared.pop(field, None)
+                if working is not None or self._blocks:
+                    self._note_working(dbns, field, seq, raw, working)
+                self._torn = None
+            except BaseException:
+                if self._torn is not None:
+                    self._mend()
+                raise
         if appended is not None:
             appended.entries.append((namespace, field, data, now, context, seq))
             appended.due = appended.due or due
         elif due or self.on_change is not None:
             self._finish(((namespace, field, data, now, context, seq),), due)
         return seq
+
+    def _note_working(
+        self, dbns: str, field: str, seq: int, raw: bytes | None, working: Any
+    ) -> None:
+        """After a write of ``field`` (under ``_mutex``): remember the stored bytes of
+        a mutable value, and make ``working`` the working copy of this thread's open
+        block on ``dbns`` (or drop the block's outdated copy)."""
+        if working is not None and raw is not None:
+            self._raws[dbns, field] = (seq, raw)
+        if self._blocks:
+            block = self._blocks.get((_get_ident(), dbns))
+            if block is not None:
+                if working is not None and raw is not None:
+                    block.working[field] = Working(working, raw, seq)
+                else:
+                    block.working.pop(field, None)
+
+    def _mend(self) -> None:
+        """Finish the write an interrupt cut short in :meth:`_write` (under ``_mutex``).
+
+        Its row was queued before the cache changed: if the driver never got it,
+        nothing changed (its seq stays unused); otherwise the cache gets the entry
+        now, whatever part of it was in place.  Cut short itself, it is simply run
+        again by the next write."""
+        torn = self._torn
+        assert torn is not None
+        row, data, packed, working, replaced = torn
+        seq, dbns, field, raw, now, context = row
+        if self.driver.has_row(seq):
+            node = self._by_dbns.get(dbns)
+            if node is None:
+                node = self._make_path(dbns2tuple(dbns), dbns)
+            log = node.get(field)
+            if type(log) is not FieldLog or (replaced is not _APPENDED and log.latest_seq < seq):
+                fresh = FieldLog(self._decode)
+                fresh.append(seq, now, data, context, packed)
+                node[field] = fresh
+            else:
+                log.mend(seq, now, data, context, packed)
+            self._note_latest(dbns, field, data)
+            self._note_working(dbns, field, seq, raw, working)
+        self._torn = None
 
     def _finish(self, entries: Iterable[Done], due: bool) -> None:
         """What follows appending entries, outside the lock: hand a full batch to the
@@ -709,12 +775,13 @@ class Store:
         context: str,
         working: Any,
         appended: Any,
+        exact: bool,
     ) -> int:
         """``_write`` in shared mode: under the driver's write lease, caught up first,
         so the seq it allocates is final."""
         sharing = self._sharing
         assert sharing is not None
-        leased = (namespace, dbns, field, value, data, raw, context, working, appended, True)
+        leased = (namespace, dbns, field, value, data, raw, context, working, appended, True, exact)
         if self._refuse_writes:  # closed or read-only: refused without the lease
             return self._write(*leased)
         if sharing.held and data is not GONE:
@@ -1190,7 +1257,7 @@ class Store:
         appended = _Appended()
         with self._mutex:
             node = self._by_dbns.get(dbns) or {}
-            for (field, working, encoded), keep in zip(changed, kept, strict=True):
+            for (field, working, encoded), (keep, exact) in zip(changed, kept, strict=True):
                 log = node.get(field)
                 if type(log) is not FieldLog or log.latest_seq != working.seq:
                     del block.working[field]  # another thread wrote it just now: it wins
@@ -1206,6 +1273,7 @@ class Store:
                     working.obj if encoded.mutable else None,
                     appended,
                     leased,
+                    exact,
                 )
         self._finish(appended.entries, appended.due)
 
@@ -1235,6 +1303,15 @@ def _too_large(dbns: str, field: str, size: int, driver: DBDriver) -> ValueTooLa
         f"{field!r} of {_show_ns(dbns)}: the value is {size} bytes encoded, more than the "
         f"{driver.max_value_bytes} bytes {driver!r} can store (max_value_bytes); nothing "
         "was written"
+    )
+
+
+def _seqs_exhausted(driver: DBDriver, field: str) -> SeqOverflowError:
+    return SeqOverflowError(
+        f"cannot write {field!r}: {driver!r} already holds seq {driver.last_seq}, the "
+        f"largest a seq can be (2**63 - 1); nothing was written. (A row with such a seq "
+        "was put into the table by something other than appendmuch: renumber it, or "
+        "dump the log and restore it into a new table with smaller seqs)"
     )
 
 

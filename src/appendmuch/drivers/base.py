@@ -90,6 +90,13 @@ class DBDriver(ABC):
     def replace(self, old_seq: int | None, row: Row) -> bool:
         """Overwrite the row with ``old_seq`` by ``row`` (insert when None); like append."""
 
+    def has_row(self, seq: int) -> bool:
+        """Whether the row with ``seq`` was handed to :meth:`append` or :meth:`replace`
+        (queued or stored): the Store asks after a write was cut short between the
+        two (Ctrl-C).  The default says yes, right for a driver whose ``append`` is
+        one step; drivers that can tell override it."""
+        return True
+
     @abstractmethod
     def flush(self) -> None:
         """Write every queued row.  On failure the rows stay queued and it raises."""

@@ -87,6 +87,11 @@ class Memory(DBDriver):
         rows.append(row)
         return False
 
+    def has_row(self, seq: int) -> bool:
+        """O(1) for the newest row, else O(rows)."""
+        rows = self._rows
+        return bool(rows) and (rows[-1][0] == seq or any(row[0] == seq for row in rows))
+
     def flush(self) -> None:
         """Nothing to write: rows are stored on append."""
 

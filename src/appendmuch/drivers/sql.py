@@ -36,6 +36,7 @@ from __future__ import annotations
 import atexit
 import contextlib
 import os
+import shlex
 import threading
 import time
 import weakref
@@ -264,6 +265,11 @@ class SQLDriver(DBDriver):
     @abstractmethod
     def _rows_between(self, low: float, high: float) -> Iterator[Row]:
         """Stored rows whose created_at is in [low, high], in any order."""
+
+    def _replay_target(self) -> str:
+        """How ``appendmuch replay`` is told where this table is (a placeholder when
+        only the user can say, e.g. a server URL with its password)."""
+        return "DB"
 
     def _abandon_open(self) -> None:
         """An open failed after connecting: disconnect, leaving nothing behind."""
@@ -563,7 +569,8 @@ class SQLDriver(DBDriver):
             raise WriteError(
                 f"could not write {count} queued rows to {self._where()} on close; they "
                 f"were saved to the recovery file {path} — write them with "
-                f"`appendmuch replay {path} DB` before writing to the table again "
+                f"`appendmuch replay {shlex.quote(path)} {self._replay_target()}` before "
+                "writing to the table again "
                 f"(cause: {exc.__cause__ or exc})",
                 recovery_file=path,
             ) from exc
@@ -577,6 +584,16 @@ class SQLDriver(DBDriver):
     def replace(self, old_seq: int | None, row: Row) -> bool:
         with self._lock:
             return self._pending.replace(old_seq, row)
+
+    def has_row(self, seq: int) -> bool:
+        """Queued, or committed by this writer.  O(queued rows)."""
+        with self._lock:
+            if seq <= self._stored_upto:
+                return True
+            pending = self._pending
+            return any(row[0] == seq for row in reversed(pending.inserts)) or any(
+                row[0] == seq for _, row in pending.updates
+            )
 
     def flush(self) -> None:
         """Write every queued row; when it returns, they are committed.

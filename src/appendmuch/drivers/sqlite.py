@@ -6,6 +6,7 @@ import contextlib
 import fcntl
 import io
 import os
+import shlex
 import sqlite3
 import threading
 from collections.abc import Iterator
@@ -221,6 +222,14 @@ class Sqlite3(SQLDriver):
 
     def _where(self) -> str:
         return f"table {self.table!r} in {self.database!r}"
+
+    def _replay_target(self) -> str:
+        words = [self.database]
+        if self.table_prefix != "appendmuch":
+            words += ["--table-prefix", self.table_prefix]
+        if self.tblextra:
+            words += ["--tblextra", self.tblextra]
+        return shlex.join(words)
 
     def _default_recovery_dir(self) -> str:
         if self._in_memory:

@@ -1,0 +1,144 @@
+"""Ctrl-C as a notebook user meets it: real signals at random moments, anywhere.
+
+SIGALRM fires every 0.1 to 3 ms and raises KeyboardInterrupt whenever the application
+is inside a call into the library (an assignment, a ``with`` block, ``flush()``), so
+the interrupts land in the Store, the drivers, the database libraries and the
+``threading`` module alike.  The application catches them and goes on, as a notebook
+does.  Afterwards another thread (a web server's worker, an ``atexit`` handler) must
+be able to ``flush()`` and ``close()`` within a bound: no lock may be left held by the
+interrupted thread.  Every write that returned must then be stored exactly once, and
+what the Store held in memory must be what the database holds.
+"""
+
+from __future__ import annotations
+
+import os
+import random
+import signal
+import threading
+import time
+from collections.abc import Iterator
+from types import FrameType
+from typing import Any
+
+import pytest
+
+from appendmuch.errors import ConflictError, WriteError
+from backends import Backend
+from test_interrupts import stored_rows
+
+#: seconds of interrupts per backend (APPENDMUCH_CTRL_C_SECONDS to change)
+SECONDS = float(os.environ.get("APPENDMUCH_CTRL_C_SECONDS", "3"))
+#: another thread's flush() and close() must end within this (a limit, not a threshold)
+BOUND = 60.0
+
+
+class CtrlC:
+    """SIGALRM at random moments raising KeyboardInterrupt while ``armed``."""
+
+    def __init__(self, seed: int) -> None:
+        self.rng = random.Random(seed)
+        self.armed = False
+        self.landed = 0
+
+    def _handler(self, signum: int, frame: FrameType | None) -> None:
+        signal.setitimer(signal.ITIMER_REAL, self.rng.uniform(1e-4, 3e-3))
+        if self.armed:
+            self.armed = False
+            self.landed += 1
+            raise KeyboardInterrupt
+
+    def __enter__(self) -> CtrlC:
+        self._previous = signal.signal(signal.SIGALRM, self._handler)
+        signal.setitimer(signal.ITIMER_REAL, 1e-3)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        signal.signal(signal.SIGALRM, self._previous)
+
+
+@pytest.fixture(params=[1, 2])
+def seed(request: pytest.FixtureRequest) -> Iterator[int]:
+    yield request.param
+
+
+def test_random_interrupts_then_another_thread_flushes_and_closes(
+    backend: Backend, seed: int
+) -> None:
+    store = backend.store()
+    p = store.storage("w", "p")
+    p.x = 0
+    with p:
+        p.items = []
+    acked_x: list[int] = []
+    acked_items: list[int] = []
+    failures: list[str] = []
+    i = 0
+    with CtrlC(seed) as ctrl_c:
+        deadline = time.monotonic() + SECONDS
+        while time.monotonic() < deadline:
+            i += 1
+            try:
+                ctrl_c.armed = True
+                if i % 50 == 0:
+                    with p:
+                        p.items.append(i)
+                        p.x = i
+                    ctrl_c.armed = False
+                    acked_items.append(i)
+                    acked_x.append(i)
+                elif i % 200 == 0:
+                    store.flush()
+                else:
+                    p.x = i
+                    ctrl_c.armed = False
+                    acked_x.append(i)
+            except KeyboardInterrupt:
+                pass
+            except (WriteError, ConflictError) as exc:  # (at most while a connection is replaced)
+                failures.append(f"{type(exc).__name__}: {exc}")
+            finally:
+                ctrl_c.armed = False
+    assert ctrl_c.landed >= 20, f"only {ctrl_c.landed} interrupts landed"
+    assert len(failures) <= 1, failures[:3]
+
+    done: dict[str, Any] = {}
+
+    def finish() -> None:
+        try:
+            store.flush()
+            done["history"] = {
+                field: [(v.seq, v.unavailable, v.data) for v in values]
+                for field, values in p.__history__().items()
+            }
+            store.close()
+            done["ok"] = True
+        except BaseException as exc:  # reported below
+            done["error"] = exc
+
+    other = threading.Thread(target=finish, daemon=True)
+    other.start()
+    other.join(BOUND)
+    assert not other.is_alive(), "flush()/close() from another thread hung: a lock was left held"
+    assert done.get("ok"), done.get("error")
+
+    rows = [row for row in stored_rows(backend) if row[1] == "w/p"]
+    decode = store.codec.decode
+    stored_x = [decode(row[3]) for row in rows if row[2] == "x"]
+    assert len(stored_x) == len(set(stored_x)), "a write was stored twice"
+    lost = sorted(set(acked_x) - set(stored_x))
+    assert not lost, f"{len(lost)} acknowledged writes lost: {lost[:10]}"
+    latest_items = [decode(row[3]) for row in rows if row[2] == "items"][-1]
+    assert set(acked_items) <= set(latest_items)
+    # the cache held exactly what the database holds
+    on_disk = {
+        field: [
+            (row[0], row[3] is None, None if row[3] is None else decode(row[3]))
+            for row in rows
+            if row[2] == field
+        ]
+        for field in ("x", "items")
+    }
+    assert done["history"] == on_disk
+    print(f"{backend.name}: {ctrl_c.landed} interrupts survived in {i} operations")
