@@ -190,6 +190,9 @@ class PostgreSQL(SQLDriver):
             lease_timeout=lease_timeout,
             follow_interval=_FOLLOW_TIMEOUT,
         )
+        # Single-writer mode: only the background thread uses the writer connection,
+        # so a Ctrl-C never cuts a psycopg call short (see SQLDriver._in_writer).
+        self._background_io = not shared
         self._psycopg = psycopg
         self._pool_class = psycopg_pool.ConnectionPool
         self._library_errors: tuple[type[Exception], ...] = (
@@ -1035,7 +1038,7 @@ class PostgreSQL(SQLDriver):
             self._lock_creation(conn)
             conn.execute(f"DROP TABLE IF EXISTS {self._quoted}")
             self._create(conn)
-        if self._flusher is None or not self._flusher.is_alive():
+        if self._flusher is None or not self._flusher.alive():
             self._start_flusher()
 
     def _insert_atomically(self, rows: list[Row], updates: list[tuple[int, Row]]) -> None:

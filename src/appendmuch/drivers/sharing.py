@@ -100,9 +100,9 @@ class Sharing:
         self._granted_at = 0.0
         #: one thread at a time waits for (or takes) the lease's lock
         self._gate = threading.Lock()
-        #: set when the lease is taken: the flusher, idle at a slow pace while no lease
+        #: rung when the lease is taken: the flusher, idle at a slow pace while no lease
         #: is held, then checks it every ``idle`` seconds
-        self.wake = threading.Event()
+        self.wake = driver._bell
         #: the lease may be held without ``held`` saying so (taking or giving it back
         #: was cut short, by Ctrl-C say): give it back before anything else
         self.unsure = False
@@ -151,7 +151,7 @@ class Sharing:
                 if token is not None:
                     self.granted = token
                     self._granted_at = time.monotonic()
-                    self.wake.set()
+                    self.wake.ring()
                     if not self.driver._connected:
                         # closed meanwhile: its close() may have dropped the lease
                         # before this grant, which nobody would give back then
@@ -222,7 +222,7 @@ class Sharing:
         self.held = True
         self.unsure = False
         self._since = self._used = time.monotonic()
-        self.wake.set()  # the flusher now watches the lease closely
+        self.wake.ring()  # the flusher now watches the lease closely
 
     def _drop_quietly(self) -> None:
         try:

@@ -41,8 +41,9 @@ import threading
 import time
 import weakref
 from abc import abstractmethod
-from collections.abc import Iterable, Iterator
-from typing import TYPE_CHECKING, Any
+from collections import deque
+from collections.abc import Callable, Iterable, Iterator
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from ..errors import (
     ClosedError,
@@ -66,11 +67,14 @@ from .base import DBDriver, Row
 from .batching import Pending
 from .layout import TableNames
 from .sharing import Sharing
+from .wakeup import Answer, Doorbell, Flag, Worker
 
 if TYPE_CHECKING:
     from ..codec import Codec
 
 __all__ = ["SQLDriver"]
+
+_T = TypeVar("_T")
 
 #: default ``batch_bytes``: a queue with more value bytes is written in several batches
 BATCH_BYTES = 64 * 1024 * 1024
@@ -82,6 +86,8 @@ _open_drivers: weakref.WeakSet[SQLDriver] = weakref.WeakSet()
 #: connections a forked child inherited: kept, never closed or collected, so that
 #: closing them cannot disturb the parent's sessions and locks
 _inherited: list[Any] = []
+#: a thread waiting for the background thread checks this often that it still runs
+_ASK_STEP = 0.5
 #: shared mode: longest time a write lease is held (while another writer waits for
 #: it) before the flusher commits it; at most half the batch interval
 _LEASE_HOLD = 0.05
@@ -89,6 +95,11 @@ _LEASE_HOLD = 0.05
 
 class SQLDriver(DBDriver):
     """Base of :class:`~appendmuch.Sqlite3` and :class:`~appendmuch.PostgreSQL`."""
+
+    #: the writer connection is used by the background thread only: writes and
+    #: flushes of other threads are handed to it (:meth:`_in_writer`), so that a
+    #: Ctrl-C in the application never lands inside the database library
+    _background_io = False
 
     def __init__(
         self,
@@ -141,8 +152,12 @@ class SQLDriver(DBDriver):
         self._quoted = f'"{self.table}"'
         self._pending = Pending(self.batch_size)
         self._lock = threading.RLock()
-        self._stop = threading.Event()
-        self._flusher: threading.Thread | None = None
+        #: wakes the background thread (work handed over, a lease taken, stop)
+        self._bell = Doorbell()
+        self._stop = Flag(self._bell)
+        #: work other threads handed to the background thread, with their answers
+        self._requests: deque[tuple[Callable[[], Any], Answer]] = deque()
+        self._flusher: Worker | None = None
         self._connected = False
         #: a write may have committed rows still queued (check before rewriting them)
         self._uncertain = False
@@ -358,7 +373,7 @@ class SQLDriver(DBDriver):
     def ensure(self) -> None:
         with self._lock:
             self._open()
-            if not self.read_only and (self._flusher is None or not self._flusher.is_alive()):
+            if not self.read_only and (self._flusher is None or not self._flusher.alive()):
                 self._start_flusher()
             if self.sharing is not None and not self.retired:
                 self.sharing.start()
@@ -467,20 +482,27 @@ class SQLDriver(DBDriver):
             # Rows queued through the driver alone (no Store) are written at exit too.
             atexit.register(_close_at_exit, weakref.ref(self))
             self._exit_hook = True
-        # A stop event of its own: a flusher being stopped can never be revived.
-        self._stop = stop = threading.Event()
+        # A stop flag of its own: a flusher being stopped can never be revived (and
+        # one whose start was cut short, and so never noted, stops now).
+        self._stop.set()
+        self._stop = stop = Flag(self._bell)
         tick = self.batch_interval / 4
         if self.sharing is not None:
             tick = min(tick, self.sharing.idle)
-        thread = threading.Thread(
-            target=_flusher_loop,
-            args=(weakref.ref(self), stop, self.batch_interval, tick),
-            kwargs={"wake": None if self.sharing is None else self.sharing.wake},
-            name=f"appendmuch-flusher:{self.table}",
-            daemon=True,
+        worker = Worker(
+            _flusher_loop,
+            (
+                weakref.ref(self),
+                stop,
+                self._bell,
+                self.batch_interval,
+                tick,
+                self.sharing is not None,
+            ),
+            f"appendmuch-flusher:{self.table}",
         )
-        thread.start()
-        self._flusher = thread
+        worker.start()
+        self._flusher = worker
 
     def close(self) -> None:
         """Write queued rows and disconnect.
@@ -492,14 +514,23 @@ class SQLDriver(DBDriver):
         """
         if self._pid != os.getpid():
             return
+        try:
+            if self._background_io:
+                self._in_writer(self._close_connection)
+        finally:
+            self._stop_background()
+            self._close_connection()  # (nothing left to do after the background did it)
+
+    def _stop_background(self) -> None:
+        """Stop the flusher (it ends its write under way) and the follower."""
         self._stop.set()
-        if self.sharing is not None:
-            self.sharing.wake.set()  # (the flusher may be waiting on it rather than on stop)
-        thread, self._flusher = self._flusher, None
-        if thread is not None and thread is not threading.current_thread():
-            thread.join(self._patience())
-            if thread.is_alive():
-                raise WriteError(
+        worker, self._flusher = self._flusher, None
+        if (
+            worker is not None
+            and worker.ident != threading.get_ident()
+            and not worker.join(self._patience())
+        ):
+            raise WriteError(
                     f"cannot close {self._where()}: the background writer did not stop "
                     f"within {self._patience():.0f} s; {self.pending} rows stay queued"
                 )
@@ -507,6 +538,11 @@ class SQLDriver(DBDriver):
         if sharing is not None:
             sharing.stop()
             self._lease_cancel_waits()
+
+    def _close_connection(self) -> None:
+        """The end of :meth:`close`: write the queue (or save it to a recovery file)
+        and disconnect.  Idempotent."""
+        sharing = self.sharing
         with self._lock:
             try:
                 if self.pending:
@@ -525,6 +561,54 @@ class SQLDriver(DBDriver):
                 self._disconnect()  # idempotent: also completes one cut short
                 # used again, the driver reconnects and restarts its flusher first
                 self.append = self._append_after_close  # type: ignore[method-assign]
+
+    def _in_writer(self, work: Callable[[], _T]) -> _T:
+        """Run ``work`` in the background thread and return (or raise) what it did,
+        where the driver keeps its writer connection there (:attr:`_background_io`);
+        otherwise, or when that thread is not running, in this thread.
+
+        Waiting is a C-level lock acquire: a Ctrl-C ends the wait at once, and the
+        background thread still finishes the work (its outcome then reaches nobody)."""
+        worker = self._flusher
+        if (
+            not self._background_io
+            or worker is None
+            or not worker.alive()
+            or worker.ident == threading.get_ident()
+        ):
+            return work()
+        answer = Answer()
+        request = (work, answer)
+        self._requests.append(request)
+        self._bell.ring()
+        while True:
+            try:
+                value: _T = answer.take(_ASK_STEP)
+                return value
+            except TimeoutError:
+                if worker.alive():
+                    continue
+                try:
+                    self._requests.remove(request)  # (it ended before taking it up)
+                except ValueError:
+                    late: _T = answer.take(_ASK_STEP)  # taken up just before it ended
+                    return late
+                return work()
+
+    def _serve(self) -> None:
+        """Background thread: do the work other threads handed over, in order."""
+        requests = self._requests
+        while requests:
+            try:
+                work, answer = requests.popleft()
+            except IndexError:
+                return
+            try:
+                value = work()
+            except BaseException as exc:  # handed to the thread that asked
+                answer.give(error=exc)
+            else:
+                answer.give(value)
 
     def _append_after_close(self, row: Row) -> bool:
         self.ensure()
@@ -601,8 +685,7 @@ class SQLDriver(DBDriver):
         It takes the lock even when nothing is queued: the background flusher may be
         writing a batch taken before this call, and that batch must be committed too.
         """
-        with self._lock:
-            self._write_queued(wait=True)
+        self._in_writer(self._flush_locked)
 
     def submit(self) -> None:
         """A full batch is waiting: hand it to the database.
@@ -620,6 +703,9 @@ class SQLDriver(DBDriver):
                 f"write retries after {self.retry_interval} s, flush() retries now. The "
                 "rows stay queued, in order"
             )
+        self._in_writer(self._submit_locked)
+
+    def _submit_locked(self) -> None:
         with self._lock:
             if self.sharing is not None and self.write_through:
                 # committed before the write returns, under a lease kept for the next
@@ -632,7 +718,8 @@ class SQLDriver(DBDriver):
                 self._write_queued(wait=self.write_through)
 
     def _flush_locked(self) -> None:
-        self._write_queued(wait=True)
+        with self._lock:
+            self._write_queued(wait=True)
 
     def _write_queued(self, wait: bool) -> None:
         if self._pid != os.getpid() or self._refusal is not None:
@@ -861,42 +948,41 @@ os.register_at_fork(after_in_child=_forget_in_child)
 
 def _flusher_loop(
     ref: weakref.ref[SQLDriver],
-    stop: threading.Event,
+    stop: Flag,
+    bell: Doorbell,
     interval: float,
     tick: float,
-    wake: threading.Event | None = None,
+    idle_slowly: bool,
 ) -> None:
-    """Write batches whose oldest row is older than half the interval.
+    """Write batches whose oldest row is older than half the interval, and do the work
+    other threads hand over (:meth:`SQLDriver._in_writer`).
 
     Wakes four times per interval, so no row waits much past ``interval`` even when
-    the application stops writing; after a failure it waits ``retry_interval``.  In
-    shared mode it also commits (or gives back) a write lease held for its ``hold``
-    time: it wakes every ``tick`` while this process holds the lease or has rows
-    queued, and otherwise four times per interval or when ``wake`` is set (a lease
-    was taken), so an idle writer costs next to nothing.  Holds only a weak
-    reference: a driver nobody uses any more is collected and the thread ends.  It
-    never starts another flusher, and stops for good once ``stop`` is set.
+    the application stops writing, and at once when its doorbell rings (work handed
+    over, a lease taken, stop); after a failure it waits ``retry_interval``.  In
+    shared mode (``idle_slowly``) it also commits (or gives back) a write lease held
+    for its ``hold`` time: it wakes every ``tick`` while this process holds the lease
+    or has rows queued, and otherwise four times per interval, so an idle writer costs
+    next to nothing.  Holds only a weak reference: a driver nobody uses any more is
+    collected and the thread ends.  It never starts another flusher, and stops for
+    good once ``stop`` is set (after doing the work handed over before).
     """
     slow = interval / 4
     pause = tick
     while True:
-        if wake is not None and pause > tick:
-            wake.wait(pause)
-            if stop.is_set():
-                return
-        elif stop.wait(pause):
-            return
-        if wake is not None:
-            wake.clear()
+        bell.wait(pause)
         driver = ref()
         if driver is None:
+            return
+        driver._serve()
+        if stop.is_set():
             return
         sharing = driver.sharing
         busy = sharing is not None and (
             # (unsure, stale: a lease or a cache to sort out after an interrupt)
             sharing.ready() or sharing.unsure or sharing.stale or bool(driver.pending)
         )
-        pause = tick if wake is None or busy else slow
+        pause = slow if idle_slowly and not busy else tick
         del sharing
         retry = driver.retry_interval
         try:
@@ -923,8 +1009,5 @@ def _flusher_loop(
         except BaseException as exc:  # the rows stay queued; the
             # application sees the error at its next flush or full batch
             driver.last_error = exc if isinstance(exc, Exception) else WriteError(repr(exc))
-            del driver
-            if stop.wait(max(retry, tick)):
-                return
-            continue
+            pause = max(retry, tick)
         del driver

@@ -881,7 +881,7 @@ class Sqlite3(SQLDriver):
             conn.execute("ROLLBACK")
             raise
         self._ensure_table(conn)
-        if not self.read_only and (self._flusher is None or not self._flusher.is_alive()):
+        if not self.read_only and (self._flusher is None or not self._flusher.alive()):
             self._start_flusher()
 
     def _insert_atomically(self, rows: list[Row], updates: list[tuple[int, Row]]) -> None:
