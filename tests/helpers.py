@@ -5,7 +5,7 @@ from __future__ import annotations
 import inspect
 from typing import Any
 
-from appendmuch import Storage, Value
+from appendmuch import Storage, Store, Value
 
 
 def next_line() -> int:
@@ -31,3 +31,17 @@ def history(storage: Storage, field: str) -> tuple[Value, ...]:
 def datas(storage: Storage, field: str) -> list[Any]:
     """The data of every entry of a field, oldest first."""
     return [v.data for v in history(storage, field)]
+
+
+def settled(store: Store) -> None:
+    """Every own write committed and reported to ``on_change``: at once in
+    single-writer mode; in shared mode at commit, a few milliseconds after the write
+    (``flush()`` commits, and reports, before it returns)."""
+    if store.driver.sharing is not None:
+        store.flush()
+
+
+def kept_to_the_end(store: Store) -> bool:
+    """Whether a ``with`` block's writes wait for its outermost end (shared mode), or
+    are written at once as in single-writer mode (SPEC section 4)."""
+    return store.driver.sharing is not None

@@ -19,7 +19,7 @@ import pytest
 from appendmuch import Memory, PostgreSQL, Sqlite3, Store
 from appendmuch.dumpfile import MAX_DUMP_VALUE_BYTES
 from appendmuch.errors import DumpFormatError, SeqOverflowError, ValueTooLargeError
-from backends import Backend, MemoryBackend, PostgresBackend, SqliteBackend
+from backends import Backend, MemoryBackend, PostgresBackend, SqliteBackend, is_shared
 from snapshots import state
 
 LIMIT = 64
@@ -156,6 +156,11 @@ def test_the_largest_seq_is_refused_clearly_and_changes_nothing(backend: Backend
     last = 2**63 - 1
     backend.store().close()  # (the table)
     insert_row(backend, (last - 1, "t", "x", b"\x001", 1.0, "tool:1"))
+    if is_shared(backend):
+        # shared mode numbers writes not yet committed from 2**62 on: refused at open
+        with pytest.raises(SeqOverflowError, match=str(last - 1)):
+            backend.store()
+        return
     store = backend.store()
     s = store.storage("t")
     s.x = 2

@@ -1,16 +1,30 @@
-"""Working copies of mutable values inside ``with storage:`` blocks.
+"""What a ``with storage:`` block keeps: working copies of mutable values, what it
+read, and (shared mode) the writes it keeps until it ends.
 
 State is kept per thread and namespace, not per Storage object: every Storage object
 of a namespace (and nested blocks on any of them) sees the same working copy within
 one thread, and no mutation is lost between them; another thread's blocks have their
 own copies.
+
+A block is serializable (SPEC section 11): every write it makes is based on the
+current values of everything it read, or it raises ``ConflictError`` and stores
+nothing.  So it notes the *version* of each field it read (the seq of the field's
+latest entry then; 0 for a field never written) and, before its first write (single
+writer) or at its end (shared mode), checks that none of them changed.
 """
 
 from __future__ import annotations
 
 from typing import Any
 
-__all__ = ["Block", "Mark", "Working", "restore"]
+__all__ = ["ABSENT", "NOT_NOTED", "STAGED", "Block", "Mark", "Staged", "Working", "restore"]
+
+#: the version a block notes for a field that has no entry at all
+ABSENT = 0
+#: the seq of a working copy whose latest state is a write the block keeps (shared mode)
+STAGED = -1
+#: Store._read_in_block: the read was only noted, the ordinary read goes on
+NOT_NOTED: Any = object()
 
 
 class Working:
@@ -25,6 +39,26 @@ class Working:
         self.baseline = baseline
         #: seq of the stored entry it was read from; another write makes it stale
         self.seq = seq
+
+
+class Staged:
+    """A write a shared-mode block keeps until it ends (an assignment, a ``del``, or a
+    changed working copy at a nested block's end): the entry as the log will hold it."""
+
+    __slots__ = ("context", "data", "exact", "field", "raw", "time")
+
+    def __init__(
+        self, field: str, data: Any, raw: bytes | None, exact: bool, time: float, context: str
+    ) -> None:
+        self.field = field
+        #: the object the log keeps (GONE for a deletion), never shared with the caller
+        self.data = data
+        #: its stored bytes (None for a deletion)
+        self.raw = raw
+        #: whether ``raw`` decodes back to ``data`` exactly (see Codec.finish)
+        self.exact = exact
+        self.time = time
+        self.context = context
 
 
 class Mark:
@@ -42,14 +76,27 @@ class Mark:
 
 class Block:
     """Open ``with`` blocks of one thread on one namespace: how deep, the working
-    copies, and one mark per nested level (``len(marks) == depth - 1``)."""
+    copies, one mark per nested level (``len(marks) == depth - 1``), what was read,
+    and the writes kept for the end (shared mode)."""
 
-    __slots__ = ("depth", "marks", "working")
+    __slots__ = ("depth", "marks", "reads", "staged", "working")
 
-    def __init__(self) -> None:
-        self.depth = 0
+    def __init__(self, depth: int = 1) -> None:
+        self.depth = depth
         self.working: dict[str, Working] = {}
-        self.marks: list[dict[str, Mark]] = []
+        #: per nested level: the working copies as they were, and len(staged) then
+        self.marks: list[tuple[dict[str, Mark], int]] = []
+        #: field -> version when first read in the block (a write of its own updates it)
+        self.reads: dict[str, int] = {}
+        #: shared mode: writes kept until the outermost end, in order
+        self.staged: list[Staged] = []
+
+    def staged_value(self, field: str) -> Staged | None:
+        """The newest write of ``field`` this block kept, if any.  O(staged)."""
+        for staged in reversed(self.staged):
+            if staged.field == field:
+                return staged
+        return None
 
 
 def restore(obj: Any, state: Any) -> Any:

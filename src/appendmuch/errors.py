@@ -11,6 +11,7 @@ from __future__ import annotations
 __all__ = [
     "AppendmuchError",
     "ClosedError",
+    "ConfigMismatchError",
     "ConflictError",
     "DatabaseError",
     "DecodeError",
@@ -141,6 +142,12 @@ class ClosedError(AppendmuchError, RuntimeError):
 
 class LockedError(DatabaseError):
     """Another process (or driver) already has the table open for writing."""
+
+
+class ConfigMismatchError(LockedError):
+    """A shared-mode writer's replace configuration (``replace_predicate``,
+    ``replace_index_specs``) differs from the one the table's other shared writers
+    use: their caches would hold different rows.  Nothing was opened."""
 
 
 class ConflictError(AppendmuchError, RuntimeError):

@@ -39,7 +39,7 @@ from .value import Value, make_value
 if TYPE_CHECKING:
     from .timeline import ValueRuns
 
-__all__ = ["GONE", "KEPT_DECODED", "FieldLog", "Packed"]
+__all__ = ["GONE", "KEPT_DECODED", "PROVISIONAL", "FieldLog", "Packed", "Unreadable"]
 
 Decode = Callable[[bytes], Any]
 
@@ -65,6 +65,20 @@ class Packed(bytes):
     """The stored bytes (type-id byte + JSON) of an older entry, decoded on demand."""
 
     __slots__ = ()
+
+
+class Unreadable(bytes):
+    """The stored bytes of a value whose type id this process's codec does not know
+    (another writer registered the type): kept as they are, so that the rest of the
+    log reads on; reading the value itself decodes them and raises the codec's
+    ``UnknownTypeIdError``."""
+
+    __slots__ = ()
+
+
+#: seqs from here on are *provisional*: an own shared-mode write not committed yet,
+#: at the end of its field's log until its final seq replaces it (no table holds one)
+PROVISIONAL = 1 << 62
 
 
 _default_decode: Decode | None = None
@@ -225,6 +239,54 @@ class FieldLog(Sequence[Value]):
             for position in range(start, start + count):
                 runs.add(self, position)
 
+    def insert_committed(
+        self, seq: int, time: float | None, data: Any, context: str, raw: bytes | None
+    ) -> None:
+        """Add an entry committed by another writer.  It goes before this process's
+        provisional entries (own writes not committed yet, which will be committed
+        after it), else at the end.  O(1), or O(provisional entries) before them.
+
+        >>> log = FieldLog()
+        >>> log.append(PROVISIONAL + 1, 2.0, "mine", "a:1")
+        >>> log.insert_committed(7, 1.0, "theirs", "b:1", None)
+        >>> [v.data for v in log], log.latest
+        (['theirs', 'mine'], 'mine')
+        """
+        seqs = self.seqs
+        if not seqs or seqs[-1] < PROVISIONAL:
+            self.append(seq, time, data, context, raw)
+            return
+        at = bisect_left(seqs, PROVISIONAL)
+        kept = data
+        if data.__class__ not in KEPT_DECODED and data is not GONE and raw is not None:
+            kept = Packed(raw)  # never the latest entry: kept as its stored bytes
+        # One slice assignment: a reader of the latest entry (items[-2]) never sees
+        # the list shifted by half an entry.
+        self.items[2 * at : 2 * at] = [kept, context]
+        self.times.insert(at, _NAN if time is None else time)
+        seqs.insert(at, seq)
+        self.runs = None  # positions moved (rebuilt on next use)
+
+    def settle(self, provisional: int, final: int) -> None:
+        """A provisional entry was committed under ``final`` (larger than every
+        committed seq in the log, smaller than the provisional ones).  O(log n)."""
+        seqs = self.seqs
+        at = bisect_left(seqs, provisional)
+        if at < len(seqs) and seqs[at] == provisional:
+            seqs[at] = final
+
+    @property
+    def committed_seq(self) -> int | None:
+        """The seq of the newest committed entry (None if only provisional ones).
+        O(1), or O(log n) with provisional entries."""
+        seqs = self.seqs
+        if not seqs:
+            return None
+        if seqs[-1] < PROVISIONAL:
+            return seqs[-1]
+        at = bisect_left(seqs, PROVISIONAL)
+        return seqs[at - 1] if at else None
+
     def mend(
         self, seq: int, time: float | None, data: Any, context: str, raw: bytes | None
     ) -> None:
@@ -287,8 +349,8 @@ class FieldLog(Sequence[Value]):
 
     def _private(self, data: Any) -> Any:
         """A copy of an entry's data that shares nothing with the log."""
-        if data.__class__ is Packed:
-            return self.decode(data)  # decoding makes a new object
+        if data.__class__ is Packed or data.__class__ is Unreadable:
+            return self.decode(data)  # decoding makes a new object (or raises)
         return safe_deepcopy(data)
 
     def values_until(self, seq: int) -> tuple[Value, ...]:

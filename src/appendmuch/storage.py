@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
+from .blocks import NOT_NOTED
 from .errors import ReservedNameError
 from .fieldlog import GONE, FieldLog
 from .history import History
@@ -149,16 +150,19 @@ class Storage:
             return virtual[name](self)
         store = self.__store__
         node = store._by_dbns.get(self.__dbns__)
-        if node is not None:
-            log = node.get(name)
-            if type(log) is FieldLog:
-                data = log.items[-2]
-                if type(data) in _SCALARS:
-                    if self.__dict__ is store._scalars.get(self.__dbns__):
-                        store._remember(self.__dbns__, name, log, data)  # later reads: no call
-                    return data
-                if data is not GONE:
-                    return store._read_value(self.__dbns__, name, log, data)
+        log = node.get(name) if node is not None else None
+        if store._blocks:  # (a with block notes what it reads; shared mode: its writes)
+            seen = store._read_in_block(self.__dbns__, name, log if type(log) is FieldLog else None)
+            if seen is not NOT_NOTED:
+                return seen
+        if type(log) is FieldLog:
+            data = log.items[-2]
+            if type(data) in _SCALARS:
+                if self.__dict__ is store._scalars.get(self.__dbns__):
+                    store._remember(self.__dbns__, name, log, data)  # later reads: no call
+                return data
+            if data is not GONE:
+                return store._read_value(self.__dbns__, name, log, data)
         if name == "name":
             return self.__namespace__[-1]
         raise store._missing(self, name)

@@ -2,19 +2,20 @@
 
 from __future__ import annotations
 
+import _thread
+import contextlib
 import logging
 import sys
 import threading
 import time
 import weakref
 from collections.abc import Callable, Iterable, Mapping
-from itertools import groupby
 from operator import itemgetter
 from typing import Any
 
 import orjson
 
-from .blocks import Block, Mark, Working, restore
+from .blocks import ABSENT, NOT_NOTED, STAGED, Block, Mark, Staged, Working, restore
 from .codec import Codec, Encoded
 from .copying import safe_deepcopy
 from .drivers.base import DBDriver, Row
@@ -32,10 +33,11 @@ from .errors import (
     UnsupportedTypeError,
     ValueTooLargeError,
 )
-from .fieldlog import GONE, KEPT_DECODED, FieldLog, Packed
+from .fieldlog import GONE, KEPT_DECODED, PROVISIONAL, FieldLog, Packed, Unreadable
 from .history import History
 from .location import _labels, caller_context
 from .names import check_namespace, dbns2tuple, is_valid_dbns, is_valid_field, tuple2dbns
+from .shared import MAX_SEQ, SHARED_WRITE, SharedSide, replace_fingerprint, seqs_exhausted
 from .storage import Storage
 from .value import Value, make_value
 
@@ -65,8 +67,8 @@ _REFUSED_ROW = (InvalidNameError, NamespaceCollisionError)
 _REFUSED_RUN = (*_REFUSED_ROW, TypeError, ValueError)
 #: a stored row's (namespace, field)
 _ns_field = itemgetter(1, 2)
-#: the largest seq a log can hold (a signed 64-bit integer, as the tables store it)
-MAX_SEQ = 2**63 - 1
+#: how often a write waiting for another thread's block looks again (it is also woken)
+_GATE_POLL = 0.005
 #: in Store._torn, in place of a replaced row's seq: the write appended a row
 _APPENDED: Any = object()
 #: an entry appended whose callback is still to be called:
@@ -163,14 +165,15 @@ class Store:
         self._replace: dict[tuple[str, str], bool] = {}
         #: (thread id, dbns) -> that thread's open with blocks on the namespace
         self._blocks: dict[tuple[int, str], Block] = {}
+        #: single-writer mode: the thread whose blocks write (see _gate); it holds the
+        #: gate only while it has open blocks
+        self._gate_owner: int | None = None
+        #: released when a gate owner's last block ends: wakes a thread waiting for it
+        self._gate_turn = _thread.allocate_lock()
+        self._gate_turn.acquire()
         #: held around every change of the log tree, seq allocation + queueing, and
         #: reads that walk more than one entry; never around latest-value reads
-        #: shared mode: the driver's write lease and follower (None: single writer)
-        self._sharing = driver.sharing
-        #: shared mode (a writer): _write must take the lease first, unless its caller
-        #: holds it (``leased``)
-        self._unleased = False
-        # (shared mode: taken before the driver's lock, also by the follower thread)
+        # (shared mode: taken by the engine's thread too, never while it waits)
         self._mutex = threading.RLock()
         #: a write cut short between queueing its row and updating the cache (see
         #: _write): (row, data, packed bytes, working copy, replaced seq or _APPENDED)
@@ -188,15 +191,29 @@ class Store:
         self._fast = self.codec._fast
         #: how the logs decode the stored bytes of their older entries
         self._decode = self.codec.decode
+        #: shared mode (several processes write the table): the Store's side of it
+        self._shared_side: SharedSide | None = None
+        engine = driver.sharing
         try:
+            if engine is not None:
+                if not driver.read_only:
+                    driver.ensure()
+                    engine.claim(replace_fingerprint(replace_predicate))
+                self._shared_side = SharedSide(self, engine)
             self.load()
+            if engine is not None and self._shared_side is not None:
+                if driver.last_seq >= PROVISIONAL:
+                    raise SeqOverflowError(
+                        f"{driver!r} holds seq {driver.last_seq}: shared mode numbers writes "
+                        "not yet committed from 2**62 on, so its tables must keep their seqs "
+                        "below that (a row put in by another tool?); open it in "
+                        "single-writer mode, or dump and restore it with smaller seqs"
+                    )
+                engine.attach(self._shared_side, self.driver.last_seq)
         except BaseException:
             driver.close()  # a Store that failed to open holds no lock
             raise
         self._finalizer = weakref.finalize(self, _close_driver, driver)
-        if self._sharing is not None:
-            self._unleased = not driver.read_only
-            self._sharing.attach(self)
 
     def __repr__(self) -> str:
         return f"Store({self.driver!r})"
@@ -210,10 +227,18 @@ class Store:
         cannot be decoded the error names its seq, namespace and field, and the cache
         is left as it was.  Other threads' writes wait until it is done.
         """
+        side = self._shared_side
+        if side is None:
+            with self._mutex:
+                self._load()
+            return
+        # Shared mode: own writes are committed first (the engine's thread needs the
+        # lock for that), then the table is read as it is.
+        self.driver.flush()
         with self._mutex:
-            seq = self._load()
-            if self._sharing is not None:
-                self._sharing.loaded(seq)
+            seq = self._load(side.engine.driver.rows_now())
+            side.loaded(seq)
+            side.engine.loaded(seq)
 
     def sync(self) -> None:
         """Return once this process's cache holds every entry committed anywhere
@@ -223,10 +248,9 @@ class Store:
         ``sync()`` is for when "everything up to now" matters.  In single-writer mode
         the cache is always complete and this returns at once.
         """
-        sharing = self._sharing
-        if sharing is not None:
-            with self._mutex:
-                sharing.sync()
+        side = self._shared_side
+        if side is not None:
+            side.engine.sync()
 
     def _load(self, rows: Iterable[Row] | None = None) -> int:
         """The body of :meth:`load`; returns the largest seq loaded (0 if none).
@@ -245,61 +269,70 @@ class Store:
         scalar_ids = _SCALAR_IDS if self.codec.decodes_builtin_scalars() else {}
         replaces = self._replaces if self.replace_predicate is not None else None
         seq = 0
-        for row in driver.load_rows() if rows is None else rows:
-            try:
-                seq, dbns, field, value, created_at, context = row
-                node = by_dbns.get(dbns)
-                if node is None:
-                    node = _load_namespace(cache, by_dbns, dbns, seq)
-                log = node.get(field)
-                if log is None:
-                    if not is_valid_field(field):
-                        raise InvalidNameError(
-                            f"stored row seq {seq} (namespace {dbns!r}) has an invalid field "
-                            f"name {field!r}"
-                        )
-                    log = node[field] = FieldLog(log_decode)
-                elif log.__class__ is not FieldLog:
-                    raise NamespaceCollisionError(
-                        f"stored row seq {seq}: {field!r} is both a field of {dbns!r} and a "
-                        "namespace below it"
-                    )
-                if value is None:
-                    data = GONE
-                else:
-                    # ints and strs decode straight from JSON; anything else, or a document
-                    # of the wrong JSON type, takes the codec's checked path
-                    kind = scalar_ids.get(value[0]) if value else None
-                    data = loads(value[1:]) if kind is not None else None
-                    if kind is None or data.__class__ is not kind:
-                        data = decode_stored(seq, dbns, field, value)
-                ctx = contexts.get(context)
-                if ctx is None:
-                    if context.__class__ is not str:
-                        raise TypeError(f"context is {type(context).__name__}, not str")
-                    ctx = contexts[context] = context
-                if replaces is not None and log.seqs and replaces(dbns, field):
-                    log = node[field] = FieldLog(log_decode)
-                # FieldLog.append, inlined: this loop runs once per stored row
-                log.seqs.append(seq)
+        source = driver.load_rows() if rows is None else rows
+        try:
+            for row in source:
                 try:
-                    log.times.append(_NAN if created_at is None else created_at)
-                except TypeError:
-                    raise TypeError(
-                        f"created_at is {type(created_at).__name__}, not a number"
-                    ) from None
-                items = log.items
-                items.append(data)
-                items.append(ctx)
-                if log.raw is not None:
-                    items[-4] = Packed(log.raw)  # superseded: keep the stored bytes
-                log.raw = value if data.__class__ not in kept and data is not GONE else None
-            except (InvalidNameError, NamespaceCollisionError, DecodeError):
-                raise
-            except Exception as exc:  # a column of the wrong type, bytes that are not JSON
-                raise DecodeError(
-                    f"stored row {_describe(row)} cannot be loaded: {type(exc).__name__}: {exc}"
-                ) from exc
+                    seq, dbns, field, value, created_at, context = row
+                    node = by_dbns.get(dbns)
+                    if node is None:
+                        node = _load_namespace(cache, by_dbns, dbns, seq)
+                    log = node.get(field)
+                    if log is None:
+                        if not is_valid_field(field):
+                            raise InvalidNameError(
+                                f"stored row seq {seq} (namespace {dbns!r}) has an invalid field "
+                                f"name {field!r}"
+                            )
+                        log = node[field] = FieldLog(log_decode)
+                    elif log.__class__ is not FieldLog:
+                        raise NamespaceCollisionError(
+                            f"stored row seq {seq}: {field!r} is both a field of {dbns!r} and a "
+                            "namespace below it"
+                        )
+                    if value is None:
+                        data = GONE
+                    else:
+                        # ints and strs decode straight from JSON; anything else, or a document
+                        # of the wrong JSON type, takes the codec's checked path
+                        kind = scalar_ids.get(value[0]) if value else None
+                        data = loads(value[1:]) if kind is not None else None
+                        if kind is None or data.__class__ is not kind:
+                            data = decode_stored(seq, dbns, field, value)
+                    ctx = contexts.get(context)
+                    if ctx is None:
+                        if context.__class__ is not str:
+                            raise TypeError(f"context is {type(context).__name__}, not str")
+                        ctx = contexts[context] = context
+                    if replaces is not None and log.seqs and replaces(dbns, field):
+                        log = node[field] = FieldLog(log_decode)
+                    # FieldLog.append, inlined: this loop runs once per stored row
+                    log.seqs.append(seq)
+                    try:
+                        log.times.append(_NAN if created_at is None else created_at)
+                    except TypeError:
+                        raise TypeError(
+                            f"created_at is {type(created_at).__name__}, not a number"
+                        ) from None
+                    items = log.items
+                    items.append(data)
+                    items.append(ctx)
+                    if log.raw is not None:
+                        items[-4] = Packed(log.raw)  # superseded: keep the stored bytes
+                    log.raw = value if data.__class__ not in kept and data is not GONE else None
+                except (InvalidNameError, NamespaceCollisionError, DecodeError):
+                    raise
+                except Exception as exc:  # a column of the wrong type, bytes that are not JSON
+                    raise DecodeError(
+                        f"stored row {_describe(row)} cannot be loaded: {type(exc).__name__}: {exc}"
+                    ) from exc
+        finally:
+            # A driver's row iterator may hold its lock while suspended: an error
+            # (or Ctrl-C) mid-way must not leave it held for other threads.
+            close = getattr(source, "close", None)
+            if close is not None:
+                close()
+
         driver._saw_seq(seq)
         self.cache.clear()
         self.cache.update(cache)
@@ -320,28 +353,6 @@ class Store:
             raise type(exc)(
                 f"stored row seq {seq}, namespace {dbns!r}, field {field!r}: {exc}"
             ) from exc
-
-    def _apply_entry(
-        self, seq: int, dbns: str, field: str, raw: bytes | None, created_at: float, context: str
-    ) -> None:
-        """Add an entry sequenced elsewhere (a row another process wrote) to the tree.
-
-        Names are checked and the value decoded as :meth:`load` does; the tree, the
-        read dicts and the seq counter change under ``_mutex``, so this may run in a
-        background thread.  Entries of a field must come in seq order.
-        """
-        data = self._decode_stored(seq, dbns, field, raw)
-        replaces = self._replaces if self.replace_predicate is not None else None
-        with self._mutex:
-            node = self._by_dbns.get(dbns)
-            log = node.get(field) if node is not None else None
-            if type(log) is FieldLog and seq <= log.latest_seq:
-                raise DecodeError(
-                    f"stored row seq {seq}, namespace {dbns!r}, field {field!r} comes after "
-                    f"seq {log.latest_seq} of the same field"
-                )
-            self._append_stored(seq, dbns, field, data, created_at, context, replaces, raw)
-            self.driver._saw_seq(seq)
 
     def _append_stored(
         self,
@@ -400,7 +411,7 @@ class Store:
         entry appended from stored rows."""
         shared = self._scalars.get(dbns)
         if shared is not None:
-            if data.__class__ in _SCALAR_TYPES:
+            if data.__class__ in _SCALAR_TYPES and not (self._blocks and self._covered(dbns)):
                 shared[field] = data
             else:
                 shared.pop(field, None)
@@ -422,10 +433,13 @@ class Store:
         with self._mutex:  # a write in another thread is queued before, or refused
             if self._torn is not None:
                 self._mend()
-            if not self._closed:
-                self._closed = self._refuse_writes = True
-                if self._finalizer.detach() is not None:
-                    self.driver.retire()  # (errors reach the caller)
+            if self._closed:
+                return
+            self._closed = self._refuse_writes = True
+            retire = self._finalizer.detach() is not None
+        # (without the lock: shared mode's engine thread takes it while it finishes)
+        if retire:
+            self.driver.retire()  # (errors reach the caller)
 
     def __enter__(self) -> Store:
         return self
@@ -537,13 +551,22 @@ class Store:
         return answer
 
     def _delete(self, namespace: tuple[str, ...], dbns: str, field: str, storage: Any) -> None:
+        context = caller_context(3)
+        side = self._shared_side
+        if side is not None:
+            side.delete(namespace, dbns, field, storage, context)
+            return
+        if self._blocks:
+            self._await_gate(dbns)
         appended = _Appended()
         with self._mutex:  # checked and appended at once: two deletes give one tombstone
             node = self._by_dbns.get(dbns)
             log = node.get(field) if node is not None else None
+            if self._blocks:
+                self._note_read(dbns, field, log if type(log) is FieldLog else None)
             if type(log) is not FieldLog or log.latest is GONE:
                 raise FieldNotFoundError(f"{storage!r} has no field {field!r} to delete")
-            self._write(namespace, dbns, field, None, GONE, None, caller_context(3), None, appended)
+            self._write(namespace, dbns, field, None, GONE, None, context, None, appended)
         self._finish(appended.entries, appended.due)
 
     def _write(
@@ -557,7 +580,6 @@ class Store:
         context: str = "",
         working: Any = None,
         appended: _Appended | None = None,
-        leased: bool = False,
         exact: bool = True,
     ) -> int:
         """The write path: append one entry to the log tree, the driver, the read dicts
@@ -605,84 +627,102 @@ class Store:
         driver = self.driver
         if raw is not None and len(raw) > driver.max_value_bytes:
             raise _too_large(dbns, field, len(raw), driver)
-        if self._unleased and not leased:  # (leased: _write_shared holds the lease)
-            return self._write_shared(
-                namespace, dbns, field, value, data, raw, context, working, appended, exact
+        if self._shared_side is not None:
+            return self._shared_side.write(
+                namespace, dbns, field, data, raw, context, working, exact, appended
             )
-        with self._mutex:
-            if self._torn is not None:
-                self._mend()
-            if self._refuse_writes:
-                if self._closed:
-                    raise ClosedError(
-                        f"cannot write {field!r}: this Store was closed; open a new Store to write"
-                    )
-                raise ReadOnlyError(f"cannot write {field!r}: {driver!r} is open read-only")
-            node = self._by_dbns.get(dbns)
-            if node is None:
-                node = self._make_path(namespace, dbns)
-            log = node.get(field)
-            if log.__class__ is not FieldLog and log is not None:
-                raise NamespaceCollisionError(
-                    f"{field!r} is a namespace below {namespace!r}, so it cannot also be a field"
-                )
-            seq = driver._last_seq + 1  # DBDriver.next_seq(), inlined on the hot path
-            if seq > MAX_SEQ:
-                raise _seqs_exhausted(driver, field)
-            driver._last_seq = seq
-            now = _now()
-            row = (seq, dbns, field, raw, now, context)
-            # The row is queued before the cache changes, and _torn names the write
-            # until the cache has it: a write cut short anywhere in between (Ctrl-C)
-            # is finished by _mend (here or at the next write), never left half done.
-            try:
-                if self.replace_predicate is not None and self._replaces(dbns, field):
-                    old_seq = log.latest_seq if log is not None else None
-                    self._torn = (row, data, None, working, old_seq)
-                    due = driver.replace(old_seq, row)
-                    log = FieldLog(self._decode)
-                    log.append(seq, now, data, context)
-                    node[field] = log
-                else:
-                    packed = raw if exact else None  # (None: older versions stay objects)
-                    self._torn = (row, data, packed, working, _APPENDED)
-                    due = driver.append(row)
-                    if log is None:
-                        log = FieldLog(self._decode)
-                        log.append(seq, now, data, context, packed)
-                        node[field] = log  # published filled: lock-free readers never see it empty
-                    else:
-                        # FieldLog.append, inlined on the hot path.  Data first, with its
-                        # context in one extend: a lock-free reader sees items[-2] as
-                        # data, and never pairs the new seq with the old data.
-                        items = log.items
-                        items.extend((data, context))
-                        log.times.append(now)
-                        log.seqs.append(seq)
-                        if log.raw is not None:
-                            items[-4] = Packed(log.raw)  # superseded: keep the stored bytes
-                        log.raw = packed if data.__class__ not in _KEPT_DECODED else None
-                        if log.runs is not None:
-                            log.runs.add(log, len(log.seqs) - 1)
-                shared = self._scalars.get(dbns)
-                if shared is not None:
-                    if data.__class__ in _SCALAR_TYPES:
-                        shared[field] = data
-                    else:
-                        shared.pop(field, None)
-                if working is not None or self._blocks:
-                    self._note_working(dbns, field, seq, raw, working)
-                self._torn = None
-            except BaseException:
+        while True:
+            if self._blocks and appended is None:
+                self._await_gate(dbns)  # (a caller passing appended saw to it)
+            with self._mutex:
+                if self._blocks and appended is None and self._must_wait(dbns):
+                    continue  # another thread's block took the gate meanwhile
                 if self._torn is not None:
                     self._mend()
-                raise
+                node = self._writable_node(namespace, dbns, field)
+                log = node.get(field)
+                seq = driver._last_seq + 1  # DBDriver.next_seq(), inlined on the hot path
+                if seq > MAX_SEQ:
+                    raise seqs_exhausted(driver, field)
+                driver._last_seq = seq
+                now = _now()
+                row = (seq, dbns, field, raw, now, context)
+                # The row is queued before the cache changes, and _torn names the write
+                # until the cache has it: a write cut short anywhere in between (Ctrl-C)
+                # is finished by _mend (here or at the next write), never left half done.
+                try:
+                    if self.replace_predicate is not None and self._replaces(dbns, field):
+                        old_seq = log.latest_seq if log is not None else None
+                        self._torn = (row, data, None, working, old_seq)
+                        due = driver.replace(old_seq, row)
+                        log = FieldLog(self._decode)
+                        log.append(seq, now, data, context)
+                        node[field] = log
+                    else:
+                        packed = raw if exact else None  # (None: older versions stay objects)
+                        self._torn = (row, data, packed, working, _APPENDED)
+                        due = driver.append(row)
+                        if log is None:
+                            log = FieldLog(self._decode)
+                            log.append(seq, now, data, context, packed)
+                            node[field] = (
+                                log  # published filled: lock-free readers never see it empty
+                            )
+                        else:
+                            # FieldLog.append, inlined on the hot path.  Data first, with its
+                            # context in one extend: a lock-free reader sees items[-2] as
+                            # data, and never pairs the new seq with the old data.
+                            items = log.items
+                            items.extend((data, context))
+                            log.times.append(now)
+                            log.seqs.append(seq)
+                            if log.raw is not None:
+                                items[-4] = Packed(log.raw)  # superseded: keep the stored bytes
+                            log.raw = packed if data.__class__ not in _KEPT_DECODED else None
+                            if log.runs is not None:
+                                log.runs.add(log, len(log.seqs) - 1)
+                    shared = self._scalars.get(dbns)
+                    if shared is not None:
+                        if data.__class__ in _SCALAR_TYPES and not (
+                            self._blocks and self._covered(dbns)
+                        ):
+                            shared[field] = data
+                        else:
+                            shared.pop(field, None)
+                    if working is not None or self._blocks:
+                        self._note_working(dbns, field, seq, raw, working)
+                    self._torn = None
+                except BaseException:
+                    if self._torn is not None:
+                        self._mend()
+                    raise
+            break
+
         if appended is not None:
             appended.entries.append((namespace, field, data, now, context, seq))
             appended.due = appended.due or due
         elif due or self.on_change is not None:
             self._finish(((namespace, field, data, now, context, seq),), due)
         return seq
+
+    def _writable_node(self, namespace: tuple[str, ...], dbns: str, field: str) -> dict[str, Any]:
+        """The namespace's node for a write of ``field`` (made if new), under the lock;
+        raises, changing nothing, when the Store cannot write or the name collides."""
+        if self._refuse_writes:
+            if self._closed:
+                raise ClosedError(
+                    f"cannot write {field!r}: this Store was closed; open a new Store to write"
+                )
+            raise ReadOnlyError(f"cannot write {field!r}: {self.driver!r} is open read-only")
+        node = self._by_dbns.get(dbns)
+        if node is None:
+            node = self._make_path(namespace, dbns)
+        log = node.get(field)
+        if log.__class__ is not FieldLog and log is not None:
+            raise NamespaceCollisionError(
+                f"{field!r} is a namespace below {namespace!r}, so it cannot also be a field"
+            )
+        return node
 
     def _note_working(
         self, dbns: str, field: str, seq: int, raw: bytes | None, working: Any
@@ -695,6 +735,7 @@ class Store:
         if self._blocks:
             block = self._blocks.get((_get_ident(), dbns))
             if block is not None:
+                block.reads[field] = seq  # its own write: no conflict with itself
                 if working is not None and raw is not None:
                     block.working[field] = Working(working, raw, seq)
                 else:
@@ -711,6 +752,11 @@ class Store:
         assert torn is not None
         row, data, packed, working, replaced = torn
         seq, dbns, field, raw, now, context = row
+        if replaced is SHARED_WRITE:
+            assert self._shared_side is not None
+            self._shared_side.mend(row, data, packed)
+            self._torn = None
+            return
         if self.driver.has_row(seq):
             node = self._by_dbns.get(dbns)
             if node is None:
@@ -764,292 +810,10 @@ class Store:
 
     # ------------------------------------------------------------------ shared mode
 
-    def _write_shared(
-        self,
-        namespace: tuple[str, ...],
-        dbns: str,
-        field: str,
-        value: Any,
-        data: Any,
-        raw: bytes | None,
-        context: str,
-        working: Any,
-        appended: Any,
-        exact: bool,
-    ) -> int:
-        """``_write`` in shared mode: under the driver's write lease, caught up first,
-        so the seq it allocates is final."""
-        sharing = self._sharing
-        assert sharing is not None
-        leased = (namespace, dbns, field, value, data, raw, context, working, appended, True, exact)
-        if self._refuse_writes:  # closed or read-only: refused without the lease
-            return self._write(*leased)
-        if sharing.held and data is not GONE:
-            # A run of writes under the lease (the common case): nothing to wait for
-            # or take, unless it was given back while this thread waited for the locks.
-            with self._mutex, sharing.lock:
-                if sharing.held and not self._refuse_writes:
-                    try:
-                        return self._write(*leased)
-                    finally:
-                        sharing.release_idle(linger=True)
-        attempt = 0
-        while True:
-            attempt += 1
-            sharing.await_lease()  # (outside the locks: others' rows arrive meanwhile)
-            with self._mutex, sharing.lock:  # (this order everywhere)
-                if self._refuse_writes:  # closed while this thread waited
-                    return self._write(*leased)
-                if not sharing.ready() and attempt < 3:
-                    continue  # given back while this thread waited for the locks
-                sharing.acquire()
-                try:
-                    if data is GONE:  # another process may have deleted it meanwhile
-                        node = self._by_dbns.get(dbns)
-                        log = node.get(field) if node is not None else None
-                        if type(log) is not FieldLog or log.latest is GONE:
-                            raise FieldNotFoundError(
-                                f"{_show_ns(dbns)} has no field {field!r} to delete "
-                                "(another process deleted it)"
-                            )
-                    return self._write(*leased)
-                finally:
-                    sharing.release_idle(linger=True)
-
-    def _take_rows(self, rows: list[Row]) -> None:
-        """Append rows committed by other processes (seq order) to the cache, then call
-        ``on_change`` for each.  Runs under the driver's lock, often in the follower
-        thread, while the application thread may be reading: every change becomes
-        visible in one step (a new FieldLog), or data before seq (a reader pairing an
-        old seq with new data sees a conflict, never a lost update)."""
-        sharing = self._sharing
-        assert sharing is not None
-        driver = self.driver
-        replaces = self._replaces if self.replace_predicate is not None else None
-        on_change = self.on_change
-        if on_change is None:
-            self._take_runs(rows, replaces)
-            return
-        decode_taken = self._decode_taken
-        append_stored = self._append_stored
-        scalar_ids = _SCALAR_IDS if self.codec.decodes_builtin_scalars() else {}
-        by_dbns = self._by_dbns
-        last = 0
-        try:
-            for row in rows:
-                seq, dbns, field, value, created_at, context = row
-                node = by_dbns.get(dbns)
-                log = node.get(field) if node is not None else None
-                if type(log) is FieldLog and seq <= log.latest_seq:
-                    last = seq  # in the cache already: a delivery cut short after appending it
-                    continue
-                data = decode_taken(seq, dbns, field, value, scalar_ids)
-                sharing.stale = True  # cut short mid-append (Ctrl-C): rebuilt under the lease
-                try:
-                    append_stored(seq, dbns, field, data, created_at, context, replaces, value)
-                except _REFUSED_ROW:
-                    sharing.stale = False  # refused before the cache changed
-                    raise
-                sharing.stale = False
-                last = seq
-                if on_change is not None:
-                    # (the callback may write: the mark must include this row first)
-                    sharing.hwm = seq
-                    driver._saw_seq(seq)
-                    self._announce(seq, dbns, field, data, created_at, context)
-        finally:
-            if last:  # the rows appended, even if a later one failed
-                sharing.hwm = max(sharing.hwm, last)
-                driver._saw_seq(last)
-
-    def _decode_taken(
-        self, seq: int, dbns: str, field: str, value: bytes | None, scalar_ids: dict[int, type]
-    ) -> Any:
-        """The data of a row another writer committed (GONE for a tombstone): ints and
-        strs straight from JSON, as load() does; anything else, or bytes that are not
-        JSON, through the codec (a DecodeError naming the row)."""
-        if value is None:
-            return GONE
-        kind = scalar_ids.get(value[0]) if value else None
-        if kind is not None:
-            try:
-                data = _loads(value[1:])
-            except ValueError:
-                pass
-            else:
-                if data.__class__ is kind:
-                    return data
-        return self._decode_stored(seq, dbns, field, value)
-
-    def _take_runs(self, rows: list[Row], replaces: ReplacePredicate | None) -> None:
-        """``_take_rows`` without ``on_change``: each run of consecutive rows of one
-        field goes into its FieldLog in one step (``FieldLog.extend``).  A follower
-        takes in every row every other process writes, so this is the per-row cost
-        of a shared-mode process that only writes."""
-        sharing = self._sharing
-        assert sharing is not None
-        by_dbns = self._by_dbns
-        scalar_ids = _SCALAR_IDS if self.codec.decodes_builtin_scalars() else {}
-        decode_taken = self._decode_taken
-        last = 0
-        try:
-            for (dbns, field), group in groupby(rows, _ns_field):
-                run = list(group)
-                node = by_dbns.get(dbns)
-                log = node.get(field) if node is not None else None
-                if type(log) is FieldLog and run[0][0] <= log.latest_seq:
-                    # in the cache already (a delivery cut short after appending them):
-                    # a prefix of the run, as rows come in seq order
-                    top = log.latest_seq
-                    fresh = [row for row in run if row[0] > top]
-                    last = max(last, run[len(run) - len(fresh) - 1][0])
-                    run = fresh
-                    if not run:
-                        continue
-                seqs, _, _, values, times, contexts = zip(*run, strict=True)
-                data: list[Any] = []
-                failure: DecodeError | None = None
-                for seq, value in zip(seqs, values, strict=True):
-                    try:
-                        data.append(decode_taken(seq, dbns, field, value, scalar_ids))
-                    except DecodeError as exc:
-                        failure = exc  # the rows before it are taken in first
-                        break
-                if data:
-                    count = len(data)
-                    if None in times:
-                        times = tuple(_NAN if t is None else t for t in times)
-                    sharing.stale = True  # (see _take_rows)
-                    try:
-                        self._extend_stored(
-                            dbns,
-                            field,
-                            seqs[:count],
-                            times[:count],
-                            data,
-                            contexts[:count],
-                            values[:count],
-                            replaces,
-                        )
-                    except _REFUSED_RUN:
-                        sharing.stale = False  # refused before the cache changed
-                        raise
-                    sharing.stale = False
-                    last = seqs[count - 1]
-                if failure is not None:
-                    raise failure
-        finally:
-            if last:  # the rows appended, even if a later one failed
-                sharing.hwm = max(sharing.hwm, last)
-                self.driver._saw_seq(last)
-
-    def _extend_stored(
-        self,
-        dbns: str,
-        field: str,
-        seqs: tuple[int, ...],
-        times: tuple[float, ...],
-        data: list[Any],
-        contexts: tuple[str, ...],
-        raws: tuple[bytes | None, ...],
-        replaces: ReplacePredicate | None,
-    ) -> None:
-        """``_append_stored`` for a run of entries of one field (seq order)."""
-        node, log = self._stored_field(dbns, field, seqs[0])
-        if replaces is not None and replaces(dbns, field):
-            # a replaced field holds its newest entry only
-            fresh = FieldLog(self._decode)
-            fresh.append(seqs[-1], times[-1], data[-1], contexts[-1], raws[-1])
-            node[field] = fresh
-        elif log is None:
-            fresh = FieldLog(self._decode)
-            fresh.extend(seqs, times, data, contexts, raws)
-            node[field] = fresh  # published filled: lock-free readers never see it empty
-        else:
-            log.extend(seqs, times, data, contexts, raws)
-        self._note_latest(dbns, field, data[-1])
-
-    def _resequence(
-        self, foreign: list[Row], inserts: list[Row], updates: list[tuple[int, Row]]
-    ) -> None:
-        """A commit of this process failed and others took its seqs meanwhile (rare):
-        reload the cache, announce the rows that are new to it, then queue this
-        process's rows again under new seqs (``on_change`` saw them already).
-
-        The queue is replaced in one step once the new rows are ready (the queued rows
-        are not written first: their seqs are taken); cut short, the next
-        ``acquire()`` does it all again (the driver marks the cache stale meanwhile)."""
-        sharing = self._sharing
-        assert sharing is not None
-        driver = self.driver
-        sharing.loaded(self._load(driver._iter_rows()))
-        queue = [(None, row) for row in inserts] + [(old, row) for old, row in updates]
-        queue.sort(key=lambda item: item[1][0])
-        renumbered: list[tuple[int | None, Row]] = []
-        for replaced, (_, dbns, field, raw, created_at, context) in queue:
-            row = (driver.next_seq(), dbns, field, raw, created_at, context)
-            old = None
-            if replaced is not None:
-                node = self._by_dbns.get(dbns)
-                log = node.get(field) if node is not None else None
-                old = log.latest_seq if type(log) is FieldLog else None
-            renumbered.append((old, row))
-        sharing.requeue(renumbered)
-        # every row is queued again: nothing below can lose one
-        replaces = self._replaces if self.replace_predicate is not None else None
-        for _old, (seq, dbns, field, raw, created_at, context) in renumbered:
-            try:
-                data = self._decode_stored(seq, dbns, field, raw)
-                self._append_stored(seq, dbns, field, data, created_at, context, replaces, raw)
-            except (DecodeError, InvalidNameError, NamespaceCollisionError):
-                pass  # queued all the same: the database keeps what was acknowledged
-        if self.on_change is not None:
-            for seq, dbns, field, value, created_at, context in foreign:
-                data = self._decode_stored(seq, dbns, field, value)
-                self._announce(seq, dbns, field, data, created_at, context)
-
-    def _announce(
-        self, seq: int, dbns: str, field: str, data: Any, created_at: float | None, context: str
-    ) -> None:
-        on_change = self.on_change
-        assert on_change is not None
-        namespace = dbns2tuple(dbns)
-        if data is GONE:
-            on_change(namespace, field, make_value(created_at, True, None, context, seq))
-        else:
-            value = make_value(created_at, False, safe_deepcopy(data), context, seq)
-            on_change(namespace, field, value)
-
-    def _changed_copies(self, block: Block) -> bool:
-        """Whether any working copy of ``block`` differs from what it was read as."""
-        encode = self.codec.encode_unverified
-        return any(
-            encode(working.obj).data != working.baseline for working in block.working.values()
-        )
-
-    def _check_conflicts(self, dbns: str, block: Block) -> None:
-        """Raise ConflictError if a changed working copy was read before a newer write
-        (lease held, so the cache has every committed write)."""
-        node = self._by_dbns.get(dbns) or {}
-        encode = self.codec.encode_unverified
-        stale = []
-        for field, working in block.working.items():
-            log = node.get(field)
-            if type(log) is FieldLog and log.latest_seq == working.seq:
-                continue
-            if encode(working.obj).data != working.baseline:
-                newer = log.latest_seq if type(log) is FieldLog else None
-                stale.append(f"{field!r} (read at seq {working.seq}, written at seq {newer})")
-        if stale:
-            block.working.clear()
-            raise ConflictError(
-                f"{_show_ns(dbns)}: the with block changed {', '.join(stale)} after another "
-                "process wrote it; nothing was written. Run the block again: it will read "
-                "the newer value (appendmuch.retry_on_conflict does that)"
-            )
-
     def _read_value(self, dbns: str, field: str, log: FieldLog, data: Any) -> Any:
         """Slow path of a read: the latest data is not a plain scalar."""
+        if data.__class__ is Unreadable:
+            return self._decode(data)  # raises UnknownTypeIdError (or DecodeError)
         if not self.codec.is_mutable(data):
             return data
         block = self._blocks.get((_get_ident(), dbns)) if self._blocks else None
@@ -1060,9 +824,9 @@ class Store:
                 "changes to it are saved"
             )
         working = block.working.get(field)
-        if working is not None and (working.seq == log.latest_seq or self._sharing is not None):
-            # (shared mode: a copy outdated by another process stays the block's copy;
-            # its exit raises ConflictError if it was changed)
+        if working is not None and (working.seq == log.latest_seq or self._shared_side is not None):
+            # (shared mode: a copy outdated by another writer stays the block's copy;
+            # the block's end raises ConflictError)
             return working.obj
         with self._mutex:  # the latest data and its seq, as one (another thread may write)
             node = self._by_dbns.get(dbns)
@@ -1070,6 +834,7 @@ class Store:
             if type(current) is FieldLog:
                 log = current
             data, seq = log.latest, log.latest_seq
+        block.reads.setdefault(field, seq)
         if data is GONE:
             raise FieldNotFoundError(f"{_show_ns(dbns)} has no field {field!r} (it was deleted)")
         if not self.codec.is_mutable(data):
@@ -1084,6 +849,43 @@ class Store:
         block.working[field] = Working(copy, baseline, seq)
         return copy
 
+    def _read_in_block(self, dbns: str, field: str, log: FieldLog | None) -> Any:
+        """A read while ``with`` blocks are open: if this thread has one on ``dbns``, note
+        the version of ``field`` (before its data is read: a write in between then
+        shows as a conflict, never as a lost update), and (shared mode) answer from the
+        writes the block keeps.  NOT_NOTED lets the ordinary read go on."""
+        block = self._blocks.get((_get_ident(), dbns))
+        if block is None:
+            return NOT_NOTED
+        if block.staged:
+            staged = block.staged_value(field)
+            if staged is not None:
+                if staged.data is GONE:
+                    raise FieldNotFoundError(
+                        f"{_show_ns(dbns)} has no field {field!r} (it was deleted)"
+                    )
+                working = block.working.get(field)
+                return working.obj if working is not None else staged.data
+        self._note_read(dbns, field, log, block)
+        return NOT_NOTED
+
+    def _note_read(
+        self, dbns: str, field: str, log: FieldLog | None, block: Block | None = None
+    ) -> None:
+        """Note that this thread's block on ``dbns`` read ``field`` as it is now (a field
+        found missing counts as read)."""
+        if block is None:
+            block = self._blocks.get((_get_ident(), dbns))
+            if block is None:
+                return
+        if field not in block.reads:
+            block.reads[field] = log.seqs[-1] if log is not None else ABSENT
+
+    def _covered(self, dbns: str) -> bool:
+        """Whether a ``with`` block of any thread is open on ``dbns`` (its reads go
+        through ``__getattr__``, to be noted, so the namespace's read dict stays empty)."""
+        return any(key[1] == dbns for key in list(self._blocks))
+
     def _remember(self, dbns: str, field: str, log: FieldLog, data: Any) -> None:
         """Put a scalar just read from ``log`` into the namespace's shared read dict,
         unless a write (in another thread) has superseded it meanwhile."""
@@ -1095,6 +897,7 @@ class Store:
                 and node is not None
                 and node.get(field) is log
                 and log.latest is data
+                and not (self._blocks and self._covered(dbns))
             ):
                 shared[field] = data
 
@@ -1117,6 +920,9 @@ class Store:
             ]
 
     def _history(self, dbns: str) -> History:
+        side = self._shared_side
+        if side is not None and side.engine.pending:
+            self.driver.flush()  # (own writes in a history have their final seqs)
         with self._mutex:  # every seq up to last_seq is in the tree by now
             return History(self._by_dbns.get(dbns), self.driver.last_seq)
 
@@ -1126,13 +932,20 @@ class Store:
         key = (_get_ident(), dbns)
         block = self._blocks.get(key)
         if block is None:
-            block = self._blocks[key] = Block()
+            shared = self._scalars.get(dbns)
+            if shared:
+                shared.clear()  # (reads of the namespace go through __getattr__, noted)
+            # Published last, and nothing that could raise follows: a Ctrl-C in
+            # __enter__ leaves no block open that __exit__ will never close.
+            self._blocks[key] = Block()
         else:  # a nested block: note the working copies as they are, to rewind to
-            block.marks.append(self._mark(block))
-        block.depth += 1
+            mark = (self._mark(block), len(block.staged))
+            block.marks = [*block.marks, mark]
+            block.depth += 1
 
     def _exit(self, namespace: tuple[str, ...], dbns: str, ok: bool) -> None:
-        key = (_get_ident(), dbns)
+        me = _get_ident()
+        key = (me, dbns)
         block = self._blocks.get(key)
         if block is None:
             return
@@ -1140,19 +953,23 @@ class Store:
         try:
             if ok:
                 try:
-                    self._flush_block(namespace, dbns, caller_context())
+                    self._flush_block(namespace, dbns, caller_context(), nested=mark is not None)
                 except BaseException:
                     if mark is not None:  # a nested exit that cannot save fails like a block
                         self._rewind(dbns, block, mark)
                     raise
             elif mark is None:
                 block.working.clear()
+                block.staged.clear()
             else:
                 self._rewind(dbns, block, mark)
         finally:
             block.depth -= 1
             if block.depth <= 0:
                 del self._blocks[key]
+                if self._gate_owner == me:
+                    with contextlib.suppress(RuntimeError):  # (released already)
+                        self._gate_turn.release()
 
     def _mark(self, block: Block) -> dict[str, Mark]:
         """Each working copy's seq, encoding and state, at the start of a nested block."""
@@ -1165,7 +982,7 @@ class Store:
             marks[field] = Mark(working.seq, encoding, safe_deepcopy(working.obj))
         return marks
 
-    def _rewind(self, dbns: str, block: Block, marks: dict[str, Mark]) -> None:
+    def _rewind(self, dbns: str, block: Block, mark: tuple[dict[str, Mark], int]) -> None:
         """A nested block failed: undo the unsaved changes made during it, keep the
         enclosing block's.
 
@@ -1173,19 +990,28 @@ class Store:
         block held goes back to its state when the failed block began, or, if it was
         saved since (a deeper block's exit, ``flush()``, an assignment), to what was
         saved.  Lists, dicts, sets and bytearrays are restored in place, so the
-        enclosing block's references to them stay valid.
+        enclosing block's references to them stay valid.  (Shared mode: the writes the
+        failed block kept are dropped.)
         """
+        marks, staged = mark
+        del block.staged[staged:]
         with self._mutex:
             node = self._by_dbns.get(dbns) or {}
             for field, working in list(block.working.items()):
-                mark = marks.get(field)
+                mark_of = marks.get(field)
                 log = node.get(field)
-                if mark is None or type(log) is not FieldLog or log.latest_seq != working.seq:
+                current = working.seq == STAGED or (
+                    type(log) is FieldLog and log.latest_seq == working.seq
+                )
+                if mark_of is None or not current:
                     del block.working[field]  # read in the failed block, or stale
                     continue
-                if mark.seq == working.seq:
-                    target, state = mark.encoding, mark.state
+                if mark_of.seq == working.seq or self._shared_side is not None:
+                    # (shared mode: nothing of the failed block was written, whatever
+                    # its own inner blocks kept: back to the state when it began)
+                    target, state = mark_of.encoding, mark_of.state
                 else:
+                    assert type(log) is FieldLog
                     target, state = working.baseline, safe_deepcopy(log.latest)
                 try:
                     unchanged = self.codec.encode_unverified(working.obj).data == target
@@ -1194,39 +1020,61 @@ class Store:
                 if not unchanged:
                     working.obj = restore(working.obj, state)
 
-    def _flush_block(self, namespace: tuple[str, ...], dbns: str, context: str) -> None:
-        """Append every working copy of this thread changed since it was read or last
-        written: all of them, or (if one cannot be stored) none.
-
-        In shared mode a changed copy read before another process's newer write raises
-        :class:`~appendmuch.errors.ConflictError` and nothing is written.  Either way
-        the lease is then kept for a moment (as after an assignment), so a re-run of
-        the block, or the next block of a loop, reads what it will write over.
-        """
+    def _flush_block(
+        self, namespace: tuple[str, ...], dbns: str, context: str, *, nested: bool = False
+    ) -> None:
+        """Save what this thread's block on ``dbns`` changed: every working copy changed
+        since it was read or last written, all of them or (if one cannot be stored)
+        none.  Single-writer mode: written at once, as assignments are.  Shared mode:
+        kept with the block's other writes, and all of them committed together at the
+        outermost end (or ``flush()``), or none and ConflictError."""
         block = self._blocks.get((_get_ident(), dbns)) if self._blocks else None
         if block is None:
             return
-        sharing = self._sharing
-        if sharing is not None and self._unleased and block.working:
-            with self._mutex, sharing.lock:
-                if not self._changed_copies(block):
-                    return self._write_block(namespace, dbns, context, block)
-                sharing.acquire()
-                self._check_conflicts(dbns, block)
-                try:
-                    return self._write_block(namespace, dbns, context, block, leased=True)
-                finally:
-                    sharing.release_idle(linger=True)
-        return self._write_block(namespace, dbns, context, block)
+        side = self._shared_side
+        if side is None:
+            self._write_block(namespace, dbns, context, block)
+            return
+        changed = self._changed_copies(dbns, block, context)
+        if nested:
+            block.staged.extend(changed)
+            return
+        staged = [*block.staged, *changed]
+        if not staged:
+            return
+        try:
+            side.commit_block(namespace, dbns, block, staged)
+        except ConflictError:
+            block.working.clear()
+            block.staged.clear()
+            raise
+
+    def _changed_copies(self, dbns: str, block: Block, context: str) -> list[Staged]:
+        """Shared mode: the working copies changed since read or kept, as writes to
+        keep (checked, all or none); their baselines move to what is kept."""
+        codec = self.codec
+        changed: list[tuple[str, Working, Encoded]] = []
+        for field, working in block.working.items():
+            encoded = codec.encode_unverified(working.obj)
+            if encoded.data != working.baseline:
+                changed.append((field, working, encoded))
+        staged = []
+        now = _now()
+        for field, _, encoded in changed:
+            try:
+                keep, exact = codec.finish(encoded)
+            except RoundTripError as exc:
+                raise _at(exc, dbns, field) from exc
+            if len(encoded.data) > self.driver.max_value_bytes:
+                raise _too_large(dbns, field, len(encoded.data), self.driver)
+            staged.append(Staged(field, keep, encoded.data, exact, now, context))
+        for (_, working, encoded), _kept in zip(changed, staged, strict=True):
+            working.baseline = encoded.data
+            working.seq = STAGED
+        return staged
 
     def _write_block(
-        self,
-        namespace: tuple[str, ...],
-        dbns: str,
-        context: str,
-        block: Block,
-        *,
-        leased: bool = False,
+        self, namespace: tuple[str, ...], dbns: str, context: str, block: Block
     ) -> None:
         codec = self.codec
         node = self._by_dbns.get(dbns) or {}
@@ -1255,26 +1103,31 @@ class Store:
             if len(encoded.data) > driver.max_value_bytes:
                 raise _too_large(dbns, field, len(encoded.data), driver)
         appended = _Appended()
-        with self._mutex:
-            node = self._by_dbns.get(dbns) or {}
-            for (field, working, encoded), (keep, exact) in zip(changed, kept, strict=True):
-                log = node.get(field)
-                if type(log) is not FieldLog or log.latest_seq != working.seq:
-                    del block.working[field]  # another thread wrote it just now: it wins
+        while True:
+            if self._blocks:
+                self._await_gate(dbns)
+            with self._mutex:
+                if self._blocks and self._must_wait(dbns):
                     continue
-                self._write(
-                    namespace,
-                    dbns,
-                    field,
-                    None,
-                    keep,
-                    encoded.data,
-                    context,
-                    working.obj if encoded.mutable else None,
-                    appended,
-                    leased,
-                    exact,
-                )
+                node = self._by_dbns.get(dbns) or {}
+                for (field, working, encoded), (keep, exact) in zip(changed, kept, strict=True):
+                    log = node.get(field)
+                    if type(log) is not FieldLog or log.latest_seq != working.seq:
+                        del block.working[field]  # this thread wrote it just now: it wins
+                        continue
+                    self._write(
+                        namespace,
+                        dbns,
+                        field,
+                        None,
+                        keep,
+                        encoded.data,
+                        context,
+                        working.obj if encoded.mutable else None,
+                        appended,
+                        exact,
+                    )
+            break
         self._finish(appended.entries, appended.due)
 
     def _refresh(self, dbns: str, fields: tuple[str, ...]) -> None:
@@ -1285,6 +1138,62 @@ class Store:
             block.working.clear()
         for field in fields:
             block.working.pop(field, None)
+
+    # ------------------------------------------------------------------ the write gate
+
+    def _await_gate(self, dbns: str) -> None:
+        """Single-writer mode, before a write of ``dbns`` by this thread: wait while
+        another thread's block that writes covers ``dbns`` (or, for a block of this
+        thread, while any other block writes), then take the gate for this thread's
+        block (see :meth:`_must_wait`)."""
+        while True:
+            with self._mutex:
+                if not self._must_wait(dbns):
+                    return
+            self._gate_turn.acquire(timeout=_GATE_POLL)  # (released when a block ends)
+
+    def _must_wait(self, dbns: str) -> bool:
+        """Under the lock, before this thread writes ``dbns``: whether it must wait.
+
+        One thread at a time has blocks that write (it *owns the gate*, for as long as
+        it has blocks open); others' writes of the namespaces its blocks cover wait,
+        so what those blocks read stays current.  A block's first write takes the gate
+        after checking that nothing it read has changed (else ConflictError, nothing
+        written).  The owner never waits for anyone, so no two threads wait for each
+        other.  Shared mode keeps a block's writes until its end instead."""
+        if self._shared_side is not None:
+            return False
+        me = _get_ident()
+        owner = self._gate_owner
+        blocks = list(self._blocks)
+        mine = (me, dbns) in self._blocks
+        if owner is not None and owner != me and any(key[0] == owner for key in blocks):
+            return mine or (owner, dbns) in self._blocks
+        if mine and owner != me:
+            self._gate_owner = me
+            self._check_reads(me)
+        return False
+
+    def _check_reads(self, thread: int) -> None:
+        """Raise ConflictError if a field a block of ``thread`` read has changed."""
+        stale = []
+        for (owner, dbns), block in list(self._blocks.items()):
+            if owner != thread:
+                continue
+            node = self._by_dbns.get(dbns) or {}
+            for field, version in block.reads.items():
+                log = node.get(field)
+                current = log.latest_seq if type(log) is FieldLog else ABSENT
+                if current != version:
+                    stale.append(
+                        f"{field!r} of {_show_ns(dbns)} (read at seq {version}, now {current})"
+                    )
+        if stale:
+            raise ConflictError(
+                f"the with block read {', '.join(stale)}, which another thread changed "
+                "before the block's first write; nothing was written. Run the block again "
+                "(appendmuch.retry_on_conflict does that)"
+            )
 
 
 class _Appended:
@@ -1303,15 +1212,6 @@ def _too_large(dbns: str, field: str, size: int, driver: DBDriver) -> ValueTooLa
         f"{field!r} of {_show_ns(dbns)}: the value is {size} bytes encoded, more than the "
         f"{driver.max_value_bytes} bytes {driver!r} can store (max_value_bytes); nothing "
         "was written"
-    )
-
-
-def _seqs_exhausted(driver: DBDriver, field: str) -> SeqOverflowError:
-    return SeqOverflowError(
-        f"cannot write {field!r}: {driver!r} already holds seq {driver.last_seq}, the "
-        f"largest a seq can be (2**63 - 1); nothing was written. (A row with such a seq "
-        "was put into the table by something other than appendmuch: renumber it, or "
-        "dump the log and restore it into a new table with smaller seqs)"
     )
 
 

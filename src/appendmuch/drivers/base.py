@@ -12,7 +12,7 @@ from ..dumpfile import MAX_DUMP_VALUE_BYTES, Row, check_tree, pack_rows, read_du
 if TYPE_CHECKING:
     from ..codec import Codec
     from ..recovery import Entry
-    from .sharing import Sharing
+    from .sharing import Engine
 
 __all__ = ["DBDriver", "Row"]
 
@@ -31,7 +31,7 @@ class DBDriver(ABC):
     #: refuses every write (set by drivers opened with ``read_only=True``)
     read_only: bool = False
     #: shared mode (several processes write one table): the lease and the follower
-    sharing: Sharing | None = None
+    sharing: Engine | None = None
     #: the largest encoded value (bytes) this backend stores; a Store refuses a bigger
     #: one at assignment, and ``restore`` refuses a dump row holding one.  Drivers set
     #: their backend's limit; an instance may lower it.

@@ -6,20 +6,21 @@ so ``appendmuch`` works without the ``pg`` extra installed.
 
 from __future__ import annotations
 
-import contextlib
 import logging
 import math
 import os
 import threading
 import time
+import weakref
 import zlib
 from collections.abc import Iterator
 from typing import Any
 
-from ..errors import DatabaseError, DumpFormatError, LockedError, SchemaError
+from ..errors import ConfigMismatchError, DatabaseError, DumpFormatError, LockedError, SchemaError
 from .base import Row
 from .layout import ROW_COLUMNS, TableNames, index_name
-from .pgpipeline import Pipeline, Tag, prepare, ready
+from .pgpipeline import Pipeline, Tag, prepare
+from .postgresql_lease import PostgresLease
 from .sql import BATCH_BYTES, RETRY_INTERVAL, SQLDriver
 
 __all__ = ["PostgreSQL"]
@@ -31,18 +32,9 @@ _FETCH = 8192
 _ended_sessions: set[int] = set()
 #: batches sent but not yet confirmed, at most
 _MAX_IN_FLIGHT = 2
-#: ... in shared mode, where the server also answers the other writers' followers: a
-#: writer that waited for each batch but one would hold the lease mostly waiting
-_MAX_IN_FLIGHT_SHARED = 8
 _COPY_TYPES = ["int8", "text", "text", "bytea", "float8", "text"]
 #: shared mode: the follower reads anyway after this many seconds without a NOTIFY
 _FOLLOW_TIMEOUT = 0.1
-#: the follower gathers notifications arriving this soon after one into one read
-_COALESCE = 0.003
-#: the payload a writer about to wait for the lease sends on the table's channel
-_WANTED = "want"
-#: that notification: a transaction of its own, so it is delivered before the wait
-_WANT = f"SELECT pg_notify(%s, '{_WANTED}')"
 
 #: "seq above the parameter", for reading the rows committed since a high-water mark.
 #: The upper bound changes no result; it makes the planner see a range, whose default
@@ -88,7 +80,7 @@ def _import_psycopg() -> tuple[Any, Any]:
     return psycopg, psycopg_pool
 
 
-class PostgreSQL(SQLDriver):
+class PostgreSQL(PostgresLease, SQLDriver):
     """Stores the log in one table of a PostgreSQL database.
 
     Batches (see :mod:`appendmuch.drivers.sql` for when they are written) go in with
@@ -189,9 +181,9 @@ class PostgreSQL(SQLDriver):
             lease_timeout=lease_timeout,
             follow_interval=_FOLLOW_TIMEOUT,
         )
-        # Single-writer mode: only the background thread uses the writer connection,
-        # so a Ctrl-C never cuts a psycopg call short (see SQLDriver._in_writer).
-        self._background_io = not shared
+        # Only the background thread uses the writer connection, so a Ctrl-C never
+        # cuts a psycopg call short (see SQLDriver._in_writer).
+        self._background_io = True
         self._psycopg = psycopg
         self._pool_class = psycopg_pool.ConnectionPool
         self._library_errors: tuple[type[Exception], ...] = (
@@ -240,10 +232,10 @@ class PostgreSQL(SQLDriver):
         self._identity: dict[str, Any] | None = None
         #: shared mode: the session lock that serialises commits (noted on connecting)
         self._lease_key: int | None = None
+        #: shared mode: the first key of the advisory locks naming replace configurations
+        self._config_key: int | None = None
         #: the two-key advisory lock that serialises creating the table and its indexes
         self._create_key: tuple[int, int] | None = None
-        #: shared mode: the writer session while a write waits there for the lease
-        self._lease_waiting: Any = None
         #: shared mode: the NOTIFY channel of the table
         self._channel = f"appendmuch_{zlib.crc32(f'appendmuch:{self.table}'.encode()):08x}"
         self._listener: Any = None
@@ -369,6 +361,9 @@ class PostgreSQL(SQLDriver):
         }
         self._lock_key = zlib.crc32(f"appendmuch:{database}:{schema}:{self.table}".encode())
         self._lease_key = zlib.crc32(f"appendmuch-lease:{database}:{schema}:{self.table}".encode())
+        self._config_key = _int4(
+            zlib.crc32(f"appendmuch-config:{database}:{schema}:{self.table}".encode())
+        )
         self._create_key = (
             _CREATE_SPACE,
             _int4(zlib.crc32(f"appendmuch-create:{database}:{schema}:{self.table}".encode())),
@@ -543,9 +538,9 @@ class PostgreSQL(SQLDriver):
         pipe = self._pipe
         if pipe is None:
             conn = self._writer_connection()
-            if self._prepared_on is not conn:
+            if self._prepared_on is None or self._prepared_on() is not conn:
                 prepare(conn, self._quoted)  # (once per session: the table exists now)
-                self._prepared_on = conn
+                self._prepared_on = weakref.ref(conn)  # (no reference keeps it open)
             pipe = self._pipe = Pipeline(conn, self._quoted, self._timeout)
         return pipe
 
@@ -569,8 +564,6 @@ class PostgreSQL(SQLDriver):
     def _after_failure(self) -> None:
         self._drop_connections()
         self._connected = False
-        if self.sharing is not None:
-            self.sharing.lost()  # the server rolled back and released the lease
 
     def _abort(self) -> None:
         # A pipeline cut short is out of step with the server: start a new session
@@ -619,6 +612,7 @@ class PostgreSQL(SQLDriver):
                 conn.close()
         # cleared only now: a disconnect cut short is completed by the next one
         self._writer = self._pipe = None
+        self._close_listener()
         pool, self._pool = self._pool, None
         if pool is not None:
             pool.close()
@@ -714,9 +708,6 @@ class PostgreSQL(SQLDriver):
         """Send the queue without waiting, in batches of at most ``batch_bytes``; with
         ``wait``, also read every in-flight result (then all is committed).  At most a
         couple of batches are in flight: sending waits for the oldest beyond that."""
-        if self.sharing is not None:
-            self.sharing.drain(keep=not wait, confirm=self._confirming)  # under the lease
-            return
         pipe = self._pipeline()
         pending = self._pending
         self._confirm(pipe.reap(block=False))
@@ -756,224 +747,31 @@ class PostgreSQL(SQLDriver):
 
     # ------------------------------------------------------------------ shared mode
 
-    def _lease_wait(self) -> object | None:
-        conn = self._writer
-        if conn is None or conn.closed or self._pipe is not None or not self._connected:
-            return None  # (re)connecting, or batches in flight: _lease_take sorts it out
-        self._lease_waiting = conn
-        try:
-            with conn.pipeline():
-                self._queue_lease_lock(conn)
-        except self._psycopg.errors.LockNotAvailable:
-            raise self._lease_timed_out() from None
-        except self._library_errors:
-            return None  # closed or cancelled meanwhile: _lease_take reconnects or refuses
-        finally:
-            self._lease_waiting = None
-        token: object = conn
-        return token
-
-    def _lease_take(self, seq: int, token: object | None = None) -> list[Row]:
-        if not self._connected:
-            self.ensure()
-        self._leave_pipeline()
+    def lease_claim(self, digest: str, description: str) -> None:
+        """A shared advisory lock per replace configuration, held by every writer
+        session using it: a writer finding one of another configuration held refuses
+        to join (and names its own; the others' is known by its fingerprint)."""
         conn = self._writer_connection()
-        if token is not None and token is conn:
-            return self._rows_after(conn, seq)  # the lock was granted outside the lock
-        if token is not None:
-            self._lease_forget(token)  # granted on a session this driver no longer uses
-        # One round trip.  The session lock waits while another writer holds it; the
-        # holder gives it back once its batches are committed, or the server does when
-        # the holder's session ends (after the batches it had received).  The SELECT
-        # after it sees every commit made under the lock before.
-        try:
-            with conn.pipeline():
-                self._queue_lease_lock(conn)
-                cur = conn.cursor(binary=True).execute(self._after_sql(), (seq,))
-        except self._psycopg.errors.LockNotAvailable:
-            raise self._lease_timed_out() from None
-        return [tuple(row) for row in cur.fetchall()]
-
-    def _queue_lease_lock(self, conn: Any) -> None:
-        """In a pipeline on ``conn``: say that this session waits for the lease (its
-        holder then gives it back soon), then wait for it.  The server grants waiting
-        sessions in turn, and releases the lock when the session ends."""
-        conn.execute(_WANT, (self._channel,))
-        conn.execute("SELECT pg_advisory_lock(%s)", (self._lease_key,))
-
-    def _after_sql(self) -> str:
-        """The stored rows above a seq (the parameter), in seq order."""
-        return f"SELECT {ROW_COLUMNS} FROM {self._quoted} WHERE {_SEQ_ABOVE} ORDER BY seq"
-
-    def _lease_confirm(self) -> None:
-        pipe = self._pipe
-        if pipe is None:
-            return
-        try:
-            self._confirm(pipe.reap(block=True))
-        except BaseException:
-            # as in _lease_commit: rows in flight are due again; ending the session
-            # frees the lease
-            self._drop_connections()
-            self._connected = False
-            raise
-
-    def _lease_wanted(self) -> bool | None:
-        sharing = self.sharing
-        return None if sharing is None else sharing.wanted
-
-    def _lease_cancel_waits(self) -> None:
-        conn = self._lease_waiting
-        if conn is not None:
-            with contextlib.suppress(*self._library_errors):
-                # (the waiting statement fails; the session stays)
-                cancel = getattr(conn, "cancel_safe", None) or conn.cancel  # (psycopg 3.1)
-                cancel()
-
-    def _lease_timed_out(self) -> LockedError:
-        return LockedError(
-            f"could not take the write lease of {self._where()} within "
-            f"{self.lease_timeout} s: another shared-mode writer holds it; nothing was "
-            "written"
-        )
-
-    def _lease_forget(self, token: object) -> None:
-        if token is not self._writer and not getattr(token, "closed", True):
-            with contextlib.suppress(*self._library_errors):
-                token.close()  # type: ignore[attr-defined]  # (ends its session and lock)
-
-    def _leave_pipeline(self) -> None:
-        """Take the writer connection out of pipeline mode (nothing in flight)."""
-        pipe, self._pipe = self._pipe, None
-        if pipe is not None:
-            if pipe.inflight:
-                self._pipe = pipe
-                raise RuntimeError("batches still in flight")  # pragma: no cover - a bug
-            pipe.close()
-
-    def _lease_drop(self) -> None:
-        conn = self._writer
-        if conn is None or conn.closed:
-            return
-        try:
-            pipe = self._pipe
-            if pipe is not None and pipe.inflight:
-                # behind the batches: one round trip for their commits and the unlock
-                pipe.send_command(b"SELECT pg_advisory_unlock($1)", [self._lease_key])
-                self._confirm(pipe.reap(block=True))  # raises if the server refused one
-                self._leave_pipeline()
-                return
-            self._leave_pipeline()
-            conn.execute("SELECT pg_advisory_unlock(%s)", (self._lease_key,))
-        except BaseException:
-            # the lease must not stay held: closing the session releases it (rows in
-            # flight go back to the queue)
-            self._drop_connections()
-            self._connected = False
-            raise
-
-    def _rows_after(self, conn: Any, seq: int) -> list[Row]:
-        # binary results: no text parsing of numbers, no hex decoding of bytea (a
-        # follower reads every row every other writer commits)
-        rows = conn.cursor(binary=True).execute(self._after_sql(), (seq,)).fetchall()
-        return [tuple(row) for row in rows]
-
-    def _lease_commit(
-        self,
-        inserts: list[Row],
-        updates: list[tuple[int, Row]],
-        taken: tuple[int, int],
-        keep: bool,
-    ) -> list[Row] | None:
-        # Batches go in pipeline mode, as in single-writer mode, each with a NOTIFY in
-        # its transaction; the lease (a session lock) is kept while they are in flight
-        # and given back only once all of them are committed.  Rows stay queued until
-        # their batch's result is read.
-        try:
-            pipe = self._pipeline()
-            self._confirm(pipe.reap(block=False))
-            if inserts or updates or taken != (0, 0):
-                if len(pipe.inflight) >= _MAX_IN_FLIGHT_SHARED:
-                    self._confirm(pipe.reap(block=True, keep=_MAX_IN_FLIGHT_SHARED - 1))
-                pipe.check_alive()
-                notify = None
-                if inserts or updates:
-                    top = max(row[0] for row in (*inserts, *(row for _, row in updates)))
-                    notify = (self._channel, str(top))
-                pipe.send((inserts, updates), taken, notify)
-            if keep:
-                return []
-            self._lease_drop()
-        except BaseException:
-            # rows in flight are due again in the queue; closing the session frees the
-            # lease
-            self._drop_connections()
-            self._connected = False
-            raise
-        return None
-
-    def _sync_rows_after(self, seq: int) -> list[Row]:
-        with self._connection() as conn:
-            return self._rows_after(conn, seq)
-
-    def _follow_connection(self) -> Any:
-        conn = self._listener
-        if conn is None or conn.closed:
-            conn = self._psycopg.connect(self.conninfo, autocommit=True)
-            conn.execute(f'LISTEN "{self._channel}"')
-            self._listener = conn
-        return conn
-
-    def _follow_wait(self, stop: threading.Event, poll: float) -> bool:
-        # A NOTIFY of another session wakes the follower at once; without one it reads
-        # anyway every ``poll`` seconds (a safety net: nothing is lost if a
-        # notification is).  This process's own commits need no reading.
-        #
-        # The wait is a select() on the socket, and psycopg only collects what has
-        # arrived (timeout 0): its own timed wait, ``notifies(timeout=...)``, polls the
-        # socket about a thousand times per timeout, which made the 3 ms coalescing
-        # wait below cost about a millisecond of CPU per batch another writer commits.
-        writer = self._writer
-        own = writer.info.backend_pid if writer is not None and not writer.closed else None
-        conn = self._follow_connection()
-        notes = self._notes(conn)  # (some may have come with the last read)
-        if not notes and ready(conn.fileno(), poll):
-            notes = self._notes(conn)
-        heard = bool(notes)
-        foreign = False
-        for notify in notes:
-            foreign = self._heard(notify, own) or foreign
-        if foreign and not stop.wait(_COALESCE):
-            # A writer commits a batch after another: let a few more arrive, and read
-            # them with one query instead of one query each.
-            for notify in self._notes(conn):
-                self._heard(notify, own)
-        return foreign or not heard
-
-    @staticmethod
-    def _notes(conn: Any) -> list[Any]:
-        """The notifications received on ``conn`` so far, without waiting."""
-        return list(conn.notifies(timeout=0))
-
-    def _heard(self, notify: Any, own: int | None) -> bool:
-        """Whether a notification announces another session's commit; one saying
-        that another writer waits for the lease is noted."""
-        if notify.pid == own:
-            return False
-        if notify.payload == _WANTED:
-            if self.sharing is not None:
-                self.sharing.wanted = True
-            return False
-        return True
-
-    def _follow_rows_after(self, seq: int) -> list[Row]:
-        return self._rows_after(self._follow_connection(), seq)
-
-    def _follow_close(self) -> None:
-        conn, self._listener = self._listener, None
-        if conn is not None:
-            with contextlib.suppress(*self._library_errors):
-                conn.close()
+        assert self._config_key is not None
+        space, mine = self._config_key, _int4(int(digest[:8], 16))
+        conn.execute("SELECT pg_advisory_lock_shared(%s, %s)", (space, mine))
+        others = conn.execute(
+            "SELECT DISTINCT objid::int8 FROM pg_locks WHERE locktype = 'advisory' "
+            "AND granted AND objsubid = 2 AND classid = %s::int8::oid AND objid <> %s::int8::oid "
+            "AND database = (SELECT oid FROM pg_database WHERE datname = current_database())",
+            (space & 0xFFFFFFFF, mine & 0xFFFFFFFF),
+        ).fetchall()
+        if others:
+            conn.execute("SELECT pg_advisory_unlock_shared(%s, %s)", (space, mine))
+            prints = ", ".join(f"{other:08x}" for (other,) in others)
+            raise ConfigMismatchError(
+                f"{self._where()}: this writer's replace configuration differs from the one "
+                f"its other shared writers use (fingerprint {prints}; this one "
+                f"{mine & 0xFFFFFFFF:08x}), so their caches would hold different rows. This "
+                f"writer: {description}. Every shared writer of a table must use the same "
+                "replace_predicate and replace_index_specs: stop the others first (a rolling "
+                "deploy that changes them needs all writers stopped)"
+            )
 
     def _overwrite(self, conn: Any, updates: list[tuple[int, Row]]) -> None:
         """Overwrite stored rows in place (replace semantics); insert if gone."""

@@ -1,526 +1,520 @@
 """Shared mode: several processes writing one table (``shared=True`` on a SQL driver).
 
-**The write lease.**  Before a process allocates a seq it holds the table's write
-lease (SQLite: an exclusive ``flock`` on ``{database}-{table}.lease``; PostgreSQL: an
-open transaction on the writer connection that took ``pg_advisory_xact_lock``).
-Taking the lease first *catches up*: the rows committed since this process's
-high-water mark are read and appended to its cache.  Seqs allocated after that
-(``MAX + 1, ...``) are therefore final, and seq order is commit order.  The batch is
-committed (PostgreSQL: with ``NOTIFY``, in the same transaction) when it is full, by
-the background flusher a few milliseconds after the lease was taken, or on
-``flush()``/``close()``; the commit releases the lease.  One lease per batch.
+**Writes never wait for other processes.**  An assignment gets a *provisional* seq
+(from :data:`~appendmuch.fieldlog.PROVISIONAL` on: no table ever holds one), enters the
+cache at once, and waits in this module's *outbox*.  The driver's background thread,
+the :class:`Engine`, commits the outbox in *rounds*:
 
-**Following.**  A background thread per driver waits for commits of other processes
-(PostgreSQL: ``LISTEN`` on a dedicated connection; SQLite: ``PRAGMA data_version``
-polled on a connection of its own every few milliseconds), reads the rows after the
-high-water mark and hands them to the Store.
+1. take the table's write lease (first come, first served: SQLite's is a FIFO queue of
+   file locks, PostgreSQL's an advisory lock, whose waiters the server serves in turn);
+2. read the rows others committed since the last round and hand them to the Store;
+3. check the ``with`` blocks waiting to commit: a block whose reads are no longer
+   current gets ``ConflictError`` and is left out;
+4. give every row a final seq after the last committed one, in outbox order (a block's
+   rows after each other), write them and commit, which gives the lease back;
+5. tell the Store which provisional seq became which seq, then call ``on_change`` for
+   everything this round brought, in seq order.
 
-**Failures.**  A process killed while holding the lease loses its uncommitted rows;
-the server (or the kernel) rolls its transaction back and releases the lock.  A
-commit that fails leaves the rows queued without the lease.  Before they are written,
-the lease is taken again and the catch-up shows whether they were committed after all
-(identical rows under their seqs) or whether other processes took those seqs
-meanwhile: then the Store reloads its cache and appends the queued rows again under
-new seqs.
+Between rounds it *follows*: it waits for other processes' commits (PostgreSQL:
+``LISTEN``/``NOTIFY``; SQLite: ``PRAGMA data_version`` every ``follow_interval``) and
+delivers them.  Every database call of shared mode happens in that one thread; the
+application's threads only queue rows and wait for answers (see
+:mod:`appendmuch.drivers.wakeup`), so a Ctrl-C can never cut one short.
 
-Every piece of this runs under the driver's lock (one re-entrant lock that the Store
-also uses in shared mode), except the follower's waiting and reading.
+A commit whose outcome is unknown (the connection broke while committing) keeps its
+rows in the outbox with the seqs it tried; the next round finds them in the table
+(identical rows under those seqs: committed) or gives them new seqs.
+
+**The seam.**  The Store's shared side (:mod:`appendmuch.shared`) is a
+:class:`Subscriber`; a backend's lease (:mod:`~appendmuch.drivers.sqlite_lease`,
+:mod:`~appendmuch.drivers.postgresql_lease`) is a :class:`Lease`.  This module knows
+neither the cache nor SQL.
 """
 
 from __future__ import annotations
 
-import contextlib
-import threading
+import hashlib
+import logging
 import time
 import weakref
-from typing import TYPE_CHECKING, Any, Protocol
+from collections import deque
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, Protocol, TypeVar
 
-from ..errors import WriteError
+from ..errors import ConflictError, DatabaseError, LockedError, SeqOverflowError, WriteError
+from ..fieldlog import PROVISIONAL
 from .base import Row
-from .batching import Pending
+from .wakeup import Doorbell, Flag
 
 if TYPE_CHECKING:
     from .sql import SQLDriver
 
-__all__ = ["LogFollower", "Sharing"]
+__all__ = ["BlockCommit", "CommitUnknownError", "Engine", "Lease", "Subscriber"]
 
-#: after a follower error (a lost connection), wait this long before trying again
+_log = logging.getLogger("appendmuch")
+
+_T = TypeVar("_T")
+#: the largest final seq: from PROVISIONAL on, seqs stand for writes not committed
+_MAX_SEQ = PROVISIONAL - 1
+#: after a failed round, the engine waits this long before it tries again on its own
 _RETRY_AFTER = 0.5
-#: a lease nobody used for this long is committed (or dropped) by the flusher
-_IDLE = 0.005
-#: the follower checks this often whether it was stopped while waiting for a lock
-_WAIT_STEP = 0.05
-#: close() waits at most this long for the follower thread to end
-_STOP_WAIT = 30.0
-#: a lease nobody is known to wait for is kept up to this long in a run of writes
-#: (where the driver tells who waits)
-_HOLD_UNWANTED = 0.5
+#: (row with a provisional seq, whether it replaces the field's committed row)
+Outgoing = tuple[Row, bool]
 
 
-def _seq(row: Row) -> int:
-    return row[0]
+class CommitUnknownError(Exception):
+    """A commit's outcome cannot be known (the connection broke while committing)."""
 
 
-class LogFollower(Protocol):
-    """What a Store offers the shared-mode machinery (called under ``Sharing.lock``,
-    and its ``_mutex`` taken first where the Store did not take it already)."""
+class Lease(Protocol):
+    """A backend's side of shared mode, implemented by the driver itself (each
+    backend's in a module of its own).  Every method runs in the engine's thread."""
 
-    _mutex: Any
+    def lease_take(self, after: int) -> list[Row]:
+        """Hold the table's write lease (waiting in turn, at most ``lease_timeout``:
+        then :class:`~appendmuch.errors.LockedError`); the rows committed with a seq
+        above ``after``, in seq order.  On failure nothing is held."""
 
-    def _take_rows(self, rows: list[Row]) -> None:
-        """Append rows committed by other processes, in seq order, to the cache."""
+    def lease_commit(self, inserts: list[Row], updates: list[tuple[int, Row]]) -> None:
+        """Write the rows (``updates``: overwrite the row stored under that seq) in one
+        transaction, commit, and give the lease back.  :class:`CommitUnknownError` when the
+        outcome cannot be known; any other error: nothing written, lease given back."""
 
-    def _resequence(
-        self, foreign: list[Row], inserts: list[Row], updates: list[tuple[int, Row]]
-    ) -> None:
-        """Reload the cache (which now holds ``foreign``), then queue the rows this
-        process could not commit again, under new seqs."""
-
-
-class Sharing:
-    """The write lease and the follower thread of one SQL driver in shared mode."""
-
-    def __init__(self, driver: SQLDriver, *, hold: float, poll: float) -> None:
-        self.driver = driver
-        #: the driver's lock; the Store takes it around every shared-mode write
-        self.lock = driver._lock
-        #: longest time a lease is kept before the flusher commits (or drops) it
-        self.hold = hold
-        #: the flusher commits (or drops) it sooner, once it went unused this long
-        self.idle = min(hold, _IDLE)
-        #: seconds between two change checks (SQLite) or safety reads (PostgreSQL)
-        self.poll = poll
-        #: this process holds the write lease
-        self.held = False
-        #: another process said it waits for the lease (PostgreSQL: a notification)
-        self.wanted = False
-        #: the lease's lock was taken outside the driver's lock (:meth:`await_lease`)
-        #: and not caught up yet: the driver's token for it, else None
-        self.granted: object | None = None
-        self._granted_at = 0.0
-        #: one thread at a time waits for (or takes) the lease's lock
-        self._gate = threading.Lock()
-        #: rung when the lease is taken: the flusher, idle at a slow pace while no lease
-        #: is held, then checks it every ``idle`` seconds
-        self.wake = driver._bell
-        #: the lease may be held without ``held`` saying so (taking or giving it back
-        #: was cut short, by Ctrl-C say): give it back before anything else
-        self.unsure = False
-        #: the cache may lack rows (renumbering queued rows was cut short): reload it
-        #: under the lease before delivering or writing anything
-        self.stale = False
-        self._since = 0.0
-        self._used = 0.0
-        #: largest seq known committed and present in the cache
-        self.hwm = 0
-        #: the last error of the follower thread (it retries by itself)
-        self.last_error: Exception | None = None
-        self._target: weakref.ref[LogFollower] | None = None
-        self._stop = threading.Event()
-        self._thread: threading.Thread | None = None
-
-    # ------------------------------------------------------------------ store side
-
-    def attach(self, store: LogFollower) -> None:
-        """Deliver later commits to ``store`` (loaded already); start following."""
-        with self.lock:
-            self._target = weakref.ref(store)
-        self.start()
-
-    def loaded(self, seq: int) -> None:
-        """The Store (re)loaded the log up to ``seq``."""
-        self.hwm = seq
-
-    def await_lease(self) -> None:
-        """Wait for the lease's lock *outside* the Store's and the driver's locks.
-
-        Meanwhile the follower thread keeps delivering other processes' commits, so the
-        catch-up that :meth:`acquire` does once the lock is granted is short: under
-        contention this moves most of the work of taking in others' rows out of the
-        time the lease is held.  Drivers that cannot wait this way leave it to
-        :meth:`acquire`.
-        """
-        if self.held or self.granted is not None or self.unsure:
-            return  # (unsure: acquire() gives it back before taking it again)
-        with self._gate:
-            if self.held or self.granted is not None or self.unsure:
-                return
-            token = None
-            try:
-                token = self.driver._lease_wait()
-                if token is not None:
-                    self.granted = token
-                    self._granted_at = time.monotonic()
-                    self.wake.ring()
-                    if not self.driver._connected:
-                        # closed meanwhile: its close() may have dropped the lease
-                        # before this grant, which nobody would give back then
-                        self.drop()
-            except BaseException:
-                # (interrupted just after the lock was granted: never keep it unknowingly)
-                if self.granted is None:
-                    with contextlib.suppress(Exception):
-                        self.driver._lease_drop()
-                        if token is not None:
-                            self.driver._lease_forget(token)  # (a file of its own)
-                raise
-
-    def ready(self) -> bool:
-        """The lease is held, or its lock was granted (:meth:`acquire` need not wait)."""
-        return self.held or self.granted is not None
-
-    def acquire(self) -> None:
-        """Hold the write lease, caught up with every commit before it (under the lock).
-
-        Seqs allocated while it is held are final.
-        """
-        if self.held:
-            return
-        with self._gate:  # (its holder never waits for the driver's lock)
-            self._acquire()
-
-    def _acquire(self) -> None:
-        if self.unsure:
-            self.drop()  # (PostgreSQL's session lock would otherwise be taken twice)
-        driver = self.driver
-        token = self.granted
-        # Rows still queued (an earlier commit failed) may have been committed after
-        # all: read from the first of them.
-        queued = driver._pending
-        first = min(
-            [row[0] for row in queued.inserts] + [row[0] for _, row in queued.updates],
-            default=None,
-        )
-        after = self.hwm if first is None else min(self.hwm, first - 1)
-        self.unsure = True  # until held: an interrupt anywhere below leaves it to drop
-        try:
-            rows = driver._lease_take(after, token)
-        except BaseException as exc:
-            # Interrupted or failed, the lock may have been granted all the same: give
-            # it back (PostgreSQL: by closing the session), never keep it unknowingly.
-            driver._after_failure()
-            with contextlib.suppress(Exception):
-                driver._lease_drop()
-                self.granted = None
-                if token is not None:
-                    driver._lease_forget(token)  # (a lock on a file of its own)
-                self.unsure = False  # (given back)
-            if isinstance(exc, driver._errors()):
-                raise WriteError(
-                    f"could not take the write lease of {driver._where()}: {exc}; nothing "
-                    "was written"
-                ) from exc
-            raise
-        self.granted = None  # (taken up: the driver holds it now)
-        if rows or len(queued) or self.stale:
-            try:
-                self._take_in(rows, after)
-            except BaseException:
-                self._drop_quietly()
-                raise
-        # held (and caught up) only now: cut short before, the lease is given back
-        self.held = True
-        self.unsure = False
-        self._since = self._used = time.monotonic()
-        self.wake.ring()  # the flusher now watches the lease closely
-
-    def _drop_quietly(self) -> None:
-        try:
-            self.drop()
-        except self.driver._errors():
-            self.lost()
-
-    def release_idle(self, linger: bool = False) -> None:
-        """Give the lease back if nothing is queued under it (else note its use).
-
-        With ``linger`` (after an ordinary write) it is kept up to ``hold`` even when
-        a full batch has just been committed: the writes that follow in a run need not
-        take it again (and catch up) for every batch.  The flusher gives it back once
-        it went unused for ``idle`` seconds.
-        """
-        if self.held:
-            now = time.monotonic()
-            pending = self.driver._pending  # (this runs after every shared-mode write)
-            if pending.inserts or pending.updates or (linger and now - self._since < self.hold):
-                self._used = now
-            else:
-                self.drop()
-
-    def drop(self) -> None:
+    def lease_give_back(self) -> None:
         """Give the lease back without writing."""
-        if self.held or self.granted is not None or self.unsure:
-            token = self.granted
-            self.unsure = True  # (cut short below, it is given back again later)
-            self.held = False
-            self.wanted = False
-            try:
-                self.driver._lease_drop()
-            finally:
-                self.granted = None
-                if token is not None:
-                    self.driver._lease_forget(token)
-            self.unsure = False
 
-    def lost(self) -> None:
-        """The connection holding the lease is gone (the server released it)."""
-        self.held = self.unsure = False
-        self.wanted = False
+    def lease_rows_after(self, after: int) -> list[Row]:
+        """The committed rows with a seq above ``after`` (no lease needed)."""
+
+    def lease_wait(self, timeout: float, bell: Doorbell) -> bool:
+        """Wait until another process may have committed (True), or ``bell`` rang or
+        ``timeout`` passed (False)."""
+
+    def lease_stored(self, seqs: list[int]) -> dict[int, Row]:
+        """The stored rows with these seqs, by seq."""
+
+    def lease_recreate(self) -> None:
+        """With the lease held: drop the table and create it empty (``reset()``)."""
+
+    def lease_close(self) -> None:
+        """Give back what is held and disconnect (reconnects on next use)."""
+
+    def lease_claim(self, digest: str, description: str) -> None:
+        """Join the table's shared writers with this replace configuration (held until
+        :meth:`lease_close`); :class:`~appendmuch.errors.ConfigMismatchError` if a
+        writer attached now uses another one."""
+
+    def lease_cancel(self) -> None:
+        """From another thread (``close()``): make a wait for the lease give up."""
+
+
+class Subscriber(Protocol):
+    """The Store's shared side, as the engine sees it (called in the engine's thread)."""
+
+    def take_in(self, rows: list[Row]) -> None:
+        """Rows other processes committed, in seq order, into the cache."""
+
+    def committed(self, own: list[tuple[int, Row]], blocks: list[BlockCommit]) -> None:
+        """This round's own rows were committed: ``(provisional seq, final row)`` for
+        queued writes, and the blocks whose rows (``block.final``) were."""
+
+    def committed_seq(self, dbns: str, field: str) -> int | None:
+        """The seq of the field's newest committed row (what a replace overwrites)."""
+
+    def announce(self) -> None:
+        """Call ``on_change`` for what the round brought (outside every lock)."""
+
+
+@dataclass(eq=False)
+class BlockCommit:
+    """A ``with`` block's writes, committed in one round after its reads are checked."""
+
+    #: its rows, each with a provisional seq, in order
+    rows: list[Outgoing]
+    #: run with the lease held and the cache caught up: a conflict message, or None
+    check: Callable[[], str | None]
+    #: the Store side's own record of the block (handed back in committed())
+    token: Any = None
+    #: the rows as committed, final seqs (set by the engine)
+    final: list[Row] = field(default_factory=list)
+
+
+class Engine:
+    """The write lease, the outbox and the follower of one SQL driver in shared mode.
+
+    The application's threads call :meth:`queue` (no lock, no wait) and the request
+    methods (``flush``, ``commit_block``, ``sync``, ...), which run their work in the
+    driver's background thread and wait for it; that thread runs :func:`run`.
+    """
+
+    def __init__(
+        self, driver: SQLDriver, lease: Lease, *, batch_size: int, idle: float, poll: float
+    ) -> None:
+        self.driver = driver
+        self.lease = lease
+        #: rows waiting for a round, oldest first (appended without a lock)
+        self.outbox: deque[Outgoing] = deque()
+        #: a round is due when this many rows wait
+        self.batch_size = batch_size
+        #: ... or when the oldest waited this long
+        self.idle = idle
+        #: seconds between two checks for others' commits (SQLite) or safety reads
+        self.poll = poll
+        #: provisional seq -> (the row a commit of unknown outcome tried to write,
+        #: whether it was queued; else a block's, which only the table holds then)
+        self.attempted: dict[int, tuple[Row, bool]] = {}
+        #: largest seq delivered to the Store (its own committed rows included)
+        self.hwm = 0
+        #: the last error of a round the engine ran on its own (it retries)
+        self.last_error: Exception | None = None
+        self._failed_at: float | None = None
+        self._subscriber: weakref.ref[Subscriber] | None = None
+        self._last_read = 0.0
+
+    # ------------------------------------------------------------------ application side
+
+    def attach(self, subscriber: Subscriber, hwm: int) -> None:
+        """Deliver to ``subscriber`` (which loaded the log up to ``hwm``)."""
+        self._subscriber = weakref.ref(subscriber)
+        self.hwm = hwm
+
+    def loaded(self, hwm: int) -> None:
+        """The Store reloaded the log up to ``hwm`` (its own queued rows committed)."""
+        self.hwm = hwm
+
+    def queue(self, row: Row, replaces: bool = False) -> bool:
+        """Queue a row (seq: provisional); True when a round is due.  O(1), no lock."""
+        outbox = self.outbox
+        outbox.append((row, replaces))
+        return len(outbox) >= self.batch_size
+
+    def holds(self, provisional: int) -> bool:
+        """Whether a row with this provisional seq is queued (or being retried)."""
+        queued = list(self.outbox)  # (one C-level copy: the engine may take rows out)
+        return provisional in self.attempted or any(row[0] == provisional for row, _ in queued)
+
+    @property
+    def pending(self) -> int:
+        return len(self.outbox)
+
+    def flush(self) -> None:
+        """Commit every row queued before the call; raise if that fails."""
+        self.driver._in_writer(self._flush_now)
+
+    def commit_block(self, block: BlockCommit) -> None:
+        """Commit a block's rows in one round, after everything queued before it;
+        raises :class:`~appendmuch.errors.ConflictError` (nothing written) when its
+        reads are no longer current."""
+        self.driver._in_writer(lambda: self._round(block))
 
     def sync(self) -> None:
-        """Bring the cache up to every commit made before this call."""
-        driver = self.driver
-        with self.lock:
-            if driver.read_only:
-                self._deliver(driver._sync_rows_after(self.hwm))
-            elif self.held or driver.pending or self.stale:
-                # held: nobody else can commit; rows queued without the lease (after a
-                # failed commit): taking the lease sorts them out and catches up
-                self.acquire()
-                self.release_idle()
-            else:
-                self._deliver(driver._sync_rows_after(self.hwm))
+        """Deliver everything committed anywhere before the call."""
+        self.driver._in_writer(self._sync_now)
 
-    # ------------------------------------------------------------------ writing
+    def claim(self, fingerprint: tuple[str, str]) -> None:
+        """Join the table's shared writers, whose replace configuration (the Store's
+        ``replace_predicate``, as :func:`appendmuch.shared.replace_fingerprint` gives
+        it, and the driver's ``replace_index_specs``) must be this one."""
+        digest, description = fingerprint
+        specs = sorted(self.driver.replace_index_specs)
+        description = f"{description}, replace_index_specs={specs!r}"
+        digest = hashlib.sha256(f"{digest}|{specs!r}".encode()).hexdigest()[:16]
+        self.driver._in_writer(lambda: self.lease.lease_claim(digest, description))
 
-    def drain(self, keep: bool = False, confirm: bool = False) -> None:
-        """Commit the queue under the lease (under the lock).
+    def exclusively(self, work: Callable[[], _T]) -> _T:
+        """Engine thread: run ``work`` holding the lease, caught up first (a restore or
+        replay writes rows of its own under seqs after everything committed)."""
+        self._round(None)  # (own queued rows first, under their seqs)
+        others = self.lease.lease_take(self.hwm)
+        try:
+            self._deliver(others)
+            return work()
+        finally:
+            self.lease.lease_give_back()
+            self._announce(self._target())
 
-        The lease is released, unless ``keep`` (a full batch in the middle of a run of
-        writes): then it is kept, or taken again in the same round trip, so the next
-        writes need not wait for it.  The flusher still ends it after ``hold``.  With
-        ``confirm`` (a ``write_through`` write) every batch is committed before it
-        returns, and the lease is kept: the next write of a run needs no new lease.
-        """
-        driver = self.driver
-        self.acquire()  # held already, unless an earlier commit failed
-        pending = driver._pending
-        while True:
-            # batches of at most batch_bytes; the rows stay queued until committed
-            inserts, updates, taken = driver._take()
-            if taken == (0, 0) and not driver._inflight():
-                if not confirm:
-                    self.drop()
-                return
-            last = not pending.unsent()
-            try:
-                rows = driver._lease_commit(inserts, updates, taken, keep or confirm or not last)
-            except BaseException:
-                # the backend made the rows due again and released the lease (unless
-                # that was cut short too: then it is given back again)
-                self.unsure = True
-                self.held = False
-                raise
-            if inserts or updates:
-                # (not the last row: after a failure the queue need not be in seq order)
-                top = max(row[0] for row in (*inserts, *(row for _, row in updates)))
-                # (possibly still in flight: if it fails, its rows come back below the
-                # mark, and acquire() gives them new seqs)
-                self.hwm = max(self.hwm, top)
-                driver._saw_seq(top)
-                driver._note_written(inserts, updates)
-            if rows is None:
-                self.held = False
-                self.wanted = False
-            elif rows:
-                self._deliver(rows)  # others' commits between ours and the lease taken again
-            if last:
-                if confirm and self.held:
-                    try:
-                        driver._lease_confirm()
-                    except BaseException:
-                        self.held = False  # as for a failed commit
-                        raise
-                return
+    # ------------------------------------------------------------------ engine thread
 
-    def due(self) -> bool:
-        """Time to commit (or drop) the lease: held for ``hold`` seconds (and, where the
-        driver can tell, wanted by another process), or unused for ``idle`` seconds.  A
-        run of writes keeps it up to ``hold``; a lone write is committed about ``idle``
-        seconds after it."""
-        if self.unsure or self.stale:
-            return True  # (see settle())
-        if not self.held:
-            # a lock granted outside the driver's lock that no write took up (the
-            # waiting thread was interrupted): give it back
-            granted = self.granted is not None
-            return granted and time.monotonic() - self._granted_at >= self.hold
-        now = time.monotonic()
-        if now - self._used >= self.idle:
-            return True
-        held = now - self._since
-        if held < self.hold:
-            return False
-        # A driver that hears who waits keeps the lease through a run of writes while
-        # nobody does (up to a bound, in case a notification went astray).
-        wanted = self.driver._lease_wanted()
-        return wanted is None or wanted or held >= _HOLD_UNWANTED
+    def _flush_now(self) -> None:
+        # one round takes every row queued so far (and sorts out an unknown outcome)
+        if self.outbox or self.attempted:
+            self._round(None)
 
-    # ------------------------------------------------------------------ catching up
-
-    def _take_in(self, rows: list[Row], after: int) -> None:
-        """Take in the rows committed after seq ``after`` (lease held).
-
-        The queue changes in one step (:meth:`Pending.swap`), and the cache is marked
-        stale while it is being rebuilt: cut short anywhere, no queued row is lost, and
-        the next :meth:`acquire` finishes the work."""
-        driver = self.driver
-        pending = driver._pending
-        if not len(pending) and not self.stale:
-            self._deliver(rows)
-            return
-        # Rows are queued although this process did not hold the lease: an earlier
-        # commit failed.  Those of them stored identically were committed after all.
-        inserts, updates = pending.snapshot()
-        queued = {row[0]: row for row in inserts}
-        queued.update((row[0], row) for _, row in updates)
-        ours = {row[0] for row in rows if queued.get(row[0]) == row}
-        # Rows up to the mark that are not queued are in the cache already: this
-        # process wrote them (a later batch that did commit) or delivered them.
-        foreign = [
-            row for row in rows if row[0] not in ours and (row[0] > self.hwm or row[0] in queued)
-        ]
-        inserts = [row for row in inserts if row[0] not in ours]
-        updates = [(old, row) for old, row in updates if row[0] not in ours]
-        left = [row[0] for row in inserts] + [row[0] for _, row in updates]
-        committed = max([after] + [row[0] for row in rows])
-        if not self.stale and not foreign and (not left or min(left) > committed):
-            # the rest can keep their seqs: nothing was committed at or after them
-            inserts.sort(key=_seq)
-            updates.sort(key=lambda update: update[1][0])
-            pending.swap(inserts, updates)
-            driver._uncertain = False
-            self.hwm = committed  # (a failed batch may have raised it past the table)
-            driver._saw_seq(committed)
-            return
-        target = self._target() if self._target is not None else None
-        if target is None:
-            self._renumber(foreign, inserts, updates)
-            driver._uncertain = False
-            return
-        self.stale = True
-        target._resequence(foreign, inserts, updates)
-        driver._uncertain = False
-        self.stale = False
-
-    def requeue(self, rows: list[tuple[int | None, Row]]) -> None:
-        """Make ``rows`` the whole queue (under the lock and the lease): new inserts
-        (``None``) or overwrites of the stored row with that seq, in seq order."""
-        driver = self.driver
-        fresh = Pending(driver.batch_size)
-        for old, row in rows:
-            fresh.replace(old, row)
-        driver._pending.swap(list(fresh.inserts), fresh.updates)
-
-    def _renumber(
-        self, foreign: list[Row], inserts: list[Row], updates: list[tuple[int, Row]]
-    ) -> None:
-        """Without a Store: queue the rows again after the foreign ones."""
-        driver = self.driver
-        if foreign:
-            self.hwm = max(self.hwm, foreign[-1][0])
-            driver._saw_seq(self.hwm)
-        rows = sorted([*inserts, *(row for _, row in updates)], key=_seq)
-        self.requeue([(None, (driver.next_seq(), *row[1:])) for row in rows])
-
-    def settle(self) -> None:
-        """The flusher, with nothing queued: give back a lease whose state is unknown,
-        or rebuild a stale cache (taking the lease for it)."""
-        if self.stale:
-            self.acquire()
-        self.drop()
-
-    def _deliver(self, rows: list[Row]) -> None:
-        """Hand rows after the high-water mark to the Store (under the lock)."""
-        hwm = self.hwm
-        fresh = [row for row in rows if row[0] > hwm]
-        if not fresh:
-            return
-        driver = self.driver
-        if self.stale or (not self.held and driver.pending):
-            # a failed commit left rows queued, or renumbering them was cut short:
-            # acquire() sorts them out first
-            return
-        target = self._target() if self._target is not None else None
-        if target is not None:
-            target._take_rows(fresh)  # advances hwm row by row
+    def _sync_now(self) -> None:
+        if self.outbox or self.attempted:
+            self._round(None)
         else:
-            self.hwm = fresh[-1][0]
-            driver._saw_seq(self.hwm)
+            self._follow()
 
-    # ------------------------------------------------------------------ follower
+    def due(self, now: float) -> bool:
+        """Whether a round should run now: a full batch, or rows that waited ``idle``."""
+        outbox = self.outbox
+        if not outbox and not self.attempted:
+            return False
+        if self._failed_at is not None and now - self._failed_at < _RETRY_AFTER:
+            return False
+        if len(outbox) >= self.batch_size or self.attempted:
+            return True
+        try:
+            oldest = outbox[0][0][4]
+        except IndexError:
+            return False
+        return time.time() - oldest >= self.idle
 
-    def start(self) -> None:
-        """Start the follower thread (once a Store is attached) unless it runs."""
-        if self._target is None or (self._thread is not None and self._thread.is_alive()):
-            return
-        self._stop = threading.Event()
-        thread = threading.Thread(
-            target=_follow_loop,
-            args=(weakref.ref(self), self._stop),
-            name=f"appendmuch-follower:{self.driver.table}",
-            daemon=True,
-        )
-        thread.start()
-        self._thread = thread
+    def _target(self) -> Subscriber | None:
+        return self._subscriber() if self._subscriber is not None else None
 
-    def stop(self) -> None:
-        """Stop the follower thread and close its connection."""
-        self._stop.set()
-        thread, self._thread = self._thread, None
-        if thread is not None and thread is not threading.current_thread():
-            # It notices the stop within a poll or a query; one that hangs on a dead
-            # connection holds only a weak reference and ends with it.
-            thread.join(_STOP_WAIT)
-
-    def _follow_once(self, stop: threading.Event) -> None:
-        driver = self.driver
-        if not driver._follow_wait(stop, self.poll) or stop.is_set():
-            return
-        rows = driver._follow_rows_after(self.hwm)
+    def _follow(self) -> None:
+        """Deliver what others committed since the last delivery (no lease)."""
+        rows = self.lease.lease_rows_after(self.hwm)
+        self._last_read = time.monotonic()
         if rows:
-            self._deliver_when_free(rows, stop)
+            self._deliver(rows)
+            target = self._target()
+            if target is not None:
+                target.announce()
 
-    def _deliver_when_free(self, rows: list[Row], stop: threading.Event) -> None:
-        """Deliver under the Store's mutex and then the driver's lock (the order the
-        Store takes them), giving up once stopped: a closing Store holds its mutex
-        while it waits for this thread to end."""
-        target = self._target() if self._target is not None else None
-        outer = target._mutex if target is not None else None
-        del target
-        while not stop.is_set():
-            if outer is not None and not outer.acquire(timeout=_WAIT_STEP):
+    def _deliver(self, rows: list[Row]) -> list[tuple[int, Row]]:
+        """Hand others' rows to the Store; rows of an earlier commit of unknown outcome
+        found among them are returned as this process's (provisional seq, row)."""
+        ours: list[tuple[int, Row]] = []
+        foreign = rows
+        if self.attempted:
+            by_seq = {row[0]: provisional for provisional, (row, _) in self.attempted.items()}
+            foreign = []
+            for row in rows:
+                provisional = by_seq.get(row[0])
+                tried = self.attempted.get(provisional) if provisional is not None else None
+                if tried is not None and tried[0] == tuple(row) and tried[1]:
+                    ours.append((provisional, tried[0]))  # type: ignore[arg-type]
+                    del self.attempted[provisional]  # type: ignore[arg-type]
+                else:
+                    foreign.append(row)  # (a block's row committed after all: as stored)
+        rows = [row for row in rows if row[0] > self.hwm]
+        foreign = [row for row in foreign if row[0] > self.hwm]
+        target = self._target()
+        if target is not None and foreign:
+            target.take_in(foreign)
+        if ours:
+            self._forget([provisional for provisional, _ in ours])
+            if target is not None:
+                target.committed(ours, [])
+        if rows:
+            self.hwm = max(self.hwm, rows[-1][0])
+            self.driver._saw_seq(self.hwm)
+        return ours
+
+    def _forget(self, provisionals: list[int]) -> None:
+        """Take committed rows out of the outbox: usually its front; after a failure
+        they may sit anywhere in it.  Other threads keep appending meanwhile, so the
+        deque is changed in place, one C-level step at a time."""
+        gone = set(provisionals)
+        outbox = self.outbox
+        while gone and outbox and outbox[0][0][0] in gone:
+            gone.discard(outbox.popleft()[0][0])
+        for item in [item for item in list(outbox) if item[0][0] in gone]:
+            outbox.remove(item)
+
+    def _round(self, block: BlockCommit | None) -> None:
+        """One commit round (see the module docstring); raises what went wrong for
+        the caller of a request, after recording it."""
+        target = self._target()
+        batch = list(self.outbox)
+        try:
+            others = self.lease.lease_take(self.hwm)
+        except Exception as exc:
+            self._failed(exc)
+            raise _as_write_error(exc, self.driver, "take the write lease of") from exc
+        try:
+            # (our own rows of a commit of unknown outcome are found here, committed;
+            # those not found never were: they get new seqs in this round)
+            settled = {provisional for provisional, _ in self._deliver(others)}
+            self.attempted.clear()
+            batch = [item for item in batch if item[0][0] not in settled]
+            conflict = block.check() if block is not None else None
+            rows = batch + (block.rows if block is not None and conflict is None else [])
+            inserts, updates, final = self._number(rows, target)
+        except BaseException:
+            self.lease.lease_give_back()
+            raise
+        if conflict is not None and not rows:
+            self.lease.lease_give_back()
+            self._announce(target)
+            raise ConflictError(conflict)
+        try:
+            if inserts or updates:
+                self.lease.lease_commit(inserts, updates)
+            else:
+                self.lease.lease_give_back()
+        except CommitUnknownError as exc:
+            for number, ((row, _), done) in enumerate(zip(rows, final, strict=True)):
+                self.attempted[row[0]] = (done, number < len(batch))
+            self._failed(exc)
+            self._announce(target)
+            raise _as_write_error(exc.__cause__ or exc, self.driver, "commit to") from exc
+        except Exception as exc:
+            self._failed(exc)
+            self._announce(target)
+            raise _as_write_error(exc, self.driver, "commit to") from exc
+        self._failed_at = None
+        self.last_error = None
+        own = [(row[0], done) for (row, _), done in zip(rows, final, strict=True)]
+        queued = own[: len(batch)]
+        if block is not None and conflict is None:
+            block.final = [done for _, done in own[len(batch) :]]
+        self._forget([provisional for provisional, _ in queued])
+        if final:
+            self.hwm = max(self.hwm, final[-1][0])
+            self.driver._saw_seq(self.hwm)
+            self.driver._note_written(inserts, updates)
+        if target is not None:
+            target.committed(queued, [block] if block is not None and conflict is None else [])
+        self._announce(target)
+        if conflict is not None:
+            raise ConflictError(conflict)
+
+    def _number(
+        self, rows: list[Outgoing], target: Subscriber | None
+    ) -> tuple[list[Row], list[tuple[int, Row]], list[Row]]:
+        """Final seqs for ``rows``, after everything committed: the inserts, the
+        overwrites (replace semantics: the field's committed row, or the row this
+        batch wrote for it before), and each row as committed, in order."""
+        seq = max(self.hwm, self.driver.last_seq)
+        inserts: list[Row] = []
+        updates: list[tuple[int, Row]] = []
+        final: list[Row] = []
+        written: dict[tuple[str, str], int] = {}
+        if rows and seq + len(rows) > _MAX_SEQ:
+            raise SeqOverflowError(
+                f"cannot commit {len(rows)} rows to {self.driver._where()}: it holds seq "
+                f"{seq}, and in shared mode a seq can be at most 2**62 - 1; they stay queued"
+            )
+        for row, replaces in rows:
+            seq += 1
+            done = (seq, *row[1:])
+            final.append(done)
+            if not replaces:
+                inserts.append(done)
                 continue
+            key = (row[1], row[2])
+            old = written.get(key)
+            if old is None and target is not None:
+                old = target.committed_seq(*key)
+            written[key] = seq
+            if old is None:
+                inserts.append(done)
+            else:
+                updates.append((old, done))
+        return inserts, updates, final
+
+    def _announce(self, target: Subscriber | None) -> None:
+        if target is not None:
+            target.announce()
+
+    def _failed(self, exc: Exception) -> None:
+        self._failed_at = time.monotonic()
+        self.last_error = exc
+
+    def tick(self, stop: Flag) -> None:
+        """The engine thread's work between two waits: a round when one is due,
+        else a read of others' commits when one may be there."""
+        now = time.monotonic()
+        if self.due(now):
             try:
-                if self.lock.acquire(timeout=_WAIT_STEP):
-                    try:
-                        if not stop.is_set():
-                            self._deliver(rows)
-                        return
-                    finally:
-                        self.lock.release()
-            finally:
-                if outer is not None:
-                    outer.release()
+                self._round(None)
+            except (ConflictError, WriteError, LockedError, DatabaseError) as exc:
+                _log.debug("appendmuch: shared-mode round failed: %s", exc)
+            except Exception as exc:  # kept for flush() and sync(), retried
+                self._failed(exc)
+            return
+        if now - self._last_read >= self.poll:
+            try:
+                self._follow()
+            except Exception as exc:  # a lost connection: reconnects on the next try
+                self._failed(exc)
+                self._last_read = now + _RETRY_AFTER
+
+    def wait(self, bell: Doorbell) -> bool:
+        """Wait for a ring, others' commits, or the next due round (engine thread)."""
+        timeout = self.poll
+        if self.outbox:
+            try:
+                oldest = self.outbox[0][0][4]
+            except IndexError:
+                oldest = time.time()
+            timeout = min(timeout, max(0.0, self.idle - (time.time() - oldest)))
+        heard = self.lease.lease_wait(timeout, bell)
+        if heard:
+            self._last_read = 0.0  # read at once
+        return heard
+
+    # ------------------------------------------------------------------ closing
+
+    def close_now(self) -> tuple[list[Row], list[tuple[int, Row]], Exception] | None:
+        """Commit what is queued; give back the lease and disconnect.  What could not be
+        committed is returned as rows to save (inserts and overwrites, provisional
+        seqs) with the reason, and taken off the outbox."""
+        failure: Exception | None = None
+        try:
+            self._flush_now()
+        except Exception as exc:
+            failure = exc
+        left = list(self.outbox)
+        self.outbox.clear()
+        self.attempted.clear()
+        try:
+            self.lease.lease_close()
+        except Exception as exc:
+            _log.debug("appendmuch: closing the lease: %s", exc)
+        if not left:
+            return None
+        target = self._target()
+        inserts: list[Row] = []
+        updates: list[tuple[int, Row]] = []
+        for row, replaces in left:
+            old = target.committed_seq(row[1], row[2]) if replaces and target is not None else None
+            if old is None:
+                inserts.append(row)
+            else:
+                updates.append((old, row))
+        return inserts, updates, failure or WriteError("the final commit did not happen")
+
+    def reset_now(self) -> None:
+        """``reset()``: drop and recreate the table with the lease held; queued rows
+        are dropped with it."""
+        self.lease.lease_take(self.hwm)
+        try:
+            self.lease.lease_recreate()
+        finally:
+            self.lease.lease_give_back()
+        self.outbox.clear()
+        self.attempted.clear()
 
 
-def _follow_loop(ref: weakref.ref[Sharing], stop: threading.Event) -> None:
-    """Deliver other processes' commits until stopped; errors are kept and retried."""
-    try:
-        while not stop.is_set():
-            sharing = ref()
-            if sharing is None:
-                return
-            try:
-                sharing._follow_once(stop)
-            except Exception as exc:  # a lost connection, a row that does not decode
-                sharing.last_error = exc
-                sharing.driver._follow_close()
-                del sharing
-                if stop.wait(_RETRY_AFTER):
-                    return
-                continue
-            del sharing
-    finally:
-        sharing = ref()
-        if sharing is not None:
-            sharing.driver._follow_close()
+def _as_write_error(exc: BaseException, driver: SQLDriver, what: str) -> Exception:
+    """``exc`` as the error a shared-mode write reports."""
+    if isinstance(exc, (WriteError, LockedError, ConflictError)):
+        return exc
+    return WriteError(
+        f"could not {what} {driver._where()}: {exc}; the rows stay queued and are "
+        "written by the next successful round"
+    )
+
+
+def run(ref: weakref.ref[SQLDriver], stop: Flag, bell: Doorbell) -> None:
+    """The engine thread of a shared-mode driver: answers requests, commits rounds
+    and follows others' commits, until ``stop`` (or the driver is collected)."""
+    while True:
+        driver = ref()
+        if driver is None:
+            return
+        engine = driver.sharing
+        if engine is None:
+            return
+        engine.wait(bell)
+        driver._serve()
+        if stop.is_set():
+            return
+        engine.tick(stop)
+        del driver, engine

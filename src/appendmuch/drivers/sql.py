@@ -34,7 +34,6 @@ flusher to stop is bounded too (``close()`` raises WriteError rather than hang).
 from __future__ import annotations
 
 import atexit
-import contextlib
 import os
 import shlex
 import threading
@@ -43,7 +42,7 @@ import weakref
 from abc import abstractmethod
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar, cast
 
 from ..errors import (
     ClosedError,
@@ -66,7 +65,7 @@ from ..recovery import (
 from .base import DBDriver, Row
 from .batching import Pending
 from .layout import TableNames
-from .sharing import Sharing
+from .sharing import Engine, Lease, run
 from .wakeup import Answer, Doorbell, Flag, Worker
 
 if TYPE_CHECKING:
@@ -88,9 +87,8 @@ _open_drivers: weakref.WeakSet[SQLDriver] = weakref.WeakSet()
 _inherited: list[Any] = []
 #: a thread waiting for the background thread checks this often that it still runs
 _ASK_STEP = 0.5
-#: shared mode: longest time a write lease is held (while another writer waits for
-#: it) before the flusher commits it; at most half the batch interval
-_LEASE_HOLD = 0.05
+#: shared mode: a lone write is committed about this long after it
+_IDLE = 0.005
 
 
 class SQLDriver(DBDriver):
@@ -163,8 +161,6 @@ class SQLDriver(DBDriver):
         self._uncertain = False
         #: a write is under way, or was cut short: the next one cleans up first
         self._dirty = False
-        #: shared mode: a write_through write is committing (its lease is kept)
-        self._confirming = False
         #: time.monotonic() of the last failed write, None after a success
         self._failed_at: float | None = None
         #: why this driver refuses to write on (lost lock, file gone, forked child)
@@ -182,12 +178,19 @@ class SQLDriver(DBDriver):
         self.retired = False
         self._exit_hook = False
         _open_drivers.add(self)
-        #: shared mode (several processes write the table): the lease and follower
-        self.sharing: Sharing | None = None
+        #: shared mode (several processes write the table): the engine that commits
+        #: own rows and follows others' (see :mod:`appendmuch.drivers.sharing`)
+        self.sharing: Engine | None = None
         if shared:
-            self.sharing = Sharing(
-                self, hold=min(batch_interval / 2, _LEASE_HOLD), poll=follow_interval
+            self.sharing = Engine(
+                self,
+                cast(Lease, self),  # (each backend implements it, in a module of its own)
+                batch_size=self.batch_size,
+                idle=min(batch_interval / 2, _IDLE),
+                poll=follow_interval,
             )
+            # every write and read of the writer's connections is the engine's
+            self._background_io = True
         # the hot path: queueing a row is the queue's own lock-free add
         self.append = self._pending.add  # type: ignore[method-assign]
 
@@ -292,73 +295,6 @@ class SQLDriver(DBDriver):
 
     # ------------------------------------------------------------------ shared mode
 
-    def _lease_wait(self) -> object | None:
-        """Outside the driver's lock: block until this process holds the lease's lock
-        and return a token for it, or return None at once when this driver takes it
-        only under the driver's lock (in :meth:`_lease_take`)."""
-        return None
-
-    def _lease_take(self, seq: int, token: object | None = None) -> list[Row]:
-        """Block until this process holds the table's write lease; return the rows
-        committed with a seq above ``seq``, in seq order.  ``token``: from
-        :meth:`_lease_wait` (the lock is held already, if the token is still valid).
-        On failure nothing is held."""
-        raise NotImplementedError
-
-    def _lease_drop(self) -> None:
-        """Give the write lease back without writing."""
-        raise NotImplementedError
-
-    def _lease_confirm(self) -> None:
-        """Wait until every batch sent under the lease is committed, keeping the lease
-        (on failure: as :meth:`_lease_commit`).  Drivers that commit synchronously have
-        nothing to wait for."""
-
-    def _lease_wanted(self) -> bool | None:
-        """Whether another process waits for the lease this one holds (None: this
-        driver cannot tell)."""
-        return None
-
-    def _lease_cancel_waits(self) -> None:
-        """close(): make the lease waits under way (other threads' writes) give up."""
-
-    def _lease_forget(self, token: object) -> None:
-        """A lock granted by :meth:`_lease_wait` that no write took up: release it if
-        :meth:`_lease_drop` does not (it is held by something other than the lease's
-        current file or session)."""
-
-    def _lease_commit(
-        self,
-        inserts: list[Row],
-        updates: list[tuple[int, Row]],
-        taken: tuple[int, int],
-        keep: bool,
-    ) -> list[Row] | None:
-        """Write a batch (which may be empty; ``taken``: the queued inserts and
-        overwrites it took, see :meth:`_take`) and commit it, releasing the lease
-        (return None).  Committed rows leave the queue; on failure every row not
-        committed is due again in the queue, the lease is released, and it raises.
-        With ``keep`` a backend may keep the lease (the commit may then still be in
-        flight), or take it again at once: it returns the rows others committed in
-        between (an empty list if none could have)."""
-        raise NotImplementedError
-
-    def _sync_rows_after(self, seq: int) -> list[Row]:
-        """Committed rows above ``seq``, read now (no lease needed)."""
-        raise NotImplementedError
-
-    def _follow_wait(self, stop: threading.Event, poll: float) -> bool:
-        """Follower thread: wait until other processes may have committed; False when
-        there is certainly nothing new."""
-        raise NotImplementedError
-
-    def _follow_rows_after(self, seq: int) -> list[Row]:
-        """Follower thread: committed rows above ``seq`` (its own connection)."""
-        raise NotImplementedError
-
-    def _follow_close(self) -> None:
-        """Follower thread: close its connection (it reopens on next use)."""
-
     def writers(self) -> int | None:
         """How many shared-mode writers have the table open (None: unknown)."""
         return None
@@ -373,10 +309,9 @@ class SQLDriver(DBDriver):
     def ensure(self) -> None:
         with self._lock:
             self._open()
-            if not self.read_only and (self._flusher is None or not self._flusher.alive()):
+            wanted = not self.read_only or (self.sharing is not None and not self.retired)
+            if wanted and (self._flusher is None or not self._flusher.alive()):
                 self._start_flusher()
-            if self.sharing is not None and not self.retired:
-                self.sharing.start()
 
     def _open(self) -> None:
         """Connect if not connected (without starting the flusher).  A reconnect of a
@@ -486,21 +421,17 @@ class SQLDriver(DBDriver):
         # one whose start was cut short, and so never noted, stops now).
         self._stop.set()
         self._stop = stop = Flag(self._bell)
-        tick = self.batch_interval / 4
         if self.sharing is not None:
-            tick = min(tick, self.sharing.idle)
-        worker = Worker(
-            _flusher_loop,
-            (
-                weakref.ref(self),
-                stop,
-                self._bell,
-                self.batch_interval,
-                tick,
-                self.sharing is not None,
-            ),
-            f"appendmuch-flusher:{self.table}",
-        )
+            worker = Worker(
+                run, (weakref.ref(self), stop, self._bell), f"appendmuch-shared:{self.table}"
+            )
+        else:
+            tick = self.batch_interval / 4
+            worker = Worker(
+                _flusher_loop,
+                (weakref.ref(self), stop, self._bell, self.batch_interval, tick),
+                f"appendmuch-flusher:{self.table}",
+            )
         worker.start()
         self._flusher = worker
 
@@ -522,7 +453,9 @@ class SQLDriver(DBDriver):
             self._close_connection()  # (nothing left to do after the background did it)
 
     def _stop_background(self) -> None:
-        """Stop the flusher (it ends its write under way) and the follower."""
+        """Stop the background thread (it ends the work under way first)."""
+        if self.sharing is not None:
+            self.sharing.lease.lease_cancel()
         self._stop.set()
         worker, self._flusher = self._flusher, None
         if (
@@ -534,10 +467,6 @@ class SQLDriver(DBDriver):
                 f"cannot close {self._where()}: the background writer did not stop "
                 f"within {self._patience():.0f} s; {self.pending} rows stay queued"
             )
-        sharing = self.sharing
-        if sharing is not None:
-            sharing.stop()
-            self._lease_cancel_waits()
 
     def _close_connection(self) -> None:
         """The end of :meth:`close`: write the queue (or save it to a recovery file)
@@ -545,18 +474,14 @@ class SQLDriver(DBDriver):
         sharing = self.sharing
         with self._lock:
             try:
-                if self.pending:
+                if sharing is not None:
+                    self._save_left(sharing.close_now())
+                elif self.pending:
                     self._flush_or_save()
                 elif self._connected and not self.read_only and self._refusal is None:
                     self._check_still_ours()
             finally:
-                # (before the lease is dropped: a lease wait granted after this point
-                # sees it and gives the lease back itself, see Sharing.await_lease)
                 self._connected = False
-                if sharing is not None:
-                    with contextlib.suppress(*self._errors(), DatabaseError):
-                        sharing.drop()
-                    sharing.lost()
                 self._holding = False
                 self._disconnect()  # idempotent: also completes one cut short
                 # used again, the driver reconnects and restarts its flusher first
@@ -640,24 +565,41 @@ class SQLDriver(DBDriver):
             pending = self._pending
             pending.release()
             inserts, updates = pending.snapshot()
-            directory = self.recovery_dir or self._default_recovery_dir()
-            path = recovery_file_name(directory, self.recovery_stem())
-            try:
-                count = write_recovery_file(path, inserts, updates, self.identity())
-            except OSError as save_error:
-                raise WriteError(
-                    f"{exc}; saving them to a recovery file at {path} failed too "
-                    f"({save_error}): they are still queued in this process"
-                ) from exc
-            pending.done(len(inserts), len(updates))
+            self._save_rows(inserts, updates, exc, lambda: pending.done(len(inserts), len(updates)))
+
+    def _save_left(self, left: tuple[list[Row], list[tuple[int, Row]], Exception] | None) -> None:
+        """Shared mode, closing: save the rows the last round could not commit."""
+        if left is not None:
+            inserts, updates, cause = left
+            self._save_rows(inserts, updates, cause, lambda: None)
+
+    def _save_rows(
+        self,
+        inserts: list[Row],
+        updates: list[tuple[int, Row]],
+        cause: Exception,
+        saved: Callable[[], None],
+    ) -> None:
+        """Save rows close() could not write to a recovery file, and raise WriteError
+        naming it (``saved`` takes them off the queue first)."""
+        directory = self.recovery_dir or self._default_recovery_dir()
+        path = recovery_file_name(directory, self.recovery_stem())
+        try:
+            count = write_recovery_file(path, inserts, updates, self.identity())
+        except OSError as save_error:
             raise WriteError(
-                f"could not write {count} queued rows to {self._where()} on close; they "
-                f"were saved to the recovery file {path} — write them with "
-                f"`appendmuch replay {shlex.quote(path)} {self._replay_target()}` before "
-                "writing to the table again "
-                f"(cause: {exc.__cause__ or exc})",
-                recovery_file=path,
-            ) from exc
+                f"{cause}; saving them to a recovery file at {path} failed too "
+                f"({save_error}): they are still queued in this process"
+            ) from cause
+        saved()
+        raise WriteError(
+            f"could not write {count} queued rows to {self._where()} on close; they "
+            f"were saved to the recovery file {path} — write them with "
+            f"`appendmuch replay {shlex.quote(path)} {self._replay_target()}` before "
+            "writing to the table again "
+            f"(cause: {cause.__cause__ or cause})",
+            recovery_file=path,
+        ) from cause
 
     # ------------------------------------------------------------------ writing
 
@@ -685,6 +627,9 @@ class SQLDriver(DBDriver):
         It takes the lock even when nothing is queued: the background flusher may be
         writing a batch taken before this call, and that batch must be committed too.
         """
+        if self.sharing is not None:
+            self.sharing.flush()
+            return
         self._in_writer(self._flush_locked)
 
     def submit(self) -> None:
@@ -703,19 +648,14 @@ class SQLDriver(DBDriver):
                 f"write retries after {self.retry_interval} s, flush() retries now. The "
                 "rows stay queued, in order"
             )
+        if self.sharing is not None:
+            self._bell.ring()  # (a round is due: the engine commits it without waiting)
+            return
         self._in_writer(self._submit_locked)
 
     def _submit_locked(self) -> None:
         with self._lock:
-            if self.sharing is not None and self.write_through:
-                # committed before the write returns, under a lease kept for the next
-                self._confirming = True
-                try:
-                    self._write_queued(wait=True)
-                finally:
-                    self._confirming = False
-            else:
-                self._write_queued(wait=self.write_through)
+            self._write_queued(wait=self.write_through)
 
     def _flush_locked(self) -> None:
         with self._lock:
@@ -765,9 +705,6 @@ class SQLDriver(DBDriver):
     def _drain(self, wait: bool) -> None:
         """Write the queue in batches of at most ``batch_bytes``, each in one
         transaction, synchronously.  Rows leave the queue once committed."""
-        if self.sharing is not None:
-            self.sharing.drain(keep=not wait, confirm=self._confirming)
-            return
         pending = self._pending
         left = pending.unsent()
         while left > 0:
@@ -846,6 +783,8 @@ class SQLDriver(DBDriver):
     @property
     def pending(self) -> int:
         """How many rows are queued, including those of batches not yet committed."""
+        if self.sharing is not None:
+            return self.sharing.pending
         return len(self._pending)
 
     # ------------------------------------------------------------------ reading
@@ -856,6 +795,12 @@ class SQLDriver(DBDriver):
         return self._locked_rows()
 
     def _iter_rows(self) -> Iterator[Row]:
+        return self._locked_rows()
+
+    def rows_now(self) -> Iterator[Row]:
+        """Every stored row in seq order, as the table holds them now (no flush first:
+        shared mode's Store flushes before it takes its lock to load)."""
+        self.ensure()
         return self._locked_rows()
 
     def _locked_rows(self) -> Iterator[Row]:
@@ -875,10 +820,12 @@ class SQLDriver(DBDriver):
 
     def reset(self) -> None:
         self._refuse_writes("reset")
+        if self.sharing is not None:
+            self.ensure()
+            self._in_writer(self.sharing.reset_now)  # (with the lease: no round under way)
+            return
         with self._lock:
             self._pending.clear()
-            if self.sharing is not None:
-                self.sharing.drop()  # its transaction would keep the table from dropping
             self._recreate()
             self._connected = True
 
@@ -893,42 +840,41 @@ class SQLDriver(DBDriver):
         return super().restore(stream, codec=codec)
 
     def _insert_restored(self, rows: Iterable[Row]) -> None:
-        with self._lock:
-            sharing = self.sharing
-            if sharing is None:
-                self._insert_atomically(list(rows), [])
-                return
-            sharing.acquire()  # no other writer allocates seqs meanwhile
-            try:
-                self._insert_atomically(list(rows), [])
-            finally:
-                sharing.release_idle()
+        batch = list(rows)
+        sharing = self.sharing
+        if sharing is None:
+            with self._lock:
+                self._insert_atomically(batch, [])
+            return
+        # no other writer commits meanwhile; the rows reach the cache as others' do
+        self._in_writer(lambda: sharing.exclusively(lambda: self._insert_atomically(batch, [])))
 
     def apply_recovered(self, entries: list[Entry]) -> int:
         """Write the rows the table lacks under new seqs, in one transaction."""
         self._refuse_writes("replay a recovery file")
         self.ensure()
         self.flush()
-        with self._lock:
-            sharing = self.sharing
-            if sharing is not None:
-                sharing.acquire()  # shared mode: no other writer allocates seqs meanwhile
-            try:
-                todo = self._unreplayed(entries)
-                inserts: list[Row] = []
-                updates: list[tuple[int, Row]] = []
-                for row, replaces in todo:
-                    new = (self.next_seq(), *row[1:])
-                    if replaces is None:
-                        inserts.append(new)
-                    else:
-                        updates.append((replaces, new))
-                if todo:
-                    self._insert_atomically(inserts, updates)
-                return len(todo)
-            finally:
-                if sharing is not None:
-                    sharing.release_idle()
+
+        def replay() -> int:
+            todo = self._unreplayed(entries)
+            inserts: list[Row] = []
+            updates: list[tuple[int, Row]] = []
+            for row, replaces in todo:
+                new = (self.next_seq(), *row[1:])
+                if replaces is None:
+                    inserts.append(new)
+                else:
+                    updates.append((replaces, new))
+            if todo:
+                self._insert_atomically(inserts, updates)
+            return len(todo)
+
+        sharing = self.sharing
+        if sharing is None:
+            with self._lock:
+                return replay()
+        # shared mode: no other writer commits meanwhile (new seqs after all of theirs)
+        return self._in_writer(lambda: sharing.exclusively(replay))
 
 
 def _close_at_exit(ref: weakref.ref[SQLDriver]) -> None:
@@ -952,22 +898,17 @@ def _flusher_loop(
     bell: Doorbell,
     interval: float,
     tick: float,
-    idle_slowly: bool,
 ) -> None:
     """Write batches whose oldest row is older than half the interval, and do the work
     other threads hand over (:meth:`SQLDriver._in_writer`).
 
     Wakes four times per interval, so no row waits much past ``interval`` even when
     the application stops writing, and at once when its doorbell rings (work handed
-    over, a lease taken, stop); after a failure it waits ``retry_interval``.  In
-    shared mode (``idle_slowly``) it also commits (or gives back) a write lease held
-    for its ``hold`` time: it wakes every ``tick`` while this process holds the lease
-    or has rows queued, and otherwise four times per interval, so an idle writer costs
-    next to nothing.  Holds only a weak reference: a driver nobody uses any more is
-    collected and the thread ends.  It never starts another flusher, and stops for
-    good once ``stop`` is set (after doing the work handed over before).
+    over, stop); after a failure it waits ``retry_interval``.  Holds only a weak
+    reference: a driver nobody uses any more is collected and the thread ends.  It
+    never starts another flusher, and stops for good once ``stop`` is set (after doing
+    the work handed over before).  (Shared mode runs :func:`sharing.run` instead.)
     """
-    slow = interval / 4
     pause = tick
     while True:
         bell.wait(pause)
@@ -977,31 +918,13 @@ def _flusher_loop(
         driver._serve()
         if stop.is_set():
             return
-        sharing = driver.sharing
-        busy = sharing is not None and (
-            # (unsure, stale: a lease or a cache to sort out after an interrupt)
-            sharing.ready() or sharing.unsure or sharing.stale or bool(driver.pending)
-        )
-        pause = slow if idle_slowly and not busy else tick
-        del sharing
         retry = driver.retry_interval
         try:
-            if driver.sharing is not None and driver.sharing.due():
-                with driver._lock:
-                    if not stop.is_set() and driver.sharing.due():
-                        if driver.pending:
-                            driver._flush_locked()
-                        else:
-                            driver.sharing.settle()
             failed_at = driver._failed_at
             oldest = driver._pending.oldest_time()
             due = driver._inflight() or (
                 oldest is not None and time.time() - oldest >= interval / 2
             )
-            if driver.sharing is not None and driver.sharing.held:
-                # rows under a lease are committed on the lease's own timing (due()
-                # above): a commit here would give the lease back at every tick
-                due = False
             if due and (failed_at is None or time.monotonic() - failed_at >= retry):
                 with driver._lock:
                     if not stop.is_set():
@@ -1010,4 +933,6 @@ def _flusher_loop(
             # application sees the error at its next flush or full batch
             driver.last_error = exc if isinstance(exc, Exception) else WriteError(repr(exc))
             pause = max(retry, tick)
+        else:
+            pause = tick
         del driver

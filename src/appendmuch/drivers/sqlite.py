@@ -4,17 +4,14 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
-import io
 import os
 import shlex
 import sqlite3
-import threading
 from collections.abc import Iterator
 from typing import IO, Any
 from urllib.parse import quote
 
 from ..errors import (
-    ClosedError,
     DatabaseError,
     DecodeError,
     DumpFormatError,
@@ -23,9 +20,9 @@ from ..errors import (
     WriteError,
 )
 from .base import Row
-from .flock import Waits, lock_exclusive
 from .layout import ROW_COLUMNS, TableNames, index_name
 from .sql import BATCH_BYTES, RETRY_INTERVAL, SQLDriver
+from .sqlite_lease import SqliteLease
 
 __all__ = ["Sqlite3", "lock_state", "writer_lock_held"]
 
@@ -98,7 +95,7 @@ _EXPECTED = {
 }
 
 
-class Sqlite3(SQLDriver):
+class Sqlite3(SqliteLease, SQLDriver):
     """Stores the log in one table of a SQLite database file.
 
     Rows are written in batches, each in one transaction, in WAL mode (see
@@ -192,11 +189,7 @@ class Sqlite3(SQLDriver):
         self.synchronous = synchronous.upper()
         self._conn: sqlite3.Connection | None = None
         self._lockfile: IO[bytes] | None = None
-        self._leasefile: IO[bytes] | None = None
-        #: shared mode: waits for the write lease under way (close() cancels them)
-        self._lease_waits = Waits()
-        self._follower: sqlite3.Connection | None = None
-        self._data_version: int | None = None
+        self._init_lease()
         #: the database file's identity, noted when it is opened
         self._identity: dict[str, Any] | None = None
         #: this open created the database file (an open that fails removes it again)
@@ -419,8 +412,6 @@ class Sqlite3(SQLDriver):
                 same = False
             if same:
                 self._lockfile = lockfile
-                if shared:
-                    self._leasefile = open(path[: -len(".lock")] + ".lease", "a+b")  # noqa: SIM115
                 return
             lockfile.close()  # we locked a file its last holder had just removed
 
@@ -451,9 +442,6 @@ class Sqlite3(SQLDriver):
         return f"{os.path.realpath(self.database)}-{self.table.lower()}.lock"
 
     def _release_lock(self) -> None:
-        leasefile, self._leasefile = self._leasefile, None
-        if leasefile is not None:
-            leasefile.close()
         lockfile, self._lockfile = self._lockfile, None
         if lockfile is not None:
             # Only a single writer removes it (shared writers may still hold it), and
@@ -533,22 +521,26 @@ class Sqlite3(SQLDriver):
     def _create(self, conn: sqlite3.Connection) -> None:
         conn.execute("BEGIN IMMEDIATE")
         try:
-            conn.execute(
-                f"CREATE TABLE IF NOT EXISTS {self._quoted} ("
-                "id INTEGER PRIMARY KEY AUTOINCREMENT, "
-                "seq INTEGER NOT NULL UNIQUE, "
-                "namespace TEXT NOT NULL, "
-                "field TEXT NOT NULL, "
-                "value BLOB, "
-                "created_at REAL NOT NULL, "
-                "context TEXT NOT NULL)"
-            )
-            self._create_indexes(conn)
+            self._create_table(conn)
             conn.execute("COMMIT")
         except BaseException:
             conn.execute("ROLLBACK")
             raise
         self._use_wal(conn)
+
+    def _create_table(self, conn: sqlite3.Connection) -> None:
+        """The table and its replace indexes (in the caller's transaction)."""
+        conn.execute(
+            f"CREATE TABLE IF NOT EXISTS {self._quoted} ("
+            "id INTEGER PRIMARY KEY AUTOINCREMENT, "
+            "seq INTEGER NOT NULL UNIQUE, "
+            "namespace TEXT NOT NULL, "
+            "field TEXT NOT NULL, "
+            "value BLOB, "
+            "created_at REAL NOT NULL, "
+            "context TEXT NOT NULL)"
+        )
+        self._create_indexes(conn)
 
     def _create_indexes(self, conn: sqlite3.Connection) -> None:
         for field, pattern in self.replace_index_specs:
@@ -604,126 +596,6 @@ class Sqlite3(SQLDriver):
                 if cols == ["seq"]:
                     return True
         return False
-
-    # ------------------------------------------------------------------ shared mode
-
-    def _lease_wait(self) -> object | None:
-        leasefile = self._leasefile
-        if leasefile is None:
-            return None  # not connected: _lease_take connects first
-        try:
-            return self._lock_lease(leasefile)
-        except ValueError:
-            return None  # closed meanwhile: _lease_take refuses
-
-    def _lock_lease(self, leasefile: IO[bytes]) -> IO[bytes]:
-        """A file holding the lease's lock: ``leasefile`` or, after a wait, a new one."""
-        try:
-            # the kernel releases it if the holder dies
-            return lock_exclusive(leasefile, self.lease_timeout, self._lease_waits)
-        except InterruptedError:
-            raise ClosedError(
-                f"{self._where()} was closed while a write waited for its lease"
-            ) from None
-        except TimeoutError:
-            raise LockedError(
-                f"could not take the write lease of {self._where()} within "
-                f"{self.lease_timeout} s: another shared-mode writer holds it (lock file "
-                f"{leasefile.name}); nothing was written"
-            ) from None
-
-    def _lease_take(self, seq: int, token: object | None = None) -> list[Row]:
-        held: IO[bytes] | None = None
-        if isinstance(token, io.IOBase) and not token.closed:
-            held = token  # type: ignore[assignment]
-        try:
-            conn = self.connection  # connects (and takes the mode lock) if needed
-            leasefile = self._leasefile
-            if leasefile is None:
-                raise ClosedError(f"{self._where()} was closed")
-            if held is None:
-                held = self._lock_lease(leasefile)
-            if held is not leasefile:
-                self._leasefile = held  # the lock is on the file the wait opened
-                leasefile.close()
-        except BaseException:
-            if held is not None and held is not self._leasefile:
-                held.close()  # (releases the lock)
-            raise
-        try:
-            return self._rows_after(conn, seq)
-        except BaseException:
-            self._lease_drop()
-            raise
-
-    def _lease_cancel_waits(self) -> None:
-        self._lease_waits.cancel()
-
-    def _lease_forget(self, token: object) -> None:
-        current: object = self._leasefile
-        if token is not current and isinstance(token, io.IOBase):
-            token.close()  # (releases the lock)
-
-    def _lease_drop(self) -> None:
-        if self._leasefile is not None:
-            fcntl.flock(self._leasefile.fileno(), fcntl.LOCK_UN)
-
-    def _lease_commit(
-        self,
-        inserts: list[Row],
-        updates: list[tuple[int, Row]],
-        taken: tuple[int, int],
-        keep: bool,
-    ) -> list[Row] | None:
-        try:
-            if inserts or updates:
-                self._write(inserts, updates)
-            self._committed(*taken)
-        except BaseException:
-            self._pending.release()  # the rows stay queued, due again
-            self._lease_drop()
-            raise
-        if keep:
-            return []  # still held: nobody else committed
-        self._lease_drop()
-        return None
-
-    def _sync_rows_after(self, seq: int) -> list[Row]:
-        return self._rows_after(self.connection, seq)
-
-    def _rows_after(self, conn: sqlite3.Connection, seq: int) -> list[Row]:
-        return conn.execute(
-            f"SELECT {ROW_COLUMNS} FROM {self._quoted} WHERE seq > ? ORDER BY seq", (seq,)
-        ).fetchall()
-
-    def _follow_connection(self) -> sqlite3.Connection:
-        conn = self._follower
-        if conn is None:
-            conn = self._follower = sqlite3.connect(
-                self.database,
-                timeout=self.timeout,
-                isolation_level=None,
-                check_same_thread=False,
-            )
-            self._data_version = None
-        return conn
-
-    def _follow_wait(self, stop: threading.Event, poll: float) -> bool:
-        if stop.wait(poll):
-            return False
-        # data_version changes whenever another connection commits to the file
-        (version,) = self._follow_connection().execute("PRAGMA data_version").fetchone()
-        changed = version != self._data_version
-        self._data_version = version
-        return bool(changed)
-
-    def _follow_rows_after(self, seq: int) -> list[Row]:
-        return self._rows_after(self._follow_connection(), seq)
-
-    def _follow_close(self) -> None:
-        conn, self._follower = self._follower, None
-        if conn is not None:
-            conn.close()
 
     def writers(self) -> int | None:
         """How many shared-mode writers have the table open (None: unknown here)."""

@@ -1,0 +1,188 @@
+"""Shared mode's lease on a PostgreSQL table (the
+:class:`~appendmuch.drivers.sharing.Lease` of :class:`~appendmuch.PostgreSQL`).
+
+The lease is a session advisory lock taken on the writer connection; the server
+grants waiting sessions in the order they asked, and releases it when a session
+ends.  Taking it and reading what others committed since is one round trip (a
+pipeline); a round's rows, its ``NOTIFY`` and the unlock are another.  Others'
+commits are heard through ``LISTEN`` on a connection of its own (their ``NOTIFY``);
+without one it still reads every ``poll`` seconds, in case a notification is lost.
+Everything here runs in the driver's engine thread.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import weakref
+from typing import TYPE_CHECKING, Any
+
+from ..errors import LockedError
+from .base import Row
+from .layout import ROW_COLUMNS
+from .pgpipeline import Pipeline, prepare, ready
+from .sharing import CommitUnknownError
+
+if TYPE_CHECKING:
+    from .wakeup import Doorbell
+
+__all__ = ["PostgresLease"]
+
+#: seconds the follower waits after one notification for more, to read them at once
+_COALESCE = 0.003
+
+
+class PostgresLease:
+    """The lease methods of :class:`~appendmuch.PostgreSQL` (a mixin: ``self`` is the
+    driver)."""
+
+    conninfo: str
+    lease_timeout: float
+    _quoted: str
+    _channel: str
+    _lease_key: int | None
+    _psycopg: Any
+    _library_errors: tuple[type[Exception], ...]
+    _timeout: float
+    _listener: Any
+    _prepared_on: Any
+
+    def _after_sql(self) -> str:
+        """The stored rows above a seq (the parameter), in seq order.  The upper bound
+        changes no result; it makes the planner see a range, whose default selectivity
+        picks the seq index while the table has no statistics yet (with ``seq > $1``
+        alone it guessed a third of the table, and scanned and sorted all of it)."""
+        return (
+            f"SELECT {ROW_COLUMNS} FROM {self._quoted} WHERE seq > %s "
+            "AND seq <= 9223372036854775807 ORDER BY seq"
+        )
+
+    def lease_take(self, after: int) -> list[Row]:
+        conn = self._writer_connection()
+        try:
+            with conn.pipeline():
+                conn.execute("SELECT pg_advisory_lock(%s)", (self._lease_key,))
+                cur = conn.cursor(binary=True).execute(self._after_sql(), (after,))
+            return [tuple(row) for row in cur.fetchall()]
+        except self._psycopg.errors.LockNotAvailable:
+            raise LockedError(
+                f"could not take the write lease of {self._where()} within "
+                f"{self.lease_timeout} s: another shared-mode writer holds it; nothing "
+                "was written"
+            ) from None
+        except BaseException:
+            self._drop_connections()  # (ending the session gives back whatever it held)
+            raise
+
+    def lease_commit(self, inserts: list[Row], updates: list[tuple[int, Row]]) -> None:
+        conn = self._writer_connection()
+        try:
+            if self._prepared_on is None or self._prepared_on() is not conn:
+                prepare(conn, self._quoted)
+                self._prepared_on = weakref.ref(conn)
+            pipe = Pipeline(conn, self._quoted, self._timeout)
+            top = max(row[0] for row in (*inserts, *(row for _, row in updates)))
+            pipe.send((inserts, updates), (0, 0), (self._channel, str(top)))
+            pipe.send_command(b"SELECT pg_advisory_unlock($1)", [self._lease_key])
+        except BaseException as exc:
+            self._drop_connections()
+            raise CommitUnknownError(str(exc)) from exc
+        try:
+            results = pipe.reap(block=True)
+            pipe.close()
+        except BaseException as exc:
+            self._drop_connections()
+            raise CommitUnknownError(str(exc)) from exc
+        for _, message in results:
+            if message is not None:
+                raise self._psycopg.DatabaseError(message.strip())
+
+    def lease_give_back(self) -> None:
+        conn = self._writer
+        if conn is None or conn.closed:
+            return
+        try:
+            conn.execute("SELECT pg_advisory_unlock(%s)", (self._lease_key,))
+        except BaseException:
+            self._drop_connections()
+            raise
+
+    def _follow_connection(self) -> Any:
+        conn = self._listener
+        if conn is None or conn.closed:
+            conn = self._psycopg.connect(self.conninfo, autocommit=True)
+            conn.execute(f'LISTEN "{self._channel}"')
+            self._listener = conn
+        return conn
+
+    def lease_rows_after(self, after: int) -> list[Row]:
+        conn = self._follow_connection()
+        try:
+            rows = conn.cursor(binary=True).execute(self._after_sql(), (after,)).fetchall()
+        except BaseException:
+            self._close_listener()
+            raise
+        return [tuple(row) for row in rows]
+
+    def lease_wait(self, timeout: float, bell: Doorbell) -> bool:
+        # One poll() on the doorbell and the listening socket; psycopg then only
+        # collects what arrived (its own timed wait polls the socket in a loop).
+        writer = self._writer
+        own = writer.info.backend_pid if writer is not None and not writer.closed else None
+        try:
+            conn = self._follow_connection()
+            notes = list(conn.notifies(timeout=0))
+            if not notes:
+                rung = bell.wait(timeout, conn.fileno())
+                notes = list(conn.notifies(timeout=0))
+                if rung and not notes:
+                    return False
+            foreign = any(note.pid != own for note in notes)
+            if foreign and not ready(bell.fileno(), _COALESCE):
+                list(conn.notifies(timeout=0))  # a burst of commits: read them at once
+        except self._library_errors:
+            self._close_listener()
+            return True  # (read on a new connection)
+        return foreign or not notes
+
+    def lease_stored(self, seqs: list[int]) -> dict[int, Row]:
+        conn = self._follow_connection()
+        rows = conn.execute(
+            f"SELECT {ROW_COLUMNS} FROM {self._quoted} WHERE seq = ANY(%s)", (seqs,)
+        ).fetchall()
+        return {row[0]: tuple(row) for row in rows}
+
+    def lease_recreate(self) -> None:
+        conn = self._writer_connection()
+        with conn.transaction():
+            self._lock_creation(conn)
+            conn.execute(f"DROP TABLE IF EXISTS {self._quoted}")
+            self._create(conn)
+
+    def lease_close(self) -> None:
+        self._close_listener()
+
+    def lease_cancel(self) -> None:
+        """Another thread (close()): make a wait for the lease under way give up."""
+        conn = self._writer
+        if conn is not None:
+            with contextlib.suppress(*self._library_errors):
+                conn.cancel_safe()
+
+    def _close_listener(self) -> None:
+        conn, self._listener = self._listener, None
+        if conn is not None:
+            with contextlib.suppress(*self._library_errors):
+                conn.close()
+
+    if TYPE_CHECKING:  # the driver's own
+        _writer: Any
+
+        def _writer_connection(self) -> Any: ...
+
+        def _drop_connections(self) -> None: ...
+
+        def _where(self) -> str: ...
+
+        def _lock_creation(self, conn: Any) -> None: ...
+
+        def _create(self, conn: Any) -> None: ...
