@@ -495,10 +495,11 @@ def test_api(tmp_path: Path) -> None:
     assert not lock.held
     with pytest.raises(RuntimeError, match="not held"):
         lock.release()
-    with lock:
-        assert lock.held
-        with pytest.raises(RuntimeError, match="not reentrant"):
-            lock.acquire()
+    lock.acquire()
+    assert lock.held
+    with pytest.raises(RuntimeError, match="not reentrant"):
+        lock.acquire()
+    lock.release()
     assert not lock.held
     lock.acquire(timeout=None)
     lock.close()  # releases

@@ -4,39 +4,35 @@ An exclusive ``flock`` is not fair: a process that lets go can take it again at 
 others wait.  :class:`FifoLock` puts a queue in front of it, made of files and ``flock``
 only, so the kernel releases whatever a killed process held and nothing needs a reaper.
 
-**Files.**  ``path`` is the lock file proper (the *lease*).  Beside it, the directory
-``path + ".fifo"`` holds ``queue``, whose first 16 bytes name the last requester in line
-(the *tail*), and one *node* file per requester, ``<token>.node``, which its owner holds
-locked while it waits or holds the lock.  A node's first 16 bytes name its predecessor
-(``-`` * 16: none); byte 16 is ``R`` once its owner held the lock and let go.
+**Files.**  ``path`` is the lock file proper (the *lease*).  The directory ``path +
+".fifo"`` beside it holds ``queue``, whose 16 bytes name the last requester in line (the
+*tail*), and one ``<name>.node`` file per requester, locked by its owner while it waits or
+holds.  A node's first 16 bytes name its predecessor (``-`` * 16: none); byte 16 is ``R``
+once its owner held the lock and let go.
 
-**Protocol** (CLH-style).  A requester creates and locks its node; under a brief
-``flock`` of ``queue`` it writes the tail into its node as its predecessor and makes
-itself the tail: that moment is its place in line.  It then waits for its predecessor's
-node lock.  Once free, the node says why: ``R`` (or a predecessor that is gone or none)
-means the lock passed through it, so the requester is first; otherwise its owner gave
-up or died while waiting, and the requester *splices it out* (takes over its
-predecessor, then deletes it) and waits on that one instead.  First in line, it takes
-the lease's ``flock``.  Releasing writes ``R``, unlocks the lease, then the node.
+**Protocol** (CLH-style).  A requester creates and locks its node; under a brief ``flock``
+of ``queue`` it copies the tail into its node and makes itself the tail: its place in
+line.  It then waits for its predecessor's node lock.  Once that is free, ``R`` (or no
+predecessor before it) means the lock passed through; otherwise its owner gave up or died
+while waiting, and the requester *splices it out* (adopts its predecessor, then deletes
+it) and waits again.  First in line, it takes the lease's ``flock``.  Releasing writes
+``R``, unlocks the lease, then the node, which wakes the successor.
 
-**Why FIFO.**  Each requester waits only for the one ahead of it; a holder that asks
-again queues behind everyone already in line.  Requesters that give up or die are
-skipped without losing their place for those behind them.
+**FIFO**: each requester waits for the one ahead of it only, and one that asks again
+queues behind everyone in line; those that leave are skipped, nobody else's place moves.
+**Exclusion** never rests on the queue: whoever comes through it still takes the lease's
+``flock``, so a dead holder's successor (both its locks are freed by the kernel, in no
+set order) or anything else that reaches the lease early still waits there.
 
-**Why exclusive, even when processes die.**  Exclusion never rests on the queue: whoever
-comes through it still takes the lease's ``flock``.  A holder killed outright loses both
-locks to the kernel, its successor finds no ``R`` and nothing before it, and goes on.
+**Cleaning up.**  A successor deletes the nodes it passes; a requester that gives up last
+in line takes itself out of ``queue``.  A process killed in the instant between creating
+its node and joining the line (or splicing) leaves a node no path leads to: every 64th
+grant, and after a splice, the holder deletes such nodes.  The directory thus holds about
+one file per requester in line, plus two.
 
-**Cleaning up.**  A successor deletes the nodes it passes; a requester that gives up
-while last in line takes itself out of ``queue``.  Only a process killed in a few
-instructions' window leaves a node that no queue path leads to; every 64th grant (and
-after any splice) the holder deletes such unlocked, unreachable nodes.  The directory
-thus holds about one file per requester in line, plus one.
-
-**Costs.**  An uncontended acquire plus release is about twenty system calls, O(1);
-a wait costs a short-lived thread (``flock`` cannot time out, so the blocking call runs
-there and the caller waits for it with a timeout, as in ``flock.py``).  Splicing out
-``k`` departed requesters is O(k); a sweep is O(files in the directory).
+**Costs.**  Uncontended acquire plus release: about twenty system calls.  A wait costs a
+short-lived thread: ``flock`` cannot time out, so the blocking call runs there and the
+caller waits for it with a timeout (as ``flock.py`` does).
 
 >>> import os, tempfile
 >>> lock = FifoLock(os.path.join(tempfile.mkdtemp(), "table.lease"))
@@ -71,33 +67,6 @@ def _token(raw: bytes) -> bytes | None:
     return raw if len(raw) == 16 and _HEX.issuperset(raw) else None
 
 
-def _remaining(deadline: float | None) -> float:
-    return -1.0 if deadline is None else max(0.0, deadline - time.monotonic())
-
-
-class _Wake:
-    """A one-shot signal on a bare lock (released = fired), for one waiting thread.
-
-    ``threading.Event.wait`` is avoided: a ``Condition`` cut short by KeyboardInterrupt
-    in the main thread can be left inconsistent; ``lock.acquire(timeout)`` cannot.
-    """
-
-    __slots__ = ("_lock",)
-
-    def __init__(self) -> None:
-        self._lock = threading.Lock()
-        self._lock.acquire()
-
-    def fire(self) -> None:
-        """Any thread, any number of times."""
-        with contextlib.suppress(RuntimeError):  # (fired already)
-            self._lock.release()
-
-    def wait(self, timeout: float) -> None:
-        """Until fired or ``timeout`` seconds (-1: no limit); callers then check state."""
-        self._lock.acquire(timeout=min(timeout, threading.TIMEOUT_MAX))
-
-
 class Cancel:
     """A flag that makes waits under way give up: :meth:`FifoLock.acquire` then raises
     :class:`InterruptedError`.  :meth:`set` may be called from any thread; it stays set."""
@@ -105,34 +74,35 @@ class Cancel:
     def __init__(self) -> None:
         self._guard = threading.Lock()
         self._set = False
-        self._wakes: set[_Wake] = set()
+        self._waiters: set[_Waiter] = set()
 
     def set(self) -> None:
         """Cancel every wait watching this flag, now and later.  O(waits)."""
         with self._guard:
             self._set = True
-            wakes = list(self._wakes)
-        for wake in wakes:
-            wake.fire()
+            waiters = list(self._waiters)
+        for waiter in waiters:
+            waiter.wake()
 
     def is_set(self) -> bool:
         return self._set
 
-    def _watch(self, wake: _Wake) -> None:
+    def _watch(self, waiter: _Waiter) -> None:
         with self._guard:
-            self._wakes.add(wake)
-            fire = self._set
-        if fire:
-            wake.fire()
+            self._waiters.add(waiter)
+            wake = self._set
+        if wake:
+            waiter.wake()
 
-    def _unwatch(self, wake: _Wake) -> None:
+    def _unwatch(self, waiter: _Waiter) -> None:
         with self._guard:
-            self._wakes.discard(wake)
+            self._waiters.discard(waiter)
 
 
 def _check(cancels: tuple[Cancel, ...]) -> None:
-    if any(cancel.is_set() for cancel in cancels):
-        raise InterruptedError("the wait for the lock was cancelled")
+    for cancel in cancels:
+        if cancel._set:
+            raise InterruptedError("the wait for the lock was cancelled")
 
 
 _WAITING, _GRANTED, _TAKEN, _ABANDONED, _CLOSED = range(5)
@@ -143,16 +113,18 @@ class _Waiter:
 
     It owns ``fd`` until :meth:`take` hands it back locked; given up, it closes ``fd`` at
     once if granted, else the thread does when the lock is granted (never while the thread
-    may still use the number), which releases it.
+    may still use the number), which releases it.  The caller sleeps on a bare lock that
+    the thread (or a cancel) releases: ``Event.wait``'s ``Condition`` can be left
+    inconsistent by a KeyboardInterrupt in the main thread, ``lock.acquire`` cannot.
     """
 
     def __init__(self, fd: int, mode: int) -> None:
-        self.fd = fd
-        self.mode = mode
+        self.fd, self.mode = fd, mode
         self.error: OSError | None = None
-        self.wake = _Wake()
         self._guard = threading.Lock()
         self._state = _WAITING
+        self._signal = threading.Lock()  # a one-shot signal: released = woken
+        self._signal.acquire()
         try:
             threading.Thread(target=self._run, name="appendmuch-fifolock-wait", daemon=True).start()
         except RuntimeError:  # (no thread started)
@@ -173,7 +145,17 @@ class _Waiter:
                 self._state = _CLOSED
             else:
                 self._state = _GRANTED
-        self.wake.fire()
+        self.wake()
+
+    def wake(self) -> None:
+        """Ends :meth:`sleep`; any thread, any number of times."""
+        with contextlib.suppress(RuntimeError):  # (woken already)
+            self._signal.release()
+
+    def sleep(self, deadline: float | None) -> None:
+        """Until woken (granted, failed or cancelled) or ``deadline``; then check state."""
+        timeout = -1.0 if deadline is None else max(0.0, deadline - time.monotonic())
+        self._signal.acquire(timeout=min(timeout, threading.TIMEOUT_MAX))
 
     def take(self) -> bool:
         """Whether the lock was granted; if so the caller owns ``fd`` from now on."""
@@ -211,8 +193,8 @@ def _lock(
     waiter = _Waiter(fd, mode)
     try:
         for cancel in cancels:
-            cancel._watch(waiter.wake)
-        waiter.wake.wait(_remaining(deadline))
+            cancel._watch(waiter)
+        waiter.sleep(deadline)
         _check(cancels)
         if waiter.take():
             return
@@ -224,7 +206,7 @@ def _lock(
         raise
     finally:
         for cancel in cancels:
-            cancel._unwatch(waiter.wake)
+            cancel._unwatch(waiter)
 
 
 class FifoLock:
@@ -233,9 +215,9 @@ class FifoLock:
     ``path`` is the lock file (created if missing); the queue lives in ``path + ".fifo"``.
     One object is used by one thread at a time, except :meth:`close`, which any thread may
     call to cancel a wait under way.  Each object has open file descriptions of its own, so
-    two objects on one path exclude each other like two processes.  The lock is not
-    reentrant.  Do not fork while holding it without exec: a child made by ``fork`` has
-    the lock's files closed (so it holds nothing), but cannot use the object.
+    two objects on one path exclude each other like two processes.  Not reentrant.  A
+    child made by ``fork`` closes the lock's files (so the parent's release frees the
+    lock) and cannot use the object.
     """
 
     def __init__(self, path: str | os.PathLike[str]) -> None:
@@ -248,6 +230,7 @@ class FifoLock:
         self._node = -1  # our node, locked while in line or holding
         self._lease = -1  # the lock file, locked while holding
         self._sweep_in = 0  # grants until the next sweep (0: sweep at the first)
+        self._wait: tuple[float | None, tuple[Cancel, ...]] = (None, ())  # (acquire's)
         _instances.add(self)
 
     @property
@@ -274,17 +257,18 @@ class FifoLock:
             raise RuntimeError(f"FifoLock {self.path!r} is held already (not reentrant)")
         deadline = None if timeout is None else time.monotonic() + timeout
         cancels = (self._closing,) if cancel is None else (self._closing, cancel)
-        _check(cancels)
-        node, token = self._new_node()
-        lease = -1
+        self._wait = (deadline, cancels)
+        node, token, lease = -1, b"", -1
         try:
-            pred = self._enqueue(node, token, deadline, cancels)
+            _check(cancels)
+            node, token = self._new_node()
+            pred = self._enqueue(node, token)
             if on_queued is not None:
                 on_queued()
             while pred is not None:
-                pred = self._pass(node, pred, deadline, cancels)
+                pred = self._pass(node, pred)
             fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o666)
-            _lock(fd, deadline, cancels)  # (closes fd on failure)
+            _lock(fd, *self._wait)  # (closes fd on failure)
             lease = fd
             with self._guard:
                 _check((self._closing,))  # (close() came first: give it back)
@@ -294,9 +278,9 @@ class FifoLock:
                     self._sweep()
             self._sweep_in -= 1
         except BaseException as exc:
-            if self._node == node:  # granted, then interrupted
+            if node >= 0 and self._node == node:  # granted, then interrupted
                 self.release()
-            else:
+            elif node >= 0:
                 if lease >= 0:
                     os.close(lease)
                 self._abandon(node, token)
@@ -326,17 +310,10 @@ class FifoLock:
         self._closing.set()
         self.release()
 
-    def __enter__(self) -> FifoLock:
-        self.acquire()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.release()
-
     # ------------------------------------------------------------------ the queue
 
     def _node_path(self, token: bytes) -> str:
-        return os.path.join(self._dir, token.decode() + ".node")
+        return f"{self._dir}/{token.decode()}.node"
 
     def _new_node(self) -> tuple[int, bytes]:
         """A fresh node file, locked by us: its descriptor and name."""
@@ -355,12 +332,10 @@ class FifoLock:
             os.close(fd)  # a sweep took it for an orphan before we locked it: next name
         raise OSError(f"could not create a queue node in {self._dir!r}")
 
-    def _enqueue(
-        self, node: int, token: bytes, deadline: float | None, cancels: tuple[Cancel, ...]
-    ) -> bytes | None:
+    def _enqueue(self, node: int, token: bytes) -> bytes | None:
         """Take our place in line (the tail); our predecessor's name, None if first."""
         fd = os.open(self._queue, os.O_RDWR | os.O_CREAT, 0o666)
-        _lock(fd, deadline, cancels)
+        _lock(fd, *self._wait)
         try:
             pred = _token(os.pread(fd, 16, 0))
             os.pwrite(node, pred or _NONE, 0)
@@ -369,9 +344,7 @@ class FifoLock:
             os.close(fd)
         return pred
 
-    def _pass(
-        self, node: int, pred: bytes, deadline: float | None, cancels: tuple[Cancel, ...]
-    ) -> bytes | None:
+    def _pass(self, node: int, pred: bytes) -> bytes | None:
         """Wait until ``pred`` lets go: None if the lock passed through it, else (it left the
         line) its own predecessor, which is ours from now on."""
         path = self._node_path(pred)
@@ -379,8 +352,8 @@ class FifoLock:
             fd = os.open(path, os.O_RDONLY)
         except FileNotFoundError:
             return None  # it held the lock and the requester after it deleted it
-        _lock(fd, deadline, cancels, fcntl.LOCK_SH)  # (shared: a given-up waiter's thread
-        try:  # may be waiting on it too)
+        _lock(fd, *self._wait, fcntl.LOCK_SH)  # (shared: a given-up waiter's thread may
+        try:  # be waiting on it too)
             record = os.pread(fd, 17, 0)
             ahead = None if record[16:] == _RELEASED else _token(record[:16])
             if ahead is not None:
@@ -417,64 +390,56 @@ class FifoLock:
 
     def _sweep(self) -> None:
         """Delete orphaned nodes: unlocked and unreachable from the tail.  Holding ``queue``
-        (never waiting for it) keeps new requesters from joining meanwhile; a node being
-        created is either locked already or found deleted by its creator (``_new_node``)."""
+        (never waiting for it: busy, it raises) keeps requesters from joining meanwhile; a
+        node being created is locked already, or found deleted by its creator."""
         fd = os.open(self._queue, os.O_RDWR | os.O_CREAT, 0o666)
         try:
-            try:
-                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            except BlockingIOError:
-                return  # another time
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
             keep = self._reachable(_token(os.pread(fd, 16, 0)))
             if keep is None:
-                return
+                return  # (at the next grant)
             self._sweep_in = _SWEEP_EVERY
             for name in os.listdir(self._dir):
                 if not name.endswith(".node") or name[:-5].encode() in keep:
                     continue
                 path = os.path.join(self._dir, name)
-                try:
+                with contextlib.suppress(BlockingIOError, FileNotFoundError):
                     node = os.open(path, os.O_RDONLY)
-                except FileNotFoundError:
-                    continue
-                try:
-                    fcntl.flock(node, fcntl.LOCK_EX | fcntl.LOCK_NB)
-                    os.unlink(path)
-                except (BlockingIOError, FileNotFoundError):
-                    pass  # in use (about to join the line) or gone
-                finally:
-                    os.close(node)
+                    try:
+                        fcntl.flock(node, fcntl.LOCK_EX | fcntl.LOCK_NB)  # (locked: in use)
+                        os.unlink(path)
+                    finally:
+                        os.close(node)
         finally:
             os.close(fd)
 
     def _reachable(self, tail: bytes | None) -> set[bytes] | None:
         """The nodes a requester may still visit: from the tail back to the first released,
-        missing or first-in-line one.  None when it cannot tell (do not delete anything)."""
+        missing or first-in-line one.  None when it cannot tell (then delete nothing)."""
         for _ in range(100):  # a restart per splice seen; splices end
             seen: set[bytes] = set()
-            token, referrer = tail, None
+            token, referrer = tail, b""
             while token is not None and token not in seen:
-                try:
-                    with open(self._node_path(token), "rb") as file:
-                        record = file.read(17)
-                except FileNotFoundError:
-                    if referrer is None or self._pred_of(referrer) == token:
-                        return seen  # deleted by the requester that passed it: the end
-                    break  # spliced out after we read the way to it: start again
+                record = self._read(token)
+                if record is None:  # deleted by the requester that passed it: the end,
+                    if referrer and (self._read(referrer) or b"")[:16] != token:
+                        break  # unless spliced out since we read the way to it: again
+                    return seen
                 seen.add(token)
                 if record[16:] == _RELEASED or record[:16] == _NONE:
                     return seen
-                token, referrer = _token(record[:16]), token
+                referrer = token
+                token = _token(record[:16])
                 if token is None:
                     return None  # (a torn read of a predecessor being rewritten)
             else:
                 return seen
         return None
 
-    def _pred_of(self, token: bytes) -> bytes | None:
+    def _read(self, token: bytes) -> bytes | None:
         try:
             with open(self._node_path(token), "rb") as file:
-                return _token(file.read(16))
+                return file.read(17)
         except FileNotFoundError:
             return None
 
