@@ -545,16 +545,36 @@ def test_orphaned_nodes_are_swept(tmp_path: Path) -> None:
 
 
 def test_a_forked_child_does_not_keep_the_lock(tmp_path: Path) -> None:
+    """A child made by fork shares the parent's open files: it must neither keep the lock
+    the parent holds (its copies are closed at fork) nor the node of a wait that another
+    thread had under way at the fork (releases unlock explicitly, not just close)."""
     path = tmp_path / "t.lease"
-    lock = FifoLock(path)
-    lock.acquire()
+    holder, waiter, last = FifoLock(path), FifoLock(path), FifoLock(path)
+    holder.acquire()
+    outcome: queue.Queue[str] = queue.Queue()
+
+    def take(lock: FifoLock, name: str, queued: threading.Event) -> None:
+        lock.acquire(timeout=WAIT, on_queued=queued.set)
+        outcome.put(name)
+        lock.release()
+
+    threads = []
+    for lock, name in ((waiter, "waiter"), (last, "last")):
+        queued = threading.Event()
+        threads.append(threading.Thread(target=take, args=(lock, name, queued)))
+        threads[-1].start()
+        assert queued.wait(WAIT)
     read, write = os.pipe()
     pid = os.fork()
-    if pid == 0:  # the child: waits until told, holds nothing meanwhile
+    if pid == 0:  # the child: waits until told, with copies of whatever was open
         os.read(read, 1)
-        os._exit(0 if not lock.held else 1)
+        os._exit(0 if not holder.held else 1)
     try:
-        lock.release()
+        holder.release()
+        assert [outcome.get(timeout=WAIT) for _ in threads] == ["waiter", "last"]
+        for thread in threads:
+            thread.join()
+        holder.close()
         other = FifoLock(path)
         other.acquire(timeout=WAIT)
         other.release()

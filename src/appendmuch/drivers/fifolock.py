@@ -99,6 +99,15 @@ class Cancel:
             self._waiters.discard(waiter)
 
 
+def _drop(fd: int) -> None:
+    """Unlock, then close: ``LOCK_UN`` frees the lock even while a child made by ``fork``
+    (in the middle of a wait, say) still has the file open; closing alone would not."""
+    try:
+        fcntl.flock(fd, fcntl.LOCK_UN)
+    finally:
+        os.close(fd)
+
+
 def _check(cancels: tuple[Cancel, ...]) -> None:
     for cancel in cancels:
         if cancel._set:
@@ -141,7 +150,7 @@ class _Waiter:
             self.error = exc
         with self._guard:
             if self._state == _ABANDONED or self.error is not None:
-                os.close(self.fd)
+                _drop(self.fd)
                 self._state = _CLOSED
             else:
                 self._state = _GRANTED
@@ -168,7 +177,7 @@ class _Waiter:
     def abandon(self) -> None:
         with self._guard:
             if self._state in (_GRANTED, _TAKEN):
-                os.close(self.fd)
+                _drop(self.fd)
                 self._state = _CLOSED
             elif self._state == _WAITING:
                 self._state = _ABANDONED
@@ -223,7 +232,8 @@ class FifoLock:
     def __init__(self, path: str | os.PathLike[str]) -> None:
         self.path = os.fspath(path)
         self._dir = self.path + ".fifo"
-        os.makedirs(self._dir, exist_ok=True)
+        with contextlib.suppress(FileExistsError):
+            os.mkdir(self._dir)
         self._queue = os.path.join(self._dir, "queue")
         self._closing = Cancel()
         self._guard = threading.Lock()
@@ -282,7 +292,7 @@ class FifoLock:
                 self.release()
             elif node >= 0:
                 if lease >= 0:
-                    os.close(lease)
+                    _drop(lease)
                 self._abandon(node, token)
             if isinstance(exc, TimeoutError):
                 raise TimeoutError(
@@ -302,8 +312,8 @@ class FifoLock:
                 os.pwrite(node, _RELEASED, 16)
             finally:
                 self._node = self._lease = -1
-                os.close(lease)  # first, so that the successor finds the lease free
-                os.close(node)  # wakes the successor
+                _drop(lease)  # first, so that the successor finds the lease free
+                _drop(node)  # wakes the successor
 
     def close(self) -> None:
         """Cancel a wait under way (from any thread), release the lock if held; final."""
@@ -319,7 +329,10 @@ class FifoLock:
         """A fresh node file, locked by us: its descriptor and name."""
         for _ in range(8):
             token = os.urandom(8).hex().encode()
-            fd = os.open(self._node_path(token), os.O_RDWR | os.O_CREAT | os.O_EXCL, 0o666)
+            try:
+                fd = os.open(self._node_path(token), os.O_RDWR | os.O_CREAT | os.O_EXCL, 0o666)
+            except FileExistsError:  # (1 in 2**64)
+                continue
             try:
                 fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
                 if os.fstat(fd).st_nlink:
@@ -327,7 +340,7 @@ class FifoLock:
             except BlockingIOError:
                 pass
             except BaseException:
-                os.close(fd)
+                _drop(fd)
                 raise
             os.close(fd)  # a sweep took it for an orphan before we locked it: next name
         raise OSError(f"could not create a queue node in {self._dir!r}")
@@ -341,7 +354,7 @@ class FifoLock:
             os.pwrite(node, pred or _NONE, 0)
             os.pwrite(fd, token, 0)
         finally:
-            os.close(fd)
+            _drop(fd)
         return pred
 
     def _pass(self, node: int, pred: bytes) -> bytes | None:
@@ -365,7 +378,7 @@ class FifoLock:
                 os.unlink(path)
             return ahead
         finally:
-            os.close(fd)
+            _drop(fd)
 
     def _abandon(self, node: int, token: bytes) -> None:
         """Leave the line without the lock.  Unlocking our node lets our successor splice us
@@ -384,9 +397,9 @@ class FifoLock:
             except BlockingIOError:
                 pass  # someone is joining the line, behind us most likely: leave it to them
             finally:
-                os.close(fd)
+                _drop(fd)
         finally:
-            os.close(node)
+            _drop(node)
 
     def _sweep(self) -> None:
         """Delete orphaned nodes: unlocked and unreachable from the tail.  Holding ``queue``
@@ -411,7 +424,7 @@ class FifoLock:
                     finally:
                         os.close(node)
         finally:
-            os.close(fd)
+            _drop(fd)
 
     def _reachable(self, tail: bytes | None) -> set[bytes] | None:
         """The nodes a requester may still visit: from the tail back to the first released,
@@ -448,8 +461,9 @@ _instances: weakref.WeakSet[FifoLock] = weakref.WeakSet()
 
 
 def _forget_in_child() -> None:
-    # A forked child shares its parent's open file descriptions: were it to keep them,
-    # the parent's release would not free the lock while the child lives.
+    # A forked child shares its parent's open file descriptions.  Releases unlock
+    # (_drop), but were the parent killed holding the lock, the child's copies would keep
+    # it held while the child lives.  Close them (never unlock: the parent holds it).
     for lock in list(_instances):
         for fd in (lock._node, lock._lease):
             if fd >= 0:
