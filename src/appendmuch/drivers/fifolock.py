@@ -6,29 +6,28 @@ only, so the kernel releases whatever a killed process held and nothing needs a 
 
 **Files.**  ``path`` is the lock file proper (the *lease*).  The directory ``path +
 ".fifo"`` beside it holds ``queue``, whose 16 bytes name the last requester in line (the
-*tail*), and one ``<name>.node`` file per requester, locked by its owner while it waits or
-holds.  A node's first 16 bytes name its predecessor (``-`` * 16: none); byte 16 is ``R``
-once its owner held the lock and let go.
+*tail*), and one ``<name>.node`` per requester, locked by its owner while it waits or
+holds: 16 bytes naming its predecessor (``-`` * 16: none), then ``R`` once released.
 
 **Protocol** (CLH-style).  A requester creates and locks its node; under a brief ``flock``
 of ``queue`` it copies the tail into its node and makes itself the tail: its place in
-line.  It then waits for its predecessor's node lock.  Once that is free, ``R`` (or no
-predecessor before it) means the lock passed through; otherwise its owner gave up or died
-while waiting, and the requester *splices it out* (adopts its predecessor, then deletes
-it) and waits again.  First in line, it takes the lease's ``flock``.  Releasing writes
-``R``, unlocks the lease, then the node, which wakes the successor.
+line.  It waits for its predecessor's node lock.  Once that is free, ``R`` (or nothing
+before it) means the lock passed through; otherwise its owner gave up or died waiting,
+and the requester *splices it out* (adopts its predecessor, then deletes it) and waits
+again.  First in line, it takes the lease's ``flock``.  Releasing writes ``R``, unlocks
+the lease, then the node, which wakes the successor.
 
 **FIFO**: each requester waits for the one ahead of it only, and one that asks again
 queues behind everyone in line; those that leave are skipped, nobody else's place moves.
 **Exclusion** never rests on the queue: whoever comes through it still takes the lease's
-``flock``, so a dead holder's successor (both its locks are freed by the kernel, in no
-set order) or anything else that reaches the lease early still waits there.
+``flock``, so a dead holder's successor (the kernel frees both its locks, in no set
+order), or anything else that reaches the lease early, waits there.
 
 **Cleaning up.**  A successor deletes the nodes it passes; a requester that gives up last
-in line takes itself out of ``queue``.  A process killed in the instant between creating
-its node and joining the line (or splicing) leaves a node no path leads to: every 64th
-grant, and after a splice, the holder deletes such nodes.  The directory thus holds about
-one file per requester in line, plus two.
+in line takes itself out of ``queue``.  A process killed between creating its node and
+joining the line (or mid-splice) leaves a node no path leads to: every 64th grant, and
+after a splice, the holder deletes such nodes.  So the directory holds about one file per
+requester in line, plus two.
 
 **Costs.**  Uncontended acquire plus release: about twenty system calls.  A wait costs a
 short-lived thread: ``flock`` cannot time out, so the blocking call runs there and the
@@ -87,17 +86,6 @@ class Cancel:
     def is_set(self) -> bool:
         return self._set
 
-    def _watch(self, waiter: _Waiter) -> None:
-        with self._guard:
-            self._waiters.add(waiter)
-            wake = self._set
-        if wake:
-            waiter.wake()
-
-    def _unwatch(self, waiter: _Waiter) -> None:
-        with self._guard:
-            self._waiters.discard(waiter)
-
 
 def _drop(fd: int) -> None:
     """Unlock, then close: ``LOCK_UN`` frees the lock even while a child made by ``fork``
@@ -114,13 +102,13 @@ def _check(cancels: tuple[Cancel, ...]) -> None:
             raise InterruptedError("the wait for the lock was cancelled")
 
 
-_WAITING, _GRANTED, _TAKEN, _ABANDONED, _CLOSED = range(5)
+_WAITING, _GRANTED, _ABANDONED, _CLOSED = range(4)
 
 
 class _Waiter:
     """A blocking ``flock`` on descriptor ``fd`` in a short-lived thread, which can be given up.
 
-    It owns ``fd`` until :meth:`take` hands it back locked; given up, it closes ``fd`` at
+    It owns ``fd`` until the caller finds it :attr:`granted`; given up, it closes ``fd`` at
     once if granted, else the thread does when the lock is granted (never while the thread
     may still use the number), which releases it.  The caller sleeps on a bare lock that
     the thread (or a cancel) releases: ``Event.wait``'s ``Condition`` can be left
@@ -166,17 +154,13 @@ class _Waiter:
         timeout = -1.0 if deadline is None else max(0.0, deadline - time.monotonic())
         self._signal.acquire(timeout=min(timeout, threading.TIMEOUT_MAX))
 
-    def take(self) -> bool:
-        """Whether the lock was granted; if so the caller owns ``fd`` from now on."""
-        with self._guard:
-            if self._state != _GRANTED:
-                return False
-            self._state = _TAKEN
-            return True
+    @property
+    def granted(self) -> bool:
+        return self._state == _GRANTED
 
     def abandon(self) -> None:
         with self._guard:
-            if self._state in (_GRANTED, _TAKEN):
+            if self._state == _GRANTED:
                 _drop(self.fd)
                 self._state = _CLOSED
             elif self._state == _WAITING:
@@ -202,10 +186,12 @@ def _lock(
     waiter = _Waiter(fd, mode)
     try:
         for cancel in cancels:
-            cancel._watch(waiter)
+            with cancel._guard:
+                cancel._waiters.add(waiter)
+        _check(cancels)  # (set before it watched: its set() did not wake this waiter)
         waiter.sleep(deadline)
         _check(cancels)
-        if waiter.take():
+        if waiter.granted:
             return
         if waiter.error is not None:
             raise waiter.error
@@ -215,7 +201,8 @@ def _lock(
         raise
     finally:
         for cancel in cancels:
-            cancel._unwatch(waiter)
+            with cancel._guard:
+                cancel._waiters.discard(waiter)
 
 
 class FifoLock:
