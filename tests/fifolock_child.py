@@ -11,10 +11,11 @@
     ``log NAME LOG``, ``release``, ``held`` (``held True|False``).  ``cancel`` (sets the
     acquire's Cancel) and ``close`` (FifoLock.close) are obeyed at once, by the thread
     reading stdin, while the main thread may be waiting.
-``ledger LEDGER OWNLOG HOLD_MS [COUNT]``
+``ledger LEDGER OWNLOG HOLD_MS [COUNT [TIMEOUT_MS]]``
     Loops: acquire, read the ledger's last number n, yield, append ``n+1 PID``, hold,
-    release, append the number of rounds completed to OWNLOG; COUNT rounds, or until the
-    file ``LEDGER.stop`` exists.  Under exclusion line i of the ledger says i.
+    release, append the number of rounds completed to OWNLOG; COUNT rounds (0: until the
+    file ``LEDGER.stop`` exists).  Under exclusion line i of the ledger says i.  With
+    TIMEOUT_MS each acquire times out after a random 0-TIMEOUT_MS ms and is retried.
 ``busy HOLD_MS``
     Acquire, hold, release, until ``LOCKPATH.stop`` exists (a tight-loop writer).
 ``occasional EVERY_MS COUNT OUT``
@@ -31,6 +32,7 @@ from __future__ import annotations
 import importlib.util
 import os
 import queue
+import random
 import sys
 import threading
 import time
@@ -135,11 +137,18 @@ def last_number(path: str) -> int:
     return int(lines[-1].split()[0]) if lines else 0
 
 
-def ledger(lock_path: str, ledger: str, own_log: str, hold_ms: str, count: str = "0") -> None:
+def ledger(
+    lock_path: str, ledger: str, own_log: str, hold_ms: str, count: str = "0", timeout_ms: str = "0"
+) -> None:
     lock = fifolock.FifoLock(lock_path)
     hold, rounds, done = float(hold_ms) / 1000, int(count), 0
+    longest = float(timeout_ms) / 1000
     while (rounds and done < rounds) or (not rounds and not os.path.exists(ledger + ".stop")):
-        lock.acquire(timeout=60.0)
+        try:
+            lock.acquire(timeout=random.uniform(0, longest) if longest else 60.0)
+        except TimeoutError:
+            assert not lock.held
+            continue
         n = last_number(ledger)
         time.sleep(0)  # (lets another process run here, were exclusion broken)
         append(ledger, f"{n + 1} {os.getpid()}\n")

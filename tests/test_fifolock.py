@@ -246,6 +246,47 @@ def test_fifo_between_objects_of_one_process(tmp_path: Path) -> None:
     assert order == [0, 1, 2, 0, 1, 2, 9]
 
 
+def test_fifo_skips_those_who_leave_the_line(tmp_path: Path) -> None:
+    """Six wait in line behind a holder; the 2nd and 4th are cancelled, the 5th times out
+    (while last but one), and the 1st, 3rd and 6th are granted in that order."""
+    path = tmp_path / "t.lease"
+    holder, locks = FifoLock(path), [FifoLock(path) for _ in range(6)]
+    cancels = [Cancel() for _ in locks]
+    order: queue.Queue[tuple[int, str]] = queue.Queue()
+
+    def take(i: int, queued: threading.Event) -> None:
+        try:
+            locks[i].acquire(
+                timeout=1.0 if i == 4 else WAIT, cancel=cancels[i], on_queued=queued.set
+            )
+        except (InterruptedError, TimeoutError) as exc:
+            order.put((i, type(exc).__name__))
+        else:
+            order.put((i, "granted"))
+            locks[i].release()
+
+    holder.acquire()
+    threads = []
+    for i in range(6):
+        queued = threading.Event()
+        threads.append(threading.Thread(target=take, args=(i, queued)))
+        threads[-1].start()
+        assert queued.wait(WAIT)
+    cancels[1].set()
+    cancels[3].set()
+    left = {order.get(timeout=WAIT) for _ in range(3)}  # (the 5th after its 1 s)
+    assert left == {(1, "InterruptedError"), (3, "InterruptedError"), (4, "TimeoutError")}
+    holder.release()
+    assert [order.get(timeout=WAIT) for _ in range(3)] == [
+        (0, "granted"),
+        (2, "granted"),
+        (5, "granted"),
+    ]
+    for thread in threads:
+        thread.join()
+    assert_clean(path)
+
+
 # ------------------------------------------------------------------ crashes
 
 
@@ -293,11 +334,12 @@ def test_killed_waiters_are_skipped_in_order(
 
 
 def crash_rounds(tmp_path: Path, rounds: int, seed: int) -> None:
-    """4 workers loop on a ledger (acquire, append n+1, hold 2 ms, release); each round
-    SIGKILLs the holder, a waiter, both, or one at a random moment, and starts others in
-    their place.  After every kill each living worker must complete a round within
-    ``WAIT`` (no deadlock); at the end the ledger must say 1, 2, 3, ... (no two ever held
-    the lock at once) and each survivor's rounds must all be in it, exactly."""
+    """4 workers loop on a ledger (acquire, append n+1, hold 2 ms, release; every other
+    one gives up after a random 0-20 ms and asks again); each round SIGKILLs the holder, a
+    waiter, both, or one at a random moment, and starts others in their place.  After
+    every kill each living worker must complete a round within ``WAIT`` (no deadlock); at
+    the end the ledger must say 1, 2, 3, ... (no two ever held the lock at once) and each
+    survivor's rounds must all be in it, exactly."""
     rng = random.Random(seed)
     lock, ledger = tmp_path / "t.lease", tmp_path / "ledger"
     workers: dict[int, tuple[subprocess.Popen[bytes], Path]] = {}
@@ -308,7 +350,7 @@ def crash_rounds(tmp_path: Path, rounds: int, seed: int) -> None:
         nonlocal started
         own = tmp_path / f"own{started}"
         started += 1
-        proc = popen("ledger", lock, ledger, own, 2)
+        proc = popen("ledger", lock, ledger, own, 2, 0, 20 if started % 2 else 0)
         workers[proc.pid] = (proc, own)
 
     def done(own: Path) -> int:
