@@ -9,6 +9,7 @@ appends its name to *while holding the lock*, so the log's order is the grant or
 
 from __future__ import annotations
 
+import contextlib
 import fcntl
 import os
 import queue
@@ -112,8 +113,16 @@ def log_of(path: Path) -> list[str]:
     return path.read_text().split() if path.exists() else []
 
 
+def age(lock: Path) -> None:
+    """Make every node 11 s old: sweeps delete orphans only once 10 s old."""
+    for name in nodes(lock):
+        os.utime(f"{lock}.fifo/{name}", (time.time() - 11, time.time() - 11))
+
+
 def assert_clean(lock: Path) -> None:
-    """After everyone left: one more grant (which sweeps) leaves only its own node."""
+    """After everyone left (and 10 s, see ``age``): one more grant (which sweeps) leaves
+    only its own node."""
+    age(lock)
     last = FifoLock(lock)
     last.acquire(timeout=WAIT)
     last.release()
@@ -528,6 +537,83 @@ def test_timeouts_in_one_process(tmp_path: Path) -> None:
     assert_clean(path)
 
 
+def open_files(folder: Path) -> list[str]:
+    """The files under ``folder`` this process has open (Linux)."""
+    found = []
+    for fd in os.listdir("/proc/self/fd"):
+        with contextlib.suppress(OSError):  # (listdir's own, closed since)
+            path = os.readlink(f"/proc/self/fd/{fd}")
+            if path.startswith(str(folder)):
+                found.append(path)
+    return found
+
+
+class CtrlC:
+    """SIGALRM every 0.1 to 3 ms, raising KeyboardInterrupt in the main thread (once per
+    arming) while ``armed``: Ctrl-C landing anywhere in a call."""
+
+    def __init__(self, seed: int) -> None:
+        self.rng, self.armed, self.landed = random.Random(seed), False, 0
+
+    def _handler(self, signum: int, frame: object) -> None:
+        signal.setitimer(signal.ITIMER_REAL, self.rng.uniform(1e-4, 3e-3))
+        if self.armed:
+            self.armed = False
+            self.landed += 1
+            raise KeyboardInterrupt
+
+    def __enter__(self) -> CtrlC:
+        self._previous = signal.signal(signal.SIGALRM, self._handler)
+        signal.setitimer(signal.ITIMER_REAL, 1e-3)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        signal.signal(signal.SIGALRM, self._previous)
+
+
+@pytest.mark.parametrize("seed", [1, 2])
+def test_ctrl_c_anywhere_leaves_nothing_held(tmp_path: Path, seed: int) -> None:
+    """KeyboardInterrupt at random moments in acquire() and release() (waiting, joining
+    the line, splicing, sweeping, handing over), while 2 processes loop on the ledger:
+    they must finish their rounds (an interrupted call left no node, queue or lease lock
+    held), the ledger must read 1, 2, 3, ... (exclusion), and the line ends clean."""
+    lock_path, ledger = tmp_path / "t.lease", tmp_path / "ledger"
+    workers = [popen("ledger", lock_path, ledger, tmp_path / f"own{i}", 0.5, 300) for i in "ab"]
+    lock, grants = FifoLock(lock_path), 0
+    deadline = time.monotonic() + 4 * WAIT
+    with CtrlC(seed) as ctrl_c:
+        while any(worker.poll() is None for worker in workers):
+            assert time.monotonic() < deadline, "the workers never finished: a lock left held?"
+            try:
+                ctrl_c.armed = True
+                lock.acquire(timeout=WAIT)
+                ctrl_c.armed = False
+                lines = ledger.read_text().split("\n") if ledger.exists() else []
+                n = int(lines[-2].split()[0]) if len(lines) > 1 else 0
+                with open(ledger, "a") as file:
+                    file.write(f"{n + 1} main\n")
+                grants += 1
+                ctrl_c.armed = True
+                lock.release()
+            except KeyboardInterrupt:
+                pass
+            finally:
+                ctrl_c.armed = False
+                if lock.held:  # (interrupted once granted: this thread still holds it)
+                    lock.release()
+    assert [worker.wait() for worker in workers] == [0, 0]
+    assert ctrl_c.landed >= 20, f"only {ctrl_c.landed} interrupts landed"
+    numbers = [int(line.split()[0]) for line in ledger.read_text().splitlines()]
+    assert numbers == list(range(1, len(numbers) + 1))
+    assert numbers[-1] == 600 + grants
+    lock.close()
+    assert_clean(lock_path)
+    if os.path.isdir("/proc/self/fd"):  # (an open whose result was lost is closed too)
+        assert len(open_files(tmp_path)) <= 2, open_files(tmp_path)
+    print(f"{ctrl_c.landed} interrupts in {grants} grants to the interrupted thread")
+
+
 # ------------------------------------------------------------------ API and upkeep
 
 
@@ -554,8 +640,9 @@ def test_api(tmp_path: Path) -> None:
 
 def test_orphaned_nodes_are_swept(tmp_path: Path) -> None:
     """Unlocked nodes no queue path leads to (left by a process killed between creating its
-    node and joining the line) are deleted by the next sweep; a locked one (a node being
-    created) and an unlocked one still in line (a dead waiter nobody passed yet) are kept."""
+    node and joining the line) are deleted by the next sweep once 10 s old; a locked one
+    (in use), a new one (about to be locked) and an unlocked one still in line (a dead
+    waiter nobody passed yet) are kept."""
     path = tmp_path / "t.lease"
     holder = FifoLock(path)
     holder.acquire()
@@ -566,10 +653,14 @@ def test_orphaned_nodes_are_swept(tmp_path: Path) -> None:
     dead = folder / "1111111111111111.node"
     dead.write_bytes(tail)  # died waiting behind the holder: still in line
     queue_file.write_bytes(dead.name[:16].encode())
+    young = folder / "3333333333333333.node"
+    young.write_bytes(b"")  # (an orphan too, but it might be a node just created)
     with open(folder / "2222222222222222.node", "wb") as creating:
         fcntl.flock(creating, fcntl.LOCK_EX)
+        age(path)
+        os.utime(young)  # (now)
         holder._sweep()
-        kept = [tail.decode() + ".node", dead.name, "2222222222222222.node"]
+        kept = [tail.decode() + ".node", dead.name, "2222222222222222.node", young.name]
         assert nodes(path) == sorted(kept)
     behind = FifoLock(path)
     got = threading.Event()

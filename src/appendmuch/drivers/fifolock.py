@@ -26,8 +26,13 @@ order), or anything else that reaches the lease early, waits there.
 **Cleaning up.**  A successor deletes the nodes it passes; a requester that gives up last
 in line takes itself out of ``queue``.  A process killed between creating its node and
 joining the line (or mid-splice) leaves a node no path leads to: every 64th grant, and
-after a splice, the holder deletes such nodes.  So the directory holds about one file per
-requester in line, plus two.
+after a splice, the holder deletes such nodes (once 10 s old).  So the directory holds
+about one file per requester in line, plus two.
+
+**Interrupts.**  Files are ``io.FileIO`` objects, stored before they are locked and closed
+(which frees their locks) in a ``finally``, ``except`` or ``with`` of the function that
+opened them: a KeyboardInterrupt landing anywhere, even right after an open whose result
+is lost, leaves no lock held and no descriptor open.
 
 **Costs.**  Uncontended acquire plus release: about twenty system calls.  A wait costs a
 short-lived thread: ``flock`` cannot time out, so the blocking call runs there and the
@@ -44,8 +49,10 @@ True
 
 from __future__ import annotations
 
+import _thread
 import contextlib
 import fcntl
+import io
 import os
 import threading
 import time
@@ -58,6 +65,7 @@ __all__ = ["Cancel", "FifoLock"]
 _NONE = b"-" * 16  # no predecessor (node) / nobody in line (queue)
 _RELEASED = b"R"
 _SWEEP_EVERY = 64
+_ORPHAN_AGE = 10.0  # seconds: a node is locked an instant after its creation
 _HEX = frozenset(hexdigits.encode())
 
 
@@ -87,13 +95,13 @@ class Cancel:
         return self._set
 
 
-def _drop(fd: int) -> None:
-    """Unlock, then close: ``LOCK_UN`` frees the lock even while a child made by ``fork``
-    (in the middle of a wait, say) still has the file open; closing alone would not."""
+def _open(path: str, mode: str) -> io.FileIO:
+    """``path`` opened (``mode`` "r" or "r+"), created first if missing."""
     try:
-        fcntl.flock(fd, fcntl.LOCK_UN)
-    finally:
-        os.close(fd)
+        return io.FileIO(path, mode)
+    except FileNotFoundError:
+        io.FileIO(path, "a").close()
+        return io.FileIO(path, mode)
 
 
 def _check(cancels: tuple[Cancel, ...]) -> None:
@@ -102,47 +110,37 @@ def _check(cancels: tuple[Cancel, ...]) -> None:
             raise InterruptedError("the wait for the lock was cancelled")
 
 
-_WAITING, _GRANTED, _ABANDONED, _CLOSED = range(4)
-
-
 class _Waiter:
-    """A blocking ``flock`` on descriptor ``fd`` in a short-lived thread, which can be given up.
+    """A blocking ``flock`` in a short-lived thread, on a duplicate of the caller's
+    descriptor (the same open file description), which the thread closes once done.
 
-    It owns ``fd`` until the caller finds it :attr:`granted`; given up, it closes ``fd`` at
-    once if granted, else the thread does when the lock is granted (never while the thread
-    may still use the number), which releases it.  The caller sleeps on a bare lock that
-    the thread (or a cancel) releases: ``Event.wait``'s ``Condition`` can be left
-    inconsistent by a KeyboardInterrupt in the main thread, ``lock.acquire`` cannot.
+    A grant is held by the caller's descriptor, so the caller closing it, as it always
+    does in the end, frees the lock even when granted after the caller gave up.  The
+    caller sleeps on a bare lock that the thread (or a cancel) releases: ``Event.wait``'s
+    ``Condition`` can be left inconsistent by a KeyboardInterrupt, ``lock.acquire`` cannot.
     """
 
     def __init__(self, fd: int, mode: int) -> None:
-        self.fd, self.mode = fd, mode
+        self.granted = False
         self.error: OSError | None = None
-        self._guard = threading.Lock()
-        self._state = _WAITING
         self._signal = threading.Lock()  # a one-shot signal: released = woken
         self._signal.acquire()
-        try:
-            threading.Thread(target=self._run, name="appendmuch-fifolock-wait", daemon=True).start()
+        dup = os.dup(fd)
+        try:  # (not threading.Thread: its start() waits on an Event)
+            _thread.start_new_thread(self._run, (dup, mode))
         except RuntimeError:  # (no thread started)
-            os.close(fd)
-            raise
-        except BaseException:  # (interrupted while the thread started)
-            self.abandon()
+            os.close(dup)
             raise
 
-    def _run(self) -> None:
+    def _run(self, dup: int, mode: int) -> None:
         try:
-            fcntl.flock(self.fd, self.mode)
+            fcntl.flock(dup, mode)
+            self.granted = True
         except OSError as exc:
             self.error = exc
-        with self._guard:
-            if self._state == _ABANDONED or self.error is not None:
-                _drop(self.fd)
-                self._state = _CLOSED
-            else:
-                self._state = _GRANTED
-        self.wake()
+        finally:
+            os.close(dup)
+            self.wake()
 
     def wake(self) -> None:
         """Ends :meth:`sleep`; any thread, any number of times."""
@@ -154,35 +152,20 @@ class _Waiter:
         timeout = -1.0 if deadline is None else max(0.0, deadline - time.monotonic())
         self._signal.acquire(timeout=min(timeout, threading.TIMEOUT_MAX))
 
-    @property
-    def granted(self) -> bool:
-        return self._state == _GRANTED
-
-    def abandon(self) -> None:
-        with self._guard:
-            if self._state == _GRANTED:
-                _drop(self.fd)
-                self._state = _CLOSED
-            elif self._state == _WAITING:
-                self._state = _ABANDONED
-
 
 def _lock(
     fd: int, deadline: float | None, cancels: tuple[Cancel, ...], mode: int = fcntl.LOCK_EX
 ) -> None:
     """A ``flock`` on ``fd`` (exclusive unless ``mode`` says), waited for until ``deadline``
-    (monotonic; None: no limit) unless a cancel fires.  On any failure ``fd`` is closed
-    (now, or by the waiting thread once granted), so nothing is held.  Uncontended: one
-    system call."""
+    (monotonic; None: no limit) unless a cancel fires.  The caller closes ``fd`` in the end
+    whatever happens, which also frees a grant that came after a timeout.  Uncontended:
+    one system call."""
+    _check(cancels)
     try:
-        _check(cancels)
         fcntl.flock(fd, mode | fcntl.LOCK_NB)
         return
     except BlockingIOError:
         pass
-    except BaseException:
-        os.close(fd)
-        raise
     waiter = _Waiter(fd, mode)
     try:
         for cancel in cancels:
@@ -190,19 +173,16 @@ def _lock(
                 cancel._waiters.add(waiter)
         _check(cancels)  # (set before it watched: its set() did not wake this waiter)
         waiter.sleep(deadline)
-        _check(cancels)
-        if waiter.granted:
-            return
-        if waiter.error is not None:
-            raise waiter.error
-        raise TimeoutError("the lock was not granted in time")
-    except BaseException:
-        waiter.abandon()
-        raise
     finally:
         for cancel in cancels:
             with cancel._guard:
                 cancel._waiters.discard(waiter)
+    _check(cancels)
+    if waiter.granted:
+        return
+    if waiter.error is not None:
+        raise waiter.error
+    raise TimeoutError("the lock was not granted in time")
 
 
 class FifoLock:
@@ -212,7 +192,7 @@ class FifoLock:
     One object is used by one thread at a time, except :meth:`close`, which any thread may
     call to cancel a wait under way.  Each object has open file descriptions of its own, so
     two objects on one path exclude each other like two processes.  Not reentrant.  A
-    child made by ``fork`` closes the lock's files (so the parent's release frees the
+    child made by ``fork`` closes the lock's files (so that the parent's release frees the
     lock) and cannot use the object.
     """
 
@@ -224,8 +204,8 @@ class FifoLock:
         self._queue = os.path.join(self._dir, "queue")
         self._closing = Cancel()
         self._guard = threading.Lock()
-        self._node = -1  # our node, locked while in line or holding
-        self._lease = -1  # the lock file, locked while holding
+        self._node: io.FileIO | None = None  # our node, locked while in line or holding
+        self._lease: io.FileIO | None = None  # the lock file, locked while holding
         self._sweep_in = 0  # grants until the next sweep (0: sweep at the first)
         self._wait: tuple[float | None, tuple[Cancel, ...]] = (None, ())  # (acquire's)
         _instances.add(self)
@@ -233,7 +213,7 @@ class FifoLock:
     @property
     def held(self) -> bool:
         """Whether this object holds the lock."""
-        return self._lease >= 0
+        return self._lease is not None
 
     def acquire(
         self,
@@ -250,37 +230,42 @@ class FifoLock:
         any failure (KeyboardInterrupt too) nothing is held and those queued behind move
         up.  O(1) plus the wait, plus O(k) per k requesters ahead that left the line.
         """
-        if self._node >= 0:
+        if self._node is not None:
             raise RuntimeError(f"FifoLock {self.path!r} is held already (not reentrant)")
         deadline = None if timeout is None else time.monotonic() + timeout
         cancels = (self._closing,) if cancel is None else (self._closing, cancel)
         self._wait = (deadline, cancels)
-        node, token, lease = -1, b"", -1
+        token = os.urandom(8).hex().encode()
+        node: io.FileIO | None = None
+        lease: io.FileIO | None = None
         try:
             _check(cancels)
-            node, token = self._new_node()
-            pred = self._enqueue(node, token)
+            node = io.FileIO(self._node_path(token), "x+")
+            fcntl.flock(node.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+            pred = self._enqueue(node.fileno(), token)
             if on_queued is not None:
                 on_queued()
             while pred is not None:
-                pred = self._pass(node, pred)
-            fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o666)
-            _lock(fd, *self._wait)  # (closes fd on failure)
-            lease = fd
-            with self._guard:
-                _check((self._closing,))  # (close() came first: give it back)
-                self._node, self._lease = node, lease
+                pred = self._pass(node.fileno(), pred)
+            lease = _open(self.path, "r")
+            _lock(lease.fileno(), *self._wait)
             if self._sweep_in <= 0:
                 with contextlib.suppress(OSError):
                     self._sweep()
             self._sweep_in -= 1
+            with self._guard:
+                _check((self._closing,))  # (close() came first: give it back)
+                self._node, self._lease = node, lease
         except BaseException as exc:
-            if node >= 0 and self._node == node:  # granted, then interrupted
+            if node is not None and self._node is node:  # granted, then interrupted
                 self.release()
-            elif node >= 0:
-                if lease >= 0:
-                    _drop(lease)
-                self._abandon(node, token)
+            elif node is not None:
+                try:
+                    if lease is not None:
+                        lease.close()
+                    self._leave(node.fileno(), token)
+                finally:
+                    node.close()  # (lets our successor go on: it splices us out)
             if isinstance(exc, TimeoutError):
                 raise TimeoutError(
                     f"FifoLock {self.path!r}: not granted within {timeout} s"
@@ -291,16 +276,18 @@ class FifoLock:
         """Hand the lock to the next in line.  O(1).  After :meth:`close`, a no-op."""
         with self._guard:
             node, lease = self._node, self._lease
-            if node < 0:
+            if node is None or lease is None:
                 if self._closing.is_set():
                     return
                 raise RuntimeError(f"FifoLock {self.path!r} is not held")
             try:
-                os.pwrite(node, _RELEASED, 16)
+                os.pwrite(node.fileno(), _RELEASED, 16)
             finally:
-                self._node = self._lease = -1
-                _drop(lease)  # first, so that the successor finds the lease free
-                _drop(node)  # wakes the successor
+                self._node = self._lease = None
+                try:
+                    lease.close()  # first, so that the successor finds the lease free
+                finally:
+                    node.close()  # wakes the successor
 
     def close(self) -> None:
         """Cancel a wait under way (from any thread), release the lock if held; final."""
@@ -312,49 +299,26 @@ class FifoLock:
     def _node_path(self, token: bytes) -> str:
         return f"{self._dir}/{token.decode()}.node"
 
-    def _new_node(self) -> tuple[int, bytes]:
-        """A fresh node file, locked by us: its descriptor and name."""
-        for _ in range(8):
-            token = os.urandom(8).hex().encode()
-            try:
-                fd = os.open(self._node_path(token), os.O_RDWR | os.O_CREAT | os.O_EXCL, 0o666)
-            except FileExistsError:  # (1 in 2**64)
-                continue
-            try:
-                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-                if os.fstat(fd).st_nlink:
-                    return fd, token
-            except BlockingIOError:
-                pass
-            except BaseException:
-                _drop(fd)
-                raise
-            os.close(fd)  # a sweep took it for an orphan before we locked it: next name
-        raise OSError(f"could not create a queue node in {self._dir!r}")
-
     def _enqueue(self, node: int, token: bytes) -> bytes | None:
         """Take our place in line (the tail); our predecessor's name, None if first."""
-        fd = os.open(self._queue, os.O_RDWR | os.O_CREAT, 0o666)
-        _lock(fd, *self._wait)
-        try:
-            pred = _token(os.pread(fd, 16, 0))
+        with _open(self._queue, "r+") as queue:
+            _lock(queue.fileno(), *self._wait)
+            pred = _token(os.pread(queue.fileno(), 16, 0))
             os.pwrite(node, pred or _NONE, 0)
-            os.pwrite(fd, token, 0)
-        finally:
-            _drop(fd)
-        return pred
+            os.pwrite(queue.fileno(), token, 0)
+            return pred
 
     def _pass(self, node: int, pred: bytes) -> bytes | None:
         """Wait until ``pred`` lets go: None if the lock passed through it, else (it left the
         line) its own predecessor, which is ours from now on."""
         path = self._node_path(pred)
         try:
-            fd = os.open(path, os.O_RDONLY)
+            file = io.FileIO(path, "r")
         except FileNotFoundError:
             return None  # it held the lock and the requester after it deleted it
-        _lock(fd, *self._wait, fcntl.LOCK_SH)  # (shared: a given-up waiter's thread may
-        try:  # be waiting on it too)
-            record = os.pread(fd, 17, 0)
+        with file:
+            _lock(file.fileno(), *self._wait, fcntl.LOCK_SH)  # (shared: a given-up waiter's
+            record = os.pread(file.fileno(), 17, 0)  # thread may be waiting on it too)
             ahead = None if record[16:] == _RELEASED else _token(record[:16])
             if ahead is not None:
                 # it gave up or died waiting: point past it before deleting it, so that
@@ -364,54 +328,43 @@ class FifoLock:
             with contextlib.suppress(FileNotFoundError):
                 os.unlink(path)
             return ahead
-        finally:
-            _drop(fd)
 
-    def _abandon(self, node: int, token: bytes) -> None:
-        """Leave the line without the lock.  Unlocking our node lets our successor splice us
-        out; if nobody is behind us, we take ourselves out of ``queue`` here."""
-        try:
-            pred = os.pread(node, 16, 0)
-            if not pred:  # never got into line
-                os.unlink(self._node_path(token))
-                return
-            fd = os.open(self._queue, os.O_RDWR | os.O_CREAT, 0o666)
+    def _leave(self, node: int, token: bytes) -> None:
+        """Before giving up (the caller then closes ``node``): if nobody is behind us, take
+        ourselves out of ``queue``; otherwise our successor will splice us out."""
+        pred = os.pread(node, 16, 0)
+        if not pred:  # never got into line
+            os.unlink(self._node_path(token))
+            return
+        with _open(self._queue, "r+") as queue:
             try:
-                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-                if os.pread(fd, 16, 0) == token:
-                    os.pwrite(fd, pred, 0)
-                    os.unlink(self._node_path(token))
+                fcntl.flock(queue.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
             except BlockingIOError:
-                pass  # someone is joining the line, behind us most likely: leave it to them
-            finally:
-                _drop(fd)
-        finally:
-            _drop(node)
+                return  # someone is joining the line, behind us most likely: leave it to them
+            if os.pread(queue.fileno(), 16, 0) == token:
+                os.pwrite(queue.fileno(), pred, 0)
+                os.unlink(self._node_path(token))
 
     def _sweep(self) -> None:
-        """Delete orphaned nodes: unlocked and unreachable from the tail.  Holding ``queue``
-        (never waiting for it: busy, it raises) keeps requesters from joining meanwhile; a
-        node being created is locked already, or found deleted by its creator."""
-        fd = os.open(self._queue, os.O_RDWR | os.O_CREAT, 0o666)
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            keep = self._reachable(_token(os.pread(fd, 16, 0)))
+        """Delete orphaned nodes: unlocked, unreachable from the tail and not just created.
+        Holding ``queue`` (never waiting for it: busy, it raises) keeps requesters from
+        joining meanwhile."""
+        with _open(self._queue, "r+") as queue:
+            fcntl.flock(queue.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+            keep = self._reachable(_token(os.pread(queue.fileno(), 16, 0)))
             if keep is None:
                 return  # (at the next grant)
             self._sweep_in = _SWEEP_EVERY
+            old = time.time() - _ORPHAN_AGE
             for name in os.listdir(self._dir):
                 if not name.endswith(".node") or name[:-5].encode() in keep:
                     continue
                 path = os.path.join(self._dir, name)
-                with contextlib.suppress(BlockingIOError, FileNotFoundError):
-                    node = os.open(path, os.O_RDONLY)
-                    try:
-                        fcntl.flock(node, fcntl.LOCK_EX | fcntl.LOCK_NB)  # (locked: in use)
+                missing_or_busy = contextlib.suppress(FileNotFoundError, BlockingIOError)
+                with missing_or_busy, io.FileIO(path, "r") as node:
+                    if os.fstat(node.fileno()).st_mtime < old:
+                        fcntl.flock(node.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
                         os.unlink(path)
-                    finally:
-                        os.close(node)
-        finally:
-            _drop(fd)
 
     def _reachable(self, tail: bytes | None) -> set[bytes] | None:
         """The nodes a requester may still visit: from the tail back to the first released,
@@ -448,16 +401,26 @@ _instances: weakref.WeakSet[FifoLock] = weakref.WeakSet()
 
 
 def _forget_in_child() -> None:
-    # A forked child shares its parent's open file descriptions.  Releases unlock
-    # (_drop), but were the parent killed holding the lock, the child's copies would keep
-    # it held while the child lives.  Close them (never unlock: the parent holds it).
-    for lock in list(_instances):
-        for fd in (lock._node, lock._lease):
-            if fd >= 0:
+    # A forked child shares its parent's open file descriptions, and closing frees a
+    # flock only with the last copy: the child's would keep the parent's locks (a wait's
+    # in another thread too) while it lives.  Close them all (never unlock: the parent
+    # holds them); Linux lists them in /proc, elsewhere the held ones are known.
+    locks = list(_instances)
+    for lock in locks:
+        for file in (lock._node, lock._lease):
+            if file is not None:
                 with contextlib.suppress(OSError):
-                    os.close(fd)
-        lock._node = lock._lease = -1
+                    file.close()
+        lock._node = lock._lease = None
         lock._closing._set = True
+    files = {os.path.realpath(lock.path) for lock in locks}
+    folders = tuple(os.path.realpath(lock._dir) + "/" for lock in locks)
+    with contextlib.suppress(OSError):
+        for name in os.listdir("/proc/self/fd"):
+            with contextlib.suppress(OSError):
+                target = os.readlink(f"/proc/self/fd/{name}")
+                if target in files or target.startswith(folders):
+                    os.close(int(name))
 
 
 os.register_at_fork(after_in_child=_forget_in_child)
