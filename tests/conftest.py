@@ -10,6 +10,7 @@ import pytest
 from hypothesis import HealthCheck, settings
 
 from backends import ALL_FACTORIES, Backend
+from pgserver import ENV_REQUIRE, HOW_TO_ENABLE, TempCluster, find_bindir
 
 settings.register_profile("default", deadline=None, suppress_health_check=[HealthCheck.too_slow])
 settings.register_profile(
@@ -40,6 +41,22 @@ def other_backend(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Ba
         yield made
     finally:
         made.cleanup()
+
+
+@pytest.fixture
+def private_cluster() -> Iterator[TempCluster]:
+    """A server of this test's own, so it can be stopped and started."""
+    bindir = find_bindir()
+    if bindir is None:
+        if os.environ.get(ENV_REQUIRE) == "1":
+            pytest.fail(f"{ENV_REQUIRE}=1 but PostgreSQL binaries are missing", pytrace=False)
+        pytest.skip(HOW_TO_ENABLE)
+    cluster = TempCluster(bindir)
+    cluster.start()
+    try:
+        yield cluster
+    finally:
+        cluster.stop()
 
 
 def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:

@@ -293,6 +293,19 @@ class PeerProcess:
             raise AssertionError(f"peer {op} {args} failed:\n{reply['trace']}")
         return reply["ok"]
 
+    def begin(self, op: str, **args: Any) -> None:
+        """Start one command without waiting for it (several peers work at once)."""
+        assert self.proc.stdin is not None
+        self.proc.stdin.write(dumps({"op": op, **args}).encode())
+        self.proc.stdin.flush()
+
+    def end(self) -> Any:
+        """The result of the command :meth:`begin` started (it must succeed)."""
+        reply = self._reply()
+        if "error" in reply:
+            raise AssertionError(f"peer command failed:\n{reply['trace']}")
+        return reply["ok"]
+
     def close(self) -> None:
         """Close the peer's Store and wait for it to exit cleanly."""
         if self.proc.returncode is None:

@@ -8,7 +8,6 @@ away while an application writes.
 
 from __future__ import annotations
 
-import os
 import subprocess
 import sys
 import threading
@@ -20,9 +19,10 @@ import psycopg
 import pytest
 
 from appendmuch import Sqlite3, Store
+from appendmuch.drivers.wakeup import Doorbell
 from appendmuch.errors import SchemaError, WriteError
 from backends import PostgresBackend, pg_conninfo
-from pgserver import ENV_REQUIRE, HOW_TO_ENABLE, TempCluster, find_bindir
+from pgserver import TempCluster
 
 
 @pytest.fixture
@@ -129,59 +129,52 @@ class TestReadingNewRows:
 
 
 class TestFollowerWaking:
-    """A shared-mode follower waits for notifications on its LISTEN connection: one
-    must end the wait whether it is still on the socket or came in already with the
-    follower's last read, and only another session's commit asks for a read."""
+    """A shared-mode engine waits for notifications on its LISTEN connection (and its
+    doorbell): another session's commit must end the wait whether its notification is
+    still on the socket or came in already with the engine's last read; its own
+    commit's notification, and the doorbell, end it without asking for a read."""
 
     @staticmethod
-    def _wait(driver: Any) -> bool:
-        # The poll is an hour: only a notification ends this wait in time.
+    def _wait(driver: Any, bell: Doorbell) -> bool:
+        # The timeout is an hour: only a notification (or the bell) ends this wait.
         result: list[bool] = []
-        waiter = threading.Thread(
-            target=lambda: result.append(driver._follow_wait(threading.Event(), 3600.0))
-        )
+        waiter = threading.Thread(target=lambda: result.append(driver.lease_wait(3600.0, bell)))
         waiter.start()
         waiter.join(60)
-        assert not waiter.is_alive(), "the notification did not end the follower's wait"
+        assert not waiter.is_alive(), "the notification did not end the wait"
         return result[0]
 
     @pytest.fixture
     def follower(self, pg: PostgresBackend) -> Iterator[Any]:
-        store = Store(pg.driver(shared=True))
-        store._sharing.stop()  # type: ignore[union-attr]  # (the test waits in its place)
-        driver: Any = store.driver
+        driver: Any = pg.driver(shared=True)
+        driver._open()  # connected, no engine thread: the test waits in its place
         driver._follow_connection()  # LISTEN
         try:
             yield driver
         finally:
-            store.close()
-
-    @pytest.mark.parametrize("read_between", [False, True], ids=["on-socket", "read-already"])
-    def test_a_writer_waiting_for_the_lease_is_heard(
-        self, pg: PostgresBackend, follower: Any, read_between: bool
-    ) -> None:
-        with psycopg.connect(pg.conninfo, autocommit=True) as other:
-            other.execute("SELECT pg_notify(%s, 'want')", (follower._channel,))
-        if read_between:
-            follower._follow_rows_after(0)  # (the notification may arrive with this read)
-        assert follower.sharing.wanted is False
-        assert self._wait(follower) is False  # nothing to read
-        assert follower.sharing.wanted is True
+            driver.lease_close()
+            driver._disconnect()
 
     @pytest.mark.parametrize("read_between", [False, True], ids=["on-socket", "read-already"])
     def test_another_sessions_commit_asks_for_a_read_and_our_own_does_not(
         self, pg: PostgresBackend, follower: Any, read_between: bool
     ) -> None:
-        follower._writer.execute("SELECT pg_notify(%s, '7')", (follower._channel,))
-        follower._writer.commit()
+        bell = Doorbell()
+        writer = follower._writer_connection()
+        writer.execute("SELECT pg_notify(%s, '7')", (follower._channel,))
         if read_between:
-            follower._follow_rows_after(0)
-        assert self._wait(follower) is False  # our own commit: the cache has it
+            follower.lease_rows_after(0)  # (the notification may arrive with this read)
+        assert self._wait(follower, bell) is False  # our own commit: the cache has it
         with psycopg.connect(pg.conninfo, autocommit=True) as other:
             other.execute("SELECT pg_notify(%s, '8')", (follower._channel,))
         if read_between:
-            follower._follow_rows_after(0)
-        assert self._wait(follower) is True
+            follower.lease_rows_after(0)
+        assert self._wait(follower, bell) is True
+
+    def test_the_doorbell_ends_the_wait_without_a_read(self, follower: Any) -> None:
+        bell = Doorbell()
+        bell.ring()
+        assert self._wait(follower, bell) is False
 
 
 class TestPreparedStatements:
@@ -194,8 +187,12 @@ class TestPreparedStatements:
         player.score = 1
         store.flush()
         driver: Any = store.driver
-        driver._leave_pipeline()  # (the next batch starts a pipeline again)
-        driver._prepared_on = None  # as if prepare() was cut short after its PREPAREs
+
+        def as_if_cut_short() -> None:  # (in the writer's thread: its connection)
+            driver._leave_pipeline()  # (the next batch starts a pipeline again)
+            driver._prepared_on = None  # as if prepare() was cut short after its PREPAREs
+
+        driver._in_writer(as_if_cut_short)
         player.score = 2
         store.flush()
         store = pg.reopen(store)
@@ -282,22 +279,6 @@ class TestBatches:
             rows = conn.execute(f'SELECT seq, value FROM "{pg.prefix}_values"').fetchall()
         assert rows == [(1, b"\x007")]
         store.close()
-
-
-@pytest.fixture
-def private_cluster() -> Iterator[TempCluster]:
-    """A server of this test's own, so it can be stopped and started."""
-    bindir = find_bindir()
-    if bindir is None:
-        if os.environ.get(ENV_REQUIRE) == "1":
-            pytest.fail(f"{ENV_REQUIRE}=1 but PostgreSQL binaries are missing", pytrace=False)
-        pytest.skip(HOW_TO_ENABLE)
-    cluster = TempCluster(bindir)
-    cluster.start()
-    try:
-        yield cluster
-    finally:
-        cluster.stop()
 
 
 class TestServerGoingAway:

@@ -37,6 +37,7 @@ from sharedlib import (
     Seen,
     all_values,
     history_lines,
+    is_replace,
     location_of,
     row_lines,
 )
@@ -400,7 +401,8 @@ class PeerStoreMachine(StoreMachine):
         self.seen = Seen()
         super().__init__()
         self.store.close()
-        self.store = self.backend.store(on_change=self.seen.on_change)
+        # (the peer's replace configuration: shared writers of a table must agree on it)
+        self.store = self.backend.store(on_change=self.seen.on_change, replace_predicate=is_replace)
         self._attach()
         self.peer = PeerProcess(
             location_of(self.backend, "appendmuch-model-peer"),
@@ -430,9 +432,13 @@ class PeerStoreMachine(StoreMachine):
     def reopen(self) -> None:
         """Close this process's Store and open a new one (the peer keeps its own)."""
         self.store.close()
-        self.store = self.backend.store(on_change=self.seen.on_change)
+        self.store = self.backend.store(on_change=self.seen.on_change, replace_predicate=is_replace)
         self.seen.start_at(max((v.seq for v in all_values(self.store)), default=0))
+        self.model.reopened()
         self._attach()
+
+    def set_entry(self, ns: int, value: Any) -> None:  # type: ignore[override]
+        """Not a rule here: the peer's codec has no registration for entry values."""
 
     def _peer(self, op: str, ns: int, **args: Any) -> None:
         self.store.flush()

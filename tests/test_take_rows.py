@@ -1,11 +1,12 @@
-"""Taking in rows other processes wrote (shared mode), against a plain-Python model.
+"""Taking in rows other processes committed (shared mode), against plain-Python models.
 
-A shared-mode Store takes every row another writer commits into its cache: row by
-row while ``on_change`` must see each one, in runs of one field at a time
-(``FieldLog.extend``) otherwise.  Both must give the cache a reopen would load: every
-entry with its seq, time, data and context, tombstones as unavailable, a replaced
-field holding its newest entry only, and rows delivered twice (a delivery cut short
-and repeated) taken once.
+A shared-mode Store's engine delivers every row another writer commits, in seq order,
+to the Store's shared side (``SharedSide.take_in``): each goes into its field's log
+*before* this process's own writes that are not committed yet (their final seqs will
+come after it), a replaced field keeps its newest entry, ``on_change`` hears of each
+row once, in seq order, and a row delivered again (a read that overlapped the last
+one) is taken once.  A row this process cannot decode is kept as it is stored:
+reading that field raises, everything else goes on.
 """
 
 from __future__ import annotations
@@ -20,12 +21,15 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from appendmuch import Sqlite3, Store
-from appendmuch.fieldlog import FieldLog
+from appendmuch.errors import DecodeError, UnknownTypeIdError
+from appendmuch.fieldlog import PROVISIONAL, FieldLog
 from appendmuch.names import tuple2dbns
 
 NAMESPACES = [("g", "p1"), ("g", "p2"), ("h",)]
 FIELDS = ["a", "b", "state"]
 CONTEXTS = ["app.py.main:1", "app.py.loop:7"]
+#: seqs of the rows delivered start far above the table's own (nothing collides)
+BASE = 1_000_000
 
 values = st.one_of(
     st.integers(-(2**40), 2**40),
@@ -68,9 +72,9 @@ def _open(directory: Path, name: str, stores: list[Store], **kwargs: Any) -> Sto
 
 
 def _rows(store: Store, drawn: list[tuple[Any, ...]]) -> list[tuple[Any, ...]]:
-    """Stored rows (seq 1, 2, ...) for the drawn entries, as a driver returns them."""
+    """Committed rows (seq BASE+1, +2, ...) for the drawn entries, as a driver reads them."""
     rows = []
-    for seq, (namespace, field, value, created_at, context) in enumerate(drawn, start=1):
+    for seq, (namespace, field, value, created_at, context) in enumerate(drawn, start=BASE + 1):
         raw = None if value is ... else store.codec.encode(value)
         rows.append((seq, tuple2dbns(namespace), field, raw, created_at, context))
     return rows
@@ -89,11 +93,11 @@ def _model(rows: list[tuple[Any, ...]]) -> dict[tuple[str, str], list[tuple[Any,
 
 
 def _deliver(store: Store, chunks: list[list[tuple[Any, ...]]]) -> None:
-    sharing = store._sharing
-    assert sharing is not None
+    """Hand the chunks to the Store as its engine does, in the engine's thread."""
+    engine: Any = store.driver.sharing
+    driver: Any = store.driver
     for chunk in chunks:
-        with store._mutex, sharing.lock:
-            store._take_rows(chunk)
+        driver._in_writer(lambda chunk=chunk: (engine._deliver(chunk), engine._target().announce()))
 
 
 def _chunks(
@@ -112,8 +116,7 @@ def _chunks(
 def _cache(store: Store, rows: list[tuple[Any, ...]]) -> dict[tuple[str, str], list[Any]]:
     seen: dict[tuple[str, str], list[Any]] = {}
     for _, dbns, field, *_rest in rows:
-        node = store._by_dbns.get(dbns)
-        log = node.get(field) if node is not None else None
+        log = store.get_namespace(tuple(dbns.split("/")))[field]  # type: ignore[index]
         assert type(log) is FieldLog, (dbns, field)
         seen[(dbns, field)] = [(v.seq, v.time, v.unavailable, v.context) for v in log]
     return seen
@@ -125,7 +128,7 @@ def _cache(store: Store, rows: list[tuple[Any, ...]]) -> dict[tuple[str, str], l
     cuts=st.lists(st.integers(0, 60), max_size=4),
     repeats=st.lists(st.integers(0, 5), max_size=3),
 )
-def test_rows_taken_in_match_the_model_and_a_reopen(
+def test_rows_taken_in_match_the_model(
     tmp_path_factory: pytest.TempPathFactory,
     drawn: list[tuple[Any, ...]],
     cuts: list[int],
@@ -135,72 +138,132 @@ def test_rows_taken_in_match_the_model_and_a_reopen(
     stores: list[Store] = []
     try:
         called: list[tuple[Any, ...]] = []
-        runs = _open(directory, "runs", stores, replace_predicate=replaced)
-        one_by_one = _open(
+        store = _open(
             directory,
             "one",
             stores,
             replace_predicate=replaced,
             on_change=lambda ns, field, value: called.append((value.seq, field)),
         )
-        rows = _rows(runs, drawn)
-        chunks = _chunks(rows, cuts, repeats)
-        _deliver(runs, chunks)
-        _deliver(one_by_one, chunks)
-
+        rows = _rows(store, drawn)
+        _deliver(store, _chunks(rows, cuts, repeats))
         model = _model(rows)
-        assert _cache(runs, rows) == model
-        assert _cache(one_by_one, rows) == model
+        assert _cache(store, rows) == model
         assert called == [(row[0], row[2]) for row in rows]  # each once, in seq order
-        for store in (runs, one_by_one):
-            assert store._sharing is not None and store._sharing.hwm == len(rows)
-            for (dbns, field), expected in model.items():
-                log = store._by_dbns[dbns][field]
-                datas = [v.data for v in log]
-                stored = {row[0]: row for row in rows}
-                for (seq, _, gone, _), data in zip(expected, datas, strict=True):
-                    raw = stored[seq][3]
-                    assert (data is None) if gone else data == store.codec.decode(raw)
-                # the latest value, as an attribute read returns it
-                namespace = tuple(dbns.split("/")) if dbns else ()
-                storage = store.storage(*namespace)
-                if expected[-1][2]:
-                    assert not hasattr(storage, field)
-                else:
-                    latest = store.codec.decode(stored[expected[-1][0]][3])
-                    with storage:  # (lists and dicts are read in a with block)
-                        assert getattr(storage, field) == latest
+        engine: Any = store.driver.sharing
+        assert engine.hwm == rows[-1][0]
+        stored = {row[0]: row for row in rows}
+        for (dbns, field), expected in model.items():
+            storage = store.storage(*dbns.split("/"))
+            datas = [v.data for v in storage.__history__()[field]]
+            for (seq, _, gone, _), data in zip(expected, datas, strict=True):
+                raw = stored[seq][3]
+                assert (data is None) if gone else data == store.codec.decode(raw)
+            if expected[-1][2]:
+                assert not hasattr(storage, field)
+            else:
+                latest = store.codec.decode(stored[expected[-1][0]][3])
+                with storage:  # (lists and dicts are read in a with block)
+                    assert getattr(storage, field) == latest
     finally:
         for store in stores:
             store.close()
 
 
-def test_a_row_refused_midway_keeps_the_rows_before_it(opened: list[Store], tmp_path: Path) -> None:
-    """Rows before one that cannot be decoded are in the cache, and the mark after
-    them: the delivery resumes at the bad row, never after it."""
-    store = _open(tmp_path, "bad", opened)
-    good = [(seq, "g/p1", "a", store.codec.encode(seq), 1.7e9, "app.py.main:1") for seq in (1, 2)]
-    bad = (3, "g/p1", "a", b"\x80[1", 1.7e9, "app.py.main:1")  # a list cut short
-    with pytest.raises(Exception, match="seq 3"):
-        _deliver(store, [[*good, bad]])
-    assert [v.data for v in store._by_dbns["g/p1"]["a"]] == [1, 2]
-    assert store._sharing is not None and store._sharing.hwm == 2
-    assert not store._sharing.stale
+#: one step of the log of one field: ("own", data) an own write, ("theirs", data) a
+#: row another writer committed, ("commit",) own writes so far committed
+steps = st.lists(
+    st.one_of(
+        st.tuples(st.just("own"), st.integers(0, 99)),
+        st.tuples(st.just("theirs"), st.integers(0, 99)),
+        st.tuples(st.just("commit")),
+    ),
+    max_size=30,
+)
 
 
-def test_a_run_whose_time_is_no_number_is_refused_and_changes_nothing(
+@settings(max_examples=200, deadline=None)
+@given(steps=steps)
+def test_own_writes_stay_after_rows_committed_before_them(steps: list[tuple[Any, ...]]) -> None:
+    """A field's log against a model of the final order: rows of others go before the
+    own writes not yet committed (those commit after them), a commit gives the own
+    writes the next seqs in order; the latest value is always the newest write."""
+    log = FieldLog()
+    provisional = PROVISIONAL
+    committed = 0
+    pending: list[tuple[int, int]] = []  # (provisional seq, data)
+    final: list[tuple[int, int]] = []  # (seq, data) in final order, committed ones
+    latest = None
+    for step in steps:
+        if step[0] == "own":
+            provisional += 1
+            log.append(provisional, 1.0, step[1], "own:1")
+            pending.append((provisional, step[1]))
+            latest = step[1]
+        elif step[0] == "theirs":
+            committed += 1
+            log.insert_committed(committed, 1.0, step[1], "theirs:1", None)
+            final.append((committed, step[1]))
+            if not pending:
+                latest = step[1]
+        else:
+            for seq, data in pending:
+                committed += 1
+                log.settle(seq, committed)
+                final.append((committed, data))
+            pending = []
+        expected = final + pending
+        assert [(v.seq, v.data) for v in log] == expected
+        assert list(log.seqs) == sorted(log.seqs)
+        if latest is not None:
+            assert log.latest == latest
+        assert log.committed_seq == (committed or None)
+
+
+def test_a_row_that_does_not_decode_is_kept_and_raises_only_when_read(
     opened: list[Store], tmp_path: Path
 ) -> None:
-    """A stored time that is no number (a damaged SQLite file) raises, as it did row by
-    row; the cache keeps what came before, is not marked for a reload, and the mark
-    stays before the bad row (sync() would raise again rather than skip it)."""
-    store = _open(tmp_path, "time", opened)
-    good = (1, "g/p1", "a", store.codec.encode(1), 1.7e9, "app.py.main:1")
-    bad = (2, "g/p2", "b", store.codec.encode(2), "yesterday", "app.py.main:1")
-    with pytest.raises(TypeError):
-        _deliver(store, [[good, bad]])
-    assert [v.data for v in store._by_dbns["g/p1"]["a"]] == [1]
-    assert "b" not in store._by_dbns.get("g/p2", {})
-    assert store._sharing is not None
-    assert store._sharing.hwm == 1
-    assert not store._sharing.stale
+    """A type id this process's codec does not know (another writer registered it)
+    and bytes that are not a value at all: both kept as stored, the fields reading
+    them raise the codec's error, the rows after them are taken in, and the engine
+    goes on (no error recorded)."""
+    store = _open(tmp_path, "bad", opened)
+    enc = store.codec.encode
+    rows = [
+        (BASE + 1, "g/p1", "a", enc(1), 1.7e9, "app.py.main:1"),
+        (BASE + 2, "g/p1", "custom", b"\xc8[1]", 1.7e9, "app.py.main:1"),  # type id 200
+        (BASE + 3, "g/p1", "cut", b"\x80[1", 1.7e9, "app.py.main:1"),  # a list cut short
+        (BASE + 4, "g/p1", "a", enc(2), 1.7e9, "app.py.main:1"),
+    ]
+    _deliver(store, [rows])
+    p = store.storage("g", "p1")
+    assert p.a == 2
+    with pytest.raises(UnknownTypeIdError, match="200"):
+        p.custom
+    with pytest.raises(DecodeError):
+        p.cut
+    assert p.__fields__() == ["a", "custom", "cut"]
+    engine: Any = store.driver.sharing
+    assert engine.hwm == BASE + 4 and engine.last_error is None
+    p.after = 3  # writes go on
+    store.flush()
+    assert p.after == 3
+
+
+def test_a_row_the_tree_cannot_hold_is_left_out_and_noted(
+    opened: list[Store], tmp_path: Path
+) -> None:
+    """A row whose field is also a namespace below (a table another tool wrote): left
+    out of the cache and noted (SharedSide.refused), the rows around it taken in."""
+    store = _open(tmp_path, "names", opened)
+    enc = store.codec.encode
+    rows = [
+        (BASE + 1, "g/p1", "a", enc(1), 1.7e9, "app.py.main:1"),
+        (BASE + 2, "g", "p1", enc(2), 1.7e9, "app.py.main:1"),  # g/p1 is a namespace
+        (BASE + 3, "g/p1", "b", enc(3), 1.7e9, "app.py.main:1"),
+    ]
+    _deliver(store, [rows])
+    p = store.storage("g", "p1")
+    assert (p.a, p.b) == (1, 3)
+    side: Any = store._shared_side
+    assert [row[0] for row, _ in side.refused] == [BASE + 2]

@@ -15,9 +15,21 @@ writer) or at its end (shared mode), checks that none of them changed.
 
 from __future__ import annotations
 
+import inspect
+from types import FrameType
 from typing import Any
 
-__all__ = ["ABSENT", "NOT_NOTED", "STAGED", "Block", "Mark", "Staged", "Working", "restore"]
+__all__ = [
+    "ABSENT",
+    "NOT_NOTED",
+    "STAGED",
+    "Block",
+    "Mark",
+    "Staged",
+    "Working",
+    "restore",
+    "running",
+]
 
 #: the version a block notes for a field that has no entry at all
 ABSENT = 0
@@ -79,10 +91,12 @@ class Block:
     copies, one mark per nested level (``len(marks) == depth - 1``), what was read,
     and the writes kept for the end (shared mode)."""
 
-    __slots__ = ("depth", "marks", "reads", "staged", "working")
+    __slots__ = ("depth", "frames", "marks", "reads", "staged", "working")
 
-    def __init__(self, depth: int = 1) -> None:
-        self.depth = depth
+    def __init__(self, frame: FrameType | None = None) -> None:
+        self.depth = 1
+        #: per level, the frame running its ``with`` statement (see leaked())
+        self.frames: list[FrameType | None] = [frame]
         self.working: dict[str, Working] = {}
         #: per nested level: the working copies as they were, and len(staged) then
         self.marks: list[tuple[dict[str, Mark], int]] = []
@@ -97,6 +111,25 @@ class Block:
             if staged.field == field:
                 return staged
         return None
+
+
+#: code flags of frames that may be suspended (generators, coroutines): never taken
+#: for gone while off the stack
+_SUSPENDABLE = inspect.CO_GENERATOR | inspect.CO_COROUTINE | inspect.CO_ASYNC_GENERATOR
+
+
+def running(frame: FrameType | None, top: FrameType | None) -> bool:
+    """Whether ``frame`` (a ``with`` statement's) is on the stack whose top is ``top``,
+    or may be suspended.  A block whose statement's frame is neither was left without
+    its ``__exit__`` running (an interrupt as it began): it is closed as failed.
+    O(stack depth)."""
+    if frame is None or frame.f_code.co_flags & _SUSPENDABLE:
+        return True
+    while top is not None:
+        if top is frame:
+            return True
+        top = top.f_back
+    return False
 
 
 def restore(obj: Any, state: Any) -> Any:

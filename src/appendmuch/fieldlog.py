@@ -169,11 +169,12 @@ class FieldLog(Sequence[Value]):
         is its stored bytes, which replace it once a newer entry arrives (without
         them a value that is not :data:`KEPT_DECODED` stays an object for good).
         """
-        self.seqs.append(seq)
-        self.times.append(_NAN if time is None else time)
+        # data first, with its context in one step, the seq last: cut short anywhere,
+        # no seq is ever paired with another entry's data (see repair())
         items = self.items
-        items.append(data)
-        items.append(context)
+        items.extend((data, context))
+        self.times.append(_NAN if time is None else time)
+        self.seqs.append(seq)
         if self.raw is not None:
             # after the append, so that the latest entry is never seen packed
             items[-4] = Packed(self.raw)
@@ -239,6 +240,16 @@ class FieldLog(Sequence[Value]):
             for position in range(start, start + count):
                 runs.add(self, position)
 
+    def repair(self) -> int:
+        """Cut the columns back to the entries complete in all of them (an append cut
+        short leaves the data column, at most, one entry longer); the count.  O(1)."""
+        count = min(len(self.items) // 2, len(self.times), len(self.seqs))
+        del self.items[2 * count :]
+        del self.times[count:]
+        del self.seqs[count:]
+        self.runs = None  # (rebuilt on next use)
+        return count
+
     def insert_committed(
         self, seq: int, time: float | None, data: Any, context: str, raw: bytes | None
     ) -> None:
@@ -294,11 +305,7 @@ class FieldLog(Sequence[Value]):
         anywhere (an interrupt): columns of different lengths are cut back to the
         entries complete in all of them, and the entry is appended unless it is there.
         Idempotent.  O(1) amortised (the temporal index is rebuilt on next use)."""
-        count = min(len(self.items) // 2, len(self.times), len(self.seqs))
-        del self.items[2 * count :]
-        del self.times[count:]
-        del self.seqs[count:]
-        self.runs = None
+        count = self.repair()
         if count and self.seqs[count - 1] == seq:
             self.raw = raw if data.__class__ not in KEPT_DECODED and data is not GONE else None
         else:

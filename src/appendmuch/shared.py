@@ -122,7 +122,7 @@ class SharedSide:
         else into the cache and the outbox at once (a provisional seq, returned).
         ``write_through``: returns once committed."""
         store = self.store
-        block = store._blocks.get((_get_ident(), dbns)) if store._blocks else None
+        block = store._block(dbns)
         if block is not None:
             with store._mutex:
                 store._writable_node(namespace, dbns, field)
@@ -145,12 +145,17 @@ class SharedSide:
             packed = raw if exact else None
             # queued before the cache changes; cut short in between, _mend finishes it
             store._torn = (row, data, packed, working, SHARED_WRITE)
-            due = self.engine.queue(row, replaces)
-            self.append_own(node, dbns, field, row, data, packed, replaces)
-            store._note_latest(dbns, field, data)
-            if working is not None and raw is not None:
-                store._raws[dbns, field] = (seq, raw)
-            store._torn = None
+            try:
+                due = self.engine.queue(row, replaces)
+                self.append_own(node, dbns, field, row, data, packed, replaces)
+                store._note_latest(dbns, field, data)
+                if working is not None and raw is not None:
+                    store._raws[dbns, field] = (seq, raw)
+                store._torn = None
+            except BaseException:
+                if store._torn is not None:
+                    store._mend()  # (a Ctrl-C: finished now rather than half done)
+                raise
         if driver.write_through:
             driver.flush()
         elif due:
@@ -193,7 +198,9 @@ class SharedSide:
             return  # never queued: nothing happened
         node, log = store._stored_field(dbns, field, seq)
         replaces = store.replace_predicate is not None and store._replaces(dbns, field)
-        if final is not None:  # committed meanwhile, but the cache never got it
+        if log is not None:
+            log.repair()
+        if final is not None:  # committed meanwhile (the engine found no entry to settle)
             if log is None or final not in log.seqs:
                 if log is None or replaces:
                     fresh = FieldLog(store._decode)
@@ -203,8 +210,8 @@ class SharedSide:
                     log.insert_committed(final, now, data, context, packed)
         elif log is None or (replaces and log.latest_seq != seq):
             self.append_own(node, dbns, field, row, data, packed, replaces)
-        else:
-            log.mend(seq, now, data, context, packed)
+        elif seq not in log.seqs:
+            log.append(seq, now, data, context, packed)
         store._note_latest(dbns, field, data)
 
     def delete(
@@ -213,7 +220,7 @@ class SharedSide:
         """``del``: kept by this thread's block if one is open; otherwise committed at
         once, after checking (with the lease) that nobody deleted the field meanwhile."""
         store = self.store
-        block = store._blocks.get((_get_ident(), dbns)) if store._blocks else None
+        block = store._block(dbns)
         now = _now()
         tombstone = Staged(field, GONE, None, True, now, context)
         with store._mutex:

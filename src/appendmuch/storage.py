@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sys
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
@@ -26,6 +27,7 @@ _sharing: dict[type, bool] = {}
 #: class -> names known to be plain stored fields for it (assignment fast path)
 _plain_fields: dict[type, set[str]] = {}
 _set = object.__setattr__
+_getframe = sys._getframe
 
 
 def _names_of(cls: type) -> dict[str, str]:
@@ -257,8 +259,17 @@ class Storage:
         return self.__store__._history(self.__dbns__)
 
     def __enter__(self) -> Storage:
-        self.__store__._enter(self.__dbns__)
-        return self
+        store = self.__store__
+        entered = False
+        try:
+            entered = store._enter(self.__dbns__, _getframe(1))
+            return self
+        except BaseException:
+            # (an interrupt after the block was opened, before `with` could see it:
+            # __exit__ will never run, so it is closed here)
+            if entered:
+                store._exit(self.__namespace__, self.__dbns__, False)
+            raise
 
     def __exit__(self, exc_type: object, exc: object, tb: object) -> None:
         self.__store__._exit(self.__namespace__, self.__dbns__, exc_type is None)

@@ -11,11 +11,22 @@ import time
 import weakref
 from collections.abc import Callable, Iterable, Mapping
 from operator import itemgetter
+from types import FrameType
 from typing import Any
 
 import orjson
 
-from .blocks import ABSENT, NOT_NOTED, STAGED, Block, Mark, Staged, Working, restore
+from .blocks import (
+    ABSENT,
+    NOT_NOTED,
+    STAGED,
+    Block,
+    Mark,
+    Staged,
+    Working,
+    restore,
+    running,
+)
 from .codec import Codec, Encoded
 from .copying import safe_deepcopy
 from .drivers.base import DBDriver, Row
@@ -200,16 +211,15 @@ class Store:
                     driver.ensure()
                     engine.claim(replace_fingerprint(replace_predicate))
                 self._shared_side = SharedSide(self, engine)
+                engine.attach(self._shared_side)
             self.load()
-            if engine is not None and self._shared_side is not None:
-                if driver.last_seq >= PROVISIONAL:
-                    raise SeqOverflowError(
-                        f"{driver!r} holds seq {driver.last_seq}: shared mode numbers writes "
-                        "not yet committed from 2**62 on, so its tables must keep their seqs "
-                        "below that (a row put in by another tool?); open it in "
-                        "single-writer mode, or dump and restore it with smaller seqs"
-                    )
-                engine.attach(self._shared_side, self.driver.last_seq)
+            if engine is not None and driver.last_seq >= PROVISIONAL:
+                raise SeqOverflowError(
+                    f"{driver!r} holds seq {driver.last_seq}: shared mode numbers writes "
+                    "not yet committed from 2**62 on, so its tables must keep their seqs "
+                    "below that (a row put in by another tool?); open it in "
+                    "single-writer mode, or dump and restore it with smaller seqs"
+                )
         except BaseException:
             driver.close()  # a Store that failed to open holds no lock
             raise
@@ -232,13 +242,16 @@ class Store:
             with self._mutex:
                 self._load()
             return
-        # Shared mode: own writes are committed first (the engine's thread needs the
-        # lock for that), then the table is read as it is.
-        self.driver.flush()
-        with self._mutex:
-            seq = self._load(side.engine.driver.rows_now())
-            side.loaded(seq)
-            side.engine.loaded(seq)
+
+        # Shared mode: in the engine's thread (no delivery runs meanwhile), own writes
+        # committed first, then the table read as it is.
+        def load_now() -> int:
+            with self._mutex:
+                seq = self._load(side.engine.driver.rows_now())
+                side.loaded(seq)
+                return seq
+
+        side.engine.reload(load_now)
 
     def sync(self) -> None:
         """Return once this process's cache holds every entry committed anywhere
@@ -812,11 +825,11 @@ class Store:
 
     def _read_value(self, dbns: str, field: str, log: FieldLog, data: Any) -> Any:
         """Slow path of a read: the latest data is not a plain scalar."""
-        if data.__class__ is Unreadable:
-            return self._decode(data)  # raises UnknownTypeIdError (or DecodeError)
+        if data.__class__ is Unreadable:  # (raises the codec's error, naming the row)
+            return self._decode_stored(log.latest_seq, dbns, field, data)
         if not self.codec.is_mutable(data):
             return data
-        block = self._blocks.get((_get_ident(), dbns)) if self._blocks else None
+        block = self._block(dbns)
         if block is None:
             raise MutableAccessError(
                 f"{field!r} of {_show_ns(dbns)} holds a mutable {type(data).__name__}: wrap "
@@ -854,7 +867,7 @@ class Store:
         the version of ``field`` (before its data is read: a write in between then
         shows as a conflict, never as a lost update), and (shared mode) answer from the
         writes the block keeps.  NOT_NOTED lets the ordinary read go on."""
-        block = self._blocks.get((_get_ident(), dbns))
+        block = self._block(dbns)
         if block is None:
             return NOT_NOTED
         if block.staged:
@@ -928,20 +941,46 @@ class Store:
 
     # ------------------------------------------------------------------ with blocks
 
-    def _enter(self, dbns: str) -> None:
+    def _enter(self, dbns: str, frame: FrameType | None = None) -> bool:
+        """Open (or nest) this thread's block on ``dbns`` (``frame``: the one running the
+        ``with`` statement); True once it is open."""
         key = (_get_ident(), dbns)
-        block = self._blocks.get(key)
+        block = self._block(dbns)
         if block is None:
             shared = self._scalars.get(dbns)
             if shared:
                 shared.clear()  # (reads of the namespace go through __getattr__, noted)
             # Published last, and nothing that could raise follows: a Ctrl-C in
             # __enter__ leaves no block open that __exit__ will never close.
-            self._blocks[key] = Block()
+            self._blocks[key] = Block(frame)
         else:  # a nested block: note the working copies as they are, to rewind to
             mark = (self._mark(block), len(block.staged))
             block.marks = [*block.marks, mark]
+            block.frames = [*block.frames, frame]
             block.depth += 1
+        return True
+
+    def _block(self, dbns: str) -> Block | None:
+        """This thread's open block on ``dbns``, if any.  Levels whose ``with``
+        statement is no longer running (an interrupt landed as it ended, before its
+        ``__exit__`` could close it) are closed first, as failed ones are: they must
+        not keep later writes for an end that never comes."""
+        if not self._blocks:
+            return None
+        key = (_get_ident(), dbns)
+        block = self._blocks.get(key)
+        while block is not None and not running(block.frames[-1], _getframe(1)):
+            if block.depth > 1:
+                mark = block.marks.pop()
+                block.frames.pop()
+                self._rewind(dbns, block, mark)
+                block.depth -= 1
+            else:
+                block.working.clear()
+                block.staged.clear()
+                del self._blocks[key]
+                block = None
+        return block
 
     def _exit(self, namespace: tuple[str, ...], dbns: str, ok: bool) -> None:
         me = _get_ident()
@@ -950,6 +989,8 @@ class Store:
         if block is None:
             return
         mark = block.marks.pop() if block.depth > 1 else None
+        if block.depth > 1:
+            block.frames.pop()
         try:
             if ok:
                 try:
@@ -1028,7 +1069,7 @@ class Store:
         none.  Single-writer mode: written at once, as assignments are.  Shared mode:
         kept with the block's other writes, and all of them committed together at the
         outermost end (or ``flush()``), or none and ConflictError."""
-        block = self._blocks.get((_get_ident(), dbns)) if self._blocks else None
+        block = self._block(dbns)
         if block is None:
             return
         side = self._shared_side

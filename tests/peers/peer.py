@@ -19,6 +19,11 @@ Commands (``ns`` is a list of tokens):
 - ``hold ns field item`` then ``release``: open a ``with`` block, append ``item``
   to the list in ``field`` and keep the block open until ``release`` exits it
   (result: the exception it raised, if any);
+- ``bump ns pattern times``: ``times`` increments of a ``tests/patterns.py`` pattern,
+  each retried until it commits (result: the conflicts met);
+- ``triple ns times``: ``times`` blocks each assigning fields ``a``, ``b``, ``c`` the
+  block's number (kept together: result None);
+- ``spam ns times``: ``times`` plain assignments of field ``x``;
 - ``close``: close the Store and exit.
 """
 
@@ -37,6 +42,7 @@ import json
 
 import appendmuch
 from appendmuch import Storage, Store
+from patterns import bump
 from sharedlib import Seen, dumps, history_lines, open_store
 
 
@@ -94,6 +100,20 @@ class Peer:
         if op == "incr":
             assert s is not None
             return do_incr(s, cmd["field"], cmd.get("retry", False))
+        if op == "bump":
+            assert s is not None
+            return bump(s, cmd["pattern"], cmd["times"])
+        if op == "triple":
+            assert s is not None
+            for k in range(cmd["times"]):
+                with s:
+                    s.a = s.b = s.c = f"{cmd['tag']}:{k}"
+            return None
+        if op == "spam":
+            assert s is not None
+            for k in range(cmd["times"]):
+                s.x = k
+            return None
         if op == "sync":
             store.sync()
             return self.seen.high

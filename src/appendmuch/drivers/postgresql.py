@@ -544,6 +544,13 @@ class PostgreSQL(PostgresLease, SQLDriver):
             pipe = self._pipe = Pipeline(conn, self._quoted, self._timeout)
         return pipe
 
+    def _leave_pipeline(self) -> None:
+        """Take the writer connection out of pipeline mode (nothing in flight): the
+        next batch starts a pipeline again."""
+        pipe, self._pipe = self._pipe, None
+        if pipe is not None:
+            pipe.close()
+
     def _drop_connections(self) -> None:
         """Close the writer connection and the pool; the next use connects afresh, at
         once, instead of waiting for the old pool's reconnection back-off.  Batches

@@ -161,13 +161,6 @@ class PostgresLease:
     def lease_close(self) -> None:
         self._close_listener()
 
-    def lease_cancel(self) -> None:
-        """Another thread (close()): make a wait for the lease under way give up."""
-        conn = self._writer
-        if conn is not None:
-            with contextlib.suppress(*self._library_errors):
-                conn.cancel_safe()
-
     def _close_listener(self) -> None:
         conn, self._listener = self._listener, None
         if conn is not None:

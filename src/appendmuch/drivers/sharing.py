@@ -105,9 +105,6 @@ class Lease(Protocol):
         :meth:`lease_close`); :class:`~appendmuch.errors.ConfigMismatchError` if a
         writer attached now uses another one."""
 
-    def lease_cancel(self) -> None:
-        """From another thread (``close()``): make a wait for the lease give up."""
-
 
 class Subscriber(Protocol):
     """The Store's shared side, as the engine sees it (called in the engine's thread)."""
@@ -174,14 +171,21 @@ class Engine:
 
     # ------------------------------------------------------------------ application side
 
-    def attach(self, subscriber: Subscriber, hwm: int) -> None:
-        """Deliver to ``subscriber`` (which loaded the log up to ``hwm``)."""
+    def attach(self, subscriber: Subscriber) -> None:
+        """Deliver to ``subscriber`` from now on; its first :meth:`reload` says from
+        which seq on."""
         self._subscriber = weakref.ref(subscriber)
-        self.hwm = hwm
 
-    def loaded(self, hwm: int) -> None:
-        """The Store reloaded the log up to ``hwm`` (its own queued rows committed)."""
-        self.hwm = hwm
+    def reload(self, load: Callable[[], int]) -> None:
+        """Commit what is queued, then run ``load`` (which rebuilds the subscriber's
+        cache from the table and returns the largest seq it read) in the engine's
+        thread, so that no delivery runs meanwhile; deliveries go on after that seq."""
+
+        def reload_now() -> None:
+            self._flush_now()
+            self.hwm = load()
+
+        self.driver._in_writer(reload_now)
 
     def queue(self, row: Row, replaces: bool = False) -> bool:
         """Queue a row (seq: provisional); True when a round is due.  O(1), no lock."""
@@ -291,15 +295,18 @@ class Engine:
                     del self.attempted[provisional]  # type: ignore[arg-type]
                 else:
                     foreign.append(row)  # (a block's row committed after all: as stored)
+        target = self._target()
+        if target is None:
+            return ours  # (nobody to deliver to yet: the first reload reads them all)
         rows = [row for row in rows if row[0] > self.hwm]
         foreign = [row for row in foreign if row[0] > self.hwm]
-        target = self._target()
-        if target is not None and foreign:
+        if foreign:
             target.take_in(foreign)
         if ours:
+            # (told first, then taken out: a write being finished (Store._mend) meanwhile
+            # finds its row either queued or committed, never neither)
+            target.committed(ours, [])
             self._forget([provisional for provisional, _ in ours])
-            if target is not None:
-                target.committed(ours, [])
         if rows:
             self.hwm = max(self.hwm, rows[-1][0])
             self.driver._saw_seq(self.hwm)
@@ -358,18 +365,18 @@ class Engine:
             self._announce(target)
             raise _as_write_error(exc, self.driver, "commit to") from exc
         self._failed_at = None
-        self.last_error = None
+        self.last_error = self.driver.last_error = None
         own = [(row[0], done) for (row, _), done in zip(rows, final, strict=True)]
         queued = own[: len(batch)]
         if block is not None and conflict is None:
             block.final = [done for _, done in own[len(batch) :]]
-        self._forget([provisional for provisional, _ in queued])
         if final:
             self.hwm = max(self.hwm, final[-1][0])
             self.driver._saw_seq(self.hwm)
             self.driver._note_written(inserts, updates)
-        if target is not None:
+        if target is not None:  # (before the rows leave the outbox: see _deliver)
             target.committed(queued, [block] if block is not None and conflict is None else [])
+        self._forget([provisional for provisional, _ in queued])
         self._announce(target)
         if conflict is not None:
             raise ConflictError(conflict)
@@ -414,7 +421,7 @@ class Engine:
 
     def _failed(self, exc: Exception) -> None:
         self._failed_at = time.monotonic()
-        self.last_error = exc
+        self.last_error = self.driver.last_error = exc
 
     def tick(self, stop: Flag) -> None:
         """The engine thread's work between two waits: a round when one is due,
@@ -472,7 +479,11 @@ class Engine:
         target = self._target()
         inserts: list[Row] = []
         updates: list[tuple[int, Row]] = []
-        for row, replaces in left:
+        # (the seqs they would have had; a replay gives them new ones anyway)
+        seq = max(self.hwm, self.driver.last_seq)
+        for queued, replaces in left:
+            seq += 1
+            row = (seq, *queued[1:])
             old = target.committed_seq(row[1], row[2]) if replaces and target is not None else None
             if old is None:
                 inserts.append(row)

@@ -454,8 +454,6 @@ class SQLDriver(DBDriver):
 
     def _stop_background(self) -> None:
         """Stop the background thread (it ends the work under way first)."""
-        if self.sharing is not None:
-            self.sharing.lease.lease_cancel()
         self._stop.set()
         worker, self._flusher = self._flusher, None
         if (

@@ -22,7 +22,7 @@ from urllib.parse import quote
 
 from ..errors import ClosedError, ConfigMismatchError, LockedError
 from .base import Row
-from .fifolock import Cancel, FifoLock
+from .fifolock import FifoLock
 from .layout import ROW_COLUMNS
 
 if TYPE_CHECKING:
@@ -45,7 +45,6 @@ class SqliteLease:
     _lease: FifoLock | None
     _lease_conn: sqlite3.Connection | None
     _lease_version: int | None
-    _lease_cancel: Cancel
     _config_file: IO[bytes] | None
     read_only: bool
 
@@ -53,7 +52,6 @@ class SqliteLease:
         self._lease = None
         self._lease_conn = None
         self._lease_version = None
-        self._lease_cancel = Cancel()
         self._config_file = None
 
     @property
@@ -85,7 +83,7 @@ class SqliteLease:
         if lock is None:
             lock = self._lease = FifoLock(self.lease_path)
         try:
-            lock.acquire(timeout=self.lease_timeout, cancel=self._lease_cancel)
+            lock.acquire(timeout=self.lease_timeout)
         except TimeoutError:
             raise LockedError(
                 f"could not take the write lease of {self._where()} within "
@@ -210,10 +208,6 @@ class SqliteLease:
         conn, self._lease_conn = self._lease_conn, None
         if conn is not None:
             conn.close()
-
-    def lease_cancel(self) -> None:
-        """Another thread (close()): make a wait for the lease under way give up."""
-        self._lease_cancel.set()
 
     if TYPE_CHECKING:  # the driver's own
 
