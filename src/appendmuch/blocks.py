@@ -15,8 +15,11 @@ writer) or at its end (shared mode), checks that none of them changed.
 
 from __future__ import annotations
 
+import dis
 import inspect
-from types import FrameType
+from collections.abc import Iterator
+from functools import lru_cache
+from types import CodeType, FrameType
 from typing import Any
 
 __all__ = [
@@ -24,10 +27,12 @@ __all__ = [
     "NOT_NOTED",
     "STAGED",
     "Block",
+    "Level",
     "Mark",
     "Staged",
     "Working",
     "restore",
+    "level_at",
     "running",
 ]
 
@@ -93,10 +98,10 @@ class Block:
 
     __slots__ = ("depth", "frames", "marks", "reads", "staged", "working")
 
-    def __init__(self, frame: FrameType | None = None) -> None:
+    def __init__(self, level: Level | None = None) -> None:
         self.depth = 1
-        #: per level, the frame running its ``with`` statement (see leaked())
-        self.frames: list[FrameType | None] = [frame]
+        #: per level, where its ``with`` statement runs (see running())
+        self.frames: list[Level | None] = [level]
         self.working: dict[str, Working] = {}
         #: per nested level: the working copies as they were, and len(staged) then
         self.marks: list[tuple[dict[str, Mark], int]] = []
@@ -116,20 +121,90 @@ class Block:
 #: code flags of frames that may be suspended (generators, coroutines): never taken
 #: for gone while off the stack
 _SUSPENDABLE = inspect.CO_GENERATOR | inspect.CO_COROUTINE | inspect.CO_ASYNC_GENERATOR
+_BEFORE_WITH = dis.opmap.get("BEFORE_WITH", -1)
+
+#: a level's ``with`` statement: the frame running it and the bytecode offsets of its
+#: body
+Level = tuple[FrameType, frozenset[int]]
 
 
-def running(frame: FrameType | None, top: FrameType | None) -> bool:
-    """Whether ``frame`` (a ``with`` statement's) is on the stack whose top is ``top``,
-    or may be suspended.  A block whose statement's frame is neither was left without
-    its ``__exit__`` running (an interrupt as it began): it is closed as failed.
-    O(stack depth)."""
-    if frame is None or frame.f_code.co_flags & _SUSPENDABLE:
+def level_at(frame: FrameType | None) -> Level | None:
+    """Where a block opened by ``frame`` (the caller of ``__enter__``) runs."""
+    if frame is None:
+        return None
+    code, at = frame.f_code, frame.f_lasti
+    if code.co_code[at : at + 1] != bytes((_BEFORE_WITH,)):
+        return None  # (entered by hand or by an ExitStack: open until __exit__)
+    body = _with_body(code, at)
+    return (frame, body) if body is not None else None
+
+
+def running(level: Level | None, top: FrameType | None) -> bool:
+    """Whether ``level``'s ``with`` statement is still running: its frame is on the
+    stack whose top is ``top`` (or may be suspended), and is inside the body.  One
+    that is not was left without its ``__exit__`` closing it (an interrupt as it began
+    or ended): it is closed as failed.  O(stack depth)."""
+    if level is None:
+        return True
+    frame, body = level
+    if frame.f_lasti not in body:
+        return False
+    if frame.f_code.co_flags & _SUSPENDABLE:
         return True
     while top is not None:
         if top is frame:
             return True
         top = top.f_back
     return False
+
+
+@lru_cache(maxsize=1024)
+def _with_body(code: CodeType, before_with: int) -> frozenset[int] | None:
+    """The offsets of the body of the ``with`` statement at ``before_with``: what its
+    exception handler protects, and the handlers of the statements inside it, which it
+    protects in turn (CPython's exception table).  None if it cannot be told."""
+    ranges = list(_exception_table(code.co_exceptiontable))
+    handler = next(
+        (target for start, _, target in ranges if start == before_with + 2), None
+    )
+    if handler is None:
+        return None
+    body: set[int] = set()
+    targets = {handler}
+    grew = True
+    while grew:
+        grew = False
+        for start, end, target in ranges:
+            if target in targets and start not in body:
+                body.update(range(start, end, 2))
+                grew = True
+        targets |= {target for _, _, target in ranges if target in body}
+    return frozenset(body)
+
+
+def _exception_table(table: bytes) -> Iterator[tuple[int, int, int]]:
+    """(start, end, handler) byte offsets of each entry of a code object's exception
+    table: varints of 6-bit groups, most significant first, 0x40 continuing and 0x80
+    marking an entry's first byte; in code units."""
+    at = 0
+
+    def varint() -> int:
+        nonlocal at
+        byte = table[at]
+        at += 1
+        value = byte & 63
+        while byte & 64:
+            byte = table[at]
+            at += 1
+            value = (value << 6) | (byte & 63)
+        return value
+
+    while at < len(table):
+        start = varint() * 2
+        end = start + varint() * 2
+        target = varint() * 2
+        varint()  # (stack depth and lasti flag)
+        yield start, end, target
 
 
 def restore(obj: Any, state: Any) -> Any:

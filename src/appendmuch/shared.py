@@ -92,6 +92,9 @@ class SharedSide:
         self.refused: list[tuple[Row, Exception]] = []
         #: the largest seq the Store loaded (rows up to it are in the cache already)
         self.loaded_upto = 0
+        #: threads whose wait for a commit (a block's, a ``del``) was interrupted: the
+        #: engine may still be running it, and their next write or block must follow it
+        self.unsettled: set[int] = set()
 
     def loaded(self, seq: int) -> None:
         """The Store (re)loaded the table up to ``seq`` (under the lock): its provisional
@@ -105,6 +108,25 @@ class SharedSide:
     def next_seq(self) -> int:
         """A new provisional seq (under the Store's lock)."""
         return next(self._provisional)
+
+    def settle(self) -> None:
+        """If this thread was interrupted waiting for a commit, wait until the engine
+        is done with it, so what the thread does next comes after it (program order:
+        a block after an interrupted one reads its writes, a later write is committed
+        after them).  Cheap when there is nothing to wait for."""
+        me = _get_ident()
+        if me in self.unsettled:
+            self.engine.settle()
+            self.unsettled.discard(me)
+
+    def _commit(self, commit: BlockCommit) -> None:
+        """Hand a commit to the engine and wait for it (noting an interrupted wait)."""
+        try:
+            self.engine.commit_block(commit)
+        except BaseException as exc:
+            if not isinstance(exc, Exception):  # (Ctrl-C: the engine goes on with it)
+                self.unsettled.add(_get_ident())
+            raise
 
     def write(
         self,
@@ -122,6 +144,8 @@ class SharedSide:
         else into the cache and the outbox at once (a provisional seq, returned).
         ``write_through``: returns once committed."""
         store = self.store
+        if self.unsettled:
+            self.settle()
         block = store._block(dbns)
         if block is not None:
             with store._mutex:
@@ -220,6 +244,8 @@ class SharedSide:
         """``del``: kept by this thread's block if one is open; otherwise committed at
         once, after checking (with the lease) that nobody deleted the field meanwhile."""
         store = self.store
+        if self.unsettled:
+            self.settle()
         block = store._block(dbns)
         now = _now()
         tombstone = Staged(field, GONE, None, True, now, context)
@@ -247,7 +273,7 @@ class SharedSide:
             [(row, replaces)], self._still_there(dbns, field), (namespace, dbns, [tombstone])
         )
         try:
-            self.engine.commit_block(commit)
+            self._commit(commit)
         except ConflictError:
             raise FieldNotFoundError(
                 f"{storage!r} has no field {field!r} to delete (another process deleted it)"
@@ -266,7 +292,7 @@ class SharedSide:
             rows.append((row, replaces))
         reads = dict(block.reads)
         commit = BlockCommit(rows, lambda: self._check(dbns, reads), (namespace, dbns, staged))
-        self.engine.commit_block(commit)
+        self._commit(commit)
         for entry, row in zip(staged, commit.final, strict=True):
             block.reads[entry.field] = row[0]
             working = block.working.get(entry.field)

@@ -25,6 +25,7 @@ from .blocks import (
     Staged,
     Working,
     restore,
+    level_at,
     running,
 )
 from .codec import Codec, Encoded
@@ -945,26 +946,30 @@ class Store:
         """Open (or nest) this thread's block on ``dbns`` (``frame``: the one running the
         ``with`` statement); True once it is open."""
         key = (_get_ident(), dbns)
+        level = level_at(frame)
         block = self._block(dbns)
         if block is None:
+            side = self._shared_side
+            if side is not None and side.unsettled:
+                side.settle()  # (it reads what an interrupted block of its own wrote)
             shared = self._scalars.get(dbns)
             if shared:
                 shared.clear()  # (reads of the namespace go through __getattr__, noted)
             # Published last, and nothing that could raise follows: a Ctrl-C in
             # __enter__ leaves no block open that __exit__ will never close.
-            self._blocks[key] = Block(frame)
+            self._blocks[key] = Block(level)
         else:  # a nested block: note the working copies as they are, to rewind to
             mark = (self._mark(block), len(block.staged))
             block.marks = [*block.marks, mark]
-            block.frames = [*block.frames, frame]
+            block.frames = [*block.frames, level]
             block.depth += 1
         return True
 
     def _block(self, dbns: str) -> Block | None:
         """This thread's open block on ``dbns``, if any.  Levels whose ``with``
-        statement is no longer running (an interrupt landed as it ended, before its
-        ``__exit__`` could close it) are closed first, as failed ones are: they must
-        not keep later writes for an end that never comes."""
+        statement is no longer running (an interrupt landed as it began or ended,
+        where its ``__exit__`` could not close it) are closed first, as failed ones
+        are: they must not keep later writes for an end that never comes."""
         if not self._blocks:
             return None
         key = (_get_ident(), dbns)
@@ -976,41 +981,46 @@ class Store:
                 self._rewind(dbns, block, mark)
                 block.depth -= 1
             else:
-                block.working.clear()
-                block.staged.clear()
-                del self._blocks[key]
+                self._close_block(key, block)
                 block = None
         return block
 
     def _exit(self, namespace: tuple[str, ...], dbns: str, ok: bool) -> None:
-        me = _get_ident()
-        key = (me, dbns)
+        key = (_get_ident(), dbns)
         block = self._blocks.get(key)
         if block is None:
             return
-        mark = block.marks.pop() if block.depth > 1 else None
-        if block.depth > 1:
-            block.frames.pop()
+        if block.depth == 1:
+            try:
+                if ok:
+                    self._flush_block(namespace, dbns, caller_context(), block=block)
+            finally:  # (an interrupt in here leaves it to the next _block() to close)
+                self._close_block(key, block)
+            return
+        mark = block.marks.pop()
+        block.frames.pop()
         try:
             if ok:
-                try:
-                    self._flush_block(namespace, dbns, caller_context(), nested=mark is not None)
-                except BaseException:
-                    if mark is not None:  # a nested exit that cannot save fails like a block
-                        self._rewind(dbns, block, mark)
-                    raise
-            elif mark is None:
-                block.working.clear()
-                block.staged.clear()
+                self._flush_block(namespace, dbns, caller_context(), nested=True, block=block)
             else:
                 self._rewind(dbns, block, mark)
+        except BaseException:  # a nested exit that cannot save fails like a block
+            if ok:
+                self._rewind(dbns, block, mark)
+            raise
         finally:
             block.depth -= 1
-            if block.depth <= 0:
-                del self._blocks[key]
-                if self._gate_owner == me:
-                    with contextlib.suppress(RuntimeError):  # (released already)
-                        self._gate_turn.release()
+
+    def _close_block(self, key: tuple[int, str], block: Block) -> None:
+        """The outermost level of ``block`` ended: forget it (and its unsaved changes),
+        and let another thread's blocked write go on."""
+        block.working.clear()
+        block.staged.clear()
+        if self._blocks.get(key) is block:
+            del self._blocks[key]
+        if self._gate_owner == key[0]:
+            with contextlib.suppress(RuntimeError):  # (released already)
+                self._gate_turn.release()
 
     def _mark(self, block: Block) -> dict[str, Mark]:
         """Each working copy's seq, encoding and state, at the start of a nested block."""
@@ -1062,14 +1072,22 @@ class Store:
                     working.obj = restore(working.obj, state)
 
     def _flush_block(
-        self, namespace: tuple[str, ...], dbns: str, context: str, *, nested: bool = False
+        self,
+        namespace: tuple[str, ...],
+        dbns: str,
+        context: str,
+        *,
+        nested: bool = False,
+        block: Block | None = None,
     ) -> None:
         """Save what this thread's block on ``dbns`` changed: every working copy changed
         since it was read or last written, all of them or (if one cannot be stored)
         none.  Single-writer mode: written at once, as assignments are.  Shared mode:
         kept with the block's other writes, and all of them committed together at the
-        outermost end (or ``flush()``), or none and ConflictError."""
-        block = self._block(dbns)
+        outermost end (or ``flush()``), or none and ConflictError.  (``block``: the one
+        ``__exit__`` ends; its statement has left the body already.)"""
+        if block is None:
+            block = self._block(dbns)
         if block is None:
             return
         side = self._shared_side

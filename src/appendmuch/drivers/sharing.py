@@ -123,6 +123,10 @@ class Subscriber(Protocol):
         """Call ``on_change`` for what the round brought (outside every lock)."""
 
 
+def _nothing() -> None:
+    return None
+
+
 @dataclass(eq=False)
 class BlockCommit:
     """A ``with`` block's writes, committed in one round after its reads are checked."""
@@ -167,14 +171,16 @@ class Engine:
         self.last_error: Exception | None = None
         self._failed_at: float | None = None
         self._subscriber: weakref.ref[Subscriber] | None = None
+        #: attached, delivered to from its first reload (which reads the table itself)
+        self._attached: weakref.ref[Subscriber] | None = None
         self._last_read = 0.0
 
     # ------------------------------------------------------------------ application side
 
     def attach(self, subscriber: Subscriber) -> None:
-        """Deliver to ``subscriber`` from now on; its first :meth:`reload` says from
-        which seq on."""
-        self._subscriber = weakref.ref(subscriber)
+        """Deliver to ``subscriber`` from its first :meth:`reload` on (before it, the
+        rows delivered would be read again by that reload)."""
+        self._attached = weakref.ref(subscriber)
 
     def reload(self, load: Callable[[], int]) -> None:
         """Commit what is queued, then run ``load`` (which rebuilds the subscriber's
@@ -183,6 +189,8 @@ class Engine:
 
         def reload_now() -> None:
             self._flush_now()
+            if self._attached is not None:
+                self._subscriber, self._attached = self._attached, None
             self.hwm = load()
 
         self.driver._in_writer(reload_now)
@@ -211,6 +219,10 @@ class Engine:
         raises :class:`~appendmuch.errors.ConflictError` (nothing written) when its
         reads are no longer current."""
         self.driver._in_writer(lambda: self._round(block))
+
+    def settle(self) -> None:
+        """Return once every request made before this call was carried out."""
+        self.driver._in_writer(_nothing)
 
     def sync(self) -> None:
         """Deliver everything committed anywhere before the call."""
