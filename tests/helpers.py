@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import inspect
+import time
+from collections.abc import Callable
+from types import FrameType
 from typing import Any
 
 from appendmuch import Storage, Store, Value
@@ -45,3 +48,41 @@ def kept_to_the_end(store: Store) -> bool:
     """Whether a ``with`` block's writes wait for its outermost end (shared mode), or
     are written at once as in single-writer mode (SPEC section 4)."""
     return store.driver.sharing is not None
+
+
+#: files whose code the garbage collector runs (weak reference and gc callbacks)
+_GC_CALLBACK_FILES = ("/weakref.py", "/_weakrefset.py")
+
+
+def in_gc_callback(frame: FrameType | None) -> bool:
+    """Whether ``frame`` runs inside a callback of the garbage collector (a weak
+    reference's finalizer, a gc callback), which may run in the middle of any
+    allocation.  Tests that inject interrupts leave those alone: the interpreter prints
+    and drops an exception raised there, and CPython 3.11 can crash when a trace
+    function raises in one."""
+    depth = 0
+    while frame is not None and depth < 12:
+        name = frame.f_code.co_filename
+        if name.endswith(_GC_CALLBACK_FILES) or "/hypothesis/" in name:
+            return True
+        frame = frame.f_back
+        depth += 1
+    return False
+
+
+#: how long a test waits for something a background thread does (a limit, never a
+#: threshold: it only bounds a hang)
+PATIENCE = 60.0
+
+
+def wait_for(condition: Callable[[], bool], what: str, patience: float = PATIENCE) -> float:
+    """Poll ``condition`` (every 5 ms) until true; the seconds it took.  Fails the test
+    after ``patience`` seconds, naming ``what`` was awaited."""
+    import pytest
+
+    start = time.monotonic()
+    while not condition():
+        if time.monotonic() - start > patience:
+            pytest.fail(f"gave up after {patience:.0f} s waiting for {what}")
+        time.sleep(0.005)
+    return time.monotonic() - start

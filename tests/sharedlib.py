@@ -23,7 +23,7 @@ sys.path.insert(0, str(TESTS / "crash"))
 
 from childlib import make_driver  # noqa: E402  (tests/crash is on the path now)
 
-from appendmuch import Store, Value, tuple2dbns  # noqa: E402
+from appendmuch import Codec, Store, Value, tuple2dbns  # noqa: E402
 
 __all__ = [
     "PEERS",
@@ -107,10 +107,47 @@ class Seen:
             return [call[0] for call in self.calls]
 
 
-def open_store(location: dict[str, Any], seen: Seen | None = None, **driver_kwargs: Any) -> Store:
-    """A Store on ``location`` (a tests/crash/childlib location), replace fields ``r_*``."""
+class Point:
+    """A value type only some writers' codecs know (a rolling deploy adding it)."""
+
+    def __init__(self, x: int, y: int) -> None:
+        self.x, self.y = x, y
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, Point) and (self.x, self.y) == (other.x, other.y)
+
+    def __hash__(self) -> int:
+        return hash((self.x, self.y))
+
+
+#: the type id Point is registered under
+POINT_TYPE_ID = 150
+
+
+def points_codec() -> Codec:
+    """A codec that knows :class:`Point`."""
+    codec = Codec()
+    codec.register(
+        Point,
+        POINT_TYPE_ID,
+        lambda point: json.dumps([point.x, point.y]).encode(),
+        lambda raw: Point(*json.loads(raw)),
+    )
+    return codec
+
+
+def open_store(
+    location: dict[str, Any],
+    seen: Seen | None = None,
+    *,
+    points: bool = False,
+    **driver_kwargs: Any,
+) -> Store:
+    """A Store on ``location`` (a tests/crash/childlib location), replace fields ``r_*``;
+    its codec knows :class:`Point` when ``points``."""
     store = Store(
         make_driver(location, **driver_kwargs),
+        codec=points_codec() if points else None,
         on_change=None if seen is None else seen.on_change,
         replace_predicate=is_replace,
     )

@@ -13,12 +13,16 @@ what the Store held in memory must be what the database holds.
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import random
 import signal
+import subprocess
+import sys
 import threading
 import time
 from collections.abc import Iterator
+from pathlib import Path
 from types import FrameType
 from typing import Any
 
@@ -26,6 +30,8 @@ import pytest
 
 from appendmuch.errors import ConflictError, WriteError
 from backends import Backend
+from helpers import in_gc_callback
+from sharedlib import Place
 from test_interrupts import stored_rows
 
 #: seconds of interrupts per backend (APPENDMUCH_CTRL_C_SECONDS to change)
@@ -44,7 +50,7 @@ class CtrlC:
 
     def _handler(self, signum: int, frame: FrameType | None) -> None:
         signal.setitimer(signal.ITIMER_REAL, self.rng.uniform(1e-4, 3e-3))
-        if self.armed:
+        if self.armed and not in_gc_callback(frame):
             self.armed = False
             self.landed += 1
             raise KeyboardInterrupt
@@ -197,3 +203,65 @@ def test_a_block_whose_exit_was_interrupted_keeps_nothing_that_follows(
         assert [v.data for v in other.storage("w", "p").__history__()["after"]] == [0, 1, 2]
     finally:
         other.close()
+
+
+#: seconds of real signals per run of a process (the issue asks for at least 10)
+PROCESS_SECONDS = float(os.environ.get("APPENDMUCH_CTRL_C_PROCESS_SECONDS", "10"))
+CHILD = Path(__file__).resolve().parent / "peers" / "ctrl_c_child.py"
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(
+    ("kind", "mode", "seed"),
+    [
+        *(("postgresql", mode, seed) for mode in ("single", "shared") for seed in (1, 2, 3)),
+        ("sqlite", "single", 1),
+        ("sqlite", "shared", 1),
+    ],
+)
+def test_a_process_under_real_signals_goes_on_and_prints_nothing(
+    kind: str, mode: str, seed: int, tmp_path: Path
+) -> None:
+    """A process writes for 10 s while real signals raise KeyboardInterrupt anywhere
+    (inside psycopg, the pool, sqlite3, threading); it catches them and goes on.  Every
+    write goes on working (at most one WriteError while a connection is replaced, never
+    a LockedError against its own session), another thread's flush() and close() work,
+    every acknowledged write is in the table exactly once (none in a recovery file), and
+    nothing at all is printed to stderr."""
+    place = Place(kind, tmp_path)
+    try:
+        done = subprocess.run(
+            [
+                sys.executable,
+                str(CHILD),
+                json.dumps(place.location("appendmuch-ctrl-c")),
+                str(seed),
+                str(PROCESS_SECONDS),
+                mode,
+            ],
+            capture_output=True,
+            text=True,
+            cwd=tmp_path,
+            timeout=PROCESS_SECONDS + 180,
+        )
+        assert done.returncode == 0, done.stderr[-3000:]
+        assert done.stderr == "", done.stderr[-3000:]
+        report = json.loads(done.stdout)
+        assert report["interrupts"] >= 100, report["interrupts"]
+        errors = report["errors"]
+        assert not any(key.startswith("LockedError") for key in errors), errors
+        assert sum(errors.values()) <= 1, errors
+        assert report["ending"] == {"flush": "ok", "close": "ok", "hung": False}
+        stored = [
+            int(bytes(row[3])[1:]) for row in place.rows() if row[2] == "x" and row[3] is not None
+        ]
+        assert len(stored) == len(set(stored)), "a write was stored twice"
+        lost = sorted(set(report["acked"]) - set(stored))
+        assert not lost, f"{len(lost)} acknowledged writes lost: {lost[:10]}"
+        assert not [name for name in os.listdir(tmp_path) if ".recovery-" in name]
+        print(
+            f"{kind} {mode} seed {seed}: {report['interrupts']} interrupts in "
+            f"{report['operations']} operations"
+        )
+    finally:
+        place.cleanup()

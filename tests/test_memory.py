@@ -66,9 +66,9 @@ class TestStoredBytes:
             store.close()
 
     def test_older_entries_read_as_a_reopen_decodes_them(self, backend: Backend) -> None:
-        """Without the vigilant check a UUID inside a dict stays a UUID while it is the
-        latest value (SPEC 12); once superseded, the entry reads back as its stored bytes
-        decode (the UUID's string), the same before and after a reopen."""
+        """Without the vigilant check a UUID inside a dict stays a UUID within the
+        session, latest or superseded (SPEC 12; its stored bytes would not decode to it,
+        so the object is kept); a reopen reads what was stored (the UUID's string)."""
         key = uuid.UUID(int=7)
         store = backend.store(codec=Codec(vigilant=False))
         s = store.storage("exp", "p1")
@@ -76,10 +76,11 @@ class TestStoredBytes:
         with s:
             assert _identical(s.d, {"u": key})  # the latest keeps the assigned objects
         s.d = {"u": None}
-        expected = [{"u": str(key)}, {"u": None}]
-        assert _identical(_history_data(store, "exp", "p1")["d"], expected)
+        written = [{"u": key}, {"u": None}]
+        assert _identical(_history_data(store, "exp", "p1")["d"], written)
         store = backend.reopen(store, codec=Codec(vigilant=False))
-        assert _identical(_history_data(store, "exp", "p1")["d"], expected)
+        stored = [{"u": str(key)}, {"u": None}]
+        assert _identical(_history_data(store, "exp", "p1")["d"], stored)
         store.close()
 
     def test_every_kind_of_value_survives_being_superseded(self, backend: Backend) -> None:

@@ -17,6 +17,7 @@ from typing import Any
 
 import pytest
 
+from appendmuch import Storage, retry_on_conflict
 from backends import Backend
 from patterns import PATTERNS, bump, count, prepare
 from sharedfixtures import Peers, shared_place  # noqa: F401  (the fixture place)
@@ -112,3 +113,51 @@ def test_a_blocks_writes_are_contiguous(place: Place, peers: Peers) -> None:
     assert len(blocks) == 80
     for key, seqs in blocks.items():
         assert seqs == list(range(seqs[0], seqs[0] + 3)), (key, seqs)
+
+
+def test_nested_blocks_on_several_namespaces_in_any_order_never_deadlock(
+    backend: Backend,
+) -> None:
+    """4 threads each move one unit between two namespaces' counters, half of them
+    nesting ``with a: with b:``, half ``with b: with a:``: every thread ends, and the
+    sum is kept (every move was whole)."""
+    store = backend.store()
+    try:
+        a, b = store.storage("acct", "a"), store.storage("acct", "b")
+        a.n, b.n = 1000, 1000
+        errors: list[BaseException] = []
+
+        @retry_on_conflict(attempts=1000)
+        def move(first: Storage, second: Storage, amount: int) -> None:
+            with first:
+                with second:
+                    first.n = first.n - amount
+                    second.n = second.n + amount
+
+        def work(number: int) -> None:
+            try:
+                mine = [store.storage("acct", "a"), store.storage("acct", "b")]
+                if number % 2:
+                    mine.reverse()
+                for i in range(TIMES):
+                    move(mine[0], mine[1], 1 + (i + number) % 3)
+            except BaseException as exc:  # reported below
+                errors.append(exc)
+
+        threads = [threading.Thread(target=work, args=(n,)) for n in range(WORKERS)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join(120)
+        assert not any(thread.is_alive() for thread in threads), "a thread hung: a deadlock"
+        assert not errors, errors
+        store.flush()
+        assert a.n + b.n == 2000
+        moved = sum(
+            (1 + (i + n) % 3) * (1 if n % 2 == 0 else -1)
+            for n in range(WORKERS)
+            for i in range(TIMES)
+        )
+        assert (a.n, b.n) == (1000 - moved, 1000 + moved)
+    finally:
+        store.close()

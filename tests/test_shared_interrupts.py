@@ -31,6 +31,7 @@ import appendmuch
 from appendmuch import Store
 from appendmuch.drivers.sharing import Engine
 from appendmuch.shared import SharedSide
+from helpers import in_gc_callback
 from sharedfixtures import Peers, shared_place  # noqa: F401  (the fixture place)
 from sharedlib import PeerProcess, Place, history_lines
 from test_interrupts import Ledger, not_interruptible, stored_rows
@@ -65,16 +66,22 @@ def opened(place: Place, tmp_path: Path) -> Iterator[Callable[..., Store]]:
         store.close()
 
 
+#: where each interrupt was injected (file:line), for the failure messages
+INJECTED: list[str] = []
+
+
 def interrupt_in_package(k: int) -> Callable[[FrameType, str, Any], Any]:
     """A trace function raising KeyboardInterrupt at the k-th line of the package run
     in this thread (where a real signal could land)."""
     seen = [0]
 
     def local(frame: FrameType, event: str, arg: Any) -> Any:
-        if event == "line" and not not_interruptible(frame):
+        if event == "line" and not not_interruptible(frame) and not in_gc_callback(frame):
             seen[0] += 1
             if seen[0] == k:
-                raise KeyboardInterrupt(f"injected at line {k}")
+                where = f"{frame.f_code.co_filename.rsplit('/', 1)[-1]}:{frame.f_lineno}"
+                INJECTED.append(where)
+                raise KeyboardInterrupt(f"injected at line {k} ({where})")
         return local
 
     def calls(frame: FrameType, event: str, arg: Any) -> Any:
@@ -140,7 +147,7 @@ def check_cache(store: Store, fresh: Store) -> None:
         only_theirs = sorted(set(theirs) - set(mine))[:3]
         raise AssertionError(
             f"the cache differs from a fresh reopen: only in the cache {only_mine}, only "
-            f"in the reopen {only_theirs}"
+            f"in the reopen {only_theirs} (the last interrupts injected at {INJECTED[-3:]})"
         )
 
 

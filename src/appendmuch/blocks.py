@@ -27,12 +27,13 @@ __all__ = [
     "NOT_NOTED",
     "STAGED",
     "Block",
+    "BlockPart",
     "Level",
     "Mark",
     "Staged",
     "Working",
-    "restore",
     "level_at",
+    "restore",
     "running",
 ]
 
@@ -93,7 +94,9 @@ class Mark:
 
 class Block:
     """Open ``with`` blocks of one thread on one namespace: how deep, the working
-    copies, one mark per nested level (``len(marks) == depth - 1``), what was read,
+    copies, one mark per nested level (``len(marks) == depth - 1``; shared mode: a
+    block whose writes are kept for an enclosing block on another namespace has depth
+    0 until its namespace is entered again, then a mark per level), what was read,
     and the writes kept for the end (shared mode)."""
 
     __slots__ = ("depth", "frames", "marks", "reads", "staged", "working")
@@ -117,6 +120,10 @@ class Block:
                 return staged
         return None
 
+
+#: shared mode: one namespace's share of a thread's blocks committed together
+#: (namespace, dbns, the block, the writes it kept)
+BlockPart = tuple[tuple[str, ...], str, Block, list[Staged]]
 
 #: code flags of frames that may be suspended (generators, coroutines): never taken
 #: for gone while off the stack
@@ -164,9 +171,7 @@ def _with_body(code: CodeType, before_with: int) -> frozenset[int] | None:
     exception handler protects, and the handlers of the statements inside it, which it
     protects in turn (CPython's exception table).  None if it cannot be told."""
     ranges = list(_exception_table(code.co_exceptiontable))
-    handler = next(
-        (target for start, _, target in ranges if start == before_with + 2), None
-    )
+    handler = next((target for start, _, target in ranges if start == before_with + 2), None)
     if handler is None:
         return None
     body: set[int] = set()

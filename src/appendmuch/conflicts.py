@@ -31,12 +31,12 @@ def retry_on_conflict(
     :class:`~appendmuch.errors.ConflictError`, up to ``attempts`` times in all; the
     last failure is re-raised.
 
-    In shared mode a ``with`` block whose exit would overwrite a newer write made by
-    another process raises ``ConflictError`` and writes nothing.  By then this
-    process's cache already holds that newer write, so running the block again reads
-    it; the store also keeps the table's write lease for a moment after a conflict, so
-    the second run normally succeeds.  The function should do nothing but the
-    read-modify-write (no side effects that must not happen twice).
+    A ``with`` block that read a field another writer (a process in shared mode, or
+    another thread) changed before the block could write raises ``ConflictError`` and
+    writes nothing.  By then the cache holds that newer write, so running the block
+    again reads it.  Every conflict means another block got through, so retries end;
+    the function should do nothing but the read-modify-write (no side effects that must
+    not happen twice).
 
     >>> from appendmuch import Memory, Store, retry_on_conflict
     >>> counter = Store(Memory()).storage("counter")

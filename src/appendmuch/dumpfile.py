@@ -41,8 +41,9 @@ _KEYSET = frozenset(KEYS)
 _CHUNK = 1 << 16
 _MAX_SEQ = (1 << 63) - 1
 #: the largest seq a dump (or recovery file) may hold: the log must be able to go on
-#: from it (seqs are signed 64-bit in every backend), so 2**62 more seqs stay free
-MAX_RESTORED_SEQ = 1 << 62
+#: from it, in either mode (shared mode numbers writes not yet committed from 2**62 on),
+#: so 2**61 more seqs stay free
+MAX_RESTORED_SEQ = 1 << 61
 #: the largest value a dump can carry: a msgpack bin holds less than 4 GiB, and 1 MiB
 #: is left for the rest of the row
 MAX_DUMP_VALUE_BYTES = (1 << 32) - (1 << 20)
@@ -190,7 +191,7 @@ def check_row(
     if seq > MAX_RESTORED_SEQ:
         raise DumpFormatError(
             f"{where}: seq {seq} leaves no room for later writes (seqs are 64-bit; a "
-            f"restored seq may be at most 2**62 = {MAX_RESTORED_SEQ})"
+            f"restored seq may be at most 2**61 = {MAX_RESTORED_SEQ})"
         )
     where = f"dump row {index} (seq {seq})"
     if seq in seen:

@@ -29,7 +29,7 @@ from collections.abc import Callable
 from itertools import count
 from typing import TYPE_CHECKING, Any
 
-from .blocks import ABSENT, STAGED, Block, Staged, Working
+from .blocks import ABSENT, STAGED, BlockPart, Staged, Working
 from .copying import safe_deepcopy
 from .drivers.base import Row
 from .drivers.sharing import BlockCommit, Engine
@@ -270,7 +270,7 @@ class SharedSide:
         replaces = store.replace_predicate is not None and store._replaces(dbns, field)
         row = (seq, dbns, field, None, now, context)
         commit = BlockCommit(
-            [(row, replaces)], self._still_there(dbns, field), (namespace, dbns, [tombstone])
+            [(row, replaces)], self._still_there(dbns, field), [(namespace, dbns, [tombstone])]
         )
         try:
             self._commit(commit)
@@ -279,29 +279,40 @@ class SharedSide:
                 f"{storage!r} has no field {field!r} to delete (another process deleted it)"
             ) from None
 
-    def commit_block(
-        self, namespace: tuple[str, ...], dbns: str, block: Block, staged: list[Staged]
-    ) -> None:
-        """Commit a block's kept writes (its changed copies among them) after checking
-        what it read; the block then reads them as committed."""
+    def commit_block(self, parts: list[BlockPart]) -> None:
+        """Commit the kept writes of a thread's blocks (one namespace each, their
+        changed copies among them) in one round, together, after checking what each
+        read; the blocks then read them as committed."""
         store = self.store
         rows = []
-        for entry in staged:
-            replaces = store.replace_predicate is not None and store._replaces(dbns, entry.field)
-            row = (self.next_seq(), dbns, entry.field, entry.raw, entry.time, entry.context)
-            rows.append((row, replaces))
-        reads = dict(block.reads)
-        commit = BlockCommit(rows, lambda: self._check(dbns, reads), (namespace, dbns, staged))
+        for _, dbns, _, staged in parts:
+            for entry in staged:
+                replaces = store.replace_predicate is not None and store._replaces(
+                    dbns, entry.field
+                )
+                row = (self.next_seq(), dbns, entry.field, entry.raw, entry.time, entry.context)
+                rows.append((row, replaces))
+        checks = [(dbns, dict(block.reads)) for _, dbns, block, _ in parts]
+
+        def check() -> str | None:
+            stale = [found for dbns, reads in checks if (found := self._check(dbns, reads))]
+            return "; ".join(stale) if stale else None
+
+        commit = BlockCommit(
+            rows, check, [(namespace, dbns, staged) for namespace, dbns, _, staged in parts]
+        )
         self._commit(commit)
-        for entry, row in zip(staged, commit.final, strict=True):
-            block.reads[entry.field] = row[0]
-            working = block.working.get(entry.field)
-            if working is not None and working.seq == STAGED:
-                working.seq = row[0]
-        for working in block.working.values():
-            if working.seq == STAGED:  # (kept, then dropped by a later write of the field)
-                working.seq = ABSENT
-        block.staged.clear()
+        final = iter(commit.final)
+        for _, _, block, staged in parts:
+            for entry, row in zip(staged, final, strict=False):
+                block.reads[entry.field] = row[0]
+                working = block.working.get(entry.field)
+                if working is not None and working.seq == STAGED:
+                    working.seq = row[0]
+            for working in block.working.values():
+                if working.seq == STAGED:  # (kept, then dropped by a later write of the field)
+                    working.seq = ABSENT
+            block.staged.clear()
 
     def _still_there(self, dbns: str, field: str) -> Callable[[], str | None]:
         """The check of a plain ``del`` (committed at once, as a block of one write):
@@ -395,15 +406,25 @@ class SharedSide:
                 log = self._log(dbns, field)
                 if log is not None:
                     log.settle(provisional, seq)
-                self._replacing.pop((dbns, field), None)
+                if (dbns, field) in self._replacing:
+                    if log is not None and log.latest_seq >= PROVISIONAL:
+                        # (a later own write of a replaced field is still queued: it
+                        # overwrites this row, just committed)
+                        self._replacing[dbns, field] = seq
+                    else:
+                        del self._replacing[dbns, field]
                 if events is not None:
                     data = _entry(log, seq)
                     if data is _NOT_THERE:  # (a replaced field's entry, superseded since)
                         data = GONE if value is None else _decode(store.codec.decode, value)
                     events.append((seq, dbns, field, data, created_at, context, True))
             for block in blocks:
-                _, dbns, staged = block.token
-                for entry, row in zip(staged, block.final, strict=True):
+                final = iter(block.final)
+                for entry, dbns, row in (
+                    (entry, dbns, row)
+                    for _, dbns, staged in block.token
+                    for entry, row in zip(staged, final, strict=False)
+                ):
                     seq = row[0]
                     field = entry.field
                     node, log = store._stored_field(dbns, field, seq)
@@ -433,6 +454,14 @@ class SharedSide:
                 store.driver._saw_seq(
                     max([r[0] for _, r in own] + [b.final[-1][0] for b in blocks if b.final])
                 )
+
+    def emptied(self) -> None:
+        store = self.store
+        with store._mutex:
+            store._load(iter(()))
+            self.loaded(0)
+            self._events.clear()
+            self.finals.clear()
 
     def committed_seq(self, dbns: str, field: str) -> int | None:
         with self.store._mutex:

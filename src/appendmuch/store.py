@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import _thread
 import contextlib
-import logging
 import sys
 import threading
 import time
@@ -21,16 +20,17 @@ from .blocks import (
     NOT_NOTED,
     STAGED,
     Block,
+    BlockPart,
     Mark,
     Staged,
     Working,
-    restore,
     level_at,
+    restore,
     running,
 )
 from .codec import Codec, Encoded
 from .copying import safe_deepcopy
-from .drivers.base import DBDriver, Row
+from .drivers.base import DBDriver, Row, close_unattended
 from .errors import (
     ClosedError,
     ConflictError,
@@ -60,7 +60,6 @@ ReplacePredicate = Callable[[str, str], Any]
 NamespaceValidator = Callable[[tuple[str, ...]], Any]
 
 _now = time.time
-_log = logging.getLogger("appendmuch")
 _getframe = sys._getframe
 _get_ident = threading.get_ident
 #: values kept in the namespaces' shared read dicts (immutable, never guarded)
@@ -104,16 +103,9 @@ _RECYCLE = hasattr(sys, "getrefcount")
 
 
 def _close_driver(driver: DBDriver) -> None:
-    """Close the driver of a Store nobody closed (at exit, or when it is collected).
-
-    Nobody can catch an exception here, so a failure is said in one warning line
-    (``logging``, logger ``appendmuch``): queued rows that could not be written went
-    to a recovery file, and the message names it and the command that replays it."""
-    name = repr(driver)
-    try:
-        driver.retire()  # for good: nothing may take the writer lock again
-    except Exception as exc:
-        _log.warning("appendmuch: closing %s at exit: %s", name, exc)
+    """Close the driver of a Store nobody closed, for good: nothing may take the writer
+    lock again."""
+    close_unattended(driver.retire, repr(driver))
 
 
 class Store:
@@ -125,9 +117,9 @@ class Store:
     :param driver: where the log is kept (``Memory()``, ``Sqlite3(path)``, ...).
     :param codec: the value codec (a new :class:`~appendmuch.codec.Codec` by default).
     :param on_change: ``f(namespace_tuple, field, value)`` called after every appended
-        entry with the :class:`~appendmuch.value.Value` appended.  In shared mode also
-        for entries other processes wrote, in seq order, from the driver's follower
-        thread (or the thread whose write or :meth:`sync` caught up first).
+        entry with the :class:`~appendmuch.value.Value` appended.  In shared mode for
+        every committed entry, this process's and other processes', once each, under
+        its final seq and in seq order, from the driver's background thread.
     :param replace_predicate: ``p(dbns, field)``; where true, the field keeps only its
         latest entry (replace semantics).
     :param namespace_validator: ``f(namespace_tuple)`` must be truthy for every
@@ -545,14 +537,7 @@ class Store:
 
     def _make_path(self, namespace: tuple[str, ...], dbns: str) -> dict[str, Any]:
         self._check_path(namespace)
-        node: dict[str, Any] = self.cache
-        for depth, token in enumerate(namespace):
-            child = node.get(token)
-            if child is None:
-                child = node[token] = {}
-                self._by_dbns[tuple2dbns(namespace[: depth + 1])] = child
-            node = child
-        return node
+        return _load_namespace(self.cache, self._by_dbns, dbns, 0)
 
     # ------------------------------------------------------------------ writing
 
@@ -898,7 +883,7 @@ class Store:
     def _covered(self, dbns: str) -> bool:
         """Whether a ``with`` block of any thread is open on ``dbns`` (its reads go
         through ``__getattr__``, to be noted, so the namespace's read dict stays empty)."""
-        return any(key[1] == dbns for key in list(self._blocks))
+        return any(key[1] == dbns for key in self._blocks.copy())
 
     def _remember(self, dbns: str, field: str, log: FieldLog, data: Any) -> None:
         """Put a scalar just read from ``log`` into the namespace's shared read dict,
@@ -974,8 +959,8 @@ class Store:
             return None
         key = (_get_ident(), dbns)
         block = self._blocks.get(key)
-        while block is not None and not running(block.frames[-1], _getframe(1)):
-            if block.depth > 1:
+        while block is not None and block.depth and not running(block.frames[-1], _getframe(1)):
+            if block.marks:  # (a nested level: it rewinds to its mark)
                 mark = block.marks.pop()
                 block.frames.pop()
                 self._rewind(dbns, block, mark)
@@ -988,9 +973,18 @@ class Store:
     def _exit(self, namespace: tuple[str, ...], dbns: str, ok: bool) -> None:
         key = (_get_ident(), dbns)
         block = self._blocks.get(key)
-        if block is None:
+        if block is None or not block.depth:
             return
-        if block.depth == 1:
+        if not block.marks:  # the namespace's outermost level
+            if self._shared_side is not None and self._encloses(key):
+                # Shared mode, inside a block of this thread on another namespace: its
+                # writes are kept for that block's end, and committed with it.
+                if ok:
+                    block.staged.extend(self._changed_copies(dbns, block, caller_context()))
+                    block.depth, block.frames = 0, []
+                else:
+                    self._close_block(key, block)
+                return
             try:
                 if ok:
                     self._flush_block(namespace, dbns, caller_context(), block=block)
@@ -1011,13 +1005,39 @@ class Store:
         finally:
             block.depth -= 1
 
+    def _encloses(self, key: tuple[int, str]) -> bool:
+        """Whether the thread of ``key`` has a block open on another namespace (one the
+        block of ``key`` is nested in).  O(open blocks)."""
+        me = key[0]
+        return any(
+            other[0] == me and other != key and block.depth
+            for other, block in self._blocks.copy().items()
+        )
+
+    def _kept_for(self, key: tuple[int, str]) -> list[tuple[tuple[int, str], Block]]:
+        """Shared mode: the blocks of the thread of ``key`` that ended inside one of its
+        blocks on another namespace, their writes kept for that block's end."""
+        me = key[0]
+        return [
+            (other, block)
+            for other, block in self._blocks.copy().items()
+            if other[0] == me and not block.depth
+        ]
+
     def _close_block(self, key: tuple[int, str], block: Block) -> None:
         """The outermost level of ``block`` ended: forget it (and its unsaved changes),
-        and let another thread's blocked write go on."""
+        and let another thread's blocked write go on.  When it was the thread's last
+        open block, the blocks whose writes were kept for its end go with it."""
         block.working.clear()
         block.staged.clear()
         if self._blocks.get(key) is block:
             del self._blocks[key]
+        if not self._encloses(key):
+            for other, kept in self._kept_for(key):
+                kept.working.clear()
+                kept.staged.clear()
+                if self._blocks.get(other) is kept:
+                    del self._blocks[other]
         if self._gate_owner == key[0]:
             with contextlib.suppress(RuntimeError):  # (released already)
                 self._gate_turn.release()
@@ -1098,15 +1118,25 @@ class Store:
         if nested:
             block.staged.extend(changed)
             return
-        staged = [*block.staged, *changed]
-        if not staged:
+        key = (_get_ident(), dbns)
+        kept = [(other, kept) for other, kept in self._kept_for(key) if other != key]
+        parts: list[BlockPart] = [
+            (dbns2tuple(other[1]), other[1], other_block, list(other_block.staged))
+            for other, other_block in kept
+        ]
+        parts.append((namespace, dbns, block, [*block.staged, *changed]))
+        if not any(staged for _, _, _, staged in parts):
             return
         try:
-            side.commit_block(namespace, dbns, block, staged)
+            side.commit_block(parts)
         except ConflictError:
-            block.working.clear()
-            block.staged.clear()
+            for _, _, failed, _ in parts:
+                failed.working.clear()
+                failed.staged.clear()
             raise
+        for other, other_block in kept:  # (their with statements ended: committed now)
+            if self._blocks.get(other) is other_block:
+                del self._blocks[other]
 
     def _changed_copies(self, dbns: str, block: Block, context: str) -> list[Staged]:
         """Shared mode: the working copies changed since read or kept, as writes to
@@ -1224,7 +1254,7 @@ class Store:
             return False
         me = _get_ident()
         owner = self._gate_owner
-        blocks = list(self._blocks)
+        blocks = self._blocks.copy()
         mine = (me, dbns) in self._blocks
         if owner is not None and owner != me and any(key[0] == owner for key in blocks):
             return mine or (owner, dbns) in self._blocks
@@ -1236,7 +1266,7 @@ class Store:
     def _check_reads(self, thread: int) -> None:
         """Raise ConflictError if a field a block of ``thread`` read has changed."""
         stale = []
-        for (owner, dbns), block in list(self._blocks.items()):
+        for (owner, dbns), block in self._blocks.copy().items():
             if owner != thread:
                 continue
             node = self._by_dbns.get(dbns) or {}
@@ -1295,6 +1325,8 @@ def _show_ns(dbns: str) -> str:
 def _load_namespace(
     cache: dict[str, Any], by_dbns: dict[str, dict[str, Any]], dbns: str, seq: int
 ) -> dict[str, Any]:
+    """The node of ``dbns`` in the tree, made (and named in ``by_dbns``) where missing;
+    ``seq``: the stored row it is for, named by the errors."""
     if not is_valid_dbns(dbns):
         raise InvalidNameError(f"stored row seq {seq} has an invalid namespace {dbns!r}")
     node: dict[str, Any] = cache
@@ -1302,12 +1334,18 @@ def _load_namespace(
     for depth, token in enumerate(tokens):
         child = node.get(token)
         if child is None:
-            child = node[token] = {}
-            by_dbns[tuple2dbns(tokens[: depth + 1])] = child
+            child = {}
+            node[token] = child
         elif type(child) is not dict:
             raise NamespaceCollisionError(
                 f"stored row seq {seq}: {token!r} is both a field of "
                 f"{tuple2dbns(tokens[:depth])!r} and a namespace token of {dbns!r}"
             )
+        # Named once linked into the tree, and again by every walk that finds it
+        # unnamed: an interrupt between the two steps leaves nothing lookups by name
+        # miss for long (every write of a namespace not found by name walks here).
+        key = tuple2dbns(tokens[: depth + 1])
+        if by_dbns.get(key) is not child:
+            by_dbns[key] = child
         node = child
     return node

@@ -9,6 +9,8 @@ tests/crash/childlib.py ``make_driver``) and optional ``driver`` keywords (``sha
 Commands (``ns`` is a list of tokens):
 
 - ``set ns field value`` / ``del ns field``: a plain assignment / deletion;
+- ``point ns field x y``: assign a ``Point`` (started with ``points``: its codec
+  knows that type, tests/sharedlib.py);
 - ``append ns field item``: ``with s:`` append ``item`` to the list in ``field``;
 - ``incr ns field [retry]``: ``with s:`` add 1 to ``field["n"]`` (a dict counter),
   wrapped in ``retry_on_conflict`` when ``retry``; the result is the attempts made;
@@ -43,7 +45,7 @@ import json
 import appendmuch
 from appendmuch import Storage, Store
 from patterns import bump
-from sharedlib import Seen, dumps, history_lines, open_store
+from sharedlib import Point, Seen, dumps, history_lines, open_store
 
 
 def do_append(s: Storage, field: str, item: Any) -> None:
@@ -88,6 +90,10 @@ class Peer:
         if op == "set":
             assert s is not None
             setattr(s, cmd["field"], cmd["value"])
+            return None
+        if op == "point":
+            assert s is not None
+            setattr(s, cmd["field"], Point(cmd["x"], cmd["y"]))
             return None
         if op == "del":
             assert s is not None
@@ -145,7 +151,9 @@ class Peer:
 def main() -> None:
     cfg = json.loads(sys.argv[1])
     seen = Seen()
-    store = open_store(cfg["location"], seen, **cfg.get("driver", {}))
+    driver = dict(cfg.get("driver", {}))
+    points = bool(driver.pop("points", False))
+    store = open_store(cfg["location"], seen, points=points, **driver)
     sys.stdout.write(dumps({"ready": seen.high}))
     sys.stdout.flush()
     peer = Peer(store, seen)

@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+import logging
 import uuid
 from abc import ABC, abstractmethod
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from typing import TYPE_CHECKING, Any
 
 from ..dumpfile import MAX_DUMP_VALUE_BYTES, Row, check_tree, pack_rows, read_dump
@@ -14,7 +15,21 @@ if TYPE_CHECKING:
     from ..recovery import Entry
     from .sharing import Engine
 
-__all__ = ["DBDriver", "Row"]
+__all__ = ["DBDriver", "Row", "close_unattended"]
+
+_log = logging.getLogger("appendmuch")
+
+
+def close_unattended(close: Callable[[], None], name: str) -> None:
+    """Run ``close`` (of a driver nobody closed: at exit, or when it is collected).
+
+    Nobody can catch an exception there, so a failure is said in one warning line
+    (``logging``, logger ``appendmuch``): queued rows that could not be written went
+    to a recovery file, and the error names it and the command that replays it."""
+    try:
+        close()
+    except Exception as exc:
+        _log.warning("appendmuch: closing %s at exit: %s", name, exc)
 
 
 class DBDriver(ABC):

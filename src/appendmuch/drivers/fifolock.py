@@ -36,7 +36,7 @@ is lost, leaves no lock held and no descriptor open.
 
 **Costs.**  Uncontended acquire plus release: about twenty system calls.  A wait costs a
 short-lived thread: ``flock`` cannot time out, so the blocking call runs there and the
-caller waits for it with a timeout (as ``flock.py`` does).
+caller waits for it with a timeout.
 
 >>> import os, tempfile
 >>> lock = FifoLock(os.path.join(tempfile.mkdtemp(), "table.lease"))

@@ -763,19 +763,26 @@ class PostgreSQL(PostgresLease, SQLDriver):
         space, mine = self._config_key, _int4(int(digest[:8], 16))
         conn.execute("SELECT pg_advisory_lock_shared(%s, %s)", (space, mine))
         others = conn.execute(
-            "SELECT DISTINCT objid::int8 FROM pg_locks WHERE locktype = 'advisory' "
-            "AND granted AND objsubid = 2 AND classid = %s::int8::oid AND objid <> %s::int8::oid "
-            "AND database = (SELECT oid FROM pg_database WHERE datname = current_database())",
+            "SELECT l.objid::int8, l.pid, a.application_name, a.client_addr::text "
+            "FROM pg_locks l LEFT JOIN pg_stat_activity a ON a.pid = l.pid "
+            "WHERE l.locktype = 'advisory' AND l.granted AND l.objsubid = 2 "
+            "AND l.classid = %s::int8::oid AND l.objid <> %s::int8::oid "
+            "AND l.database = (SELECT oid FROM pg_database WHERE datname = current_database()) "
+            "ORDER BY l.pid",
             (space & 0xFFFFFFFF, mine & 0xFFFFFFFF),
         ).fetchall()
         if others:
             conn.execute("SELECT pg_advisory_unlock_shared(%s, %s)", (space, mine))
-            prints = ", ".join(f"{other:08x}" for (other,) in others)
+            sessions = "; ".join(
+                f"fingerprint {other:08x} held by server pid {pid} "
+                f"(application_name {name or ''!r}, client {addr or 'local'})"
+                for other, pid, name, addr in others[:5]
+            )
             raise ConfigMismatchError(
                 f"{self._where()}: this writer's replace configuration differs from the one "
-                f"its other shared writers use (fingerprint {prints}; this one "
-                f"{mine & 0xFFFFFFFF:08x}), so their caches would hold different rows. This "
-                f"writer: {description}. Every shared writer of a table must use the same "
+                f"its other shared writers use, so their caches would hold different rows. "
+                f"This writer: {description} (fingerprint {mine & 0xFFFFFFFF:08x}). Theirs: "
+                f"{sessions}. Every shared writer of a table must use the same "
                 "replace_predicate and replace_index_specs: stop the others first (a rolling "
                 "deploy that changes them needs all writers stopped)"
             )

@@ -122,6 +122,10 @@ class Subscriber(Protocol):
     def announce(self) -> None:
         """Call ``on_change`` for what the round brought (outside every lock)."""
 
+    def emptied(self) -> None:
+        """The table was dropped and created empty (``reset()``), the writes queued
+        dropped with it: the cache is emptied too, as the table is."""
+
 
 def _nothing() -> None:
     return None
@@ -209,6 +213,13 @@ class Engine:
     @property
     def pending(self) -> int:
         return len(self.outbox)
+
+    def newest_time(self) -> float | None:
+        """``created_at`` of the newest queued row, if any."""
+        try:
+            return self.outbox[-1][0][4]
+        except IndexError:
+            return None
 
     def flush(self) -> None:
         """Commit every row queued before the call; raise if that fails."""
@@ -505,7 +516,8 @@ class Engine:
 
     def reset_now(self) -> None:
         """``reset()``: drop and recreate the table with the lease held; queued rows
-        are dropped with it."""
+        are dropped with it, and the Store's cache is emptied.  Seqs go on after the
+        largest this process saw (no seq is handed out twice by one driver)."""
         self.lease.lease_take(self.hwm)
         try:
             self.lease.lease_recreate()
@@ -513,6 +525,9 @@ class Engine:
             self.lease.lease_give_back()
         self.outbox.clear()
         self.attempted.clear()
+        target = self._target()
+        if target is not None:
+            target.emptied()
 
 
 def _as_write_error(exc: BaseException, driver: SQLDriver, what: str) -> Exception:

@@ -62,7 +62,7 @@ from ..recovery import (
     unreplayed,
     write_recovery_file,
 )
-from .base import DBDriver, Row
+from .base import DBDriver, Row, close_unattended
 from .batching import Pending
 from .layout import TableNames
 from .sharing import Engine, Lease, run
@@ -455,7 +455,7 @@ class SQLDriver(DBDriver):
     def _stop_background(self) -> None:
         """Stop the background thread (it ends the work under way first)."""
         self._stop.set()
-        worker, self._flusher = self._flusher, None
+        worker = self._flusher
         if (
             worker is not None
             and worker.ident != threading.get_ident()
@@ -465,6 +465,10 @@ class SQLDriver(DBDriver):
                 f"cannot close {self._where()}: the background writer did not stop "
                 f"within {self._patience():.0f} s; {self.pending} rows stay queued"
             )
+        # Forgotten only once it ended: until then _in_writer() hands work to it, and
+        # nothing else may touch its connections (an interrupted join leaves it known).
+        if self._flusher is worker:
+            self._flusher = None
 
     def _close_connection(self) -> None:
         """The end of :meth:`close`: write the queue (or save it to a recovery file)
@@ -775,7 +779,8 @@ class SQLDriver(DBDriver):
 
     @property
     def now(self) -> float | None:
-        queued = self._pending.newest_time()
+        sharing = self.sharing
+        queued = sharing.newest_time() if sharing is not None else self._pending.newest_time()
         return queued if queued is not None else self._now
 
     @property
@@ -878,7 +883,7 @@ class SQLDriver(DBDriver):
 def _close_at_exit(ref: weakref.ref[SQLDriver]) -> None:
     driver = ref()
     if driver is not None and driver.pending:
-        driver.close()
+        close_unattended(driver.close, repr(driver))
 
 
 def _forget_in_child() -> None:
