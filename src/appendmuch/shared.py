@@ -95,6 +95,10 @@ class SharedSide:
         #: threads whose wait for a commit (a block's, a ``del``) was interrupted: the
         #: engine may still be running it, and their next write or block must follow it
         self.unsettled: set[int] = set()
+        #: threads whose last block conflicted: their next one reserves the lease
+        self.contended: set[int] = set()
+        #: threads the lease is reserved for (until their block commits or ends)
+        self.reserved: set[int] = set()
 
     def loaded(self, seq: int) -> None:
         """The Store (re)loaded the table up to ``seq`` (under the lock): its provisional
@@ -120,13 +124,40 @@ class SharedSide:
             self.unsettled.discard(me)
 
     def _commit(self, commit: BlockCommit) -> None:
-        """Hand a commit to the engine and wait for it (noting an interrupted wait)."""
+        """Hand a commit to the engine and wait for it (noting an interrupted wait, and
+        a conflict: the thread's next block then reserves the lease)."""
+        me = commit.owner = _get_ident()
         try:
             self.engine.commit_block(commit)
+        except ConflictError:
+            self.contended.add(me)
+            raise
         except BaseException as exc:
             if not isinstance(exc, Exception):  # (Ctrl-C: the engine goes on with it)
-                self.unsettled.add(_get_ident())
+                self.unsettled.add(me)
             raise
+        else:
+            self.contended.discard(me)
+        finally:
+            self.reserved.discard(me)  # (the engine gave it back with the block's round)
+
+    def begin_block(self) -> None:
+        """A thread opens its outermost block: after a conflict, reserve the lease for
+        it (see :meth:`Engine.reserve`), so that running it again cannot conflict with
+        other processes (which could otherwise win every race)."""
+        me = _get_ident()
+        if me in self.unsettled:
+            self.settle()
+        if me in self.contended and self.engine.reserve(me):
+            self.reserved.add(me)
+
+    def end_block(self) -> None:
+        """A thread's blocks ended without committing (failed, or wrote nothing): give
+        back a lease reserved for them."""
+        me = _get_ident()
+        if me in self.reserved:
+            self.reserved.discard(me)
+            self.engine.release(me)
 
     def write(
         self,

@@ -935,8 +935,8 @@ class Store:
         block = self._block(dbns)
         if block is None:
             side = self._shared_side
-            if side is not None and side.unsettled:
-                side.settle()  # (it reads what an interrupted block of its own wrote)
+            if side is not None and not self._encloses(key):
+                side.begin_block()
             shared = self._scalars.get(dbns)
             if shared:
                 shared.clear()  # (reads of the namespace go through __getattr__, noted)
@@ -1038,6 +1038,9 @@ class Store:
                 kept.staged.clear()
                 if self._blocks.get(other) is kept:
                     del self._blocks[other]
+            side = self._shared_side
+            if side is not None and side.reserved:
+                side.end_block()
         if self._gate_owner == key[0]:
             with contextlib.suppress(RuntimeError):  # (released already)
                 self._gate_turn.release()

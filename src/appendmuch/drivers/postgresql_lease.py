@@ -73,7 +73,9 @@ class PostgresLease:
             self._drop_connections()  # (ending the session gives back whatever it held)
             raise
 
-    def lease_commit(self, inserts: list[Row], updates: list[tuple[int, Row]]) -> None:
+    def lease_commit(
+        self, inserts: list[Row], updates: list[tuple[int, Row]], *, keep: bool = False
+    ) -> None:
         conn = self._writer_connection()
         try:
             if self._prepared_on is None or self._prepared_on() is not conn:
@@ -82,7 +84,8 @@ class PostgresLease:
             pipe = Pipeline(conn, self._quoted, self._timeout)
             top = max(row[0] for row in (*inserts, *(row for _, row in updates)))
             pipe.send((inserts, updates), (0, 0), (self._channel, str(top)))
-            pipe.send_command(b"SELECT pg_advisory_unlock($1)", [self._lease_key])
+            if not keep:
+                pipe.send_command(b"SELECT pg_advisory_unlock($1)", [self._lease_key])
         except BaseException as exc:
             self._drop_connections()
             raise CommitUnknownError(str(exc)) from exc
@@ -94,6 +97,8 @@ class PostgresLease:
             raise CommitUnknownError(str(exc)) from exc
         for _, message in results:
             if message is not None:
+                if keep:  # (a failed commit gives the lease back, as promised)
+                    self.lease_give_back()
                 raise self._psycopg.DatabaseError(message.strip())
 
     def lease_give_back(self) -> None:

@@ -59,6 +59,8 @@ _T = TypeVar("_T")
 _MAX_SEQ = PROVISIONAL - 1
 #: after a failed round, the engine waits this long before it tries again on its own
 _RETRY_AFTER = 0.5
+#: the longest the lease is held for one thread's block (see Engine.reserve)
+_HOLD_LIMIT = 0.1
 #: (row with a provisional seq, whether it replaces the field's committed row)
 Outgoing = tuple[Row, bool]
 
@@ -76,10 +78,13 @@ class Lease(Protocol):
         then :class:`~appendmuch.errors.LockedError`); the rows committed with a seq
         above ``after``, in seq order.  On failure nothing is held."""
 
-    def lease_commit(self, inserts: list[Row], updates: list[tuple[int, Row]]) -> None:
+    def lease_commit(
+        self, inserts: list[Row], updates: list[tuple[int, Row]], *, keep: bool = False
+    ) -> None:
         """Write the rows (``updates``: overwrite the row stored under that seq) in one
-        transaction, commit, and give the lease back.  :class:`CommitUnknownError` when the
-        outcome cannot be known; any other error: nothing written, lease given back."""
+        transaction, commit, and give the lease back (``keep``: hold on to it).
+        :class:`CommitUnknownError` when the outcome cannot be known; any other error:
+        nothing written, lease given back."""
 
     def lease_give_back(self) -> None:
         """Give the lease back without writing."""
@@ -143,6 +148,8 @@ class BlockCommit:
     token: Any = None
     #: the rows as committed, final seqs (set by the engine)
     final: list[Row] = field(default_factory=list)
+    #: the thread whose block it is (a lease reserved for it is given back with it)
+    owner: int = 0
 
 
 class Engine:
@@ -173,6 +180,9 @@ class Engine:
         self.hwm = 0
         #: the last error of a round the engine ran on its own (it retries)
         self.last_error: Exception | None = None
+        #: the thread the lease is held for between rounds (see :meth:`reserve`)
+        self._held_for: int | None = None
+        self._held_since = 0.0
         self._failed_at: float | None = None
         self._subscriber: weakref.ref[Subscriber] | None = None
         #: attached, delivered to from its first reload (which reads the table itself)
@@ -249,10 +259,23 @@ class Engine:
         digest = hashlib.sha256(f"{digest}|{specs!r}".encode()).hexdigest()[:16]
         self.driver._in_writer(lambda: self.lease.lease_claim(digest, description))
 
+    def reserve(self, owner: int) -> bool:
+        """Take the lease for thread ``owner``'s next block and hold it until that block
+        commits (or ends, :meth:`release`), at most :data:`_HOLD_LIMIT` seconds: the
+        block reads a cache nobody else can change meanwhile, so it cannot conflict
+        with other processes.  For a block run again after a conflict, which would
+        otherwise race the same writers again.  False if held for another thread."""
+        return self.driver._in_writer(lambda: self._reserve_now(owner))
+
+    def release(self, owner: int) -> None:
+        """Give back a lease reserved for ``owner`` (its block ended without a commit)."""
+        self.driver._in_writer(lambda: self._release_now(owner))
+
     def exclusively(self, work: Callable[[], _T]) -> _T:
         """Engine thread: run ``work`` holding the lease, caught up first (a restore or
         replay writes rows of its own under seqs after everything committed)."""
         self._round(None)  # (own queued rows first, under their seqs)
+        self._let_go()
         others = self.lease.lease_take(self.hwm)
         try:
             self._deliver(others)
@@ -262,6 +285,31 @@ class Engine:
             self._announce(self._target())
 
     # ------------------------------------------------------------------ engine thread
+
+    def _reserve_now(self, owner: int) -> bool:
+        if self._held_for is not None:
+            return self._held_for == owner
+        if self.outbox or self.attempted:
+            self._round(None)  # (own queued rows first; an unknown outcome sorted out)
+        others = self.lease.lease_take(self.hwm)
+        self._held_for, self._held_since = owner, time.monotonic()
+        try:
+            self._deliver(others)
+        except BaseException:
+            self._let_go()
+            raise
+        self._announce(self._target())
+        return True
+
+    def _release_now(self, owner: int) -> None:
+        if self._held_for == owner:
+            self._let_go()
+
+    def _let_go(self) -> None:
+        """Give back a lease held between rounds, if any."""
+        if self._held_for is not None:
+            self._held_for = None
+            self.lease.lease_give_back()
 
     def _flush_now(self) -> None:
         # one round takes every row queued so far (and sorts out an unknown outcome)
@@ -351,8 +399,15 @@ class Engine:
         the caller of a request, after recording it."""
         target = self._target()
         batch = list(self.outbox)
+        held = self._held_for is not None
+        # A lease held between rounds is kept until its owner's block commits (or it
+        # was held too long); meanwhile nobody else commits, so there is nothing to read.
+        keep = held and (
+            (block is None or block.owner != self._held_for)
+            and time.monotonic() - self._held_since < _HOLD_LIMIT
+        )
         try:
-            others = self.lease.lease_take(self.hwm)
+            others = [] if held else self.lease.lease_take(self.hwm)
         except Exception as exc:
             self._failed(exc)
             raise _as_write_error(exc, self.driver, "take the write lease of") from exc
@@ -366,24 +421,31 @@ class Engine:
             rows = batch + (block.rows if block is not None and conflict is None else [])
             inserts, updates, final = self._number(rows, target)
         except BaseException:
+            self._held_for = None
             self.lease.lease_give_back()
             raise
+        if not keep:
+            self._held_for = None
         if conflict is not None and not rows:
-            self.lease.lease_give_back()
+            if not keep:
+                self.lease.lease_give_back()
             self._announce(target)
             raise ConflictError(conflict)
         try:
             if inserts or updates:
-                self.lease.lease_commit(inserts, updates)
-            else:
+                self.lease.lease_commit(inserts, updates, keep=keep)
+            elif not keep:
                 self.lease.lease_give_back()
         except CommitUnknownError as exc:
+            self._held_for = None  # (the lease went with the connection)
             for number, ((row, _), done) in enumerate(zip(rows, final, strict=True)):
                 self.attempted[row[0]] = (done, number < len(batch))
             self._failed(exc)
             self._announce(target)
             raise _as_write_error(exc.__cause__ or exc, self.driver, "commit to") from exc
         except Exception as exc:
+            if keep:
+                self._let_go()
             self._failed(exc)
             self._announce(target)
             raise _as_write_error(exc, self.driver, "commit to") from exc
@@ -450,6 +512,11 @@ class Engine:
         """The engine thread's work between two waits: a round when one is due,
         else a read of others' commits when one may be there."""
         now = time.monotonic()
+        if self._held_for is not None and now - self._held_since >= _HOLD_LIMIT:
+            try:
+                self._let_go()  # (its block took too long: others go on)
+            except Exception as exc:
+                self._failed(exc)
         if self.due(now):
             try:
                 self._round(None)
@@ -468,6 +535,8 @@ class Engine:
     def wait(self, bell: Doorbell) -> bool:
         """Wait for a ring, others' commits, or the next due round (engine thread)."""
         timeout = self.poll
+        if self._held_for is not None:
+            timeout = min(timeout, max(0.0, _HOLD_LIMIT - (time.monotonic() - self._held_since)))
         if self.outbox:
             try:
                 oldest = self.outbox[0][0][4]
@@ -490,6 +559,7 @@ class Engine:
             self._flush_now()
         except Exception as exc:
             failure = exc
+        self._held_for = None  # (closing the lease gives it back)
         left = list(self.outbox)
         self.outbox.clear()
         self.attempted.clear()
@@ -518,6 +588,7 @@ class Engine:
         """``reset()``: drop and recreate the table with the lease held; queued rows
         are dropped with it, and the Store's cache is emptied.  Seqs go on after the
         largest this process saw (no seq is handed out twice by one driver)."""
+        self._let_go()
         self.lease.lease_take(self.hwm)
         try:
             self.lease.lease_recreate()

@@ -99,7 +99,10 @@ class SqliteLease:
             lock.release()
             raise
 
-    def lease_commit(self, inserts: list[Row], updates: list[tuple[int, Row]]) -> None:
+    def lease_commit(
+        self, inserts: list[Row], updates: list[tuple[int, Row]], *, keep: bool = False
+    ) -> None:
+        failed = True
         try:
             conn = self._lease_connection()
             conn.execute("BEGIN IMMEDIATE")
@@ -108,12 +111,14 @@ class SqliteLease:
                     conn.executemany(self._insert_sql, inserts)
                 self._overwrite(conn, updates)
                 conn.execute("COMMIT")
+                failed = False
             except BaseException:
                 if conn.in_transaction:
                     conn.execute("ROLLBACK")
                 raise
         finally:
-            self.lease_give_back()
+            if failed or not keep:
+                self.lease_give_back()
 
     def lease_give_back(self) -> None:
         lock = self._lease
