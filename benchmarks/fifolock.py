@@ -1,10 +1,11 @@
-"""FifoLock (drivers/fifolock.py) beside today's lease lock (drivers/flock.py).
+"""FifoLock (drivers/fifolock.py, the SQLite lease) beside a plain ``flock``.
 
     python benchmarks/fifolock.py
     python benchmarks/fifolock.py --rounds 5 --samples 1000
 
-Measured on files in a temporary directory, for ``fifo`` (FifoLock) and ``flock``
-(``lock_exclusive`` of flock.py and ``LOCK_UN``, as the SQLite driver takes its lease):
+Measured on files in a temporary directory, for ``fifo`` (FifoLock) and ``flock`` (a
+blocking ``LOCK_EX`` and ``LOCK_UN`` on one file, the kernel's lock, which wakes its
+waiters in no fixed order):
 
 - uncontended acquire + release in one process, microseconds per pair (median of rounds);
 - hand-over: two processes each loop acquire / hold 1 ms / release / acquire again at
@@ -37,7 +38,6 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "src"))
 
 from appendmuch.drivers.fifolock import FifoLock  # noqa: E402
-from appendmuch.drivers.flock import lock_exclusive  # noqa: E402
 
 
 class Lock(Protocol):
@@ -47,17 +47,14 @@ class Lock(Protocol):
 
 
 class Flock:
-    """Today's lease: ``lock_exclusive`` (waits in a thread) and ``LOCK_UN``."""
+    """A plain kernel lock: a blocking ``LOCK_EX`` (no timeout) and ``LOCK_UN``."""
 
     def __init__(self, path: str) -> None:
         self.file = open(path, "a+b")  # noqa: SIM115
 
     def acquire(self, *, timeout: float = 10.0, on_queued: Callable[[], object] = int) -> None:
         on_queued()  # (no line to be in: asking is all)
-        held = lock_exclusive(self.file, timeout)
-        if held is not self.file:
-            self.file.close()
-            self.file = held
+        fcntl.flock(self.file.fileno(), fcntl.LOCK_EX)
 
     def release(self) -> None:
         fcntl.flock(self.file.fileno(), fcntl.LOCK_UN)

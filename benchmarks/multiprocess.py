@@ -16,8 +16,18 @@ APPENDMUCH_PG_CONNINFO, or a throwaway one started here):
   turn): rates are the rounds' medians, ratios the median of each round's ratio;
 - cross-process visibility: a write-through writer assigns, and the time from the
   assignment's return to ``on_change`` in another process (no ``sync()``), p50/p99;
-- conflicts and retries per 1,000 increments of one hot counter by 4 processes
-  (``with`` block, ``@retry_on_conflict``).
+- hot-counter increments/s with 1, 2 and 4 processes for each ``with``-block pattern of
+  tests/patterns.py (in place, scalar, new object, create-or-bump), each retried under
+  ``@retry_on_conflict``, with conflicts and retries per 1,000 increments; the counter
+  is checked afterwards (no increment lost);
+- an occasional ``write_through`` writer (one write every 10 ms) beside 3 processes
+  writing in tight loops: how long each of its writes takes (its wait for the write
+  lease, and the commit), p50/p99, and the visibility latency seen meanwhile from an
+  idle process;
+- an application-shaped workload, requests/s with 1, 2 and 4 processes: each request
+  is about 0.2 ms of application CPU, 20 reads, 1 assignment, and one in ten a
+  ``with``-block increment of a counter all processes share; each process serves its
+  own participants.  The default single-writer mode (1 process) is the baseline.
 
 Processes are real (multiprocessing, spawn); times are wall clock on this machine.
 """
@@ -73,30 +83,92 @@ def writer(
     out.put((start, end))
 
 
-def incrementer(location: Location, wid: int, n: int, barrier: Any, out: Any) -> None:
-    """``n`` increments of the hot counter; report (attempts, increments, gave up)."""
+def incrementer(location: Location, pattern: str, seconds: float, barrier: Any, out: Any) -> None:
+    """Increment the hot counter with ``pattern`` for ``seconds``; report
+    (increments, attempts)."""
     import appendmuch
+    from patterns import PATTERNS
 
-    store = make_store(location, shared=True, write_through=True)
+    store = make_store(location, shared=True)
     hot = store.storage("hot")
+    step = PATTERNS[pattern]
     attempts = 0
-    gave_up = 0
 
-    @appendmuch.retry_on_conflict(attempts=1000)
-    def bump() -> None:
+    @appendmuch.retry_on_conflict(attempts=100_000)
+    def once() -> None:
         nonlocal attempts
         attempts += 1
-        with hot:
-            hot.counter["n"] += 1
+        step(hot)
 
     barrier.wait()
-    for _ in range(n):
-        try:
-            bump()
-        except appendmuch.ConflictError:
-            gave_up += 1
+    done = 0
+    end = time.monotonic() + seconds
+    while time.monotonic() < end:
+        once()
+        done += 1
     store.close()
-    out.put((attempts, n - gave_up, gave_up))
+    out.put((done, attempts))
+
+
+def busy(location: Location, wid: int, stop: Any, ready: Any) -> None:
+    """Write as fast as possible (batched) until ``stop`` is set."""
+    store = make_store(location, shared=True)
+    s = store.storage("busy", f"p{wid}")
+    ready.release()
+    i = 0
+    while not stop.is_set():
+        for _ in range(200):
+            s.x = i
+            i += 1
+    store.close()
+
+
+def app_worker(
+    location: Location, kw: dict[str, Any], wid: int, seconds: float, barrier: Any, out: Any
+) -> None:
+    """Serve "requests" for ``seconds``; report how many (see request())."""
+    import appendmuch
+
+    store = make_store(location, **kw)
+    participants = [store.storage("app", f"w{wid}", f"p{i}") for i in range(50)]
+    for number, p in enumerate(participants):
+        for f in range(20):
+            setattr(p, f"f{f}", number * f)
+    shared_counter = store.storage("app", "totals")
+    store.flush()
+
+    @appendmuch.retry_on_conflict(attempts=100_000)
+    def count() -> None:
+        with shared_counter:
+            shared_counter.n = shared_counter.get("n", 0) + 1
+
+    barrier.wait()
+    served = 0
+    end = time.monotonic() + seconds
+    while time.monotonic() < end:
+        p = participants[served % 50]
+        spin(APP_CPU)
+        total = 0
+        for f in range(20):
+            total += getattr(p, f"f{f}")
+        p.f0 = total % 1000
+        if served % 10 == 0:
+            count()
+        served += 1
+    store.flush()
+    store.close()
+    out.put(served)
+
+
+#: seconds of application CPU per request
+APP_CPU = 0.0002
+
+
+def spin(seconds: float) -> None:
+    """Busy CPU for ``seconds`` (thread time), standing for the application's work."""
+    end = time.thread_time() + seconds
+    while time.thread_time() < end:
+        pass
 
 
 def observer(location: Location, samples: int, ready: Any, out: Any) -> None:
@@ -135,7 +207,7 @@ def aggregate(location: Location, procs: int, n: int, kw: dict[str, Any]) -> flo
     ]
     for p in workers:
         p.start()
-    spans = [out.get(timeout=600) for _ in workers]
+    spans: list[tuple[float, float]] = [out.get(timeout=600) for _ in workers]
     for p in workers:
         p.join()
     start = min(s for s, _ in spans)
@@ -167,34 +239,103 @@ def visibility(location: Location, samples: int) -> tuple[float, float]:
     return statistics.median(lat), lat[min(len(lat) - 1, int(len(lat) * 0.99))]
 
 
-def contention(location: Location, increments: int, procs: int = 4) -> tuple[float, float, int]:
-    """Conflicts and retries per 1,000 successful increments of one hot counter."""
-    store = make_store(location, shared=True, write_through=True)
-    store.storage("hot").counter = {"n": 0}
+def hot_counter(
+    location: Location, pattern: str, procs: int, seconds: float
+) -> tuple[float, float, float]:
+    """Increments/s of ``procs`` processes bumping one counter with ``pattern``, and
+    conflicts and retries per 1,000 increments (every conflict is retried)."""
+    from patterns import count, prepare
+
+    store = make_store(location, shared=True)
+    prepare(store.storage("hot"))
     store.close()
     ctx = spawn()
     barrier = ctx.Barrier(procs)
     out = ctx.Queue()
-    each = increments // procs
     workers = [
-        ctx.Process(target=incrementer, args=(location, w, each, barrier, out))
-        for w in range(procs)
+        ctx.Process(target=incrementer, args=(location, pattern, seconds, barrier, out))
+        for _ in range(procs)
     ]
     for p in workers:
         p.start()
     results = [out.get(timeout=600) for _ in workers]
     for p in workers:
         p.join()
-    attempts = sum(r[0] for r in results)
-    done = sum(r[1] for r in results)
-    gave_up = sum(r[2] for r in results)
-    conflicts = attempts - done  # every failed attempt raised ConflictError once
-    retries = conflicts - gave_up  # ... and all but the abandoned ones were re-run
+    done = sum(r[0] for r in results)
+    conflicts = sum(r[1] for r in results) - done
     check = make_store(location, shared=True)
-    with check.storage("hot") as hot:
-        assert hot.counter["n"] == done, f"lost updates: {hot.counter['n']} != {done}"
+    counted = count(check.storage("hot"), pattern)
     check.close()
-    return 1000 * conflicts / max(done, 1), 1000 * retries / max(done, 1), gave_up
+    assert counted == done, f"{pattern}: lost increments: {counted} != {done}"
+    per_1000 = 1000 * conflicts / max(done, 1)
+    return done / seconds, per_1000, per_1000  # (each conflict was retried once)
+
+
+def occasional(location: Location, writes: int) -> tuple[float, float, float, float]:
+    """An occasional write_through writer beside 3 busy ones: its writes' p50/p99
+    (ms), and visibility p50/p99 (ms) seen by an idle process meanwhile."""
+    make_store(location, shared=True).close()
+    ctx = spawn()
+    stop = ctx.Event()
+    ready = ctx.Semaphore(0)
+    busies = [ctx.Process(target=busy, args=(location, w, stop, ready)) for w in range(3)]
+    for p in busies:
+        p.start()
+    for _ in busies:
+        ready.acquire(timeout=120)
+    seen = ctx.Event()
+    out = ctx.Queue()
+    watcher = ctx.Process(target=observer, args=(location, writes, seen, out))
+    watcher.start()
+    seen.wait(timeout=120)
+    store = make_store(location, shared=True, write_through=True)
+    s = store.storage("latency")
+    took: list[float] = []
+    committed: dict[int, float] = {}
+    for i in range(writes):
+        start = time.monotonic()
+        s.sample = i
+        committed[i] = time.monotonic()
+        took.append((committed[i] - start) * 1000)
+        time.sleep(0.01)
+    arrived = out.get(timeout=180)
+    watcher.join()
+    stop.set()
+    for p in busies:
+        p.join()
+    store.close()
+    lat = sorted((arrived[i] - committed[i]) * 1000 for i in committed if i in arrived)
+    took.sort()
+    return (*_p50_p99(took), *_p50_p99(lat))
+
+
+def _p50_p99(values: list[float]) -> tuple[float, float]:
+    ordered = sorted(values)
+    return statistics.median(ordered), ordered[min(len(ordered) - 1, int(len(ordered) * 0.99))]
+
+
+def application(location: Location, procs: int, seconds: float, kw: dict[str, Any]) -> float:
+    """Requests/s of ``procs`` processes serving the application-shaped workload."""
+    make_store(location, **kw).close()
+    ctx = spawn()
+    barrier = ctx.Barrier(procs)
+    out = ctx.Queue()
+    workers = [
+        ctx.Process(target=app_worker, args=(location, kw, w, seconds, barrier, out))
+        for w in range(procs)
+    ]
+    for p in workers:
+        p.start()
+    served: list[int] = [out.get(timeout=600) for _ in workers]
+    for p in workers:
+        p.join()
+    check = make_store(location, **kw)
+    with check.storage("app", "totals") as totals:
+        counted = totals.get("n", 0)
+    check.close()
+    expected = sum(-(-n // 10) for n in served)  # (requests 0, 10, 20, ... counted)
+    assert counted == expected, f"lost increments: {counted} != {expected}"
+    return sum(served) / seconds
 
 
 # --------------------------------------------------------------------------- locations
@@ -239,7 +380,12 @@ def run(backend: Backend, args: argparse.Namespace) -> list[tuple[str, str, str]
         rows.append((f"{name}: {what}", value, note))
         print(f"  {name}: {what}: {value} {note}", flush=True)
 
+    def wanted(group: str) -> bool:
+        return args.only in (None, group)
+
     for mode, n in (("batched", args.writes), ("write-through", args.wt_writes)):
+        if not wanted("throughput"):
+            break
         kw = {"write_through": mode == "write-through"}
         # Rounds in turn, each measuring every configuration once: on a shared, noisy
         # machine a ratio is read within a round, then the rounds' median is taken.
@@ -265,15 +411,66 @@ def run(backend: Backend, args: argparse.Namespace) -> list[tuple[str, str, str]
                 f"{statistics.median(rates[procs]):,.0f} writes/s",
                 f"({shown}; {_spread(rates[procs])})",
             )
+    if wanted("latency"):
+        latencies(backend, args, add)
+    if wanted("counters"):
+        counters(backend, args, add)
+    if wanted("application"):
+        applications(backend, args, add)
+    return rows
+
+
+Add = Callable[..., None]
+
+
+def latencies(backend: Backend, args: argparse.Namespace, add: Add) -> None:
     p50, p99 = visibility(backend.fresh(), args.samples)
     add("visibility latency p50 / p99", f"{p50:.1f} / {p99:.1f} ms", f"({args.samples} samples)")
-    conflicts, retries, gave_up = contention(backend.fresh(), args.increments)
+    w50, w99, v50, v99 = occasional(backend.fresh(), args.samples)
     add(
-        "hot counter, 4 processes",
-        f"{conflicts:.0f} conflicts, {retries:.0f} retries per 1,000 increments",
-        f"({gave_up} gave up)",
+        "occasional write_through writer beside 3 busy: write p50 / p99",
+        f"{w50:.1f} / {w99:.1f} ms",
+        f"(visibility meanwhile p50 / p99 {v50:.1f} / {v99:.1f} ms)",
     )
-    return rows
+
+
+def counters(backend: Backend, args: argparse.Namespace, add: Add) -> None:
+    from patterns import PATTERNS
+
+    for pattern in PATTERNS:
+        rates = {}
+        for procs in (1, 2, 4):
+            rate, conflicts, retries = hot_counter(backend.fresh(), pattern, procs, args.seconds)
+            rates[procs] = rate
+            plural = "es" if procs > 1 else ""
+            add(
+                f"hot counter {pattern}, {procs} process{plural}",
+                f"{rate:,.0f} increments/s",
+                f"({conflicts:.0f} conflicts, {retries:.0f} retries per 1,000)",
+            )
+
+
+def applications(backend: Backend, args: argparse.Namespace, add: Add) -> None:
+    app: dict[int, list[float]] = {0: [], 1: [], 2: [], 4: []}
+    for _ in range(args.rounds):
+        app[0].append(application(backend.fresh(), 1, args.app_seconds, {}))
+        for procs in (1, 2, 4):
+            app[procs].append(
+                application(backend.fresh(), procs, args.app_seconds, {"shared": True})
+            )
+    add(
+        "application, single-writer mode, 1 process",
+        f"{statistics.median(app[0]):,.0f} requests/s",
+        f"({_spread(app[0])})",
+    )
+    for procs in (1, 2, 4):
+        ratio = statistics.median(r / b for r, b in zip(app[procs], app[1], strict=True))
+        plural = "es" if procs > 1 else ""
+        add(
+            f"application, shared, {procs} process{plural}",
+            f"{statistics.median(app[procs]):,.0f} requests/s",
+            f"({ratio:.2f}x of 1 shared process; {_spread(app[procs])})",
+        )
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -287,7 +484,16 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--samples", type=int, default=200, help="visibility latency samples")
     parser.add_argument(
-        "--increments", type=int, default=1000, help="hot-counter increments (all processes)"
+        "--seconds", type=float, default=2.0, help="seconds of each hot-counter run"
+    )
+    parser.add_argument(
+        "--app-seconds", type=float, default=3.0, help="seconds of each application run"
+    )
+    parser.add_argument(
+        "--only",
+        choices=["throughput", "latency", "counters", "application"],
+        default=None,
+        help="run one group of measurements",
     )
     parser.add_argument("--no-pg", action="store_true", help="SQLite only")
     parser.add_argument("--no-sqlite", action="store_true", help="PostgreSQL only")
@@ -295,7 +501,7 @@ def main(argv: list[str] | None = None) -> int:
     sys.path.insert(0, str(ROOT / "src"))
     sys.path.insert(0, str(ROOT / "tests"))
     os.environ["PYTHONPATH"] = os.pathsep.join(
-        [str(ROOT / "src"), *filter(None, [os.environ.get("PYTHONPATH")])]
+        [str(ROOT / "src"), str(ROOT / "tests"), *filter(None, [os.environ.get("PYTHONPATH")])]
     )
 
     conninfo = os.environ.get("APPENDMUCH_PG_CONNINFO")
