@@ -151,7 +151,7 @@ def line_chart(
 
 
 def bar_chart(
-    buckets: list[tuple[float, float, float]],
+    buckets: list[tuple[float, float, int]],
     *,
     label: str,
     width: int = 760,
@@ -160,7 +160,7 @@ def bar_chart(
     """An SVG bar chart of ``(start time, end time, rows)`` buckets.  O(buckets)."""
     plot_w = width - _LEFT - _RIGHT
     plot_h = height - _TOP - _BOTTOM
-    top = max((count for _, _, count in buckets), default=0.0)
+    top = max((count for _, _, count in buckets), default=0)
     scale = plot_h / top if top > 0 else 0.0
     bar_w = plot_w / max(len(buckets), 1)
     parts = [
@@ -175,7 +175,7 @@ def bar_chart(
     for i, (start, end, count) in enumerate(buckets):
         h = count * scale
         x = _LEFT + i * bar_w
-        tip = f"{round(count):,} writes, {human_time(start)} to {human_time(end)} UTC"
+        tip = f"{count:,} writes, {human_time(start)} to {human_time(end)} UTC"
         parts.append(
             f'<rect class="bar" x="{x + 0.5:.1f}" y="{_TOP + plot_h - h:.1f}" '
             f'width="{max(bar_w - 1, 1):.1f}" height="{h:.1f}"><title>{_e(tip)}</title></rect>'

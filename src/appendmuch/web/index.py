@@ -423,12 +423,12 @@ class LogIndex:
             items = list(self.own_entries.items())
         return heapq.nlargest(count, items, key=lambda item: item[1])
 
-    def histogram(self, buckets: int) -> list[tuple[float, float, float]]:
+    def histogram(self, buckets: int) -> list[tuple[float, float, int]]:
         """Writes over time: ``(start, end, rows)`` per bucket, over the log's time span.
 
         Built from the time blocks: a block's rows are spread evenly over the time it
-        spans, so a bucket is exact to within a block of :data:`BLOCK` rows.
-        O(blocks + buckets).
+        spans, so a bucket is exact to within a block of :data:`BLOCK` rows; the counts
+        are whole and add up to the rows that have a time.  O(blocks + buckets).
         """
         with self.lock:
             rows = len(self.seqs)
@@ -440,7 +440,7 @@ class LogIndex:
         start = min(a for a, _ in known)
         end = max(b for _, b in known)
         width = (end - start) / buckets if end > start else 1.0
-        counts = [0.0] * buckets
+        shares = [0.0] * buckets
         for block, (low, high) in enumerate(zip(mins, maxs, strict=True)):
             if low == _INF:
                 continue
@@ -448,14 +448,26 @@ class LogIndex:
             first = min(int((low - start) / width), buckets - 1)
             last = min(int((high - start) / width), buckets - 1)
             if first == last:
-                counts[first] += size
+                shares[first] += size
                 continue
-            share = size / (high - low)
+            per_second = size / (high - low)
             for bucket in range(first, last + 1):
                 left = max(low, start + bucket * width)
                 right = min(high, start + (bucket + 1) * width)
-                counts[bucket] += share * max(right - left, 0.0)
+                shares[bucket] += per_second * max(right - left, 0.0)
+        counts = _whole(shares)
         return [(start + i * width, start + (i + 1) * width, counts[i]) for i in range(buckets)]
+
+
+def _whole(shares: list[float]) -> list[int]:
+    """Round shares to whole numbers that add up to their rounded total (the largest
+    remainders get the units left over)."""
+    counts = [int(share) for share in shares]
+    left = round(sum(shares)) - sum(counts)
+    order = sorted(range(len(shares)), key=lambda i: counts[i] - shares[i])
+    for i in order[: max(left, 0)]:
+        counts[i] += 1
+    return counts
 
 
 def _walk(tree: dict[str, Any], prefix: tuple[str, ...]) -> Iterator[tuple[str, str, FieldLog]]:

@@ -247,7 +247,8 @@ class NamespacePage:
     """A namespace as of a seq: every field's value then, and where that is in time."""
 
     namespace: str
-    #: the seq shown; None before the namespace's first change
+    #: the seq of the change shown (the last at or before the seq asked for); None
+    #: before the namespace's first change
     at: int | None
     #: the page follows the latest state (no ``at`` was asked for)
     latest: bool
@@ -344,19 +345,21 @@ def namespace_page(
         raise NotFoundError(f"seq {at} is past the end of the log (its last seq is {log_last})")
     if at is None:
         at = steps.last
-    rank = steps.rank(at) if at is not None else 0
-    position = rank - 1
-    shown_at = at if rank else None
-    fields: list[FieldState] = []
+    # the change shown: the last one at or before the seq asked for
+    found: list[tuple[FieldRef, int, int]] = []
     later: list[str] = []
-    time: float | None = None
     for ref in refs:
-        log = ref.log
-        count = len(log.seqs)
-        where = bisect_right(log.seqs, at or 0, 0, count) - 1
+        count = len(ref.log.seqs)
+        where = bisect_right(ref.log.seqs, at or 0, 0, count) - 1
         if where < 0:
             later.append(ref.name)
-            continue
+        else:
+            found.append((ref, where, count))
+    shown_at = max((ref.log.seqs[where] for ref, where, _ in found), default=None)
+    position = steps.rank(shown_at) - 1 if shown_at is not None else -1
+    fields: list[FieldState] = []
+    time: float | None = None
+    for ref, where, count in found:
         entry = entry_at(ref, where)
         changed = entry.seq == shown_at
         if changed:

@@ -67,7 +67,9 @@ def _view(request: Request) -> View:
     return cast(View, request.app.state.view)
 
 
-def _params(request: Request, allowed: set[str]) -> Params:
+def _params(request: Request, allowed: set[str] | frozenset[str]) -> Params:
+    if not request.url.path.startswith(("/api/", "/export/")):
+        allowed = {*allowed, "partial"}  # a part of a page, for its script
     return Params(request.query_params, allowed)
 
 
@@ -89,7 +91,7 @@ class Overview:
     counts: Counts
     writer: tuple[str, int | None]
     busiest: list[tuple[str, int]]
-    histogram: list[tuple[float, float, float]]
+    histogram: list[tuple[float, float, int]]
     size: int | None
     follow_error: str | None
 
@@ -136,8 +138,7 @@ class Overview:
             "follow_error": self.follow_error,
             "busiest": [{"namespace": ns, "rows": rows} for ns, rows in self.busiest],
             "writes_over_time": [
-                {"start": iso_time(a), "end": iso_time(b), "rows": round(n, 1)}
-                for a, b, n in self.histogram
+                {"start": iso_time(a), "end": iso_time(b), "rows": n} for a, b, n in self.histogram
             ],
         }
 
@@ -316,8 +317,8 @@ def _field(request: Request) -> tuple[Params, Any]:
         _view(request).source.index,
         dbns,
         name,
-        after=params.seq("after"),
-        before=params.seq("before"),
+        after=params.seq("after", low=0),
+        before=params.seq("before", low=0),
         limit=params.integer("limit", 500, 1, 5000),
     )
     return params, model
@@ -355,7 +356,8 @@ def _log(request: Request) -> tuple[Params, Any]:
     params = _params(request, _LOG)
     index = _view(request).source.index
     filt = _filters(params)
-    after, before, jump = params.seq("after"), params.seq("before"), params.seq("seq")
+    after, before = params.seq("after", low=0), params.seq("before", low=0)
+    jump = params.seq("seq")
     if jump is not None:
         if after is not None or before is not None:
             raise BadRequestError("give seq (a seq to jump to), or after/before, not both")

@@ -26,8 +26,8 @@ __all__ = [
 
 #: seqs are signed 64-bit integers in every backend
 MAX_SEQ = (1 << 63) - 1
-#: parameters every page accepts: the access token, and which part of a page to render
-COMMON = frozenset({"token", "partial"})
+#: parameters every request may carry: the access token
+COMMON = frozenset({"token"})
 
 
 class WebError(Exception):
@@ -79,18 +79,18 @@ class Params:
             raise BadRequestError(f"{name}: at most {limit} characters, got {len(value)}")
         return value
 
-    def seq(self, name: str) -> int | None:
-        """A seq (1 .. 2**63 - 1), or None."""
+    def seq(self, name: str, low: int = 1) -> int | None:
+        """A seq (``low`` .. 2**63 - 1; a cursor may be 0: before the first), or None."""
         value = self.query.get(name)
         if value is None:
             return None
         try:
             number = int(value)
         except ValueError:
-            number = 0
-        if not 1 <= number <= MAX_SEQ or not value.strip().isdigit():
+            number = -1
+        if not low <= number <= MAX_SEQ or not value.strip().isdigit():
             raise BadRequestError(
-                f"{name}={value!r}: expected a seq, a whole number from 1 to {MAX_SEQ}"
+                f"{name}={value!r}: expected a seq, a whole number from {low} to {MAX_SEQ}"
             )
         return number
 
