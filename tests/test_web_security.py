@@ -153,7 +153,15 @@ def test_a_served_token_from_the_environment(web_log: Path, servers: Any) -> Non
 
 @pytest.mark.parametrize(
     "path",
-    ["/", "/ns/lab/hostile", "/api/overview", "/nope", "/api/nope", "/static/app.js", "/export/log"],
+    [
+        "/",
+        "/ns/lab/hostile",
+        "/api/overview",
+        "/nope",
+        "/api/nope",
+        "/static/app.js",
+        "/export/log",
+    ],
 )
 def test_every_response_has_the_security_headers(web_client: Any, path: str) -> None:
     answer = web_client.get(path)
@@ -199,7 +207,9 @@ def raw_get(base: str, target: str) -> tuple[int, bytes]:
     """A request with ``target`` sent exactly as written (no client normalises it)."""
     host, port = base.removeprefix("http://").split(":")
     with socket.create_connection((host, int(port)), timeout=10) as sock:
-        sock.sendall(f"GET {target} HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n".encode())
+        sock.sendall(
+            f"GET {target} HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n".encode()
+        )
         data = b""
         while chunk := sock.recv(65536):
             data += chunk

@@ -31,6 +31,7 @@ from appendmuch import Memory, Sqlite3, Store
 
 __all__ = [
     "HOSTILE",
+    "EventReader",
     "ServerProcess",
     "browser_fixture",
     "chromium",
@@ -221,6 +222,66 @@ def pg_url(conninfo: str) -> str:
     netloc = f"{user}@{host}" + (f":{port}" if port else "")
     extra = "&".join(f"{key}={quote(str(value))}" for key, value in params.items())
     return f"postgresql://{netloc}/{dbname}" + (f"?{extra}" if extra else "")
+
+
+class EventReader:
+    """The messages of an event stream (``/api/events``), read by a thread of its own so
+    that a test can wait for one with a deadline."""
+
+    def __init__(self, url: str, headers: dict[str, str] | None = None) -> None:
+        import queue
+
+        import httpx2
+
+        self.messages: queue.Queue[dict[str, Any] | BaseException] = queue.Queue()
+        self.status: int | None = None
+        self._client = httpx2.Client(timeout=httpx2.Timeout(PATIENCE, read=None))
+        self._opened = threading.Event()
+        self._closing = False
+        self._thread = threading.Thread(target=self._read, args=(url, headers or {}), daemon=True)
+        self._thread.start()
+        if not self._opened.wait(PATIENCE):
+            raise AssertionError(f"the event stream {url} did not open")
+
+    def _read(self, url: str, headers: dict[str, str]) -> None:
+        import orjson
+
+        try:
+            with self._client.stream("GET", url, headers=headers) as response:
+                self.status = response.status_code
+                self.content_type = response.headers.get("content-type", "")
+                self._opened.set()
+                event = None
+                for line in response.iter_lines():
+                    if line.startswith("event:"):
+                        event = line.partition(":")[2].strip()
+                    elif line.startswith("data:") and event == "log":
+                        self.messages.put(orjson.loads(line.partition(":")[2]))
+        except BaseException as exc:
+            if not self._closing:
+                self.messages.put(exc)
+        finally:
+            self._opened.set()
+
+    def wait_for(self, check: Callable[[dict[str, Any]], bool], timeout: float) -> dict[str, Any]:
+        """The first message for which ``check`` holds, within ``timeout`` seconds."""
+        import queue
+
+        deadline = time.monotonic() + timeout
+        while True:
+            left = deadline - time.monotonic()
+            try:
+                message = self.messages.get(timeout=max(left, 0.001))
+            except queue.Empty:
+                raise AssertionError(f"no such event within {timeout} s") from None
+            if isinstance(message, BaseException):
+                raise AssertionError(f"the event stream failed: {message!r}")
+            if check(message):
+                return message
+
+    def close(self) -> None:
+        self._closing = True
+        self._client.close()
 
 
 # --------------------------------------------------------------------------- browser

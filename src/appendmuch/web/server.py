@@ -7,14 +7,18 @@ Nothing here writes to the log: there are only GET routes, over a read-only Stor
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import os
+import signal
 import socket
 import sys
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
+import threading
+from collections.abc import AsyncIterator, Callable, Iterator
+from contextlib import asynccontextmanager, contextmanager
 from dataclasses import dataclass
 from importlib.resources import files
+from types import FrameType
 from typing import IO
 
 import uvicorn
@@ -87,10 +91,13 @@ async def _server_error(request: Request, exc: Exception) -> Response:
     return _error_response(request, 500, message)
 
 
-def make_app(source: Source, *, token: str | None = None) -> ASGIApp:
+def make_app(
+    source: Source, *, token: str | None = None, stopping: Callable[[], bool] | None = None
+) -> ASGIApp:
     """The web view of ``source`` as an ASGI application.  With ``token``, every
     request must carry it (see :mod:`appendmuch.web.security`); without, only
-    loopback names are answered."""
+    loopback names are answered.  ``stopping()`` turning true (the server was asked
+    to stop) ends the open event streams, so that stopping does not wait for them."""
     statics = _static_files()
     hub = Hub(source.index)
     view = View(source, environment(), hub, guarded=token is not None)
@@ -102,13 +109,22 @@ def make_app(source: Source, *, token: str | None = None) -> ASGIApp:
         body, kind = found
         return Response(body, media_type=kind, headers={"cache-control": "no-cache"})
 
+    async def watch() -> None:
+        assert stopping is not None
+        while not stopping():
+            await asyncio.sleep(0.1)
+        hub.stop()
+
     @asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
         hub.start()
+        watcher = asyncio.create_task(watch()) if stopping is not None else None
         try:
             yield
         finally:
             hub.stop()
+            if watcher is not None:
+                watcher.cancel()
 
     app = Starlette(
         routes=[*routes(), Route("/static/{name}", static, methods=["GET"])],
@@ -174,16 +190,45 @@ def serve(options: ServeOptions, out: IO[str] | None = None) -> int:
             "appendmuch: read-only; press Ctrl-C to stop\n"
         )
         out.flush()
-        app = make_app(source, token=options.token)
-        config = uvicorn.Config(
-            app,
-            log_level="warning",
-            access_log=False,
-            timeout_graceful_shutdown=1,
-            lifespan="on",
+        server: uvicorn.Server | None = None
+        app = make_app(
+            source,
+            token=options.token,
+            stopping=lambda: server is not None and server.should_exit,
         )
-        uvicorn.Server(config).run(sockets=[sock])
+        config = uvicorn.Config(
+            app, log_level="warning", access_log=False, timeout_graceful_shutdown=2, lifespan="on"
+        )
+        server = uvicorn.Server(config)
+        with _stopped_by_signals():
+            server.run(sockets=[sock])
     finally:
         sock.close()
         source.close()
+    out.write("appendmuch: stopped\n")
+    out.flush()
     return 0
+
+
+class _StopRequestedError(Exception):
+    """SIGTERM arrived: stop like Ctrl-C does."""
+
+
+@contextmanager
+def _stopped_by_signals() -> Iterator[None]:
+    """Ctrl-C and SIGTERM end the server normally (status 0).  uvicorn shuts down
+    gracefully first, then raises the signal again; these handlers turn it into an
+    exception caught here."""
+
+    def stop(signum: int, frame: FrameType | None) -> None:
+        raise _StopRequestedError
+
+    main = threading.current_thread() is threading.main_thread()
+    previous = signal.signal(signal.SIGTERM, stop) if main else None
+    try:
+        yield
+    except (KeyboardInterrupt, _StopRequestedError):
+        pass
+    finally:
+        if previous is not None:
+            signal.signal(signal.SIGTERM, previous)
