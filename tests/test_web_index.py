@@ -203,3 +203,22 @@ def test_a_followed_index_equals_one_built_anew(tmp_path: Path) -> None:
     finally:
         writer.close()
         reader.close()
+
+
+def test_the_chart_runs_over_time_unless_times_are_missing_or_bunched() -> None:
+    from appendmuch.fieldlog import GONE, FieldLog
+    from appendmuch.web.fieldpage import numeric_points
+    from appendmuch.web.index import FieldRef
+
+    def points(times: list[float]) -> tuple[list[tuple[float, float]], tuple[float, ...], bool]:
+        log = FieldLog()
+        for i, stamp in enumerate(times):
+            log.append(i + 1, stamp, GONE if i == 2 else [1.5, 7, True, "x", 3][i % 5], "c:1")
+        found, deletions, use_time = numeric_points(FieldRef(0, "n", "f", log), len(times))
+        return [(p.x, p.y) for p in found], deletions, use_time
+
+    spread = [100.0, 101.0, 102.0, 103.0, 104.0]
+    assert points(spread) == ([(100.0, 1.5), (101.0, 7.0), (104.0, 3.0)], (102.0,), True)
+    bunched = [100.0, 100.0, 100.0, 100.0, 101.0]
+    assert points(bunched) == ([(1.0, 1.5), (2.0, 7.0), (5.0, 3.0)], (3.0,), False)
+    assert points([100.0, float("nan"), 102.0, 103.0, 104.0])[2] is False

@@ -84,20 +84,18 @@ class FieldPage:
 
 def numeric_points(ref: FieldRef, count: int) -> tuple[list[Point], tuple[float, ...], bool]:
     """The field's numeric versions as chart points, the x of its deletions, and
-    whether x is time (else seq: when times are missing or all equal).  O(count)."""
+    whether x is time (else seq: when times are missing or mostly equal).  O(count)."""
     log = ref.log
     items, seqs, times = log.items, log.seqs, log.times
-    use_time = True
-    low = high = None
-    for i in range(count):
-        stamp = times[i]
-        if math.isnan(stamp):
-            use_time = False
-            break
-        low = stamp if low is None or stamp < low else low
-        high = stamp if high is None or stamp > high else high
-    if low is None or high is None or high <= low:
-        use_time = False
+    stamps = times[:count]
+    # time on x when every entry has one and they are mostly distinct; bursts written
+    # within the clock's resolution would stack up, so those are drawn over seq
+    use_time = (
+        count > 0
+        and not any(math.isnan(stamp) for stamp in stamps)
+        and max(stamps) > min(stamps)
+        and len(set(stamps)) * 2 > count
+    )
     points: list[Point] = []
     deletions: list[float] = []
     for i in range(count):
