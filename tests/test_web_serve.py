@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import socket
 import subprocess
 import sys
@@ -48,6 +49,10 @@ def test_it_prints_the_address_and_stops_cleanly(web_log: Path, servers: Any) ->
     assert server.lines[0].startswith(f"appendmuch: serving {web_log}, table appendmuch_values")
     assert "rows, live) at http://127.0.0.1:" in server.lines[0]
     assert httpx2.get(server.url).status_code == 200
+    # it yields the processor to the application writing the log
+    assert (
+        os.getpriority(os.PRIO_PROCESS, server.proc.pid) >= os.getpriority(os.PRIO_PROCESS, 0) + 10
+    )
     assert server.stop() == 0
     assert server.lines[-1] == "appendmuch: stopped\n"
     assert "Traceback" not in server.stderr()

@@ -125,6 +125,8 @@ class LogIndex:
         self.nodes: dict[str, TreeNode] = {"": TreeNode()}
         #: dbns -> rows written in that namespace itself
         self.own_entries: dict[str, int] = {}
+        #: dbns -> the nodes from the root down to it (what a new row counts in)
+        self._chains: dict[str, tuple[TreeNode, ...]] = {}
         #: the log in seq order
         self.seqs = array("q")
         self.fids = array("I")
@@ -137,7 +139,8 @@ class LogIndex:
         self.version = 0
         self._ready = False
         self._pending: list[tuple[str, str, int, float, bool]] = []
-        self._listeners: list[Callable[[], None]] = []
+        #: replaced, never changed in place: the follower reads it without the lock
+        self._listeners: tuple[Callable[[], None], ...] = ()
 
     # ------------------------------------------------------------------ building
 
@@ -230,6 +233,7 @@ class LogIndex:
             tokens = dbns2tuple(dbns)
             parent = self.nodes[""]
             parent.namespaces += 1
+            chain = [parent]
             for depth in range(1, len(tokens) + 1):
                 prefix = tuple2dbns(tokens[:depth])
                 node = self.nodes.get(prefix)
@@ -238,8 +242,10 @@ class LogIndex:
                     parent.children[tokens[depth - 1]] = None
                     parent._sorted = None
                 node.namespaces += 1
+                chain.append(node)
                 parent = node
             parent.own = True
+            self._chains[dbns] = tuple(chain)
         fields[name] = ref.fid
         self.by_name.setdefault(name, []).append(ref.fid)
         return ref
@@ -247,9 +253,7 @@ class LogIndex:
     def _count_rows(self, dbns: str, rows: int, last_seq: int) -> None:
         """Add ``rows`` rows (the last one ``last_seq``) to the namespace and its ancestors."""
         self.own_entries[dbns] += rows
-        tokens = dbns2tuple(dbns)
-        for depth in range(len(tokens) + 1):
-            node = self.nodes[tuple2dbns(tokens[:depth])]
+        for node in self._chains[dbns]:
             node.entries += rows
             node.last_seq = max(node.last_seq, last_seq)
 
@@ -320,20 +324,18 @@ class LogIndex:
             self._block_add(position, self.time_at(position))
 
     def add_listener(self, listener: Callable[[], None]) -> None:
-        """Call ``listener()`` (from the thread that added them) after rows are added."""
+        """Call ``listener()`` (from the thread that added them) after rows are added.
+        It must be quick: it runs once per row the follower brings in."""
         with self.lock:
-            self._listeners.append(listener)
+            self._listeners = (*self._listeners, listener)
 
     def remove_listener(self, listener: Callable[[], None]) -> None:
         """Stop calling ``listener``."""
         with self.lock:
-            if listener in self._listeners:
-                self._listeners.remove(listener)
+            self._listeners = tuple(item for item in self._listeners if item is not listener)
 
     def _tell(self) -> None:
-        with self.lock:
-            listeners = list(self._listeners)
-        for listener in listeners:
+        for listener in self._listeners:
             listener()
 
     # ------------------------------------------------------------------ reading

@@ -57,6 +57,8 @@ class Hub:
 
     def _poke(self) -> None:
         """(follower thread) Schedule one wake-up unless one is pending."""
+        if self._scheduled:  # (read without the lock: at worst one wake-up too many)
+            return
         with self._flag:
             if self._scheduled or self._loop is None:
                 return
