@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import datetime as _dt
 from dataclasses import dataclass
+from functools import cached_property
 from typing import Any
 
 import orjson
@@ -45,7 +46,7 @@ def human_time(created_at: float | None) -> str:
     return moment.strftime("%Y-%m-%d %H:%M:%S.") + f"{moment.microsecond // 1000:03d}"
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(frozen=True)
 class Entry:
     """One entry: a value or a tombstone (``unavailable``, value None)."""
 
@@ -62,10 +63,10 @@ class Entry:
         """The value's type for people (empty for a tombstone)."""
         return "" if self.unavailable else type_label(self.value)
 
-    @property
+    @cached_property
     def text(self) -> str:
         """The whole value on one line (``<deleted>`` for a tombstone), cut at
-        :data:`FULL_TEXT` characters."""
+        :data:`FULL_TEXT` characters (computed once: a page asks for it several times)."""
         if self.unavailable:
             return "<deleted>"
         return value_text(self.value, limit=FULL_TEXT)

@@ -61,6 +61,8 @@ class FieldPage:
     chart: Markup | None
     #: the chart's x axis is time (else seq)
     time_axis: bool = False
+    #: tombstones in the whole history
+    deletions: int = 0
 
     @property
     def latest(self) -> Version | None:
@@ -175,4 +177,5 @@ def field_page(
         numeric=len(points),
         chart=chart,
         time_axis=use_time,
+        deletions=len(deletions),
     )
