@@ -450,3 +450,32 @@ def test_a_postgresql_table_is_served(tmp_path: Path) -> None:
             source.close()
     finally:
         backend.cleanup()
+
+
+def test_an_internal_error_is_a_page_not_a_traceback(
+    web_log: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from starlette.testclient import TestClient
+
+    from appendmuch.web import pages
+    from appendmuch.web.opening import open_source
+    from appendmuch.web.server import make_app
+
+    def broken(view: Any) -> Any:
+        raise RuntimeError("the disk said no")
+
+    monkeypatch.setattr(pages, "overview_model", broken)  # a fault injected into one page
+    source = open_source(str(web_log))
+    try:
+        app = make_app(source)
+        with TestClient(app, base_url="http://127.0.0.1", raise_server_exceptions=False) as client:
+            page = client.get("/")
+            assert page.status_code == 500
+            assert "RuntimeError: the disk said no" in page.text
+            assert "Traceback" not in page.text and 'File "' not in page.text
+            answer = client.get("/api/overview")
+            assert answer.status_code == 500
+            assert answer.json()["error"]["message"].endswith("(RuntimeError: the disk said no)")
+            assert client.get("/api/log?limit=1").status_code == 200  # the rest goes on
+    finally:
+        source.close()

@@ -328,3 +328,37 @@ def test_serving_writes_nothing(web_log: Path) -> None:
     assert fingerprint(web_log.parent) == before  # no byte, no -wal, -shm or lock file
     with Store(Sqlite3(web_log)) as store:  # and a writer opens it as always
         store.storage("lab").after = 1
+
+
+def test_a_crashed_writers_wal_is_left_as_it_was(tmp_path: Path, servers: Any) -> None:
+    """A writer killed with its -wal and -shm files: serving the log (a follower
+    included) and stopping must leave every file as it was (a read-write connection
+    closing last would checkpoint the -wal into the database)."""
+    import signal
+
+    import httpx2
+
+    path = tmp_path / "crashed.sqlite3"
+    code = (
+        "import sys, time\n"
+        "from appendmuch import Sqlite3, Store\n"
+        "store = Store(Sqlite3(sys.argv[1]))\n"
+        "for i in range(3000):\n"
+        "    store.storage('a', f'n{i % 10}').x = i\n"
+        "store.flush()\n"
+        "print('flushed', flush=True)\n"
+        "time.sleep(600)\n"
+    )
+    writer = subprocess.Popen([sys.executable, "-c", code, str(path)], stdout=subprocess.PIPE)
+    assert writer.stdout is not None and writer.stdout.readline() == b"flushed\n"
+    writer.send_signal(signal.SIGKILL)
+    writer.wait()
+    before = fingerprint(tmp_path)
+    assert {"crashed.sqlite3-wal", "crashed.sqlite3-shm"} <= set(before)
+    server = servers(path)
+    assert httpx2.get(server.base + "/api/overview").json()["rows"] == 3000
+    assert httpx2.get(server.base + "/log").status_code == 200
+    assert server.stop() == 0
+    after = fingerprint(tmp_path)
+    after.pop("server-0.stderr", None)
+    assert after == before
