@@ -130,9 +130,13 @@ def test_log_pages_with_any_budget_cover_the_selection_once(
             break
         page = log_page(index, filt, after=page.newer, limit=limit, budget=budget)
     assert seen == expected and page.tail
+    # where live updates go on from: nothing is left after it, nothing skipped before it
+    assert page.follow_from is not None and page.follow_from >= (expected or [0])[-1]
+    rest = log_page(index, filt, after=page.follow_from, limit=limit, budget=budget)
+    assert rest.entries == [] and rest.tail
     back: list[int] = []
     page = log_page(index, filt, limit=limit, budget=budget)
-    assert page.tail
+    assert page.tail and page.follow_from == rows[-1][0]
     for _ in range(10 * len(rows) + 10):
         back[:0] = [entry.seq for entry in page.entries]
         if page.older is None:

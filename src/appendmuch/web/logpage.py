@@ -267,7 +267,8 @@ class LogPage:
     tail: bool
     #: the seq jumped to (highlighted)
     highlight: int | None = None
-    #: (a tail page) every entry up to this seq was examined: new ones come after it
+    #: every entry up to this seq was examined: a page going on (the live log page
+    #: asking for new entries) starts after it; None for a page of older entries
     follow_from: int | None = None
 
     def to_json(self) -> dict[str, Any]:
@@ -320,12 +321,15 @@ def log_page(
         lowest = entries[0].seq if entries else after + 1
         older = lowest if first_seq is not None and first_seq < lowest else None
         tail = newer is None
-        follow = max(after, scan.last_seq or 0, entries[-1].seq if entries else 0)
+        # every entry up to here was examined (but a further match found is not shown)
+        follow: int | None = (
+            entries[-1].seq
+            if more
+            else max(after, scan.last_seq or 0, *(e.seq for e in entries[-1:]))
+        )
     else:
         older = entries[0].seq if more else searched_to
         newer = None if before is None else (entries[-1].seq if entries else before - 1)
         tail = before is None
-        follow = end_seq
-    return LogPage(
-        entries, filt, limit, older, newer, searched_to, tail, highlight, follow if tail else None
-    )
+        follow = end_seq if tail else None
+    return LogPage(entries, filt, limit, older, newer, searched_to, tail, highlight, follow)
