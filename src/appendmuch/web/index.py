@@ -79,6 +79,11 @@ class TreeNode:
         self.own = False
         self._sorted: list[str] | None = None
 
+    def add_child(self, token: str) -> None:
+        """Note a new child token."""
+        self.children[token] = None
+        self._sorted = None
+
     def sorted_children(self) -> list[str]:
         """The child tokens, ``p2`` before ``p10``; cached until a child is added."""
         cached = self._sorted
@@ -239,8 +244,7 @@ class LogIndex:
                 node = self.nodes.get(prefix)
                 if node is None:
                     node = self.nodes[prefix] = TreeNode()
-                    parent.children[tokens[depth - 1]] = None
-                    parent._sorted = None
+                    parent.add_child(tokens[depth - 1])
                 node.namespaces += 1
                 chain.append(node)
                 parent = node
