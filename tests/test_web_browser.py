@@ -384,7 +384,7 @@ def test_writes_of_other_processes_show_on_open_pages(
         live_on(browser)
         peers[-1]("set", ns=["study", "p2"], field="answer", value="new row")
         peers[-1]("flush")
-        shows_within(lambda: '"new row"' in (text_of(browser, "#rows tr:last-child") or ""))
+        shows_within(lambda: text_of(browser, "#rows tr:last-child td:nth-child(5)") == '"new row"')
         shot(browser, screenshots, f"log-live-{place.kind}-{mode}")
         # the overview's counts
         browser.get(server.base + "/")
@@ -395,6 +395,14 @@ def test_writes_of_other_processes_show_on_open_pages(
         shows_within(lambda: text_of(browser, "#rows") == f"{before + 1:,}")
         writer = text_of(browser, "#writer")
         assert writer == ("a single writer" if mode == "single" else f"{count} shared writers")
+        # a field page showing its newest versions
+        browser.get(server.base + "/field/study/p1/answer")
+        live_on(browser)
+        peers[0]("set", ns=["study", "p1"], field="answer", value=42)
+        peers[0]("flush")
+        last_value = "#versions tbody tr:last-child td:nth-child(4)"
+        shows_within(lambda: text_of(browser, last_value) == "42")
+        assert len(all_css(browser, "#versions tbody tr")) == 2 * count + 1
     finally:
         for peer in peers:
             peer.close()
