@@ -809,6 +809,10 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="write the rows even if the file names another database (e.g. a copy of it)",
     )
+
+    from .web.command import add_serve_command  # the web view (its stack: the 'web' extra)
+
+    add_serve_command(commands, [table], _EPILOG_TAIL)
     return parser
 
 
