@@ -229,7 +229,7 @@ class Engine:
 
     def holds(self, provisional: int) -> bool:
         """Whether a row with this provisional seq is queued (or being retried)."""
-        queued = list(self.outbox)  # (one C-level copy: the engine may take rows out)
+        queued = _copy(self.outbox)
         return provisional in self.attempted or any(row[0] == provisional for row, _ in queued)
 
     @property
@@ -343,7 +343,7 @@ class Engine:
         ``upto`` remain (and an unknown outcome is sorted out).  Those rows sit at the
         front of the outbox: rows are queued in provisional order and leave it in order."""
         while True:
-            front = list(itertools.islice(self.outbox, leave + 1))  # (a C-level copy)
+            front = _copy(self.outbox, leave + 1)
             if not self.attempted and sum(row[0] <= upto for row, _ in front) <= leave:
                 return
             self._round(None)
@@ -423,7 +423,7 @@ class Engine:
         outbox = self.outbox
         while gone and outbox and outbox[0][0][0] in gone:
             gone.discard(outbox.popleft()[0][0])
-        for item in [item for item in list(outbox) if item[0][0] in gone]:
+        for item in [item for item in _copy(outbox) if item[0][0] in gone]:
             outbox.remove(item)
 
     def yield_to_round(self) -> None:
@@ -445,7 +445,7 @@ class Engine:
         """One commit round (see the module docstring); raises what went wrong for
         the caller of a request, after recording it."""
         target = self._target()
-        batch = list(itertools.islice(self.outbox, ROUND_ROWS))
+        batch = _copy(self.outbox, ROUND_ROWS)
         held = self._held_for is not None
         # A lease held between rounds is kept until its owner's block commits (or it
         # was held too long); meanwhile nobody else commits, so there is nothing to read.
@@ -625,7 +625,7 @@ class Engine:
         except Exception as exc:
             failure = exc
         self._held_for = None  # (closing the lease gives it back)
-        left = list(self.outbox)
+        left = _copy(self.outbox)
         self.outbox.clear()
         self.attempted.clear()
         try:
@@ -674,6 +674,17 @@ def _as_write_error(exc: BaseException, driver: SQLDriver, what: str) -> Excepti
         f"could not {what} {driver._where()}: {exc}; the rows stay queued and are "
         "written by the next successful round"
     )
+
+
+def _copy(outbox: deque[Outgoing], limit: int | None = None) -> list[Outgoing]:
+    """The first ``limit`` rows of the outbox (all: None).  Copying iterates, and
+    another thread can append meanwhile (a finalizer run by the garbage collector lets
+    it in): then the copy starts again."""
+    while True:
+        try:
+            return list(itertools.islice(outbox, limit))
+        except RuntimeError:  # (deque mutated during iteration)
+            continue
 
 
 def run(ref: weakref.ref[SQLDriver], stop: Flag, bell: Doorbell) -> None:
