@@ -292,18 +292,20 @@ def occasional(location: Location, writes: int) -> tuple[float, float, float, fl
     s = store.storage("latency")
     took: list[float] = []
     committed: dict[int, float] = {}
-    for i in range(writes):
-        start = time.monotonic()
-        s.sample = i
-        committed[i] = time.monotonic()
-        took.append((committed[i] - start) * 1000)
-        time.sleep(0.01)
-    arrived = out.get(timeout=180)
-    watcher.join()
-    stop.set()
-    for p in busies:
-        p.join()
-    store.close()
+    try:
+        for i in range(writes):
+            start = time.monotonic()
+            s.sample = i
+            committed[i] = time.monotonic()
+            took.append((committed[i] - start) * 1000)
+            time.sleep(0.01)
+        arrived = out.get(timeout=180)
+        watcher.join()
+    finally:
+        stop.set()  # (the busy writers end even when a measurement failed)
+        for p in busies:
+            p.join()
+        store.close()
     lat = sorted((arrived[i] - committed[i]) * 1000 for i in committed if i in arrived)
     took.sort()
     return (*_p50_p99(took), *_p50_p99(lat))

@@ -352,6 +352,8 @@ class TestInterruptedLoad:
             raise AssertionError("the interrupt did not land in load()")
         finally:
             sys.settrace(None)
+        if shared:
+            store.sync()  # (after the load it was asked for, which the engine finishes)
         lock = getattr(store.driver, "_lock", None)
         if lock is not None:
             free: list[bool] = []

@@ -35,6 +35,7 @@ def only_status(dbns: str, field: str) -> bool:
 def test_a_writer_with_another_replace_configuration_is_refused(place: Place, peers: Peers) -> None:
     peer = peers.start()  # replace_predicate: sharedlib.is_replace
     peer("set", ns=["g"], field="x", value=1)
+    peer("flush")  # (committed: the sync() below is sure to bring it)
     for predicate in (None, only_status):
         driver = place.backend.driver(shared=True)
         with pytest.raises(ConfigMismatchError) as refused:

@@ -32,7 +32,7 @@ from typing import TYPE_CHECKING, Any
 from .blocks import ABSENT, STAGED, BlockPart, Staged, Working
 from .copying import safe_deepcopy
 from .drivers.base import Row
-from .drivers.sharing import BlockCommit, Engine
+from .drivers.sharing import BACKLOG_ROWS, BlockCommit, Engine
 from .errors import ConflictError, DecodeError, FieldNotFoundError, SeqOverflowError
 from .fieldlog import GONE, PROVISIONAL, FieldLog, Unreadable
 from .names import dbns2tuple
@@ -211,10 +211,11 @@ class SharedSide:
                 if store._torn is not None:
                     store._mend()  # (a Ctrl-C: finished now rather than half done)
                 raise
-        if driver.write_through:
-            driver.flush()
+        if driver.write_through or (due and self.engine.pending >= BACKLOG_ROWS):
+            driver.flush()  # (the backlog: this thread waits for its commits)
         elif due:
             driver.submit()
+            self.engine.yield_to_round()
         return seq
 
     def append_own(

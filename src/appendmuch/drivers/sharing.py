@@ -11,7 +11,8 @@ the :class:`Engine`, commits the outbox in *rounds*:
 3. check the ``with`` blocks waiting to commit: a block whose reads are no longer
    current gets ``ConflictError`` and is left out;
 4. give every row a final seq after the last committed one, in outbox order (a block's
-   rows after each other), write them and commit, which gives the lease back;
+   rows after each other), write them and commit, which gives the lease back (a round
+   takes at most :data:`ROUND_ROWS` queued rows, so the lease is never held for long);
 5. tell the Store which provisional seq became which seq, then call ``on_change`` for
    everything this round brought, in seq order.
 
@@ -34,7 +35,9 @@ neither the cache nor SQL.
 from __future__ import annotations
 
 import hashlib
+import itertools
 import logging
+import threading
 import time
 import weakref
 from collections import deque
@@ -61,6 +64,12 @@ _MAX_SEQ = PROVISIONAL - 1
 _RETRY_AFTER = 0.5
 #: the longest the lease is held for one thread's block (see Engine.reserve)
 _HOLD_LIMIT = 0.1
+#: the most queued rows one round commits (a block's own rows come on top): the lease
+#: is held for a few milliseconds at a time, so a writer waiting for it waits little
+ROUND_ROWS = 500
+#: queued rows from which a write waits for its process's commits (see SharedSide.write):
+#: a process writing faster than the database takes rows is slowed, not given memory
+BACKLOG_ROWS = 2 * ROUND_ROWS
 #: (row with a provisional seq, whether it replaces the field's committed row)
 Outgoing = tuple[Row, bool]
 
@@ -188,6 +197,9 @@ class Engine:
         #: attached, delivered to from its first reload (which reads the table itself)
         self._attached: weakref.ref[Subscriber] | None = None
         self._last_read = 0.0
+        #: clear while a round runs (see :meth:`yield_to_round`)
+        self._between_rounds = threading.Event()
+        self._between_rounds.set()
 
     # ------------------------------------------------------------------ application side
 
@@ -217,7 +229,7 @@ class Engine:
 
     def holds(self, provisional: int) -> bool:
         """Whether a row with this provisional seq is queued (or being retried)."""
-        queued = list(self.outbox)  # (one C-level copy: the engine may take rows out)
+        queued = _copy(self.outbox)
         return provisional in self.attempted or any(row[0] == provisional for row, _ in queued)
 
     @property
@@ -239,7 +251,13 @@ class Engine:
         """Commit a block's rows in one round, after everything queued before it;
         raises :class:`~appendmuch.errors.ConflictError` (nothing written) when its
         reads are no longer current."""
-        self.driver._in_writer(lambda: self._round(block))
+
+        def commit_now() -> None:
+            # rows queued before the block go first; the last of them share its round
+            self._drain(self._last_queued(), leave=ROUND_ROWS)
+            self._round(block)
+
+        self.driver._in_writer(commit_now)
 
     def settle(self) -> None:
         """Return once every request made before this call was carried out."""
@@ -274,7 +292,7 @@ class Engine:
     def exclusively(self, work: Callable[[], _T]) -> _T:
         """Engine thread: run ``work`` holding the lease, caught up first (a restore or
         replay writes rows of its own under seqs after everything committed)."""
-        self._round(None)  # (own queued rows first, under their seqs)
+        self._drain(self._last_queued())  # (own queued rows first, under their seqs)
         self._let_go()
         others = self.lease.lease_take(self.hwm)
         try:
@@ -289,8 +307,7 @@ class Engine:
     def _reserve_now(self, owner: int) -> bool:
         if self._held_for is not None:
             return self._held_for == owner
-        if self.outbox or self.attempted:
-            self._round(None)  # (own queued rows first; an unknown outcome sorted out)
+        self._drain(self._last_queued())  # (own rows first; an unknown outcome sorted out)
         others = self.lease.lease_take(self.hwm)
         self._held_for, self._held_since = owner, time.monotonic()
         try:
@@ -312,8 +329,23 @@ class Engine:
             self.lease.lease_give_back()
 
     def _flush_now(self) -> None:
-        # one round takes every row queued so far (and sorts out an unknown outcome)
-        if self.outbox or self.attempted:
+        self._drain(self._last_queued())
+
+    def _last_queued(self) -> int:
+        """The provisional seq of the newest queued row (0: none)."""
+        try:
+            return self.outbox[-1][0][0]
+        except IndexError:
+            return 0
+
+    def _drain(self, upto: int, leave: int = 0) -> None:
+        """Run rounds until at most ``leave`` of the rows queued up to provisional seq
+        ``upto`` remain (and an unknown outcome is sorted out).  Those rows sit at the
+        front of the outbox: rows are queued in provisional order and leave it in order."""
+        while True:
+            front = _copy(self.outbox, leave + 1)
+            if not self.attempted and sum(row[0] <= upto for row, _ in front) <= leave:
+                return
             self._round(None)
 
     def _sync_now(self) -> None:
@@ -391,14 +423,29 @@ class Engine:
         outbox = self.outbox
         while gone and outbox and outbox[0][0][0] in gone:
             gone.discard(outbox.popleft()[0][0])
-        for item in [item for item in list(outbox) if item[0][0] in gone]:
+        for item in [item for item in _copy(outbox) if item[0][0] in gone]:
             outbox.remove(item)
 
+    def yield_to_round(self) -> None:
+        """Application thread with a full batch queued: wait (at most
+        :data:`_HOLD_LIMIT` s) for a round under way to end.  The round holds the lease;
+        a thread that went on writing would take the interpreter from the engine thread
+        at each of the round's I/O calls, and every other process would wait longer."""
+        if not self._between_rounds.is_set():
+            self._between_rounds.wait(_HOLD_LIMIT)
+
     def _round(self, block: BlockCommit | None) -> None:
+        self._between_rounds.clear()
+        try:
+            self._round_held(block)
+        finally:
+            self._between_rounds.set()
+
+    def _round_held(self, block: BlockCommit | None) -> None:
         """One commit round (see the module docstring); raises what went wrong for
         the caller of a request, after recording it."""
         target = self._target()
-        batch = list(self.outbox)
+        batch = _copy(self.outbox, ROUND_ROWS)
         held = self._held_for is not None
         # A lease held between rounds is kept until its owner's block commits (or it
         # was held too long); meanwhile nobody else commits, so there is nothing to read.
@@ -406,20 +453,29 @@ class Engine:
             (block is None or block.owner != self._held_for)
             and time.monotonic() - self._held_since < _HOLD_LIMIT
         )
+        # Others' rows are handed to the Store after the commit, with the lease given
+        # back (their delivery is the costly part of a round), unless this round needs
+        # the cache caught up: a block to check, a replace field's committed row to
+        # find, or an unknown outcome to sort out.
+        later = block is None and not self.attempted and not any(r for _, r in batch)
         try:
             others = [] if held else self.lease.lease_take(self.hwm)
         except Exception as exc:
             self._failed(exc)
             raise _as_write_error(exc, self.driver, "take the write lease of") from exc
         try:
-            # (our own rows of a commit of unknown outcome are found here, committed;
-            # those not found never were: they get new seqs in this round)
-            settled = {provisional for provisional, _ in self._deliver(others)}
-            self.attempted.clear()
-            batch = [item for item in batch if item[0][0] not in settled]
+            if later:
+                after = others[-1][0] if others else 0
+            else:
+                # (our own rows of a commit of unknown outcome are found here, committed;
+                # those not found never were: they get new seqs in this round)
+                settled = {provisional for provisional, _ in self._deliver(others)}
+                self.attempted.clear()
+                batch = [item for item in batch if item[0][0] not in settled]
+                after = 0
             conflict = block.check() if block is not None else None
             rows = batch + (block.rows if block is not None and conflict is None else [])
-            inserts, updates, final = self._number(rows, target)
+            inserts, updates, final = self._number(rows, target, after)
         except BaseException:
             self._held_for = None
             self.lease.lease_give_back()
@@ -451,6 +507,8 @@ class Engine:
             raise _as_write_error(exc, self.driver, "commit to") from exc
         self._failed_at = None
         self.last_error = self.driver.last_error = None
+        if later and others:
+            self._deliver(others)  # (a failed round leaves them to the next read)
         own = [(row[0], done) for (row, _), done in zip(rows, final, strict=True)]
         queued = own[: len(batch)]
         if block is not None and conflict is None:
@@ -467,12 +525,13 @@ class Engine:
             raise ConflictError(conflict)
 
     def _number(
-        self, rows: list[Outgoing], target: Subscriber | None
+        self, rows: list[Outgoing], target: Subscriber | None, after: int = 0
     ) -> tuple[list[Row], list[tuple[int, Row]], list[Row]]:
-        """Final seqs for ``rows``, after everything committed: the inserts, the
-        overwrites (replace semantics: the field's committed row, or the row this
-        batch wrote for it before), and each row as committed, in order."""
-        seq = max(self.hwm, self.driver.last_seq)
+        """Final seqs for ``rows``, after everything committed (``after``: the last
+        seq of rows read but not delivered yet): the inserts, the overwrites (replace
+        semantics: the field's committed row, or the row this batch wrote for it
+        before), and each row as committed, in order."""
+        seq = max(self.hwm, self.driver.last_seq, after)
         inserts: list[Row] = []
         updates: list[tuple[int, Row]] = []
         final: list[Row] = []
@@ -543,7 +602,13 @@ class Engine:
             except IndexError:
                 oldest = time.time()
             timeout = min(timeout, max(0.0, self.idle - (time.time() - oldest)))
-        heard = self.lease.lease_wait(timeout, bell)
+        try:
+            heard = self.lease.lease_wait(timeout, bell)
+        except Exception as exc:  # (say, no connection to listen on): retried later; the
+            # thread must go on, or the application's threads would do its I/O themselves
+            self._failed(exc)
+            bell.wait(min(timeout, _RETRY_AFTER))
+            return False
         if heard:
             self._last_read = 0.0  # read at once
         return heard
@@ -560,7 +625,7 @@ class Engine:
         except Exception as exc:
             failure = exc
         self._held_for = None  # (closing the lease gives it back)
-        left = list(self.outbox)
+        left = _copy(self.outbox)
         self.outbox.clear()
         self.attempted.clear()
         try:
@@ -609,6 +674,17 @@ def _as_write_error(exc: BaseException, driver: SQLDriver, what: str) -> Excepti
         f"could not {what} {driver._where()}: {exc}; the rows stay queued and are "
         "written by the next successful round"
     )
+
+
+def _copy(outbox: deque[Outgoing], limit: int | None = None) -> list[Outgoing]:
+    """The first ``limit`` rows of the outbox (all: None).  Copying iterates, and
+    another thread can append meanwhile (a finalizer run by the garbage collector lets
+    it in): then the copy starts again."""
+    while True:
+        try:
+            return list(itertools.islice(outbox, limit))
+        except RuntimeError:  # (deque mutated during iteration)
+            continue
 
 
 def run(ref: weakref.ref[SQLDriver], stop: Flag, bell: Doorbell) -> None:
