@@ -61,6 +61,16 @@ def prepare(conn: Any, table: str) -> None:
             conn.execute(statement)
 
 
+def ready(fd: int, timeout: float, *, write: bool = False) -> int:
+    """Wait up to ``timeout`` seconds until ``fd`` is readable (or writable, with
+    ``write``); the ``poll`` events seen, 0 if none.  ``poll`` rather than ``select``:
+    a process with many open files may hand out descriptors above 1023."""
+    poller = select.poll()
+    poller.register(fd, select.POLLIN | (select.POLLOUT if write else 0))
+    events = poller.poll(max(timeout, 0.0) * 1000.0)
+    return events[0][1] if events else 0
+
+
 class Pipeline:
     """A writer connection in pipeline mode, with the batches it has in flight.
 
@@ -139,8 +149,7 @@ class Pipeline:
                 raise self._operational_error(
                     f"could not send a batch to the server within {self.timeout} s"
                 )
-            readable, _, _ = select.select([pgconn.socket], [pgconn.socket], [], left)
-            if readable:
+            if ready(pgconn.socket, left, write=True) & select.POLLIN:
                 pgconn.consume_input()  # the server may wait for us to read first
 
     def _send(self, command: bytes, params: list[Any], count: int) -> None:
@@ -162,7 +171,7 @@ class Pipeline:
         """
         pgconn = self.pgconn
         for _ in range(3):
-            if not select.select([pgconn.socket], [], [], 0)[0]:
+            if not ready(pgconn.socket, 0.0):
                 return
             pgconn.consume_input()
 
@@ -194,7 +203,7 @@ class Pipeline:
             left = deadline - time.monotonic()
             if left <= 0:
                 raise self._operational_error(f"no answer from the server within {self.timeout} s")
-            select.select([pgconn.socket], [], [], left)
+            ready(pgconn.socket, left)
 
     def _read_batch(self) -> str | None:
         """Read one batch's results up to its Sync; the first error message, if any."""

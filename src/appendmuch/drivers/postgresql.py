@@ -10,7 +10,6 @@ import contextlib
 import logging
 import math
 import os
-import select
 import threading
 import time
 import zlib
@@ -20,7 +19,7 @@ from typing import Any
 from ..errors import DatabaseError, DumpFormatError, LockedError, SchemaError
 from .base import Row
 from .layout import ROW_COLUMNS, TableNames, index_name
-from .pgpipeline import Pipeline, Tag, prepare
+from .pgpipeline import Pipeline, Tag, prepare, ready
 from .sql import BATCH_BYTES, RETRY_INTERVAL, SQLDriver
 
 __all__ = ["PostgreSQL"]
@@ -938,7 +937,7 @@ class PostgreSQL(SQLDriver):
         own = writer.info.backend_pid if writer is not None and not writer.closed else None
         conn = self._follow_connection()
         notes = self._notes(conn)  # (some may have come with the last read)
-        if not notes and select.select([conn.fileno()], (), (), poll)[0]:
+        if not notes and ready(conn.fileno(), poll):
             notes = self._notes(conn)
         heard = bool(notes)
         foreign = False

@@ -531,9 +531,9 @@ class SQLDriver(DBDriver):
             and not worker.join(self._patience())
         ):
             raise WriteError(
-                    f"cannot close {self._where()}: the background writer did not stop "
-                    f"within {self._patience():.0f} s; {self.pending} rows stay queued"
-                )
+                f"cannot close {self._where()}: the background writer did not stop "
+                f"within {self._patience():.0f} s; {self.pending} rows stay queued"
+            )
         sharing = self.sharing
         if sharing is not None:
             sharing.stop()

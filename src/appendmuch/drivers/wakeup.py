@@ -25,6 +25,7 @@ import contextlib
 import os
 import select
 import threading
+import weakref
 from collections.abc import Callable
 from typing import Any
 
@@ -42,6 +43,8 @@ class Doorbell:
         self._read, self._write = os.pipe()
         os.set_blocking(self._read, False)
         os.set_blocking(self._write, False)
+        # (closed with the object: a process opening many drivers runs out of nothing)
+        self._closer = weakref.finalize(self, _close_fds, self._read, self._write)
 
     def fileno(self) -> int:
         return self._read
@@ -62,14 +65,21 @@ class Doorbell:
     def wait(self, timeout: float, *others: int) -> bool:
         """Wait until rung, one of ``others`` is readable, or ``timeout`` passed;
         whether it was rung (the rings are cleared)."""
+        poller = select.poll()  # (no limit on descriptor numbers, unlike select())
+        for fd in (self._read, *others):
+            poller.register(fd, select.POLLIN)
         with contextlib.suppress(InterruptedError, OSError, ValueError):
-            select.select([self._read, *others], [], [], max(timeout, 0.0))
+            poller.poll(max(timeout, 0.0) * 1000.0)
         return self.clear()
 
     def close(self) -> None:
-        for fd in (self._read, self._write):
-            with contextlib.suppress(OSError):
-                os.close(fd)
+        self._closer()
+
+
+def _close_fds(*fds: int) -> None:
+    for fd in fds:
+        with contextlib.suppress(OSError):
+            os.close(fd)
 
 
 class Answer:
