@@ -545,6 +545,7 @@ def finish_scenario(kind: str, scenario: str, problems: list[str]) -> None:
 
 
 @pytest.mark.parametrize("kind", BACKENDS)
+@pytest.mark.slow
 class TestCrash:
     @pytest.mark.parametrize("mode", ["batched", "write_through"])
     def test_writer_killed_at_random(
@@ -771,6 +772,7 @@ class TestCrash:
         finish_scenario(kind, "first_open", problems)
 
 
+@pytest.mark.slow
 def test_totals() -> None:
     """No acknowledged write was lost anywhere; each backend that ran every scenario was
     killed at least 50 times."""

@@ -70,6 +70,7 @@ def seed(request: pytest.FixtureRequest) -> Iterator[int]:
     yield request.param
 
 
+@pytest.mark.slow
 def test_random_interrupts_then_another_thread_flushes_and_closes(
     backend: Backend, seed: int
 ) -> None:

@@ -176,6 +176,7 @@ def opened(backend: Backend, tmp_path: Path) -> Iterator[Callable[..., Store]]:
         store.close()
 
 
+@pytest.mark.slow
 class TestInjectedAtEachLine:
     def test_writes_and_flushes(self, backend: Backend, opened: Callable[..., Store]) -> None:
         """An interrupt at each line of the drivers' write path in turn; after each, a
@@ -238,6 +239,7 @@ class TestInjectedAtEachLine:
         print(f"{backend.name}: {k - 1} interrupts of close() survived")
 
 
+@pytest.mark.slow
 class TestRandomSignals:
     def test_sigalrm_at_random_moments(
         self, backend: Backend, opened: Callable[..., Store]

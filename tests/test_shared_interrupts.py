@@ -151,6 +151,7 @@ def check_cache(store: Store, fresh: Store) -> None:
         )
 
 
+@pytest.mark.slow
 class TestEachLineWithAPeer:
     def test_writes_blocks_and_flushes(
         self, place: Place, peer: PeerProcess, opened: Callable[..., Store]

@@ -33,6 +33,9 @@ import pytest
 
 from sharedlib import PATIENCE, Place, WorkerProcess, read_acks, row_lines
 
+#: kill loops and long runs of several processes: the slow tier
+pytestmark = pytest.mark.slow
+
 SEED = int(os.environ.get("APPENDMUCH_SHARED_SEED") or random.SystemRandom().randrange(2**32))
 WRITERS = 3
 KILLS = 20

@@ -94,7 +94,7 @@ class TestFlushWaitsForTheFlusher:
         for i in range(1, 6):
             s.x = i
         wait_for(
-            lambda: in_function(flusher.ident or 0, "_write", "drivers/sqlite.py"),
+            lambda: in_function(flusher.ident or 0, "_write_batch", "drivers/sqlite.py"),
             "the flusher to start writing its batch",
         )
         main = threading.get_ident()
@@ -134,7 +134,7 @@ class TestFlushWaitsForTheFlusher:
             "def writing():\n"
             "    frame = sys._current_frames().get(ident)\n"
             "    while frame is not None:\n"
-            "        if frame.f_code.co_name == '_write':\n"
+            "        if frame.f_code.co_name == '_write_batch':\n"
             "            return True\n"
             "        frame = frame.f_back\n"
             "    return False\n"

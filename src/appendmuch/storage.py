@@ -23,7 +23,8 @@ _SCALARS = frozenset({int, float, str, bool, type(None)})
 
 _RESERVED, _DESCRIPTOR, _CLASS_ATTR = "reserved", "descriptor", "class attribute"
 _class_names: dict[type, dict[str, str]] = {}
-_sharing: dict[type, bool] = {}
+#: class -> whether its objects may read through the namespace's scalar dict
+_scalar_readers: dict[type, bool] = {}
 #: class -> names known to be plain stored fields for it (assignment fast path)
 _plain_fields: dict[type, set[str]] = {}
 _set = object.__setattr__
@@ -77,19 +78,20 @@ def _is_field(storage: Storage, cls: type, name: str, value: Any) -> bool:
     return True
 
 
-def _shares(cls: type) -> bool:
-    """Whether objects of ``cls`` may use their namespace's shared read dict.
+def _reads_scalars(cls: type) -> bool:
+    """Whether objects of ``cls`` may use their namespace's scalar dict (the
+    ``__dict__`` its Storage objects have in common, see :meth:`Store._scalar_dict`).
 
     Instance attributes shadow non-data class attributes, so a subclass that adds
     methods or constants reads every field through ``__getattr__`` instead.
     """
-    shares = _sharing.get(cls)
-    if shares is None:
+    reads = _scalar_readers.get(cls)
+    if reads is None:
         own = _names_of(Storage)
-        shares = _sharing[cls] = all(
+        reads = _scalar_readers[cls] = all(
             kind is _DESCRIPTOR or name in own for name, kind in _names_of(cls).items()
         )
-    return shares
+    return reads
 
 
 class Storage:
@@ -114,7 +116,7 @@ class Storage:
     ['score', 'items']
     """
 
-    # __dict__ is the namespace's shared read dict (field -> latest int, float, str,
+    # __dict__ is the namespace's scalar dict (field -> latest int, float, str,
     # bool or None, kept current by the Store), so reading such a field is a plain
     # attribute lookup in C; everything else goes through __getattr__.
     __slots__ = ("__dbns__", "__dict__", "__namespace__", "__store__", "__virtual__")
@@ -139,8 +141,8 @@ class Storage:
             _set(self, "__virtual__", VirtualFields(virtual))
         else:
             _set(self, "__virtual__", None)
-            if _shares(type(self)):
-                _set(self, "__dict__", store._shared(dbns))
+            if _reads_scalars(type(self)):
+                _set(self, "__dict__", store._scalar_dict(dbns))
 
     # ------------------------------------------------------------------ attributes
 
@@ -222,7 +224,7 @@ class Storage:
         if virtual is None:
             virtual = VirtualFields()
             _set(self, "__virtual__", virtual)
-            # virtual fields win over stored ones: stop using the shared read dict
+            # virtual fields win over stored ones: stop using the scalar dict
             _set(self, "__dict__", {})
         return virtual
 

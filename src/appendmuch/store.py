@@ -62,7 +62,7 @@ NamespaceValidator = Callable[[tuple[str, ...]], Any]
 _now = time.time
 _getframe = sys._getframe
 _get_ident = threading.get_ident
-#: values kept in the namespaces' shared read dicts (immutable, never guarded)
+#: values kept in the namespaces' scalar dicts (immutable, never guarded)
 _SCALAR_TYPES = frozenset({int, float, str, bool, type(None)})
 _KEPT_DECODED = KEPT_DECODED
 #: type id -> the exact type its JSON document decodes to (load fast path)
@@ -343,8 +343,8 @@ class Store:
         self.cache.clear()
         self.cache.update(cache)
         self._by_dbns = by_dbns
-        for shared in self._scalars.values():
-            shared.clear()
+        for scalars in self._scalars.values():
+            scalars.clear()
         self._handles.clear()
         self._raws.clear()
         return seq
@@ -413,14 +413,14 @@ class Store:
         return node, log
 
     def _note_latest(self, dbns: str, field: str, data: Any) -> None:
-        """Keep the namespace's shared read dict (if any) in step with a new latest
+        """Keep the namespace's scalar dict (if any) in step with a new latest
         entry appended from stored rows."""
-        shared = self._scalars.get(dbns)
-        if shared is not None:
+        scalars = self._scalars.get(dbns)
+        if scalars is not None:
             if data.__class__ in _SCALAR_TYPES and not (self._blocks and self._covered(dbns)):
-                shared[field] = data
+                scalars[field] = data
             else:
-                shared.pop(field, None)
+                scalars.pop(field, None)
 
     def flush(self) -> None:
         """Write every queued row to the database now."""
@@ -519,8 +519,9 @@ class Store:
             self._check_path(namespace)
         return dbns
 
-    def _shared(self, dbns: str) -> dict[str, Any]:
-        """The read dict shared by the Storage objects of a namespace (their __dict__)."""
+    def _scalar_dict(self, dbns: str) -> dict[str, Any]:
+        """The scalar dict of a namespace: the ``__dict__`` its Storage objects have in
+        common, holding latest scalar values so that reading one needs no call."""
         return self._scalars.setdefault(dbns, {})  # atomic: one dict per namespace
 
     def _check_path(self, namespace: tuple[str, ...]) -> None:
@@ -680,14 +681,14 @@ class Store:
                             log.raw = packed if data.__class__ not in _KEPT_DECODED else None
                             if log.runs is not None:
                                 log.runs.add(log, len(log.seqs) - 1)
-                    shared = self._scalars.get(dbns)
-                    if shared is not None:
+                    scalars = self._scalars.get(dbns)
+                    if scalars is not None:
                         if data.__class__ in _SCALAR_TYPES and not (
                             self._blocks and self._covered(dbns)
                         ):
-                            shared[field] = data
+                            scalars[field] = data
                         else:
-                            shared.pop(field, None)
+                            scalars.pop(field, None)
                     if working is not None or self._blocks:
                         self._note_working(dbns, field, seq, raw, working)
                     self._torn = None
@@ -886,19 +887,19 @@ class Store:
         return any(key[1] == dbns for key in self._blocks.copy())
 
     def _remember(self, dbns: str, field: str, log: FieldLog, data: Any) -> None:
-        """Put a scalar just read from ``log`` into the namespace's shared read dict,
+        """Put a scalar just read from ``log`` into the namespace's scalar dict,
         unless a write (in another thread) has superseded it meanwhile."""
         with self._mutex:
             node = self._by_dbns.get(dbns)
-            shared = self._scalars.get(dbns)
+            scalars = self._scalars.get(dbns)
             if (
-                shared is not None
+                scalars is not None
                 and node is not None
                 and node.get(field) is log
                 and log.latest is data
                 and not (self._blocks and self._covered(dbns))
             ):
-                shared[field] = data
+                scalars[field] = data
 
     def _missing(self, storage: Any, field: str) -> AttributeError:
         node = self._by_dbns.get(storage.__dbns__)
@@ -937,9 +938,9 @@ class Store:
             side = self._shared_side
             if side is not None and not self._encloses(key):
                 side.begin_block()
-            shared = self._scalars.get(dbns)
-            if shared:
-                shared.clear()  # (reads of the namespace go through __getattr__, noted)
+            scalars = self._scalars.get(dbns)
+            if scalars:
+                scalars.clear()  # (reads of the namespace go through __getattr__, noted)
             # Published last, and nothing that could raise follows: a Ctrl-C in
             # __enter__ leaves no block open that __exit__ will never close.
             self._blocks[key] = Block(level)

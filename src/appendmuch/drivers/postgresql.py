@@ -744,7 +744,7 @@ class PostgreSQL(PostgresLease, SQLDriver):
         pipe = self._pipe
         return 0 if pipe is None else len(pipe.inflight)
 
-    def _write(self, inserts: list[Row], updates: list[tuple[int, Row]]) -> None:
+    def _write_batch(self, inserts: list[Row], updates: list[tuple[int, Row]]) -> None:
         """Write one batch of rows that are not queued in one transaction, and wait
         for its commit (after confirming the queued batches in flight)."""
         pipe = self._pipeline()

@@ -206,7 +206,7 @@ class SQLDriver(DBDriver):
         """Close connections (the driver reconnects on next use)."""
 
     @abstractmethod
-    def _write(self, inserts: list[Row], updates: list[tuple[int, Row]]) -> None:
+    def _write_batch(self, inserts: list[Row], updates: list[tuple[int, Row]]) -> None:
         """Write one batch in one transaction: all of it, or nothing and raise."""
 
     @abstractmethod
@@ -713,7 +713,7 @@ class SQLDriver(DBDriver):
             inserts, updates, taken = self._take()
             left -= taken[0] + taken[1]
             if inserts or updates:
-                self._write(inserts, updates)
+                self._write_batch(inserts, updates)
             self._committed(*taken)
             self._note_written(inserts, updates)
 

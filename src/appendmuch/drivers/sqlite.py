@@ -611,7 +611,7 @@ class Sqlite3(SqliteLease, SQLDriver):
 
     # ------------------------------------------------------------------ writing
 
-    def _write(self, inserts: list[Row], updates: list[tuple[int, Row]]) -> None:
+    def _write_batch(self, inserts: list[Row], updates: list[tuple[int, Row]]) -> None:
         conn = self.connection
         if conn.in_transaction:  # left open by a write cut short (KeyboardInterrupt)
             conn.execute("ROLLBACK")

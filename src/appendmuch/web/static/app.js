@@ -169,6 +169,8 @@
 
     let pending = null;
     slider.addEventListener("input", function () {
+      // a moment still loading is stale now: applied, it would move the slider back
+      request += 1;
       clearTimeout(pending);
       pending = setTimeout(function () { load("step", slider.value); }, 60);
     });
