@@ -3,38 +3,28 @@
 from __future__ import annotations
 
 import _thread
-import contextlib
 import sys
 import threading
 import time
 import weakref
 from collections.abc import Callable, Iterable, Mapping
 from operator import itemgetter
-from types import FrameType
 from typing import Any
 
 import orjson
 
+from .blockkeeping import Appended, BlockKeeping, Done
 from .blocks import (
     ABSENT,
     NOT_NOTED,
-    STAGED,
     Block,
-    BlockPart,
-    Mark,
-    Staged,
     Working,
-    level_at,
-    restore,
-    running,
 )
-from .codec import Codec, Encoded
+from .codec import Codec
 from .copying import safe_deepcopy
-from .drivers.base import DBDriver, Row, close_unattended
+from .drivers.base import DBDriver, close_unattended
 from .errors import (
     ClosedError,
-    ConflictError,
-    DecodeError,
     FieldNotFoundError,
     InvalidNameError,
     MutableAccessError,
@@ -43,12 +33,12 @@ from .errors import (
     RoundTripError,
     SeqOverflowError,
     UnsupportedTypeError,
-    ValueTooLargeError,
 )
 from .fieldlog import GONE, KEPT_DECODED, PROVISIONAL, FieldLog, Packed, Unreadable
 from .history import History
 from .location import _labels, caller_context
-from .names import check_namespace, dbns2tuple, is_valid_dbns, is_valid_field, tuple2dbns
+from .logtree import Loading, cannot_store, load_namespace, show_ns, too_large
+from .names import check_namespace, dbns2tuple, tuple2dbns
 from .shared import MAX_SEQ, SHARED_WRITE, SharedSide, replace_fingerprint, seqs_exhausted
 from .storage import Storage
 from .value import Value, make_value
@@ -78,13 +68,8 @@ _REFUSED_ROW = (InvalidNameError, NamespaceCollisionError)
 _REFUSED_RUN = (*_REFUSED_ROW, TypeError, ValueError)
 #: a stored row's (namespace, field)
 _ns_field = itemgetter(1, 2)
-#: how often a write waiting for another thread's block looks again (it is also woken)
-_GATE_POLL = 0.005
 #: in Store._torn, in place of a replaced row's seq: the write appended a row
 _APPENDED: Any = object()
-#: an entry appended whose callback is still to be called:
-#: (namespace, field, data, created_at, context, seq)
-Done = tuple[tuple[str, ...], str, Any, float, str, int]
 
 
 def _refs_when_unshared() -> int:
@@ -108,7 +93,7 @@ def _close_driver(driver: DBDriver) -> None:
     close_unattended(driver.retire, repr(driver))
 
 
-class Store:
+class Store(Loading, BlockKeeping):
     """An append-only log of namespaced fields, cached in memory, kept by a driver.
 
     Opening a Store loads the driver's whole history into memory; reads are served
@@ -258,160 +243,6 @@ class Store:
         if side is not None:
             side.engine.sync()
 
-    def _load(self, rows: Iterable[Row] | None = None) -> int:
-        """The body of :meth:`load`; returns the largest seq loaded (0 if none).
-
-        ``rows``: the stored rows to load, instead of ``driver.load_rows()`` (which
-        writes the queue first)."""
-        driver = self.driver
-        driver.ensure()
-        cache: dict[str, Any] = {}
-        by_dbns: dict[str, dict[str, Any]] = {}
-        contexts: dict[str, str] = {}
-        decode_stored = self._decode_stored
-        log_decode = self._decode
-        kept = KEPT_DECODED
-        loads = _loads
-        scalar_ids = _SCALAR_IDS if self.codec.decodes_builtin_scalars() else {}
-        replaces = self._replaces if self.replace_predicate is not None else None
-        seq = 0
-        source = driver.load_rows() if rows is None else rows
-        try:
-            for row in source:
-                try:
-                    seq, dbns, field, value, created_at, context = row
-                    node = by_dbns.get(dbns)
-                    if node is None:
-                        node = _load_namespace(cache, by_dbns, dbns, seq)
-                    log = node.get(field)
-                    if log is None:
-                        if not is_valid_field(field):
-                            raise InvalidNameError(
-                                f"stored row seq {seq} (namespace {dbns!r}) has an invalid field "
-                                f"name {field!r}"
-                            )
-                        log = node[field] = FieldLog(log_decode)
-                    elif log.__class__ is not FieldLog:
-                        raise NamespaceCollisionError(
-                            f"stored row seq {seq}: {field!r} is both a field of {dbns!r} and a "
-                            "namespace below it"
-                        )
-                    if value is None:
-                        data = GONE
-                    else:
-                        # ints and strs decode straight from JSON; anything else, or a document
-                        # of the wrong JSON type, takes the codec's checked path
-                        kind = scalar_ids.get(value[0]) if value else None
-                        data = loads(value[1:]) if kind is not None else None
-                        if kind is None or data.__class__ is not kind:
-                            data = decode_stored(seq, dbns, field, value)
-                    ctx = contexts.get(context)
-                    if ctx is None:
-                        if context.__class__ is not str:
-                            raise TypeError(f"context is {type(context).__name__}, not str")
-                        ctx = contexts[context] = context
-                    if replaces is not None and log.seqs and replaces(dbns, field):
-                        log = node[field] = FieldLog(log_decode)
-                    # FieldLog.append, inlined: this loop runs once per stored row
-                    log.seqs.append(seq)
-                    try:
-                        log.times.append(_NAN if created_at is None else created_at)
-                    except TypeError:
-                        raise TypeError(
-                            f"created_at is {type(created_at).__name__}, not a number"
-                        ) from None
-                    items = log.items
-                    items.append(data)
-                    items.append(ctx)
-                    if log.raw is not None:
-                        items[-4] = Packed(log.raw)  # superseded: keep the stored bytes
-                    log.raw = value if data.__class__ not in kept and data is not GONE else None
-                except (InvalidNameError, NamespaceCollisionError, DecodeError):
-                    raise
-                except Exception as exc:  # a column of the wrong type, bytes that are not JSON
-                    raise DecodeError(
-                        f"stored row {_describe(row)} cannot be loaded: {type(exc).__name__}: {exc}"
-                    ) from exc
-        finally:
-            # A driver's row iterator may hold its lock while suspended: an error
-            # (or Ctrl-C) mid-way must not leave it held for other threads.
-            close = getattr(source, "close", None)
-            if close is not None:
-                close()
-
-        driver._saw_seq(seq)
-        self.cache.clear()
-        self.cache.update(cache)
-        self._by_dbns = by_dbns
-        for scalars in self._scalars.values():
-            scalars.clear()
-        self._handles.clear()
-        self._raws.clear()
-        return seq
-
-    def _decode_stored(self, seq: int, dbns: str, field: str, value: bytes | None) -> Any:
-        """Decode a stored value (GONE for a tombstone); a DecodeError names the row."""
-        if value is None:
-            return GONE
-        try:
-            return self.codec.decode(value)
-        except DecodeError as exc:
-            raise type(exc)(
-                f"stored row seq {seq}, namespace {dbns!r}, field {field!r}: {exc}"
-            ) from exc
-
-    def _append_stored(
-        self,
-        seq: int,
-        dbns: str,
-        field: str,
-        data: Any,
-        created_at: float | None,
-        context: str,
-        replaces: ReplacePredicate | None,
-        raw: bytes | None = None,
-    ) -> None:
-        """Append an entry that already has its seq to the tree (under ``_mutex``);
-        ``raw`` is its stored bytes (kept in place of the data once a newer entry comes)."""
-        node, log = self._stored_field(dbns, field, seq)
-        if log is None or (replaces is not None and replaces(dbns, field)):
-            log = FieldLog(self._decode)
-            log.append(seq, created_at, data, context, raw)
-            node[field] = log  # published filled: lock-free readers never see it empty
-        else:
-            # data first: a reader never pairs the new seq with the old data
-            items = log.items
-            items.extend((data, context))
-            log.times.append(_NAN if created_at is None else created_at)
-            log.seqs.append(seq)
-            if log.raw is not None:
-                items[-4] = Packed(log.raw)  # superseded: keep the stored bytes
-            log.raw = raw if data.__class__ not in _KEPT_DECODED and data is not GONE else None
-            if log.runs is not None:
-                log.runs.add(log, len(log.seqs) - 1)
-        self._note_latest(dbns, field, data)
-
-    def _stored_field(
-        self, dbns: str, field: str, seq: int
-    ) -> tuple[dict[str, Any], FieldLog | None]:
-        """The namespace node (made if new) and the field's log (None if new) for a
-        stored row with ``seq``; a name the tree cannot hold raises before anything
-        but the namespace path changes."""
-        node = self._by_dbns.get(dbns)
-        if node is None:
-            node = _load_namespace(self.cache, self._by_dbns, dbns, seq)
-        log = node.get(field)
-        if log is not None and log.__class__ is not FieldLog:
-            raise NamespaceCollisionError(
-                f"stored row seq {seq}: {field!r} is both a field of {dbns!r} and a "
-                "namespace below it"
-            )
-        if log is None and not is_valid_field(field):
-            raise InvalidNameError(
-                f"stored row seq {seq} (namespace {dbns!r}) has an invalid field name {field!r}"
-            )
-        return node, log
-
     def _note_latest(self, dbns: str, field: str, data: Any) -> None:
         """Keep the namespace's scalar dict (if any) in step with a new latest
         entry appended from stored rows."""
@@ -538,7 +369,7 @@ class Store:
 
     def _make_path(self, namespace: tuple[str, ...], dbns: str) -> dict[str, Any]:
         self._check_path(namespace)
-        return _load_namespace(self.cache, self._by_dbns, dbns, 0)
+        return load_namespace(self.cache, self._by_dbns, dbns, 0)
 
     # ------------------------------------------------------------------ writing
 
@@ -558,7 +389,7 @@ class Store:
             return
         if self._blocks:
             self._await_gate(dbns)
-        appended = _Appended()
+        appended = Appended()
         with self._mutex:  # checked and appended at once: two deletes give one tombstone
             node = self._by_dbns.get(dbns)
             log = node.get(field) if node is not None else None
@@ -579,7 +410,7 @@ class Store:
         raw: bytes | None = None,
         context: str = "",
         working: Any = None,
-        appended: _Appended | None = None,
+        appended: Appended | None = None,
         exact: bool = True,
     ) -> int:
         """The write path: append one entry to the log tree, the driver, the read dicts
@@ -615,7 +446,7 @@ class Store:
                 try:
                     raw, mutable, data, exact = self.codec.prepare(value)
                 except (RoundTripError, UnsupportedTypeError) as exc:
-                    raise _at(exc, dbns, field) from exc
+                    raise cannot_store(exc, dbns, field) from exc
                 if mutable:
                     working = value
             # caller_context(), with its common case inlined: the caller of
@@ -626,7 +457,7 @@ class Store:
             context = label if label is not None else caller_context(2)
         driver = self.driver
         if raw is not None and len(raw) > driver.max_value_bytes:
-            raise _too_large(dbns, field, len(raw), driver)
+            raise too_large(dbns, field, len(raw), driver)
         if self._shared_side is not None:
             return self._shared_side.write(
                 namespace, dbns, field, data, raw, context, working, exact, appended
@@ -819,7 +650,7 @@ class Store:
         block = self._block(dbns)
         if block is None:
             raise MutableAccessError(
-                f"{field!r} of {_show_ns(dbns)} holds a mutable {type(data).__name__}: wrap "
+                f"{field!r} of {show_ns(dbns)} holds a mutable {type(data).__name__}: wrap "
                 "the storage in a context manager (with storage: ...) to read it, so that "
                 "changes to it are saved"
             )
@@ -836,7 +667,7 @@ class Store:
             data, seq = log.latest, log.latest_seq
         block.reads.setdefault(field, seq)
         if data is GONE:
-            raise FieldNotFoundError(f"{_show_ns(dbns)} has no field {field!r} (it was deleted)")
+            raise FieldNotFoundError(f"{show_ns(dbns)} has no field {field!r} (it was deleted)")
         if not self.codec.is_mutable(data):
             return data
         known = self._raws.get((dbns, field))
@@ -862,7 +693,7 @@ class Store:
             if staged is not None:
                 if staged.data is GONE:
                     raise FieldNotFoundError(
-                        f"{_show_ns(dbns)} has no field {field!r} (it was deleted)"
+                        f"{show_ns(dbns)} has no field {field!r} (it was deleted)"
                     )
                 working = block.working.get(field)
                 return working.obj if working is not None else staged.data
@@ -925,431 +756,3 @@ class Store:
             self.driver.flush()  # (own writes in a history have their final seqs)
         with self._mutex:  # every seq up to last_seq is in the tree by now
             return History(self._by_dbns.get(dbns), self.driver.last_seq)
-
-    # ------------------------------------------------------------------ with blocks
-
-    def _enter(self, dbns: str, frame: FrameType | None = None) -> bool:
-        """Open (or nest) this thread's block on ``dbns`` (``frame``: the one running the
-        ``with`` statement); True once it is open."""
-        key = (_get_ident(), dbns)
-        level = level_at(frame)
-        block = self._block(dbns)
-        if block is None:
-            side = self._shared_side
-            if side is not None and not self._encloses(key):
-                side.begin_block()
-            scalars = self._scalars.get(dbns)
-            if scalars:
-                scalars.clear()  # (reads of the namespace go through __getattr__, noted)
-            # Published last, and nothing that could raise follows: a Ctrl-C in
-            # __enter__ leaves no block open that __exit__ will never close.
-            self._blocks[key] = Block(level)
-        else:  # a nested block: note the working copies as they are, to rewind to
-            mark = (self._mark(block), len(block.staged))
-            block.marks = [*block.marks, mark]
-            block.frames = [*block.frames, level]
-            block.depth += 1
-        return True
-
-    def _block(self, dbns: str) -> Block | None:
-        """This thread's open block on ``dbns``, if any.  Levels whose ``with``
-        statement is no longer running (an interrupt landed as it began or ended,
-        where its ``__exit__`` could not close it) are closed first, as failed ones
-        are: they must not keep later writes for an end that never comes."""
-        if not self._blocks:
-            return None
-        key = (_get_ident(), dbns)
-        block = self._blocks.get(key)
-        while block is not None and block.depth and not running(block.frames[-1], _getframe(1)):
-            if block.marks:  # (a nested level: it rewinds to its mark)
-                mark = block.marks.pop()
-                block.frames.pop()
-                self._rewind(dbns, block, mark)
-                block.depth -= 1
-            else:
-                self._close_block(key, block)
-                block = None
-        return block
-
-    def _exit(self, namespace: tuple[str, ...], dbns: str, ok: bool) -> None:
-        key = (_get_ident(), dbns)
-        block = self._blocks.get(key)
-        if block is None or not block.depth:
-            return
-        if not block.marks:  # the namespace's outermost level
-            if self._shared_side is not None and self._encloses(key):
-                # Shared mode, inside a block of this thread on another namespace: its
-                # writes are kept for that block's end, and committed with it.
-                if ok:
-                    block.staged.extend(self._changed_copies(dbns, block, caller_context()))
-                    block.depth, block.frames = 0, []
-                else:
-                    self._close_block(key, block)
-                return
-            try:
-                if ok:
-                    self._flush_block(namespace, dbns, caller_context(), block=block)
-            finally:  # (an interrupt in here leaves it to the next _block() to close)
-                self._close_block(key, block)
-            return
-        mark = block.marks.pop()
-        block.frames.pop()
-        try:
-            if ok:
-                self._flush_block(namespace, dbns, caller_context(), nested=True, block=block)
-            else:
-                self._rewind(dbns, block, mark)
-        except BaseException:  # a nested exit that cannot save fails like a block
-            if ok:
-                self._rewind(dbns, block, mark)
-            raise
-        finally:
-            block.depth -= 1
-
-    def _encloses(self, key: tuple[int, str]) -> bool:
-        """Whether the thread of ``key`` has a block open on another namespace (one the
-        block of ``key`` is nested in).  O(open blocks)."""
-        me = key[0]
-        return any(
-            other[0] == me and other != key and block.depth
-            for other, block in self._blocks.copy().items()
-        )
-
-    def _kept_for(self, key: tuple[int, str]) -> list[tuple[tuple[int, str], Block]]:
-        """Shared mode: the blocks of the thread of ``key`` that ended inside one of its
-        blocks on another namespace, their writes kept for that block's end."""
-        me = key[0]
-        return [
-            (other, block)
-            for other, block in self._blocks.copy().items()
-            if other[0] == me and not block.depth
-        ]
-
-    def _close_block(self, key: tuple[int, str], block: Block) -> None:
-        """The outermost level of ``block`` ended: forget it (and its unsaved changes),
-        and let another thread's blocked write go on.  When it was the thread's last
-        open block, the blocks whose writes were kept for its end go with it."""
-        block.working.clear()
-        block.staged.clear()
-        if self._blocks.get(key) is block:
-            del self._blocks[key]
-        if not self._encloses(key):
-            for other, kept in self._kept_for(key):
-                kept.working.clear()
-                kept.staged.clear()
-                if self._blocks.get(other) is kept:
-                    del self._blocks[other]
-            side = self._shared_side
-            if side is not None and side.reserved:
-                side.end_block()
-        if self._gate_owner == key[0]:
-            with contextlib.suppress(RuntimeError):  # (released already)
-                self._gate_turn.release()
-
-    def _mark(self, block: Block) -> dict[str, Mark]:
-        """Each working copy's seq, encoding and state, at the start of a nested block."""
-        marks: dict[str, Mark] = {}
-        for field, working in block.working.items():
-            try:
-                encoding: bytes | None = self.codec.encode_unverified(working.obj).data
-            except (TypeError, ValueError):  # it holds something unstorable: always rewind
-                encoding = None
-            marks[field] = Mark(working.seq, encoding, safe_deepcopy(working.obj))
-        return marks
-
-    def _rewind(self, dbns: str, block: Block, mark: tuple[dict[str, Mark], int]) -> None:
-        """A nested block failed: undo the unsaved changes made during it, keep the
-        enclosing block's.
-
-        A working copy first read in the failed block is dropped; one the enclosing
-        block held goes back to its state when the failed block began, or, if it was
-        saved since (a deeper block's exit, ``flush()``, an assignment), to what was
-        saved.  Lists, dicts, sets and bytearrays are restored in place, so the
-        enclosing block's references to them stay valid.  (Shared mode: the writes the
-        failed block kept are dropped.)
-        """
-        marks, staged = mark
-        del block.staged[staged:]
-        with self._mutex:
-            node = self._by_dbns.get(dbns) or {}
-            for field, working in list(block.working.items()):
-                mark_of = marks.get(field)
-                log = node.get(field)
-                current = working.seq == STAGED or (
-                    type(log) is FieldLog and log.latest_seq == working.seq
-                )
-                if mark_of is None or not current:
-                    del block.working[field]  # read in the failed block, or stale
-                    continue
-                if mark_of.seq == working.seq or self._shared_side is not None:
-                    # (shared mode: nothing of the failed block was written, whatever
-                    # its own inner blocks kept: back to the state when it began)
-                    target, state = mark_of.encoding, mark_of.state
-                else:
-                    assert type(log) is FieldLog
-                    target, state = working.baseline, safe_deepcopy(log.latest)
-                try:
-                    unchanged = self.codec.encode_unverified(working.obj).data == target
-                except (TypeError, ValueError):
-                    unchanged = False
-                if not unchanged:
-                    working.obj = restore(working.obj, state)
-
-    def _flush_block(
-        self,
-        namespace: tuple[str, ...],
-        dbns: str,
-        context: str,
-        *,
-        nested: bool = False,
-        block: Block | None = None,
-    ) -> None:
-        """Save what this thread's block on ``dbns`` changed: every working copy changed
-        since it was read or last written, all of them or (if one cannot be stored)
-        none.  Single-writer mode: written at once, as assignments are.  Shared mode:
-        kept with the block's other writes, and all of them committed together at the
-        outermost end (or ``flush()``), or none and ConflictError.  (``block``: the one
-        ``__exit__`` ends; its statement has left the body already.)"""
-        if block is None:
-            block = self._block(dbns)
-        if block is None:
-            return
-        side = self._shared_side
-        if side is None:
-            self._write_block(namespace, dbns, context, block)
-            return
-        changed = self._changed_copies(dbns, block, context)
-        if nested:
-            block.staged.extend(changed)
-            return
-        key = (_get_ident(), dbns)
-        kept = [(other, kept) for other, kept in self._kept_for(key) if other != key]
-        parts: list[BlockPart] = [
-            (dbns2tuple(other[1]), other[1], other_block, list(other_block.staged))
-            for other, other_block in kept
-        ]
-        parts.append((namespace, dbns, block, [*block.staged, *changed]))
-        if not any(staged for _, _, _, staged in parts):
-            return
-        try:
-            side.commit_block(parts)
-        except ConflictError:
-            for _, _, failed, _ in parts:
-                failed.working.clear()
-                failed.staged.clear()
-            raise
-        for other, other_block in kept:  # (their with statements ended: committed now)
-            if self._blocks.get(other) is other_block:
-                del self._blocks[other]
-
-    def _changed_copies(self, dbns: str, block: Block, context: str) -> list[Staged]:
-        """Shared mode: the working copies changed since read or kept, as writes to
-        keep (checked, all or none); their baselines move to what is kept."""
-        codec = self.codec
-        changed: list[tuple[str, Working, Encoded]] = []
-        for field, working in block.working.items():
-            encoded = codec.encode_unverified(working.obj)
-            if encoded.data != working.baseline:
-                changed.append((field, working, encoded))
-        staged = []
-        now = _now()
-        for field, _, encoded in changed:
-            try:
-                keep, exact = codec.finish(encoded)
-            except RoundTripError as exc:
-                raise _at(exc, dbns, field) from exc
-            if len(encoded.data) > self.driver.max_value_bytes:
-                raise _too_large(dbns, field, len(encoded.data), self.driver)
-            staged.append(Staged(field, keep, encoded.data, exact, now, context))
-        for (_, working, encoded), _kept in zip(changed, staged, strict=True):
-            working.baseline = encoded.data
-            working.seq = STAGED
-        return staged
-
-    def _write_block(
-        self, namespace: tuple[str, ...], dbns: str, context: str, block: Block
-    ) -> None:
-        codec = self.codec
-        node = self._by_dbns.get(dbns) or {}
-        changed: list[tuple[str, Working, Encoded]] = []
-        for field, working in list(block.working.items()):
-            log = node.get(field)
-            if type(log) is not FieldLog or log.latest_seq != working.seq:
-                del block.working[field]  # written meanwhile: the newer value wins
-                continue
-            encoded = codec.encode_unverified(working.obj)
-            if encoded.data != working.baseline:
-                changed.append((field, working, encoded))
-        if not changed:
-            return
-        # All or none: check every changed copy before writing any, append them all
-        # before a full batch goes to the driver or a callback runs (whose failure
-        # must not stop the rest).
-        kept = []
-        for field, _, encoded in changed:
-            try:
-                kept.append(codec.finish(encoded))
-            except RoundTripError as exc:
-                raise _at(exc, dbns, field) from exc
-        driver = self.driver
-        for field, _, encoded in changed:
-            if len(encoded.data) > driver.max_value_bytes:
-                raise _too_large(dbns, field, len(encoded.data), driver)
-        appended = _Appended()
-        while True:
-            if self._blocks:
-                self._await_gate(dbns)
-            with self._mutex:
-                if self._blocks and self._must_wait(dbns):
-                    continue
-                node = self._by_dbns.get(dbns) or {}
-                for (field, working, encoded), (keep, exact) in zip(changed, kept, strict=True):
-                    log = node.get(field)
-                    if type(log) is not FieldLog or log.latest_seq != working.seq:
-                        del block.working[field]  # this thread wrote it just now: it wins
-                        continue
-                    self._write(
-                        namespace,
-                        dbns,
-                        field,
-                        None,
-                        keep,
-                        encoded.data,
-                        context,
-                        working.obj if encoded.mutable else None,
-                        appended,
-                        exact,
-                    )
-            break
-        self._finish(appended.entries, appended.due)
-
-    def _refresh(self, dbns: str, fields: tuple[str, ...]) -> None:
-        block = self._blocks.get((_get_ident(), dbns))
-        if block is None:
-            return
-        if not fields:
-            block.working.clear()
-        for field in fields:
-            block.working.pop(field, None)
-
-    # ------------------------------------------------------------------ the write gate
-
-    def _await_gate(self, dbns: str) -> None:
-        """Single-writer mode, before a write of ``dbns`` by this thread: wait while
-        another thread's block that writes covers ``dbns`` (or, for a block of this
-        thread, while any other block writes), then take the gate for this thread's
-        block (see :meth:`_must_wait`)."""
-        while True:
-            with self._mutex:
-                if not self._must_wait(dbns):
-                    return
-            self._gate_turn.acquire(timeout=_GATE_POLL)  # (released when a block ends)
-
-    def _must_wait(self, dbns: str) -> bool:
-        """Under the lock, before this thread writes ``dbns``: whether it must wait.
-
-        One thread at a time has blocks that write (it *owns the gate*, for as long as
-        it has blocks open); others' writes of the namespaces its blocks cover wait,
-        so what those blocks read stays current.  A block's first write takes the gate
-        after checking that nothing it read has changed (else ConflictError, nothing
-        written).  The owner never waits for anyone, so no two threads wait for each
-        other.  Shared mode keeps a block's writes until its end instead."""
-        if self._shared_side is not None:
-            return False
-        me = _get_ident()
-        owner = self._gate_owner
-        blocks = self._blocks.copy()
-        mine = (me, dbns) in self._blocks
-        if owner is not None and owner != me and any(key[0] == owner for key in blocks):
-            return mine or (owner, dbns) in self._blocks
-        if mine and owner != me:
-            self._gate_owner = me
-            self._check_reads(me)
-        return False
-
-    def _check_reads(self, thread: int) -> None:
-        """Raise ConflictError if a field a block of ``thread`` read has changed."""
-        stale = []
-        for (owner, dbns), block in self._blocks.copy().items():
-            if owner != thread:
-                continue
-            node = self._by_dbns.get(dbns) or {}
-            for field, version in block.reads.items():
-                log = node.get(field)
-                current = log.latest_seq if type(log) is FieldLog else ABSENT
-                if current != version:
-                    stale.append(
-                        f"{field!r} of {_show_ns(dbns)} (read at seq {version}, now {current})"
-                    )
-        if stale:
-            raise ConflictError(
-                f"the with block read {', '.join(stale)}, which another thread changed "
-                "before the block's first write; nothing was written. Run the block again "
-                "(appendmuch.retry_on_conflict does that)"
-            )
-
-
-class _Appended:
-    """Entries one operation appended, whose callbacks are still to be called, and
-    whether a full batch is waiting for the driver."""
-
-    __slots__ = ("due", "entries")
-
-    def __init__(self) -> None:
-        self.entries: list[Done] = []
-        self.due = False
-
-
-def _too_large(dbns: str, field: str, size: int, driver: DBDriver) -> ValueTooLargeError:
-    return ValueTooLargeError(
-        f"{field!r} of {_show_ns(dbns)}: the value is {size} bytes encoded, more than the "
-        f"{driver.max_value_bytes} bytes {driver!r} can store (max_value_bytes); nothing "
-        "was written"
-    )
-
-
-def _describe(row: Any) -> str:
-    """Name a stored row in an error message: seq, namespace and field if it has them."""
-    try:
-        seq, dbns, field = row[0], row[1], row[2]
-    except Exception:
-        return repr(row)[:200]
-    return f"seq {seq!r}, namespace {dbns!r}, field {field!r}"
-
-
-def _at(exc: Exception, dbns: str, field: str) -> Exception:
-    """The same kind of error, its message prefixed with the namespace and field."""
-    return type(exc)(f"cannot store {field!r} of {_show_ns(dbns)}: {exc}")
-
-
-def _show_ns(dbns: str) -> str:
-    return f"Storage({', '.join(map(repr, dbns2tuple(dbns)))})"
-
-
-def _load_namespace(
-    cache: dict[str, Any], by_dbns: dict[str, dict[str, Any]], dbns: str, seq: int
-) -> dict[str, Any]:
-    """The node of ``dbns`` in the tree, made (and named in ``by_dbns``) where missing;
-    ``seq``: the stored row it is for, named by the errors."""
-    if not is_valid_dbns(dbns):
-        raise InvalidNameError(f"stored row seq {seq} has an invalid namespace {dbns!r}")
-    node: dict[str, Any] = cache
-    tokens = dbns2tuple(dbns)
-    for depth, token in enumerate(tokens):
-        child = node.get(token)
-        if child is None:
-            child = {}
-            node[token] = child
-        elif type(child) is not dict:
-            raise NamespaceCollisionError(
-                f"stored row seq {seq}: {token!r} is both a field of "
-                f"{tuple2dbns(tokens[:depth])!r} and a namespace token of {dbns!r}"
-            )
-        # Named once linked into the tree, and again by every walk that finds it
-        # unnamed: an interrupt between the two steps leaves nothing lookups by name
-        # miss for long (every write of a namespace not found by name walks here).
-        key = tuple2dbns(tokens[: depth + 1])
-        if by_dbns.get(key) is not child:
-            by_dbns[key] = child
-        node = child
-    return node
