@@ -14,6 +14,17 @@ __all__ = ["Pending"]
 _value = itemgetter(3)
 
 
+def _copy(rows: deque[Row], start: int = 0) -> list[Row]:
+    """The queued rows from ``start`` on, copied.  Copying iterates, and another thread
+    may append meanwhile (a finalizer run by the garbage collector lets it in): then
+    the copy starts again."""
+    while True:
+        try:
+            return list(islice(rows, start, None)) if start else list(rows)
+        except RuntimeError:  # (deque mutated during iteration)
+            continue
+
+
 def _bytes(rows: list[Row]) -> int:
     """Bytes of the rows' values (tombstones count nothing)."""
     return sum(map(len, filter(None, map(_value, rows))))
@@ -82,7 +93,7 @@ class Pending:
         """The next batch: every row not yet taken, cut to about ``max_bytes`` of
         values (at least one row).  The rows stay queued, taken, until :meth:`done`."""
         held = self.held
-        rows = list(islice(self.inserts, held, None)) if held else list(self.inserts)
+        rows = _copy(self.inserts, held)
         updates = self.updates[self.held_updates :]
         size = _bytes(rows)
         if size > max_bytes:
@@ -135,7 +146,7 @@ class Pending:
 
     def snapshot(self) -> tuple[list[Row], list[tuple[int, Row]]]:
         """Everything queued, taken or not (a copy)."""
-        return list(self.inserts), list(self.updates)
+        return _copy(self.inserts), list(self.updates)
 
     def oldest_time(self) -> float | None:
         """``created_at`` of the oldest queued row, or None when nothing is queued."""

@@ -34,10 +34,10 @@ neither the cache nor SQL.
 
 from __future__ import annotations
 
+import _thread
 import hashlib
 import itertools
 import logging
-import threading
 import time
 import weakref
 from collections import deque
@@ -197,9 +197,8 @@ class Engine:
         #: attached, delivered to from its first reload (which reads the table itself)
         self._attached: weakref.ref[Subscriber] | None = None
         self._last_read = 0.0
-        #: clear while a round runs (see :meth:`yield_to_round`)
-        self._between_rounds = threading.Event()
-        self._between_rounds.set()
+        #: held by the engine thread while a round runs (see :meth:`yield_to_round`)
+        self._in_round = _thread.allocate_lock()
 
     # ------------------------------------------------------------------ application side
 
@@ -431,15 +430,21 @@ class Engine:
         :data:`_HOLD_LIMIT` s) for a round under way to end.  The round holds the lease;
         a thread that went on writing would take the interpreter from the engine thread
         at each of the round's I/O calls, and every other process would wait longer."""
-        if not self._between_rounds.is_set():
-            self._between_rounds.wait(_HOLD_LIMIT)
+        busy = self._in_round
+        if busy.locked() and busy.acquire(True, _HOLD_LIMIT):
+            busy.release()  # (a Ctrl-C just before this leaves it held: see _round)
 
     def _round(self, block: BlockCommit | None) -> None:
-        self._between_rounds.clear()
+        busy = self._in_round
+        if not busy.acquire(True, _HOLD_LIMIT):
+            # an application thread was interrupted between taking and giving it back
+            # (yield_to_round): a new one, since nobody else will ever release it
+            busy = self._in_round = _thread.allocate_lock()
+            busy.acquire()
         try:
             self._round_held(block)
         finally:
-            self._between_rounds.set()
+            busy.release()
 
     def _round_held(self, block: BlockCommit | None) -> None:
         """One commit round (see the module docstring); raises what went wrong for

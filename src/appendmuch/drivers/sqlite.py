@@ -22,7 +22,7 @@ from ..errors import (
 from .base import Row
 from .layout import ROW_COLUMNS, TableNames, index_name
 from .sql import BATCH_BYTES, RETRY_INTERVAL, SQLDriver
-from .sqlite_lease import SqliteLease
+from .sqlite_lease import SqliteLease, rows_by_seq
 
 __all__ = ["Sqlite3", "lock_state", "writer_lock_held"]
 
@@ -717,16 +717,7 @@ class Sqlite3(SqliteLease, SQLDriver):
         return int(pages) * int(page_size)
 
     def _stored_rows(self, seqs: list[int]) -> dict[int, Row]:
-        conn = self.connection
-        found: dict[int, Row] = {}
-        for start in range(0, len(seqs), 500):
-            chunk = seqs[start : start + 500]
-            marks = ", ".join("?" * len(chunk))
-            for row in conn.execute(
-                f"SELECT {ROW_COLUMNS} FROM {self._quoted} WHERE seq IN ({marks})", chunk
-            ):
-                found[row[0]] = row
-        return found
+        return rows_by_seq(self.connection, self._quoted, seqs)
 
     # ------------------------------------------------------------------ maintenance
 

@@ -28,7 +28,21 @@ from .layout import ROW_COLUMNS
 if TYPE_CHECKING:
     from .wakeup import Doorbell
 
-__all__ = ["SqliteLease"]
+__all__ = ["SqliteLease", "rows_by_seq"]
+
+
+def rows_by_seq(conn: sqlite3.Connection, quoted: str, seqs: list[int]) -> dict[int, Row]:
+    """The rows of table ``quoted`` with these seqs, by seq (500 per query: SQLite's
+    limit on bound parameters is 999 in older builds)."""
+    found: dict[int, Row] = {}
+    for start in range(0, len(seqs), 500):
+        chunk = seqs[start : start + 500]
+        marks = ", ".join("?" * len(chunk))
+        for row in conn.execute(
+            f"SELECT {ROW_COLUMNS} FROM {quoted} WHERE seq IN ({marks})", chunk
+        ):
+            found[row[0]] = row
+    return found
 
 
 class SqliteLease:
@@ -143,16 +157,7 @@ class SqliteLease:
         return bool(changed)
 
     def lease_stored(self, seqs: list[int]) -> dict[int, Row]:
-        conn = self._lease_connection()
-        found: dict[int, Row] = {}
-        for start in range(0, len(seqs), 500):
-            chunk = seqs[start : start + 500]
-            marks = ", ".join("?" * len(chunk))
-            for row in conn.execute(
-                f"SELECT {ROW_COLUMNS} FROM {self._quoted} WHERE seq IN ({marks})", chunk
-            ):
-                found[row[0]] = row
-        return found
+        return rows_by_seq(self._lease_connection(), self._quoted, seqs)
 
     def lease_recreate(self) -> None:
         conn = self._lease_connection()
