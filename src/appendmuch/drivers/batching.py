@@ -6,21 +6,24 @@ from collections import deque
 from contextlib import suppress
 from itertools import islice
 from operator import itemgetter
+from typing import TypeVar
 
 from .base import Row
 
-__all__ = ["Pending"]
+__all__ = ["Pending", "snapshot"]
+
+_T = TypeVar("_T")
 
 _value = itemgetter(3)
 
 
-def _copy(rows: deque[Row], start: int = 0) -> list[Row]:
-    """The queued rows from ``start`` on, copied.  Copying iterates, and another thread
+def snapshot(items: deque[_T], start: int = 0, stop: int | None = None) -> list[_T]:
+    """``items[start:stop]`` of a deque, copied.  Copying iterates, and another thread
     may append meanwhile (a finalizer run by the garbage collector lets it in): then
     the copy starts again."""
     while True:
         try:
-            return list(islice(rows, start, None)) if start else list(rows)
+            return list(islice(items, start, stop))
         except RuntimeError:  # (deque mutated during iteration)
             continue
 
@@ -93,7 +96,7 @@ class Pending:
         """The next batch: every row not yet taken, cut to about ``max_bytes`` of
         values (at least one row).  The rows stay queued, taken, until :meth:`done`."""
         held = self.held
-        rows = _copy(self.inserts, held)
+        rows = snapshot(self.inserts, held)
         updates = self.updates[self.held_updates :]
         size = _bytes(rows)
         if size > max_bytes:
@@ -146,7 +149,7 @@ class Pending:
 
     def snapshot(self) -> tuple[list[Row], list[tuple[int, Row]]]:
         """Everything queued, taken or not (a copy)."""
-        return _copy(self.inserts), list(self.updates)
+        return snapshot(self.inserts), list(self.updates)
 
     def oldest_time(self) -> float | None:
         """``created_at`` of the oldest queued row, or None when nothing is queued."""

@@ -36,7 +36,6 @@ from __future__ import annotations
 
 import _thread
 import hashlib
-import itertools
 import logging
 import time
 import weakref
@@ -48,6 +47,7 @@ from typing import TYPE_CHECKING, Any, Protocol, TypeVar
 from ..errors import ConflictError, DatabaseError, LockedError, SeqOverflowError, WriteError
 from ..fieldlog import PROVISIONAL
 from .base import Row
+from .batching import snapshot
 from .wakeup import Doorbell, Flag
 
 if TYPE_CHECKING:
@@ -228,7 +228,7 @@ class Engine:
 
     def holds(self, provisional: int) -> bool:
         """Whether a row with this provisional seq is queued (or being retried)."""
-        queued = _copy(self.outbox)
+        queued = snapshot(self.outbox)
         return provisional in self.attempted or any(row[0] == provisional for row, _ in queued)
 
     @property
@@ -342,7 +342,7 @@ class Engine:
         ``upto`` remain (and an unknown outcome is sorted out).  Those rows sit at the
         front of the outbox: rows are queued in provisional order and leave it in order."""
         while True:
-            front = _copy(self.outbox, leave + 1)
+            front = snapshot(self.outbox, 0, leave + 1)
             if not self.attempted and sum(row[0] <= upto for row, _ in front) <= leave:
                 return
             self._round(None)
@@ -422,7 +422,7 @@ class Engine:
         outbox = self.outbox
         while gone and outbox and outbox[0][0][0] in gone:
             gone.discard(outbox.popleft()[0][0])
-        for item in [item for item in _copy(outbox) if item[0][0] in gone]:
+        for item in [item for item in snapshot(outbox) if item[0][0] in gone]:
             outbox.remove(item)
 
     def yield_to_round(self) -> None:
@@ -450,7 +450,7 @@ class Engine:
         """One commit round (see the module docstring); raises what went wrong for
         the caller of a request, after recording it."""
         target = self._target()
-        batch = _copy(self.outbox, ROUND_ROWS)
+        batch = snapshot(self.outbox, 0, ROUND_ROWS)
         held = self._held_for is not None
         # A lease held between rounds is kept until its owner's block commits (or it
         # was held too long); meanwhile nobody else commits, so there is nothing to read.
@@ -630,7 +630,7 @@ class Engine:
         except Exception as exc:
             failure = exc
         self._held_for = None  # (closing the lease gives it back)
-        left = _copy(self.outbox)
+        left = snapshot(self.outbox)
         self.outbox.clear()
         self.attempted.clear()
         try:
@@ -679,17 +679,6 @@ def _as_write_error(exc: BaseException, driver: SQLDriver, what: str) -> Excepti
         f"could not {what} {driver._where()}: {exc}; the rows stay queued and are "
         "written by the next successful round"
     )
-
-
-def _copy(outbox: deque[Outgoing], limit: int | None = None) -> list[Outgoing]:
-    """The first ``limit`` rows of the outbox (all: None).  Copying iterates, and
-    another thread can append meanwhile (a finalizer run by the garbage collector lets
-    it in): then the copy starts again."""
-    while True:
-        try:
-            return list(itertools.islice(outbox, limit))
-        except RuntimeError:  # (deque mutated during iteration)
-            continue
 
 
 def run(ref: weakref.ref[SQLDriver], stop: Flag, bell: Doorbell) -> None:
