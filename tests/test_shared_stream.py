@@ -52,12 +52,13 @@ def test_each_process_hears_every_entry_once_in_seq_order(
     place: Place, private_cluster: TempCluster, tmp_path: Path
 ) -> None:
     peers = Peers(place, tmp_path, "appendmuch-stream", shared=True)
+    done = threading.Event()
+    chaotic: threading.Thread | None = None
     try:
         workers = [peers.start() for _ in range(WRITERS)]
         starts = [worker.ready_seq for worker in workers]
         for i, worker in enumerate(workers):
-            worker.begin("spam", ns=["s", f"w{i}"], times=WRITES)
-        done = threading.Event()
+            worker.begin("spam", ns=["s", f"w{i}"], times=WRITES, through_outages=True)
 
         def chaos() -> None:
             # connections ended again and again, then the server restarted
@@ -97,4 +98,7 @@ def test_each_process_hears_every_entry_once_in_seq_order(
         for worker in workers:
             worker.close()
     finally:
+        done.set()  # (a failed assertion must not leave the chaos running on a removed server)
+        if chaotic is not None:
+            chaotic.join(PATIENCE)
         peers.kill()
