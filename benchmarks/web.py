@@ -4,6 +4,7 @@
     python benchmarks/web.py --rows 200000          # smaller
     python benchmarks/web.py --db big.sqlite3       # reuse a log this script wrote
     python benchmarks/web.py --skip-writer --json-out web.json
+    python benchmarks/web.py --writer-only          # step 4 alone
 
 Runs from this repository alone (``src`` is put on the path; the ``web`` extra must be
 installed).  What it does:
@@ -20,7 +21,9 @@ installed).  What it does:
    per request: it must not grow);
 4. measures a single writer's throughput (``--writer-rows`` batched writes into a new
    SQLite file) with and without a server following that file, alternating the two
-   ``--rounds`` times, and reports the medians and their ratio.
+   ``--rounds`` times, and reports the medians, their ratio, and the writer's own
+   spread (each run alone against the median of the others): a ratio inside that
+   spread is noise.
 
 Figures are wall-clock times on whatever machine runs it: run it on a quiet one.
 """
@@ -232,22 +235,12 @@ def writer_run(directory: Path, rows: int, with_server: bool, number: int) -> di
     return result
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--rows", type=int, default=1_000_000)
-    parser.add_argument("--db", type=Path, help="the log to serve (written first if missing)")
-    parser.add_argument("--repeat", type=int, default=7, help="timed requests per page")
-    parser.add_argument("--soak", type=int, default=200, help="requests before the memory check")
-    parser.add_argument("--writer-rows", type=int, default=200_000)
-    parser.add_argument("--rounds", type=int, default=3, help="writer runs with and without")
-    parser.add_argument("--skip-writer", action="store_true")
-    parser.add_argument("--json-out", type=Path)
-    args = parser.parse_args(argv)
-    work = Path(tempfile.mkdtemp(prefix="appendmuch-web-bench-"))
+def measure_pages(args: argparse.Namespace, work: Path, report: dict[str, Any]) -> None:
+    """Steps 1-3: write (or reuse) the big log, open it, time the pages, watch memory."""
     path = args.db or work / "web-bench.sqlite3"
     if not path.exists():
         write_log(path, args.rows)
-    report: dict[str, Any] = {"db": str(path), "size_bytes": path.stat().st_size}
+    report.update(db=str(path), size_bytes=path.stat().st_size)
 
     alone = store_only(path)
     report["rows"] = rows = alone["rows"]
@@ -289,6 +282,23 @@ def main(argv: list[str] | None = None) -> int:
     finally:
         server.stop()
 
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--rows", type=int, default=1_000_000)
+    parser.add_argument("--db", type=Path, help="the log to serve (written first if missing)")
+    parser.add_argument("--repeat", type=int, default=7, help="timed requests per page")
+    parser.add_argument("--soak", type=int, default=200, help="requests before the memory check")
+    parser.add_argument("--writer-rows", type=int, default=200_000)
+    parser.add_argument("--rounds", type=int, default=9, help="writer runs with and without")
+    parser.add_argument("--skip-writer", action="store_true")
+    parser.add_argument("--writer-only", action="store_true", help="only step 4")
+    parser.add_argument("--json-out", type=Path)
+    args = parser.parse_args(argv)
+    work = Path(tempfile.mkdtemp(prefix="appendmuch-web-bench-"))
+    report: dict[str, Any] = {}
+    if not args.writer_only:
+        measure_pages(args, work, report)
     if not args.skip_writer:
         print(
             f"a single writer, {args.writer_rows:,} batched writes, without / with a server "
@@ -313,12 +323,26 @@ def main(argv: list[str] | None = None) -> int:
             w["writes_per_s"] / wo["writes_per_s"]
             for w, wo in zip(runs["with"], runs["without"], strict=True)
         ]
-        report["writer"] = {"runs": runs, "medians": medians, "ratios": ratios}
+        # The writer's own spread: each run without the server against the median of
+        # the others without it.  A ratio inside this band is noise.
+        alone = [r["writes_per_s"] for r in runs["without"]]
+        band = [
+            rate / statistics.median(alone[:i] + alone[i + 1 :])
+            for i, rate in enumerate(alone)
+            if len(alone) > 1
+        ]
+        report["writer"] = {"runs": runs, "medians": medians, "ratios": ratios, "noise": band}
         print(
             f"  median: {medians['without']:,.0f} without, {medians['with']:,.0f} with "
             f"({statistics.median(ratios):.2f}x; rounds {', '.join(f'{r:.2f}' for r in ratios)})",
             flush=True,
         )
+        if band:
+            print(
+                f"  noise: the runs without the server alone ranged {min(band):.2f}x to "
+                f"{max(band):.2f}x of the median of the others",
+                flush=True,
+            )
     if args.json_out:
         args.json_out.write_text(json.dumps(report, indent=2))
     return 0
