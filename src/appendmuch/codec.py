@@ -15,386 +15,34 @@ anything is stored.
 
 from __future__ import annotations
 
-import base64
 import datetime as _dt
-import math
-import random
-import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
-from decimal import Decimal, InvalidOperation
 from typing import Any
 
-import orjson
-
+from .builtintypes import (
+    BUILTINS,
+    CONTAINER_BASES,
+    FAST_ENCODERS,
+    NO_ITEM,
+    PLAIN_ENCODERS,
+    PLAIN_IDS,
+    Decoder,
+    Encoder,
+    Registration,
+    fixed_offset,
+    numpy_item,
+    qualname,
+    subclass_refusal,
+    zoned,
+)
 from .copying import ATOM_TYPES
 from .copying import safe_deepcopy as _deepcopy
 from .errors import DecodeError, RoundTripError, UnknownTypeIdError, UnsupportedTypeError
 
 __all__ = ["Codec", "Decoder", "Encoded", "Encoder"]
 
-Encoder = Callable[[Any], bytes]
-Decoder = Callable[[bytes], Any]
-
-_dumps = orjson.dumps
-_loads = orjson.loads
-_SORT = orjson.OPT_SORT_KEYS
-
-
-@dataclass(frozen=True, slots=True)
-class _Entry:
-    cls: type
-    type_id: int
-    encoder: Encoder
-    decoder: Decoder
-    mutable: bool
-    predicate: Callable[[Any], bool] | None
-    #: the round trip is exact by construction, the vigilant check can be skipped
-    exact: bool = False
-    #: equality used by the vigilant check (default ``==``)
-    equal: Callable[[Any, Any], bool] | None = None
-    #: one of the built-in registrations (whose subclasses are normalised or refused)
-    builtin: bool = False
-
-
-# --------------------------------------------------------------------------- built-ins
-
-
-def _b64(data: bytes | bytearray) -> bytes:
-    return b'"' + base64.b64encode(data) + b'"'
-
-
-def _unb64(raw: bytes) -> bytes:
-    text = _loads(raw)
-    if not isinstance(text, str):
-        raise ValueError(f"expected a base64 string, got {type(text).__name__}")
-    return base64.b64decode(text, validate=True)
-
-
-def _expect(raw: bytes, kind: type | tuple[type, ...], what: str) -> Any:
-    value = _loads(raw)
-    if type(value) is bool and kind is not bool:
-        raise ValueError(f"expected {what}, got bool")
-    if not isinstance(value, kind):
-        raise ValueError(f"expected {what}, got {type(value).__name__}")
-    return value
-
-
-def _enc_members(value: set[Any] | frozenset[Any]) -> bytes:
-    # members ordered by their own encoding: equal sets always encode the same
-    return b"[" + b",".join(sorted([_json(m) for m in value])) + b"]"
-
-
-def _enc_float(value: float) -> bytes:
-    number = value if type(value) is float else float(value)
-    if not math.isfinite(number):
-        raise ValueError(f"{number!r} has no JSON representation")
-    return _dumps(number)
-
-
-def _dec_float(raw: bytes) -> float:
-    return float(_expect(raw, (int, float), "a number"))
-
-
-def _dec_none(raw: bytes) -> None:
-    if _loads(raw) is not None:
-        raise ValueError("expected null")
-
-
-def _enc_complex(value: complex) -> bytes:
-    if not (math.isfinite(value.real) and math.isfinite(value.imag)):
-        raise ValueError(f"{value!r} has no JSON representation")
-    return _dumps([value.real, value.imag])
-
-
-def _dec_complex(raw: bytes) -> complex:
-    pair = _expect(raw, list, "a [real, imag] array")
-    if len(pair) != 2 or not all(isinstance(x, int | float) and type(x) is not bool for x in pair):
-        raise ValueError("expected a [real, imag] array of two numbers")
-    return complex(pair[0], pair[1])
-
-
-def _dec_decimal(raw: bytes) -> Decimal:
-    try:
-        return Decimal(_expect(raw, str, "a string"))
-    except InvalidOperation:
-        raise ValueError("not a decimal number") from None
-
-
-def _iso(value: _dt.date | _dt.time) -> bytes:
-    return _dumps(value.isoformat())
-
-
-def _dec_date(raw: bytes) -> _dt.date:
-    return _dt.date.fromisoformat(_expect(raw, str, "an ISO date string"))
-
-
-def _dec_time(raw: bytes) -> _dt.time:
-    return _dt.time.fromisoformat(_expect(raw, str, "an ISO time string"))
-
-
-def _dec_datetime(raw: bytes) -> _dt.datetime:
-    return _dt.datetime.fromisoformat(_expect(raw, str, "an ISO datetime string"))
-
-
-def _enc_uuid(value: uuid.UUID) -> bytes:
-    return _b64(value.bytes)
-
-
-def _dec_uuid(raw: bytes) -> uuid.UUID:
-    return uuid.UUID(bytes=_unb64(raw))
-
-
-def _enc_random(value: random.Random) -> bytes:
-    return _dumps(value.getstate())
-
-
-def _dec_random(raw: bytes) -> random.Random:
-    state = _expect(raw, list, "a Random state array")
-    if len(state) != 3 or not isinstance(state[1], list):
-        raise ValueError("expected [version, [internal state...], gauss_next]")
-    rng = random.Random()
-    rng.setstate((state[0], tuple(state[1]), state[2]))
-    return rng
-
-
-def _same_random(a: Any, b: Any) -> bool:
-    return (
-        isinstance(a, random.Random)
-        and isinstance(b, random.Random)
-        and a.getstate() == b.getstate()
-    )
-
-
-_MEMBERS = _SORT | orjson.OPT_PASSTHROUGH_SUBCLASS
-
-
-def _json(value: Any) -> bytes:
-    try:
-        return _dumps(value, default=_member, option=_MEMBERS)
-    except TypeError:
-        # with OPT_PASSTHROUGH_SUBCLASS orjson refuses str-subclass dict keys (str enum
-        # members, ...): make them plain and try once more
-        if not _subclass_keys(value):
-            raise
-        return _dumps(_plain_keys(value), default=_member, option=_MEMBERS)
-
-
-def _subclass_keys(value: Any) -> bool:
-    """True if a plain dict in ``value`` has a key of a str subclass."""
-    cls = type(value)
-    if cls is dict:
-        return any(type(k) is not str and isinstance(k, str) for k in value) or any(
-            map(_subclass_keys, value.values())
-        )
-    if cls is list or cls is tuple:
-        return any(map(_subclass_keys, value))
-    return False
-
-
-def _plain_keys(value: Any) -> Any:
-    """``value`` with the str-subclass keys of its plain dicts made plain str."""
-    cls = type(value)
-    if cls is dict:
-        return {
-            (str.__str__(k) if isinstance(k, str) else k): _plain_keys(v) for k, v in value.items()
-        }
-    if cls is list or cls is tuple:
-        return [_plain_keys(v) for v in value]
-    return value
-
-
-#: what a numpy scalar's ``item()`` may give for it to be stored as that plain value
-_ITEM_TYPES = frozenset({int, float, bool, complex, str, bytes})
-#: class -> whether it is a numpy scalar type (subclass of ``numpy.generic``)
-_numpy_scalar_types: dict[type, bool] = {}
-
-
-def _numpy_item(value: Any) -> Any:
-    """The plain Python value of a numpy scalar (``float64`` -> float), else ``_NOT``.
-
-    Found without importing numpy: the class derives from ``numpy.generic``.
-    """
-    cls = type(value)
-    known = _numpy_scalar_types.get(cls)
-    if known is None:
-        known = _numpy_scalar_types[cls] = any(
-            base.__name__ == "generic" and base.__module__ == "numpy" for base in cls.__mro__
-        )
-    if known:
-        # numpy.str_ / numpy.bytes_ are str / bytes already; item() would drop
-        # trailing NUL characters
-        if isinstance(value, str):
-            return str.__str__(value)
-        if isinstance(value, bytes):
-            return bytes(value)
-        try:
-            item = value.item()
-        except Exception:
-            return _NOT
-        if type(item) in _ITEM_TYPES:
-            return item
-    return _NOT
-
-
-_NOT: Any = object()
-#: built-in containers (and Random): a subclass of one is refused, not normalised
-_CONTAINER_BASES: tuple[type, ...] = (tuple, frozenset, list, dict, set, bytearray, random.Random)
-#: how a subclass of a built-in scalar found inside a container becomes the plain value
-_TO_PLAIN: tuple[tuple[type, Callable[[Any], Any]], ...] = (
-    (str, str.__str__),
-    (int, int.__int__),
-    (float, float.__float__),
-)
-
-
-def _member(value: Any) -> Any:
-    """orjson's ``default`` for values inside a container: the plain form of numpy
-    scalars and of subclasses of str/int/float; container subclasses are refused."""
-    item = _numpy_item(value)
-    if item is not _NOT:
-        return item
-    for base, plain in _TO_PLAIN:
-        if isinstance(value, base):
-            return plain(value)
-    if isinstance(value, _CONTAINER_BASES):
-        raise TypeError(_subclass_refusal(value))
-    raise TypeError(f"Type is not JSON serializable: {_qualname(value)}")
-
-
-def _zoned(value: _dt.datetime) -> bool:
-    """True for an aware datetime whose tzinfo is not a fixed offset (a ZoneInfo, ...)."""
-    return value.tzinfo is not None and type(value.tzinfo) is not _dt.timezone
-
-
-def _fixed_offset(value: _dt.datetime) -> _dt.datetime:
-    """The same wall time with the fixed UTC offset in force for it (fold respected).
-
-    The wire format keeps only the offset; this is what a reopen reads back.
-    """
-    offset = value.utcoffset()
-    return _dt.datetime(
-        value.year,
-        value.month,
-        value.day,
-        value.hour,
-        value.minute,
-        value.second,
-        value.microsecond,
-        None if offset is None else _dt.timezone(offset),
-    )
-
-
-def _subclass_refusal(value: Any) -> str:
-    cls = type(value)
-    base = next(b for b in _CONTAINER_BASES if isinstance(value, b))
-    return (
-        f"{_qualname(value)} is a subclass of {base.__qualname__} and would be read back "
-        f"as a plain {base.__qualname__}; store {base.__qualname__}(value) instead, or "
-        f"register a codec for {cls.__qualname__} (Codec.register)"
-    )
-
-
-# Encoding with the passthrough options fails on anything but exact JSON types
-# (subclasses of str/int/dict/list, dates, dataclasses), so success means the decoded
-# document is an exact, independent copy of the value (enum members aside).
-_PLAIN = (
-    orjson.OPT_SORT_KEYS
-    | orjson.OPT_PASSTHROUGH_SUBCLASS
-    | orjson.OPT_PASSTHROUGH_DATETIME
-    | orjson.OPT_PASSTHROUGH_DATACLASS
-)
-
-
-def _plain_json(value: Any) -> bytes:
-    return _dumps(value, option=_PLAIN)
-
-
-def _plain_members(value: set[Any] | frozenset[Any]) -> bytes:
-    return b"[" + b",".join(sorted([_dumps(m, option=_PLAIN) for m in value])) + b"]"
-
-
-def _fast_int(value: int) -> bytes:
-    return b"\x00" + _dumps(value)
-
-
-def _fast_str(value: str) -> bytes:
-    return b"\x02" + _dumps(value)
-
-
-def _fast_float(value: float) -> bytes:
-    if not math.isfinite(value):
-        raise ValueError(f"{value!r} has no JSON representation")
-    return b"\x01" + _dumps(value)
-
-
-_fast_bool = {True: b"\x05true", False: b"\x05false"}.__getitem__
-
-
-def _fast_none(value: None) -> bytes:
-    return b"\x07null"
-
-
-#: exact type -> encoder returning the stored bytes (id byte included); these values
-#: always round-trip, so no vigilant check is needed
-_FAST_ENCODERS: dict[type, Callable[[Any], bytes]] = {
-    int: _fast_int,
-    str: _fast_str,
-    float: _fast_float,
-    bool: _fast_bool,
-    type(None): _fast_none,
-}
-#: built-in containers whose exact instances can be encoded with the plain options
-_PLAIN_ENCODERS: dict[type, Callable[[Any], bytes]] = {
-    list: _plain_json,
-    dict: _plain_json,
-    tuple: _plain_json,
-    set: _plain_members,
-    frozenset: _plain_members,
-}
-
-
-_BUILTINS: tuple[_Entry, ...] = (
-    _Entry(int, 0, _json, lambda r: _expect(r, int, "an integer"), False, None, exact=True),
-    _Entry(float, 1, _enc_float, _dec_float, False, None),
-    _Entry(str, 2, _json, lambda r: _expect(r, str, "a string"), False, None, exact=True),
-    _Entry(tuple, 3, _json, lambda r: tuple(_expect(r, list, "an array")), False, None),
-    _Entry(bytes, 4, _b64, _unb64, False, None, exact=True),
-    _Entry(
-        bool,
-        5,
-        lambda v: b"true" if v else b"false",
-        lambda r: _expect(r, bool, "true or false"),
-        False,
-        None,
-        exact=True,
-    ),
-    _Entry(complex, 6, _enc_complex, _dec_complex, False, None),
-    _Entry(type(None), 7, lambda v: b"null", _dec_none, False, None, exact=True),
-    _Entry(Decimal, 8, lambda v: _dumps(str(v)), _dec_decimal, False, None, exact=True),
-    _Entry(
-        frozenset, 9, _enc_members, lambda r: frozenset(_expect(r, list, "an array")), False, None
-    ),
-    _Entry(_dt.date, 10, _iso, _dec_date, False, None),
-    _Entry(_dt.time, 11, _iso, _dec_time, False, None),
-    _Entry(_dt.datetime, 12, _iso, _dec_datetime, False, None),
-    _Entry(uuid.UUID, 13, _enc_uuid, _dec_uuid, False, None, exact=True),
-    _Entry(list, 128, _json, lambda r: _expect(r, list, "an array"), True, None),
-    _Entry(dict, 129, _json, lambda r: _expect(r, dict, "an object"), True, None),
-    _Entry(bytearray, 130, _b64, lambda r: bytearray(_unb64(r)), True, None, exact=True),
-    _Entry(set, 131, _enc_members, lambda r: set(_expect(r, list, "an array")), True, None),
-    _Entry(random.Random, 133, _enc_random, _dec_random, True, None, equal=_same_random),
-)
-
-_BUILTINS = tuple(
-    _Entry(e.cls, e.type_id, e.encoder, e.decoder, e.mutable, e.predicate, e.exact, e.equal, True)
-    for e in _BUILTINS
-)
-
-#: Immutable built-ins that hold no other values: never copied, never guarded.
-_ATOM_TYPES = ATOM_TYPES
 _CONTAINERS_OF_VALUES = (tuple, frozenset)
-_PLAIN_IDS = frozenset({3, 9, 128, 129, 131})
 #: read without consulting the codec, so no registration may make them mutable
 _NEVER_MUTABLE: frozenset[type] = frozenset({int, float, str, bool, type(None)})
 
@@ -405,7 +53,7 @@ class Encoded:
 
     data: bytes
     value: Any
-    entry: _Entry
+    entry: Registration
     #: encoded with the plain options: the decoded document is an exact copy
     plain: bool
     mutable: bool
@@ -431,14 +79,14 @@ class Codec:
         self.vigilant = vigilant
         #: a predicate; when it returns true for a value, the round-trip check is skipped
         self.vigilant_skip = vigilant_skip
-        self._by_id: dict[int, _Entry] = {}
-        self._by_type: dict[type, _Entry] = {}
-        self._conditional: dict[type, list[_Entry]] = {}
-        self._resolved: dict[type, tuple[list[_Entry], _Entry | None]] = {}
-        self._atoms: frozenset[type] = _ATOM_TYPES
+        self._by_id: dict[int, Registration] = {}
+        self._by_type: dict[type, Registration] = {}
+        self._conditional: dict[type, list[Registration]] = {}
+        self._resolved: dict[type, tuple[list[Registration], Registration | None]] = {}
+        self._atoms: frozenset[type] = ATOM_TYPES
         #: exact scalar type -> encoder of the stored bytes, for types with no variants
-        self._fast: dict[type, Callable[[Any], bytes]] = dict(_FAST_ENCODERS)
-        for entry in _BUILTINS:
+        self._fast: dict[type, Callable[[Any], bytes]] = dict(FAST_ENCODERS)
+        for entry in BUILTINS:
             self._add(entry)
 
     # ------------------------------------------------------------------ registration
@@ -487,7 +135,7 @@ class Codec:
             raise TypeError("predicate must be callable")
         if mutable and cls in _NEVER_MUTABLE:
             raise ValueError(f"{cls.__qualname__} values are always immutable")
-        entry = _Entry(cls, type_id, encoder, decoder, bool(mutable), predicate)
+        entry = Registration(cls, type_id, encoder, decoder, bool(mutable), predicate)
         if predicate is None and cls in self._by_type:
             # already registered: the new id is one more decoder (say, for values an
             # older application stored under it); encoding keeps the existing id
@@ -495,7 +143,7 @@ class Codec:
             return
         self._add(entry)
 
-    def _add(self, entry: _Entry) -> None:
+    def _add(self, entry: Registration) -> None:
         self._by_id[entry.type_id] = entry
         if entry.predicate is None:
             self._by_type[entry.cls] = entry
@@ -520,11 +168,11 @@ class Codec:
 
     # ------------------------------------------------------------------ dispatch
 
-    def _lookup(self, cls: type) -> tuple[list[_Entry], _Entry | None]:
+    def _lookup(self, cls: type) -> tuple[list[Registration], Registration | None]:
         found = self._resolved.get(cls)
         if found is None:
-            conditional: list[_Entry] = []
-            plain: _Entry | None = None
+            conditional: list[Registration] = []
+            plain: Registration | None = None
             for base in cls.__mro__:
                 conditional.extend(self._conditional.get(base, ()))
                 if plain is None:
@@ -532,7 +180,7 @@ class Codec:
             found = self._resolved[cls] = (conditional, plain)
         return found
 
-    def _resolve(self, value: Any) -> tuple[_Entry, Any]:
+    def _resolve(self, value: Any) -> tuple[Registration, Any]:
         """The registration that encodes ``value``, and the value it encodes.
 
         The exact class's registration wins.  Otherwise a numpy scalar becomes its
@@ -546,22 +194,22 @@ class Codec:
             if entry.predicate(value):  # type: ignore[misc]
                 return entry, value
         if plain is not None and plain.cls is cls:
-            if cls is _dt.datetime and _zoned(value):
-                value = _fixed_offset(value)
+            if cls is _dt.datetime and zoned(value):
+                value = fixed_offset(value)
             return plain, value
-        item = _numpy_item(value)
-        if item is not _NOT:
+        item = numpy_item(value)
+        if item is not NO_ITEM:
             return self._resolve(item)
-        if isinstance(value, _dt.datetime) and _zoned(value):
-            return self._resolve(_fixed_offset(value))
+        if isinstance(value, _dt.datetime) and zoned(value):
+            return self._resolve(fixed_offset(value))
         if plain is None:
             raise UnsupportedTypeError(
-                f"cannot encode a value of type {_qualname(value)}: no codec is registered "
+                f"cannot encode a value of type {qualname(value)}: no codec is registered "
                 "for it (see Codec.register)"
             )
-        if plain.builtin and isinstance(value, _CONTAINER_BASES):
+        if plain.builtin and isinstance(value, CONTAINER_BASES):
             raise UnsupportedTypeError(
-                f"cannot encode a value of type {_qualname(value)}: {_subclass_refusal(value)}"
+                f"cannot encode a value of type {qualname(value)}: {subclass_refusal(value)}"
             )
         return plain, value
 
@@ -598,7 +246,7 @@ class Codec:
                 return fast(value), False, value, True
             except (TypeError, ValueError) as exc:
                 raise UnsupportedTypeError(
-                    f"cannot encode a value of type {_qualname(value)}: {exc}"
+                    f"cannot encode a value of type {qualname(value)}: {exc}"
                 ) from exc
         encoded = self.encode_unverified(value)
         kept, exact = self.finish(encoded)
@@ -613,9 +261,9 @@ class Codec:
         entry, value = self._resolve(value)
         raw: bytes | None = None
         plain = False
-        if entry.type_id in _PLAIN_IDS and entry.cls is type(value):
+        if entry.type_id in PLAIN_IDS and entry.cls is type(value):
             try:
-                raw = _PLAIN_ENCODERS[entry.cls](value)
+                raw = PLAIN_ENCODERS[entry.cls](value)
                 plain = True
             except TypeError:
                 raw = None
@@ -649,7 +297,7 @@ class Codec:
                 return entry.decoder(raw), True
             except Exception as exc:
                 raise RoundTripError(
-                    f"a value of type {_qualname(value)} does not survive the round trip: "
+                    f"a value of type {qualname(value)} does not survive the round trip: "
                     f"its encoding cannot be decoded ({exc})"
                 ) from exc
         kept = _deepcopy(value) if encoded.mutable else value
@@ -659,14 +307,14 @@ class Codec:
             return kept, False
         return kept, identical(back, kept)
 
-    def _encode_with(self, entry: _Entry, value: Any, verify: bool) -> bytes:
+    def _encode_with(self, entry: Registration, value: Any, verify: bool) -> bytes:
         try:
             raw = entry.encoder(value)
         except (TypeError, ValueError, OverflowError) as exc:
             # orjson reports what its ``default`` (_member) refused as the cause
             detail = exc.__cause__ if isinstance(exc.__cause__, TypeError) else exc
             raise UnsupportedTypeError(
-                f"cannot encode a value of type {_qualname(value)}: {detail}"
+                f"cannot encode a value of type {qualname(value)}: {detail}"
             ) from exc
         if not isinstance(raw, bytes):
             raise TypeError(
@@ -676,11 +324,11 @@ class Codec:
             self._check_round_trip(entry, value, raw)
         return raw
 
-    def _check_round_trip(self, entry: _Entry, value: Any, raw: bytes) -> None:
+    def _check_round_trip(self, entry: Registration, value: Any, raw: bytes) -> None:
         if self._needs_check(entry, value):
             self._round_trip(entry, value, raw)
 
-    def _needs_check(self, entry: _Entry, value: Any) -> bool:
+    def _needs_check(self, entry: Registration, value: Any) -> bool:
         """Whether the vigilant round-trip check can tell anything about ``value``."""
         return not _exact_by_construction(entry, value) and not self._skipped(value)
 
@@ -689,13 +337,13 @@ class Codec:
         skip = self.vigilant_skip
         return skip is not None and bool(skip(value))
 
-    def _round_trip(self, entry: _Entry, value: Any, raw: bytes) -> Any:
+    def _round_trip(self, entry: Registration, value: Any, raw: bytes) -> Any:
         """Decode ``raw`` and compare with ``value``; return the decoded object."""
         try:
             back = entry.decoder(raw)
         except Exception as exc:
             raise RoundTripError(
-                f"a value of type {_qualname(value)} does not survive the round trip: "
+                f"a value of type {qualname(value)} does not survive the round trip: "
                 f"its encoding cannot be decoded ({exc})"
             ) from exc
         same = entry.equal(back, value) if entry.equal else _equal(back, value)
@@ -704,7 +352,7 @@ class Codec:
             if type(value).__eq__ is object.__eq__:  # type: ignore[comparison-overlap]
                 hint = " (the type defines no __eq__; define one or set Codec.vigilant_skip)"
             raise RoundTripError(
-                f"a value of type {_qualname(value)} does not survive the round trip: "
+                f"a value of type {qualname(value)} does not survive the round trip: "
                 f"{_difference(value, back)}{hint}"
             )
         return back
@@ -757,10 +405,10 @@ class Codec:
 
     def decodes_builtin_scalars(self) -> bool:
         """True while type ids 0 (int) and 2 (str) decode as the built-in types."""
-        return self._by_id.get(0) is _BUILTINS[0] and self._by_id.get(2) is _BUILTINS[2]
+        return self._by_id.get(0) is BUILTINS[0] and self._by_id.get(2) is BUILTINS[2]
 
 
-def _exact_by_construction(entry: _Entry, value: Any) -> bool:
+def _exact_by_construction(entry: Registration, value: Any) -> bool:
     """Whether ``value`` decodes back identically whatever it holds: a type whose
     round trip is exact, or a float (finite: the encoder refuses others)."""
     return (entry.exact and type(value) is entry.cls) or type(value) is float
@@ -801,12 +449,6 @@ def _equal(a: Any, b: Any) -> bool:
         return bool(a == b)
     except Exception:
         return False
-
-
-def _qualname(value: Any) -> str:
-    cls = type(value)
-    mod = cls.__module__
-    return cls.__qualname__ if mod == "builtins" else f"{mod}.{cls.__qualname__}"
 
 
 def _difference(value: Any, back: Any) -> str:
