@@ -148,7 +148,7 @@ def open_log(
             read_only=read_only,
             timeout=timeout,
         )
-    driver._replaying = replaying
+    driver.replaying = replaying
     try:
         driver.ensure()
     except DatabaseError as exc:

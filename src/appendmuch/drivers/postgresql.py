@@ -182,7 +182,7 @@ class PostgreSQL(PostgresLease, SQLDriver):
             follow_interval=_FOLLOW_TIMEOUT,
         )
         # Only the background thread uses the writer connection, so a Ctrl-C never
-        # cuts a psycopg call short (see SQLDriver._in_writer).
+        # cuts a psycopg call short (see SQLDriver.in_writer).
         self._background_io = True
         self._psycopg = psycopg
         self._pool_class = psycopg_pool.ConnectionPool
@@ -259,7 +259,7 @@ class PostgreSQL(PostgresLease, SQLDriver):
             mode += ", shared=True"
         return f"PostgreSQL(table={self.table!r}{mode})"
 
-    def _where(self) -> str:
+    def where(self) -> str:
         ident = self._identity
         if ident is None:
             return f"PostgreSQL table {self.table!r} on {self._server}"
@@ -382,12 +382,12 @@ class PostgreSQL(PostgresLease, SQLDriver):
                 largest = self._open_table(self._writer_connection())
         except self._library_errors as exc:
             self._drop_connections()
-            raise DatabaseError(f"cannot open {self._where()}: {_one_line(exc)}") from exc
+            raise DatabaseError(f"cannot open {self.where()}: {_one_line(exc)}") from exc
         except BaseException:
             self._drop_connections()
             raise
         if largest is not None:
-            self._saw_seq(int(largest))
+            self.saw_seq(int(largest))
 
     def _open_table(self, conn: Any) -> Any:
         """Check the table (create it when absent and writable); its largest seq.
@@ -468,17 +468,17 @@ class PostgreSQL(PostgresLease, SQLDriver):
     def _locked_message(self, conn: Any, waited: float) -> str:
         if self.sharing is not None:
             return (
-                f"{self._where()} is open for writing by a single-writer Store; shared mode "
+                f"{self.where()} is open for writing by a single-writer Store; shared mode "
                 "cannot join it: close that Store, or open it with shared=True too"
             )
         shared = self._count_shared(conn)
         if shared:
             return (
-                f"{self._where()} is open by {shared} shared-mode writer(s); open this one "
+                f"{self.where()} is open by {shared} shared-mode writer(s); open this one "
                 "with shared=True too, or read_only=True"
             )
         return (
-            f"{self._where()} is already open for writing by another session "
+            f"{self.where()} is already open for writing by another session "
             f"(waited {waited:.1f} s); close the other Store first, or open this one "
             "with read_only=True"
         )
@@ -728,7 +728,7 @@ class PostgreSQL(PostgresLease, SQLDriver):
             # Sent even when nothing is left after the check for stored rows: the
             # result confirms the batch's place in the queue, in order.
             pipe.send((inserts, updates), taken)
-            self._note_written(inserts, updates)
+            self.note_written(inserts, updates)
         if wait:
             self._confirm(pipe.reap(block=True))
 
@@ -779,7 +779,7 @@ class PostgreSQL(PostgresLease, SQLDriver):
                 for other, pid, name, addr in others[:5]
             )
             raise ConfigMismatchError(
-                f"{self._where()}: this writer's replace configuration differs from the one "
+                f"{self.where()}: this writer's replace configuration differs from the one "
                 f"its other shared writers use, so their caches would hold different rows. "
                 f"This writer: {description} (fingerprint {mine & 0xFFFFFFFF:08x}). Theirs: "
                 f"{sessions}. Every shared writer of a table must use the same "
@@ -822,7 +822,7 @@ class PostgreSQL(PostgresLease, SQLDriver):
                     break
                 yield from rows
 
-    def _names(self) -> set[tuple[str, str]]:
+    def stored_names(self) -> set[tuple[str, str]]:
         with self._connection() as conn:
             rows = conn.execute(f"SELECT DISTINCT namespace, field FROM {self._quoted}")
             return {(namespace, field) for namespace, field in rows}

@@ -1,5 +1,5 @@
 """Shared mode's lease on a PostgreSQL table (the
-:class:`~appendmuch.drivers.sharing.Lease` of :class:`~appendmuch.PostgreSQL`).
+:class:`~appendmuch.drivers.lease.Lease` of :class:`~appendmuch.PostgreSQL`).
 
 The lease is a session advisory lock taken on the writer connection; the server
 grants waiting sessions in the order they asked, and releases it when a session
@@ -19,8 +19,8 @@ from typing import TYPE_CHECKING, Any
 from ..errors import LockedError
 from .base import Row
 from .layout import ROW_COLUMNS
+from .lease import CommitUnknownError
 from .pgpipeline import Pipeline, prepare, ready
-from .sharing import CommitUnknownError
 
 if TYPE_CHECKING:
     from .wakeup import Doorbell
@@ -65,7 +65,7 @@ class PostgresLease:
             return [tuple(row) for row in cur.fetchall()]
         except self._psycopg.errors.LockNotAvailable:
             raise LockedError(
-                f"could not take the write lease of {self._where()} within "
+                f"could not take the write lease of {self.where()} within "
                 f"{self.lease_timeout} s: another shared-mode writer holds it; nothing "
                 "was written"
             ) from None
@@ -179,7 +179,7 @@ class PostgresLease:
 
         def _drop_connections(self) -> None: ...
 
-        def _where(self) -> str: ...
+        def where(self) -> str: ...
 
         def _lock_creation(self, conn: Any) -> None: ...
 

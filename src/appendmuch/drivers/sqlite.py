@@ -213,7 +213,7 @@ class Sqlite3(SqliteLease, SQLDriver):
     def _in_memory(self) -> bool:
         return self.database == ":memory:" or self.database.startswith("file::memory:")
 
-    def _where(self) -> str:
+    def where(self) -> str:
         return f"table {self.table!r} in {self.database!r}"
 
     def _replay_target(self) -> str:
@@ -419,18 +419,18 @@ class Sqlite3(SqliteLease, SQLDriver):
         state, count = lock_state(path)
         if self.sharing is not None:
             return (
-                f"{self._where()} is open for writing by a single-writer Store (lock file "
+                f"{self.where()} is open for writing by a single-writer Store (lock file "
                 f"{path}); shared mode cannot join it: close that Store, or open it with "
                 "shared=True too"
             )
         if state == "shared":
             writers = "" if count is None else f" ({count} attached)"
             return (
-                f"{self._where()} is open by shared-mode writers{writers} (lock file "
+                f"{self.where()} is open by shared-mode writers{writers} (lock file "
                 f"{path}); open this one with shared=True too, or read_only=True"
             )
         return (
-            f"{self._where()} is already open for writing (lock file {path}); "
+            f"{self.where()} is already open for writing (lock file {path}); "
             "close the other Store first, or open this one with read_only=True"
         )
 
@@ -492,7 +492,7 @@ class Sqlite3(SqliteLease, SQLDriver):
                     f"table {self.table!r} in {self.database!r} holds a seq that is not an "
                     f"integer ({largest!r}); it was left untouched"
                 )
-            self._saw_seq(largest)
+            self.saw_seq(largest)
 
     def _use_wal(self, conn: sqlite3.Connection) -> None:
         """Switch the file to WAL mode, if not done yet.
@@ -652,14 +652,14 @@ class Sqlite3(SqliteLease, SQLDriver):
             self._refuse(
                 WriteError,
                 f"the database file {self.database!r} was removed or replaced while "
-                f"{self._where()} was open for writing; nothing more is written to it. "
+                f"{self.where()} was open for writing; nothing more is written to it. "
                 "The queued rows stay in memory, and close() saves them to a recovery file",
             )
         lockfile = self._lockfile
         if lock is not None and lockfile is not None and _file_id(lockfile.name) != lock:
             self._refuse(
                 LockedError,
-                f"the lock file {lockfile.name} of {self._where()} was removed or replaced "
+                f"the lock file {lockfile.name} of {self.where()} was removed or replaced "
                 "while open, so another writer may have opened the table; this one refuses "
                 "to write on. Close it (the queued rows go to a recovery file) and reopen",
             )
@@ -704,7 +704,7 @@ class Sqlite3(SqliteLease, SQLDriver):
         )
         return cursor
 
-    def _names(self) -> set[tuple[str, str]]:
+    def stored_names(self) -> set[tuple[str, str]]:
         with self._lock:
             return set(
                 self.connection.execute(f"SELECT DISTINCT namespace, field FROM {self._quoted}")
