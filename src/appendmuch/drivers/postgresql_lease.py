@@ -16,11 +16,12 @@ import contextlib
 import weakref
 from typing import TYPE_CHECKING, Any
 
-from ..errors import LockedError
+from ..errors import ConfigMismatchError, LockedError
 from .base import Row
 from .layout import ROW_COLUMNS
 from .lease import CommitUnknownError
 from .pgpipeline import Pipeline, prepare, ready
+from .postgresql_connect import int4
 
 if TYPE_CHECKING:
     from .wakeup import Doorbell
@@ -40,6 +41,7 @@ class PostgresLease:
     _quoted: str
     _channel: str
     _lease_key: int | None
+    _config_key: int | None
     _psycopg: Any
     _library_errors: tuple[type[Exception], ...]
     _timeout: float
@@ -171,6 +173,39 @@ class PostgresLease:
         if conn is not None:
             with contextlib.suppress(*self._library_errors):
                 conn.close()
+
+    def lease_claim(self, digest: str, description: str) -> None:
+        """A shared advisory lock per replace configuration, held by every writer
+        session using it: a writer finding one of another configuration held refuses
+        to join (and names its own; the others' is known by its fingerprint)."""
+        conn = self._writer_connection()
+        assert self._config_key is not None
+        space, mine = self._config_key, int4(int(digest[:8], 16))
+        conn.execute("SELECT pg_advisory_lock_shared(%s, %s)", (space, mine))
+        others = conn.execute(
+            "SELECT l.objid::int8, l.pid, a.application_name, a.client_addr::text "
+            "FROM pg_locks l LEFT JOIN pg_stat_activity a ON a.pid = l.pid "
+            "WHERE l.locktype = 'advisory' AND l.granted AND l.objsubid = 2 "
+            "AND l.classid = %s::int8::oid AND l.objid <> %s::int8::oid "
+            "AND l.database = (SELECT oid FROM pg_database WHERE datname = current_database()) "
+            "ORDER BY l.pid",
+            (space & 0xFFFFFFFF, mine & 0xFFFFFFFF),
+        ).fetchall()
+        if others:
+            conn.execute("SELECT pg_advisory_unlock_shared(%s, %s)", (space, mine))
+            sessions = "; ".join(
+                f"fingerprint {other:08x} held by server pid {pid} "
+                f"(application_name {name or ''!r}, client {addr or 'local'})"
+                for other, pid, name, addr in others[:5]
+            )
+            raise ConfigMismatchError(
+                f"{self.where()}: this writer's replace configuration differs from the one "
+                f"its other shared writers use, so their caches would hold different rows. "
+                f"This writer: {description} (fingerprint {mine & 0xFFFFFFFF:08x}). Theirs: "
+                f"{sessions}. Every shared writer of a table must use the same "
+                "replace_predicate and replace_index_specs: stop the others first (a rolling "
+                "deploy that changes them needs all writers stopped)"
+            )
 
     if TYPE_CHECKING:  # the driver's own
         _writer: Any
