@@ -58,9 +58,6 @@ class Lease(Protocol):
         """Wait until another process may have committed (True), or ``bell`` rang or
         ``timeout`` passed (False)."""
 
-    def lease_stored(self, seqs: list[int]) -> dict[int, Row]:
-        """The stored rows with these seqs, by seq."""
-
     def lease_recreate(self) -> None:
         """With the lease held: drop the table and create it empty (``reset()``)."""
 

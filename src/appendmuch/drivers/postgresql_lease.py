@@ -151,13 +151,6 @@ class PostgresLease:
             return True  # (read on a new connection)
         return foreign or not notes
 
-    def lease_stored(self, seqs: list[int]) -> dict[int, Row]:
-        conn = self._follow_connection()
-        rows = conn.execute(
-            f"SELECT {ROW_COLUMNS} FROM {self._quoted} WHERE seq = ANY(%s)", (seqs,)
-        ).fetchall()
-        return {row[0]: tuple(row) for row in rows}
-
     def lease_recreate(self) -> None:
         conn = self._writer_connection()
         with conn.transaction():
@@ -219,3 +212,10 @@ class PostgresLease:
         def _lock_creation(self, conn: Any) -> None: ...
 
         def _create(self, conn: Any) -> None: ...
+
+
+if TYPE_CHECKING:
+    from .lease import Lease
+
+    #: (for mypy: the mixin implements the whole protocol)
+    _implements: type[Lease] = PostgresLease

@@ -16,7 +16,7 @@ cut short anywhere (KeyboardInterrupt included) leaves its rows queued; the next
 first undoes what the cut-short one left (an open transaction, a half-sent pipeline)
 and leaves out rows the database turns out to hold already.  When ``close()`` cannot
 write the queue, the rows go to a recovery file (see :mod:`appendmuch.recovery`) and
-the exception says where.
+the exception says where (:mod:`~appendmuch.drivers.recoveryfiles`).
 
 Before each batch the driver checks that the table is still its own (the SQLite file
 and lock file are the ones it opened; a reconnected PostgreSQL writer got its lock
@@ -28,7 +28,9 @@ The application thread and the flusher thread share the queue and the connection
 one lock serialises everything except queueing a row, which is lock-free.  It is only
 ever taken by ``with`` (which an interrupt cannot split from its release), and held by
 the flusher only for one write, which the database timeouts bound; waiting for the
-flusher to stop is bounded too (``close()`` raises WriteError rather than hang).
+flusher to stop is bounded too (``close()`` raises WriteError rather than hang).  The
+thread itself, and the work other threads hand to it, are in
+:mod:`~appendmuch.drivers.background`.
 """
 
 from __future__ import annotations
@@ -218,7 +220,8 @@ class SQLDriver(BackgroundThread, RecoveryFiles, DBDriver):
 
     @abstractmethod
     def where(self) -> str:
-        """Where the table lives, for messages (a file name, a server)."""
+        """Package-internal: where the table lives, for messages (a file name, a
+        server)."""
 
     @abstractmethod
     def _default_recovery_dir(self) -> str:
@@ -552,6 +555,8 @@ class SQLDriver(BackgroundThread, RecoveryFiles, DBDriver):
         pending.done(count, updates)
 
     def note_written(self, inserts: list[Row], updates: list[tuple[int, Row]]) -> None:
+        """Package-internal: these rows were written (:attr:`now` is the newest
+        ``created_at`` among them)."""
         times = [row[4] for _, row in updates]
         if inserts:
             times.append(inserts[-1][4])

@@ -156,9 +156,6 @@ class SqliteLease:
         self._lease_version = version
         return bool(changed)
 
-    def lease_stored(self, seqs: list[int]) -> dict[int, Row]:
-        return rows_by_seq(self._lease_connection(), self._quoted, seqs)
-
     def lease_recreate(self) -> None:
         conn = self._lease_connection()
         conn.execute("BEGIN IMMEDIATE")
@@ -231,3 +228,10 @@ class SqliteLease:
         def _overwrite(self, conn: sqlite3.Connection, updates: list[tuple[int, Row]]) -> None: ...
 
         def _create_table(self, conn: sqlite3.Connection) -> Any: ...
+
+
+if TYPE_CHECKING:
+    from .lease import Lease
+
+    #: (for mypy: the mixin implements the whole protocol)
+    _implements: type[Lease] = SqliteLease
