@@ -192,7 +192,7 @@ class TestPreparedStatements:
             driver._leave_pipeline()  # (the next batch starts a pipeline again)
             driver._prepared_on = None  # as if prepare() was cut short after its PREPAREs
 
-        driver._in_writer(as_if_cut_short)
+        driver.in_writer(as_if_cut_short)
         player.score = 2
         store.flush()
         store = pg.reopen(store)

@@ -296,12 +296,12 @@ def test_a_write_never_waits_for_another_writer(place: Backend) -> None:
 def hold(store: Store) -> None:
     """Take ``store``'s write lease in its engine thread and keep it (others wait)."""
     driver: Any = store.driver
-    driver._in_writer(lambda: driver.lease_take(driver.sharing.hwm))
+    driver.in_writer(lambda: driver.lease_take(driver.sharing.hwm))
 
 
 def give_back(store: Store) -> None:
     driver: Any = store.driver
-    driver._in_writer(driver.lease_give_back)
+    driver.in_writer(driver.lease_give_back)
 
 
 def test_replaced_field_keeps_one_row_whoever_writes_it(place: Backend) -> None:
@@ -813,7 +813,7 @@ HOLDER = textwrap.dedent(
     store = Store(driver)
     store.storage("victim").lost = "never committed"
     # the engine takes the lease and keeps it (as a round's commit would, killed then)
-    driver._in_writer(lambda: driver.lease_take(driver.sharing.hwm))
+    driver.in_writer(lambda: driver.lease_take(driver.sharing.hwm))
     print("holding", flush=True)
     sys.stdin.readline()
     """

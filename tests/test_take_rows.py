@@ -97,7 +97,7 @@ def _deliver(store: Store, chunks: list[list[tuple[Any, ...]]]) -> None:
     engine: Any = store.driver.sharing
     driver: Any = store.driver
     for chunk in chunks:
-        driver._in_writer(lambda chunk=chunk: (engine._deliver(chunk), engine._target().announce()))
+        driver.in_writer(lambda chunk=chunk: (engine._deliver(chunk), engine._target().announce()))
 
 
 def _chunks(

@@ -273,7 +273,7 @@ def write_export(
     if prefix is not None:
         driver.ensure()
         driver.flush()  # queued rows count
-        if not any(in_prefix(dbns, prefix) for dbns, _ in driver._names()):
+        if not any(in_prefix(dbns, prefix) for dbns, _ in driver.stored_names()):
             raise NotInLogError(f"there is no namespace {prefix!r} in the log")
     rows = stream_rows(driver, progress)
     if shape == "log":

@@ -27,7 +27,8 @@ from .codec import Codec
 from .drivers.base import DBDriver, Row
 from .drivers.layout import TableNames
 from .drivers.postgresql import PostgreSQL
-from .drivers.sqlite import Sqlite3, writer_lock_held
+from .drivers.sqlite import Sqlite3
+from .drivers.sqlite_files import writer_lock_held
 from .errors import AppendmuchError, DatabaseError, InvalidNameError
 from .fieldlog import FieldLog
 from .names import dbns2tuple, is_valid_dbns, is_valid_field
@@ -148,7 +149,7 @@ def open_log(
             read_only=read_only,
             timeout=timeout,
         )
-    driver._replaying = replaying
+    driver.replaying = replaying
     try:
         driver.ensure()
     except DatabaseError as exc:

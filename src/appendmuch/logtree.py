@@ -135,7 +135,7 @@ class Loading:
             if close is not None:
                 close()
 
-        driver._saw_seq(seq)
+        driver.saw_seq(seq)
         self.cache.clear()
         self.cache.update(cache)
         self._by_dbns = by_dbns

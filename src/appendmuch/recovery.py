@@ -281,7 +281,7 @@ def replay(path: str | os.PathLike[str], driver: DBDriver, *, any_database: bool
     if driver.read_only:
         raise ReadOnlyError(f"cannot replay a recovery file: {driver!r} is open read-only")
     recovery = read_recovery(path)
-    driver._replaying = True
+    driver.replaying = True
     try:
         driver.ensure()
         current = driver.identity()
@@ -303,6 +303,6 @@ def replay(path: str | os.PathLike[str], driver: DBDriver, *, any_database: bool
             return 0
         written = driver.apply_recovered(recovery.entries)
     finally:
-        driver._replaying = False
+        driver.replaying = False
     _mark_replayed(recovery.path, current)
     return written

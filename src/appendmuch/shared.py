@@ -424,7 +424,7 @@ class SharedSide:
                         store._note_latest(dbns, field, data)
                 if store.on_change is not None:
                     self._events.append((seq, dbns, field, data, created_at, context, False))
-            store.driver._saw_seq(rows[-1][0])
+            store.driver.saw_seq(rows[-1][0])
 
     def committed(self, own: list[tuple[int, Row]], blocks: list[BlockCommit]) -> None:
         """Own rows were committed: provisional seqs become final, blocks' rows enter
@@ -483,7 +483,7 @@ class SharedSide:
                 for provisional in list(self.finals)[: _FINALS_KEPT // 2]:
                     del self.finals[provisional]
             if own or blocks:
-                store.driver._saw_seq(
+                store.driver.saw_seq(
                     max([r[0] for _, r in own] + [b.final[-1][0] for b in blocks if b.final])
                 )
 

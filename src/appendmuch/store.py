@@ -472,10 +472,10 @@ class Store(Loading, BlockKeeping):
                     self._mend()
                 node = self._writable_node(namespace, dbns, field)
                 log = node.get(field)
-                seq = driver._last_seq + 1  # DBDriver.next_seq(), inlined on the hot path
+                seq = driver.last_seq + 1  # DBDriver.next_seq(), inlined on the hot path
                 if seq > MAX_SEQ:
                     raise seqs_exhausted(driver, field)
-                driver._last_seq = seq
+                driver.last_seq = seq
                 now = _now()
                 row = (seq, dbns, field, raw, now, context)
                 # The row is queued before the cache changes, and _torn names the write

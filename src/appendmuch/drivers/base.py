@@ -51,29 +51,29 @@ class DBDriver(ABC):
     #: one at assignment, and ``restore`` refuses a dump row holding one.  Drivers set
     #: their backend's limit; an instance may lower it.
     max_value_bytes: int = MAX_DUMP_VALUE_BYTES
-    #: set by :func:`appendmuch.recovery.replay` while it opens the driver to replay
-    _replaying: bool = False
+    #: package-internal: set by :func:`appendmuch.recovery.replay` (and the inspection
+    #: commands' ``replay``) while it opens the driver to replay, so that waiting
+    #: recovery files do not stop the open
+    replaying: bool = False
     #: closed for good by its Store (see :meth:`retire`)
     retired: bool = False
 
     def __init__(self) -> None:
-        self._last_seq = 0
+        #: the largest seq allocated or stored so far (0 for an empty new log); a plain
+        #: attribute, because the Store's write path reads and bumps it inline
+        self.last_seq = 0
         self._now: float | None = None
 
     # ------------------------------------------------------------------ sequence
 
     def next_seq(self) -> int:
         """Allocate the next sequence number.  O(1)."""
-        self._last_seq += 1
-        return self._last_seq
+        self.last_seq += 1
+        return self.last_seq
 
-    @property
-    def last_seq(self) -> int:
-        """The largest seq allocated or stored so far (0 for an empty new log)."""
-        return self._last_seq
-
-    def _saw_seq(self, seq: int) -> None:
-        self._last_seq = max(self._last_seq, seq)
+    def saw_seq(self, seq: int) -> None:
+        """Package-internal: a row with ``seq`` is stored (seqs go on after it)."""
+        self.last_seq = max(self.last_seq, seq)
 
     @property
     def now(self) -> float | None:
@@ -94,7 +94,7 @@ class DBDriver(ABC):
     def load_rows(self) -> Iterator[Row]:
         """Every stored row in seq order (pending rows are written first).
 
-        The caller reports the largest seq it saw with :meth:`_saw_seq`.
+        The caller reports the largest seq it saw with :meth:`saw_seq`.
         """
 
     @abstractmethod
@@ -161,8 +161,9 @@ class DBDriver(ABC):
     def _iter_rows(self) -> Iterator[Row]:
         """Every stored row in seq order, for :meth:`dump`."""
 
-    def _names(self) -> Iterable[tuple[str, str]]:
-        """Every (namespace, field) stored.  The default scans all rows."""
+    def stored_names(self) -> Iterable[tuple[str, str]]:
+        """Package-internal (export): every (namespace, field) stored.  The default
+        scans all rows."""
         return {(row[1], row[2]) for row in self._iter_rows()}
 
     # ------------------------------------------------------------------ dump/restore
@@ -196,10 +197,10 @@ class DBDriver(ABC):
         self.ensure()
         self.flush()
         rows = read_dump(stream, codec=codec, max_value_bytes=self.max_value_bytes)
-        check_tree(rows, self._names())
+        check_tree(rows, self.stored_names())
         self._insert_restored(rows)
         if rows:
-            self._saw_seq(max(row[0] for row in rows))
+            self.saw_seq(max(row[0] for row in rows))
         return len(rows)
 
     @abstractmethod

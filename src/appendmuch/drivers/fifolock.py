@@ -94,6 +94,21 @@ class Cancel:
     def is_set(self) -> bool:
         return self._set
 
+    def set_in_child(self) -> None:
+        """Package-internal (fork handler): set, waking nobody; the guard may have been
+        held by a thread of the parent, which the child does not have."""
+        self._set = True
+
+    def watch(self, waiter: _Waiter) -> None:
+        """Package-internal: :meth:`set` wakes ``waiter`` until :meth:`unwatch`."""
+        with self._guard:
+            self._waiters.add(waiter)
+
+    def unwatch(self, waiter: _Waiter) -> None:
+        """Package-internal: the end of :meth:`watch`."""
+        with self._guard:
+            self._waiters.discard(waiter)
+
 
 def _open(path: str, mode: str) -> io.FileIO:
     """``path`` opened (``mode`` "r" or "r+"), created first if missing."""
@@ -106,7 +121,7 @@ def _open(path: str, mode: str) -> io.FileIO:
 
 def _check(cancels: tuple[Cancel, ...]) -> None:
     for cancel in cancels:
-        if cancel._set:
+        if cancel.is_set():
             raise InterruptedError("the wait for the lock was cancelled")
 
 
@@ -169,14 +184,12 @@ def _lock(
     waiter = _Waiter(fd, mode)
     try:
         for cancel in cancels:
-            with cancel._guard:
-                cancel._waiters.add(waiter)
+            cancel.watch(waiter)
         _check(cancels)  # (set before it watched: its set() did not wake this waiter)
         waiter.sleep(deadline)
     finally:
         for cancel in cancels:
-            with cancel._guard:
-                cancel._waiters.discard(waiter)
+            cancel.unwatch(waiter)
     _check(cancels)
     if waiter.granted:
         return
@@ -198,10 +211,11 @@ class FifoLock:
 
     def __init__(self, path: str | os.PathLike[str]) -> None:
         self.path = os.fspath(path)
-        self._dir = self.path + ".fifo"
+        #: the queue's folder: the queue file and one node file per waiter
+        self.folder = self.path + ".fifo"
         with contextlib.suppress(FileExistsError):
-            os.mkdir(self._dir)
-        self._queue = os.path.join(self._dir, "queue")
+            os.mkdir(self.folder)
+        self._queue = os.path.join(self.folder, "queue")
         self._closing = Cancel()
         self._guard = threading.Lock()
         self._node: io.FileIO | None = None  # our node, locked while in line or holding
@@ -296,8 +310,18 @@ class FifoLock:
 
     # ------------------------------------------------------------------ the queue
 
+    def forget_in_child(self) -> None:
+        """Package-internal (fork handler): close this object's files, never unlocking
+        them (the parent holds the locks), and cancel its waits for good."""
+        for file in (self._node, self._lease):
+            if file is not None:
+                with contextlib.suppress(OSError):
+                    file.close()
+        self._node = self._lease = None
+        self._closing.set_in_child()
+
     def _node_path(self, token: bytes) -> str:
-        return f"{self._dir}/{token.decode()}.node"
+        return f"{self.folder}/{token.decode()}.node"
 
     def _enqueue(self, node: int, token: bytes) -> bytes | None:
         """Take our place in line (the tail); our predecessor's name, None if first."""
@@ -356,10 +380,10 @@ class FifoLock:
                 return  # (at the next grant)
             self._sweep_in = _SWEEP_EVERY
             old = time.time() - _ORPHAN_AGE
-            for name in os.listdir(self._dir):
+            for name in os.listdir(self.folder):
                 if not name.endswith(".node") or name[:-5].encode() in keep:
                     continue
-                path = os.path.join(self._dir, name)
+                path = os.path.join(self.folder, name)
                 missing_or_busy = contextlib.suppress(FileNotFoundError, BlockingIOError)
                 with missing_or_busy, io.FileIO(path, "r") as node:
                     if os.fstat(node.fileno()).st_mtime < old:
@@ -407,14 +431,9 @@ def _forget_in_child() -> None:
     # holds them); Linux lists them in /proc, elsewhere the held ones are known.
     locks = list(_instances)
     for lock in locks:
-        for file in (lock._node, lock._lease):
-            if file is not None:
-                with contextlib.suppress(OSError):
-                    file.close()
-        lock._node = lock._lease = None
-        lock._closing._set = True
+        lock.forget_in_child()
     files = {os.path.realpath(lock.path) for lock in locks}
-    folders = tuple(os.path.realpath(lock._dir) + "/" for lock in locks)
+    folders = tuple(os.path.realpath(lock.folder) + "/" for lock in locks)
     with contextlib.suppress(OSError):
         for name in os.listdir("/proc/self/fd"):
             with contextlib.suppress(OSError):

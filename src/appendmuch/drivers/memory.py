@@ -49,7 +49,7 @@ class Memory(DBDriver):
     def load_rows(self) -> Iterator[Row]:
         rows = self._sorted_rows()
         if rows:
-            self._saw_seq(rows[-1][0])
+            self.saw_seq(rows[-1][0])
         return iter(rows)
 
     def _sorted_rows(self) -> list[Row]:
@@ -112,7 +112,7 @@ class Memory(DBDriver):
 
         todo = unreplayed(entries, iter(self._rows))
         if self._rows:
-            self._saw_seq(max(row[0] for row in self._rows))
+            self.saw_seq(max(row[0] for row in self._rows))
         for row, replaces in todo:
             new = (self.next_seq(), *row[1:])
             if replaces is None:

@@ -9,17 +9,16 @@ from __future__ import annotations
 import logging
 import math
 import os
-import threading
-import time
 import weakref
 import zlib
 from collections.abc import Iterator
 from typing import Any
 
-from ..errors import ConfigMismatchError, DatabaseError, DumpFormatError, LockedError, SchemaError
+from ..errors import DatabaseError, DumpFormatError, SchemaError
 from .base import Row
 from .layout import ROW_COLUMNS, TableNames, index_name
 from .pgpipeline import Pipeline, Tag, prepare
+from .postgresql_connect import PostgresConnections, import_psycopg, one_line
 from .postgresql_lease import PostgresLease
 from .sql import BATCH_BYTES, RETRY_INTERVAL, SQLDriver
 
@@ -28,8 +27,6 @@ __all__ = ["PostgreSQL"]
 _quiet_pool = logging.getLogger("psycopg.pool")
 
 _FETCH = 8192
-#: server pids of writer sessions this process closed without unlocking first
-_ended_sessions: set[int] = set()
 #: batches sent but not yet confirmed, at most
 _MAX_IN_FLIGHT = 2
 _COPY_TYPES = ["int8", "text", "text", "bytea", "float8", "text"]
@@ -55,32 +52,7 @@ _EXPECTED = {
 }
 
 
-#: first key of every table's create lock (see PostgreSQL._lock_creation)
-_CREATE_SPACE = 0x61706D63  # "apmc"
-
-
-def _int4(value: int) -> int:
-    """An unsigned 32-bit number as the signed int4 PostgreSQL takes."""
-    return value - (1 << 32) if value >= 1 << 31 else value
-
-
-def _one_line(exc: BaseException) -> str:
-    return " ".join(part.strip() for part in str(exc).splitlines() if part.strip())
-
-
-def _import_psycopg() -> tuple[Any, Any]:
-    try:
-        import psycopg
-        import psycopg_pool
-    except ImportError as exc:
-        raise ImportError(
-            "the PostgreSQL driver needs psycopg 3 and psycopg_pool, which come with the "
-            "'pg' extra: pip install 'appendmuch[pg]'"
-        ) from exc
-    return psycopg, psycopg_pool
-
-
-class PostgreSQL(PostgresLease, SQLDriver):
+class PostgreSQL(PostgresLease, PostgresConnections, SQLDriver):
     """Stores the log in one table of a PostgreSQL database.
 
     Batches (see :mod:`appendmuch.drivers.sql` for when they are written) go in with
@@ -167,7 +139,7 @@ class PostgreSQL(PostgresLease, SQLDriver):
             raise ValueError(
                 f"need 0 <= min_size <= max_size and max_size >= 1, got {min_size}, {max_size}"
             )
-        psycopg, psycopg_pool = _import_psycopg()
+        psycopg, psycopg_pool = import_psycopg()
         super().__init__(
             names,
             batch_size=batch_size,
@@ -182,7 +154,7 @@ class PostgreSQL(PostgresLease, SQLDriver):
             follow_interval=_FOLLOW_TIMEOUT,
         )
         # Only the background thread uses the writer connection, so a Ctrl-C never
-        # cuts a psycopg call short (see SQLDriver._in_writer).
+        # cuts a psycopg call short (see SQLDriver.in_writer).
         self._background_io = True
         self._psycopg = psycopg
         self._pool_class = psycopg_pool.ConnectionPool
@@ -196,7 +168,7 @@ class PostgreSQL(PostgresLease, SQLDriver):
         try:
             params = psycopg.conninfo.conninfo_to_dict(conninfo)
         except psycopg.Error as exc:
-            raise ValueError(f"invalid PostgreSQL conninfo: {_one_line(exc)}") from exc
+            raise ValueError(f"invalid PostgreSQL conninfo: {one_line(exc)}") from exc
         if connect_timeout is None:
             connect_timeout = float(params.get("connect_timeout") or 5.0)
         if not connect_timeout > 0:
@@ -259,7 +231,7 @@ class PostgreSQL(PostgresLease, SQLDriver):
             mode += ", shared=True"
         return f"PostgreSQL(table={self.table!r}{mode})"
 
-    def _where(self) -> str:
+    def where(self) -> str:
         ident = self._identity
         if ident is None:
             return f"PostgreSQL table {self.table!r} on {self._server}"
@@ -301,74 +273,6 @@ class PostgreSQL(PostgresLease, SQLDriver):
 
     # ------------------------------------------------------------------ connection
 
-    def _open_pool(self) -> Any:
-        """The connection pool for reads, opened on first use (and again after a
-        failure)."""
-        if self._pool is None:
-            self._pool = self._pool_class(self.conninfo, open=False, **self._pool_args)
-            self._pool.open(wait=False)
-        return self._pool
-
-    def _connection(self) -> Any:
-        """A pooled connection, as a context manager."""
-        return self._open_pool().connection()
-
-    def _direct_connection(self) -> Any:
-        """A connection of its own (autocommit), failing within ``connect_timeout``
-        with the server and the cause."""
-        kwargs = dict(self._pool_args["kwargs"])
-        try:
-            conn = self._psycopg.connect(self.conninfo, **kwargs)
-        except self._psycopg.Error as exc:
-            raise DatabaseError(
-                f"cannot connect to the PostgreSQL server at {self._server} for table "
-                f"{self.table!r}: {_one_line(exc)}"
-            ) from exc
-        try:
-            conn.autocommit = True
-            configure = self._pool_args.get("configure")
-            if configure is not None:
-                configure(conn)
-            if self._identity is None:
-                self._note_identity(conn)
-        except BaseException:
-            conn.close()
-            raise
-        return conn
-
-    def _note_identity(self, conn: Any) -> None:
-        """Note database and schema (where the table is, or would be created) and
-        derive the advisory lock key from them."""
-        database, schema = conn.execute(
-            "SELECT current_database(), COALESCE((SELECT n.nspname FROM pg_class c "
-            "JOIN pg_namespace n ON n.oid = c.relnamespace WHERE c.oid = to_regclass(%s)), "
-            "current_schema())",
-            (self._quoted,),
-        ).fetchone()
-        try:
-            (system,) = conn.execute(
-                "SELECT system_identifier::text FROM pg_control_system()"
-            ).fetchone()
-        except self._psycopg.Error:  # not readable for this role: host:port identifies
-            system = None
-        self._identity = {
-            "backend": "postgresql",
-            "server": self._server,
-            "system": system,
-            "database": database,
-            "schema": schema,
-            "table": self.table,
-        }
-        self._lock_key = zlib.crc32(f"appendmuch:{database}:{schema}:{self.table}".encode())
-        self._lease_key = zlib.crc32(f"appendmuch-lease:{database}:{schema}:{self.table}".encode())
-        self._config_key = _int4(
-            zlib.crc32(f"appendmuch-config:{database}:{schema}:{self.table}".encode())
-        )
-        self._create_key = (
-            _CREATE_SPACE,
-            _int4(zlib.crc32(f"appendmuch-create:{database}:{schema}:{self.table}".encode())),
-        )
-
     def _connect(self) -> None:
         try:
             if self.read_only:
@@ -382,12 +286,12 @@ class PostgreSQL(PostgresLease, SQLDriver):
                 largest = self._open_table(self._writer_connection())
         except self._library_errors as exc:
             self._drop_connections()
-            raise DatabaseError(f"cannot open {self._where()}: {_one_line(exc)}") from exc
+            raise DatabaseError(f"cannot open {self.where()}: {one_line(exc)}") from exc
         except BaseException:
             self._drop_connections()
             raise
         if largest is not None:
-            self._saw_seq(int(largest))
+            self.saw_seq(int(largest))
 
     def _open_table(self, conn: Any) -> Any:
         """Check the table (create it when absent and writable); its largest seq.
@@ -422,118 +326,6 @@ class PostgreSQL(PostgresLease, SQLDriver):
         assert self._create_key is not None  # noted on connecting
         conn.execute("SELECT pg_advisory_xact_lock(%s, %s)", self._create_key)
 
-    def _writer_connection(self) -> Any:
-        """The connection batches are written with, kept open (not the pool's).
-
-        It holds the table's advisory lock (one writer per table) and, once writing,
-        is in pipeline mode (see :mod:`appendmuch.drivers.pgpipeline`).
-        """
-        conn = self._writer
-        if conn is None or conn.closed:
-            conn = self._direct_connection()
-            try:
-                self._take_writer_lock(conn)
-                if self.sharing is not None:
-                    # bounds the wait for the write lease (pg_advisory_lock)
-                    conn.execute(
-                        "SELECT set_config('lock_timeout', %s, false)",
-                        (f"{max(1, round(self.lease_timeout * 1000))}ms",),
-                    )
-            except BaseException:
-                conn.close()
-                raise
-            self._writer = conn
-        return conn
-
-    def _take_writer_lock(self, conn: Any) -> None:
-        """Take the table's session advisory lock on ``conn`` or raise LockedError.
-
-        A writer that was just killed keeps its server session, and the lock, while
-        that session finishes the batch it was running: wait for such a busy holder
-        (up to ``lock_timeout``), but not for an idle, living writer."""
-        # Shared writers hold it shared, a single writer exclusively: the two modes
-        # exclude each other.
-        take = "pg_try_advisory_lock_shared" if self.sharing else "pg_try_advisory_lock"
-        start = time.monotonic()
-        deadline = start + self.lock_timeout
-        while True:
-            (locked,) = conn.execute(f"SELECT {take}(%s)", (self._lock_key,)).fetchone()
-            if locked:
-                return
-            if time.monotonic() >= deadline or not self._holder_busy(conn):
-                break
-            time.sleep(0.05)
-        raise LockedError(self._locked_message(conn, time.monotonic() - start))
-
-    def _locked_message(self, conn: Any, waited: float) -> str:
-        if self.sharing is not None:
-            return (
-                f"{self._where()} is open for writing by a single-writer Store; shared mode "
-                "cannot join it: close that Store, or open it with shared=True too"
-            )
-        shared = self._count_shared(conn)
-        if shared:
-            return (
-                f"{self._where()} is open by {shared} shared-mode writer(s); open this one "
-                "with shared=True too, or read_only=True"
-            )
-        return (
-            f"{self._where()} is already open for writing by another session "
-            f"(waited {waited:.1f} s); close the other Store first, or open this one "
-            "with read_only=True"
-        )
-
-    def _count_shared(self, conn: Any) -> int:
-        (count,) = conn.execute(
-            "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND granted "
-            "AND mode = 'ShareLock' AND classid = 0 AND objid = %s::bigint::oid "
-            "AND objsubid = 1",
-            (self._lock_key,),
-        ).fetchone()
-        return int(count)
-
-    def writers(self) -> int | None:
-        """How many shared-mode writers have the table open."""
-        if self._lock_key is None:
-            self.ensure()  # the lock key comes from the server
-        with self._connection() as conn:
-            return self._count_shared(conn)
-
-    def lock_holders(self) -> tuple[str, int | None]:
-        """Who has the table open for writing: ``("none", 0)``, ``("single", 1)`` or
-        ``("shared", number of writers)``."""
-        if self._lock_key is None:
-            self.ensure()  # the lock key comes from the server
-        with self._connection() as conn:
-            modes = dict(
-                conn.execute(
-                    "SELECT mode, count(*) FROM pg_locks WHERE locktype = 'advisory' "
-                    "AND granted AND classid = 0 AND objid = %s::bigint::oid "
-                    "AND objsubid = 1 GROUP BY mode",
-                    (self._lock_key,),
-                ).fetchall()
-            )
-        if modes.get("ExclusiveLock"):
-            return "single", 1
-        if modes.get("ShareLock"):
-            return "shared", int(modes["ShareLock"])
-        return "none", 0
-
-    def _holder_busy(self, conn: Any) -> bool:
-        """Whether to wait for the table's writer lock: its holder is running a
-        statement, or is a writer session this process closed without unlocking (after
-        a write was cut short), which lets go once the server has noticed, or there is
-        no holder any more."""
-        row = conn.execute(
-            "SELECT a.state, a.pid FROM pg_locks l JOIN pg_stat_activity a ON a.pid = l.pid "
-            "WHERE l.locktype = 'advisory' AND l.granted AND l.classid = 0 "
-            "AND l.objid = %s::bigint::oid AND l.objsubid = 1 "
-            "AND l.database = (SELECT oid FROM pg_database WHERE datname = current_database())",
-            (self._lock_key,),
-        ).fetchone()
-        # No holder any more (it let go since the try): worth trying again at once.
-        return row is None or row[0] == "active" or row[1] in _ended_sessions
-
     def _pipeline(self) -> Pipeline:
         pipe = self._pipe
         if pipe is None:
@@ -551,39 +343,6 @@ class PostgreSQL(PostgresLease, SQLDriver):
         if pipe is not None:
             pipe.close()
 
-    def _drop_connections(self) -> None:
-        """Close the writer connection and the pool; the next use connects afresh, at
-        once, instead of waiting for the old pool's reconnection back-off.  Batches
-        still in flight go back to the front of the queue (their outcome is unknown:
-        the next write leaves out rows the table turns out to hold)."""
-        self._pipe = None
-        self._pending.release()
-        self._uncertain = True
-        conn, self._writer = self._writer, None
-        if conn is not None:
-            _ending(conn)
-            conn.close()  # also releases the advisory lock
-        pool, self._pool = self._pool, None
-        if pool is not None:
-            # Its workers may be busy reconnecting: let them stop in the background.
-            threading.Thread(target=pool.close, kwargs={"timeout": 10.0}, daemon=True).start()
-
-    def _after_failure(self) -> None:
-        self._drop_connections()
-        self._connected = False
-
-    def _abort(self) -> None:
-        # A pipeline cut short is out of step with the server: start a new session
-        # (which takes the writer lock again, see SQLDriver._open).
-        if self._pipe is not None or self._writer is not None:
-            self._after_failure()
-
-    def _abandon(self) -> list[object]:
-        # Never closed here: closing would end the parent's sessions (and its lock).
-        kept = [self._pipe, self._writer, self._pool]
-        self._pipe = self._writer = self._pool = None
-        return kept
-
     def _patience(self) -> float:
         return 4 * self._timeout + self.lock_timeout + 30.0
 
@@ -594,35 +353,6 @@ class PostgreSQL(PostgresLease, SQLDriver):
                 (seq, limit),
             ).fetchall()
         return [int(row[0]) for row in rows]
-
-    def _disconnect(self) -> None:
-        # The writer connection is closed whatever state a write cut short left it in;
-        # the lock is released first when the session is in step, so that a writer
-        # opening right after finds it free (the server ends a closed session, and frees
-        # its locks, only some time after the client has gone).
-        conn, pipe = self._writer, self._pipe
-        if conn is not None:
-            _ending(conn)
-            try:
-                if not conn.closed and self._lock_key is not None:
-                    if pipe is not None:
-                        pipe.close()
-                    if conn.info.transaction_status != self._psycopg.pq.TransactionStatus.IDLE:
-                        conn.execute("ROLLBACK")
-                    # every lock of the session: the table's (shared mode: the mode
-                    # lock) and the lease
-                    conn.execute("SELECT pg_advisory_unlock_all()")
-                    _ended_sessions.discard(conn.info.backend_pid)  # nothing to wait for
-            except Exception:  # out of step: closing ends the session (and the lock) anyway
-                pass
-            finally:
-                conn.close()
-        # cleared only now: a disconnect cut short is completed by the next one
-        self._writer = self._pipe = None
-        self._close_listener()
-        pool, self._pool = self._pool, None
-        if pool is not None:
-            pool.close()
 
     def _create(self, conn: Any) -> None:
         """Create the table and its replace indexes (inside the caller's transaction,
@@ -728,7 +458,7 @@ class PostgreSQL(PostgresLease, SQLDriver):
             # Sent even when nothing is left after the check for stored rows: the
             # result confirms the batch's place in the queue, in order.
             pipe.send((inserts, updates), taken)
-            self._note_written(inserts, updates)
+            self.note_written(inserts, updates)
         if wait:
             self._confirm(pipe.reap(block=True))
 
@@ -753,39 +483,6 @@ class PostgreSQL(PostgresLease, SQLDriver):
         self._confirm(pipe.reap(block=True))
 
     # ------------------------------------------------------------------ shared mode
-
-    def lease_claim(self, digest: str, description: str) -> None:
-        """A shared advisory lock per replace configuration, held by every writer
-        session using it: a writer finding one of another configuration held refuses
-        to join (and names its own; the others' is known by its fingerprint)."""
-        conn = self._writer_connection()
-        assert self._config_key is not None
-        space, mine = self._config_key, _int4(int(digest[:8], 16))
-        conn.execute("SELECT pg_advisory_lock_shared(%s, %s)", (space, mine))
-        others = conn.execute(
-            "SELECT l.objid::int8, l.pid, a.application_name, a.client_addr::text "
-            "FROM pg_locks l LEFT JOIN pg_stat_activity a ON a.pid = l.pid "
-            "WHERE l.locktype = 'advisory' AND l.granted AND l.objsubid = 2 "
-            "AND l.classid = %s::int8::oid AND l.objid <> %s::int8::oid "
-            "AND l.database = (SELECT oid FROM pg_database WHERE datname = current_database()) "
-            "ORDER BY l.pid",
-            (space & 0xFFFFFFFF, mine & 0xFFFFFFFF),
-        ).fetchall()
-        if others:
-            conn.execute("SELECT pg_advisory_unlock_shared(%s, %s)", (space, mine))
-            sessions = "; ".join(
-                f"fingerprint {other:08x} held by server pid {pid} "
-                f"(application_name {name or ''!r}, client {addr or 'local'})"
-                for other, pid, name, addr in others[:5]
-            )
-            raise ConfigMismatchError(
-                f"{self._where()}: this writer's replace configuration differs from the one "
-                f"its other shared writers use, so their caches would hold different rows. "
-                f"This writer: {description} (fingerprint {mine & 0xFFFFFFFF:08x}). Theirs: "
-                f"{sessions}. Every shared writer of a table must use the same "
-                "replace_predicate and replace_index_specs: stop the others first (a rolling "
-                "deploy that changes them needs all writers stopped)"
-            )
 
     def _overwrite(self, conn: Any, updates: list[tuple[int, Row]]) -> None:
         """Overwrite stored rows in place (replace semantics); insert if gone."""
@@ -822,7 +519,7 @@ class PostgreSQL(PostgresLease, SQLDriver):
                     break
                 yield from rows
 
-    def _names(self) -> set[tuple[str, str]]:
+    def stored_names(self) -> set[tuple[str, str]]:
         with self._connection() as conn:
             rows = conn.execute(f"SELECT DISTINCT namespace, field FROM {self._quoted}")
             return {(namespace, field) for namespace, field in rows}
@@ -866,9 +563,3 @@ class PostgreSQL(PostgresLease, SQLDriver):
                 else f"a row violates a constraint of table {self.table!r} (a replace index?)"
             )
             raise DumpFormatError(f"restore: {what}; nothing was restored") from exc
-
-
-def _ending(conn: Any) -> None:
-    """Note a writer session about to be closed (see PostgreSQL._holder_busy)."""
-    if not conn.closed:
-        _ended_sessions.add(conn.info.backend_pid)

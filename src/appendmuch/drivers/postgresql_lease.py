@@ -1,5 +1,5 @@
 """Shared mode's lease on a PostgreSQL table (the
-:class:`~appendmuch.drivers.sharing.Lease` of :class:`~appendmuch.PostgreSQL`).
+:class:`~appendmuch.drivers.lease.Lease` of :class:`~appendmuch.PostgreSQL`).
 
 The lease is a session advisory lock taken on the writer connection; the server
 grants waiting sessions in the order they asked, and releases it when a session
@@ -16,11 +16,12 @@ import contextlib
 import weakref
 from typing import TYPE_CHECKING, Any
 
-from ..errors import LockedError
+from ..errors import ConfigMismatchError, LockedError
 from .base import Row
 from .layout import ROW_COLUMNS
+from .lease import CommitUnknownError
 from .pgpipeline import Pipeline, prepare, ready
-from .sharing import CommitUnknownError
+from .postgresql_connect import int4
 
 if TYPE_CHECKING:
     from .wakeup import Doorbell
@@ -40,6 +41,7 @@ class PostgresLease:
     _quoted: str
     _channel: str
     _lease_key: int | None
+    _config_key: int | None
     _psycopg: Any
     _library_errors: tuple[type[Exception], ...]
     _timeout: float
@@ -65,7 +67,7 @@ class PostgresLease:
             return [tuple(row) for row in cur.fetchall()]
         except self._psycopg.errors.LockNotAvailable:
             raise LockedError(
-                f"could not take the write lease of {self._where()} within "
+                f"could not take the write lease of {self.where()} within "
                 f"{self.lease_timeout} s: another shared-mode writer holds it; nothing "
                 "was written"
             ) from None
@@ -149,13 +151,6 @@ class PostgresLease:
             return True  # (read on a new connection)
         return foreign or not notes
 
-    def lease_stored(self, seqs: list[int]) -> dict[int, Row]:
-        conn = self._follow_connection()
-        rows = conn.execute(
-            f"SELECT {ROW_COLUMNS} FROM {self._quoted} WHERE seq = ANY(%s)", (seqs,)
-        ).fetchall()
-        return {row[0]: tuple(row) for row in rows}
-
     def lease_recreate(self) -> None:
         conn = self._writer_connection()
         with conn.transaction():
@@ -172,6 +167,39 @@ class PostgresLease:
             with contextlib.suppress(*self._library_errors):
                 conn.close()
 
+    def lease_claim(self, digest: str, description: str) -> None:
+        """A shared advisory lock per replace configuration, held by every writer
+        session using it: a writer finding one of another configuration held refuses
+        to join (and names its own; the others' is known by its fingerprint)."""
+        conn = self._writer_connection()
+        assert self._config_key is not None
+        space, mine = self._config_key, int4(int(digest[:8], 16))
+        conn.execute("SELECT pg_advisory_lock_shared(%s, %s)", (space, mine))
+        others = conn.execute(
+            "SELECT l.objid::int8, l.pid, a.application_name, a.client_addr::text "
+            "FROM pg_locks l LEFT JOIN pg_stat_activity a ON a.pid = l.pid "
+            "WHERE l.locktype = 'advisory' AND l.granted AND l.objsubid = 2 "
+            "AND l.classid = %s::int8::oid AND l.objid <> %s::int8::oid "
+            "AND l.database = (SELECT oid FROM pg_database WHERE datname = current_database()) "
+            "ORDER BY l.pid",
+            (space & 0xFFFFFFFF, mine & 0xFFFFFFFF),
+        ).fetchall()
+        if others:
+            conn.execute("SELECT pg_advisory_unlock_shared(%s, %s)", (space, mine))
+            sessions = "; ".join(
+                f"fingerprint {other:08x} held by server pid {pid} "
+                f"(application_name {name or ''!r}, client {addr or 'local'})"
+                for other, pid, name, addr in others[:5]
+            )
+            raise ConfigMismatchError(
+                f"{self.where()}: this writer's replace configuration differs from the one "
+                f"its other shared writers use, so their caches would hold different rows. "
+                f"This writer: {description} (fingerprint {mine & 0xFFFFFFFF:08x}). Theirs: "
+                f"{sessions}. Every shared writer of a table must use the same "
+                "replace_predicate and replace_index_specs: stop the others first (a rolling "
+                "deploy that changes them needs all writers stopped)"
+            )
+
     if TYPE_CHECKING:  # the driver's own
         _writer: Any
 
@@ -179,8 +207,15 @@ class PostgresLease:
 
         def _drop_connections(self) -> None: ...
 
-        def _where(self) -> str: ...
+        def where(self) -> str: ...
 
         def _lock_creation(self, conn: Any) -> None: ...
 
         def _create(self, conn: Any) -> None: ...
+
+
+if TYPE_CHECKING:
+    from .lease import Lease
+
+    #: (for mypy: the mixin implements the whole protocol)
+    _implements: type[Lease] = PostgresLease

@@ -28,8 +28,8 @@ rows in the outbox with the seqs it tried; the next round finds them in the tabl
 
 **The seam.**  The Store's shared side (:mod:`appendmuch.shared`) is a
 :class:`Subscriber`; a backend's lease (:mod:`~appendmuch.drivers.sqlite_lease`,
-:mod:`~appendmuch.drivers.postgresql_lease`) is a :class:`Lease`.  This module knows
-neither the cache nor SQL.
+:mod:`~appendmuch.drivers.postgresql_lease`) implements the protocol of
+:mod:`~appendmuch.drivers.lease`.  This module knows neither the cache nor SQL.
 """
 
 from __future__ import annotations
@@ -48,12 +48,13 @@ from ..errors import ConflictError, DatabaseError, LockedError, SeqOverflowError
 from ..fieldlog import PROVISIONAL
 from .base import Row
 from .batching import snapshot
+from .lease import CommitUnknownError, Lease
 from .wakeup import Doorbell, Flag
 
 if TYPE_CHECKING:
     from .sql import SQLDriver
 
-__all__ = ["BlockCommit", "CommitUnknownError", "Engine", "Lease", "Subscriber"]
+__all__ = ["BlockCommit", "Engine", "Subscriber"]
 
 _log = logging.getLogger("appendmuch")
 
@@ -72,52 +73,6 @@ ROUND_ROWS = 500
 BACKLOG_ROWS = 2 * ROUND_ROWS
 #: (row with a provisional seq, whether it replaces the field's committed row)
 Outgoing = tuple[Row, bool]
-
-
-class CommitUnknownError(Exception):
-    """A commit's outcome cannot be known (the connection broke while committing)."""
-
-
-class Lease(Protocol):
-    """A backend's side of shared mode, implemented by the driver itself (each
-    backend's in a module of its own).  Every method runs in the engine's thread."""
-
-    def lease_take(self, after: int) -> list[Row]:
-        """Hold the table's write lease (waiting in turn, at most ``lease_timeout``:
-        then :class:`~appendmuch.errors.LockedError`); the rows committed with a seq
-        above ``after``, in seq order.  On failure nothing is held."""
-
-    def lease_commit(
-        self, inserts: list[Row], updates: list[tuple[int, Row]], *, keep: bool = False
-    ) -> None:
-        """Write the rows (``updates``: overwrite the row stored under that seq) in one
-        transaction, commit, and give the lease back (``keep``: hold on to it).
-        :class:`CommitUnknownError` when the outcome cannot be known; any other error:
-        nothing written, lease given back."""
-
-    def lease_give_back(self) -> None:
-        """Give the lease back without writing."""
-
-    def lease_rows_after(self, after: int) -> list[Row]:
-        """The committed rows with a seq above ``after`` (no lease needed)."""
-
-    def lease_wait(self, timeout: float, bell: Doorbell) -> bool:
-        """Wait until another process may have committed (True), or ``bell`` rang or
-        ``timeout`` passed (False)."""
-
-    def lease_stored(self, seqs: list[int]) -> dict[int, Row]:
-        """The stored rows with these seqs, by seq."""
-
-    def lease_recreate(self) -> None:
-        """With the lease held: drop the table and create it empty (``reset()``)."""
-
-    def lease_close(self) -> None:
-        """Give back what is held and disconnect (reconnects on next use)."""
-
-    def lease_claim(self, digest: str, description: str) -> None:
-        """Join the table's shared writers with this replace configuration (held until
-        :meth:`lease_close`); :class:`~appendmuch.errors.ConfigMismatchError` if a
-        writer attached now uses another one."""
 
 
 class Subscriber(Protocol):
@@ -218,7 +173,7 @@ class Engine:
                 self._subscriber, self._attached = self._attached, None
             self.hwm = load()
 
-        self.driver._in_writer(reload_now)
+        self.driver.in_writer(reload_now)
 
     def queue(self, row: Row, replaces: bool = False) -> bool:
         """Queue a row (seq: provisional); True when a round is due.  O(1), no lock."""
@@ -244,7 +199,7 @@ class Engine:
 
     def flush(self) -> None:
         """Commit every row queued before the call; raise if that fails."""
-        self.driver._in_writer(self._flush_now)
+        self.driver.in_writer(self._flush_now)
 
     def commit_block(self, block: BlockCommit) -> None:
         """Commit a block's rows in one round, after everything queued before it;
@@ -256,15 +211,15 @@ class Engine:
             self._drain(self._last_queued(), leave=ROUND_ROWS)
             self._round(block)
 
-        self.driver._in_writer(commit_now)
+        self.driver.in_writer(commit_now)
 
     def settle(self) -> None:
         """Return once every request made before this call was carried out."""
-        self.driver._in_writer(_nothing)
+        self.driver.in_writer(_nothing)
 
     def sync(self) -> None:
         """Deliver everything committed anywhere before the call."""
-        self.driver._in_writer(self._sync_now)
+        self.driver.in_writer(self._sync_now)
 
     def claim(self, fingerprint: tuple[str, str]) -> None:
         """Join the table's shared writers, whose replace configuration (the Store's
@@ -274,7 +229,7 @@ class Engine:
         specs = sorted(self.driver.replace_index_specs)
         description = f"{description}, replace_index_specs={specs!r}"
         digest = hashlib.sha256(f"{digest}|{specs!r}".encode()).hexdigest()[:16]
-        self.driver._in_writer(lambda: self.lease.lease_claim(digest, description))
+        self.driver.in_writer(lambda: self.lease.lease_claim(digest, description))
 
     def reserve(self, owner: int) -> bool:
         """Take the lease for thread ``owner``'s next block and hold it until that block
@@ -282,11 +237,11 @@ class Engine:
         block reads a cache nobody else can change meanwhile, so it cannot conflict
         with other processes.  For a block run again after a conflict, which would
         otherwise race the same writers again.  False if held for another thread."""
-        return self.driver._in_writer(lambda: self._reserve_now(owner))
+        return self.driver.in_writer(lambda: self._reserve_now(owner))
 
     def release(self, owner: int) -> None:
         """Give back a lease reserved for ``owner`` (its block ended without a commit)."""
-        self.driver._in_writer(lambda: self._release_now(owner))
+        self.driver.in_writer(lambda: self._release_now(owner))
 
     def exclusively(self, work: Callable[[], _T]) -> _T:
         """Engine thread: run ``work`` holding the lease, caught up first (a restore or
@@ -411,7 +366,7 @@ class Engine:
             self._forget([provisional for provisional, _ in ours])
         if rows:
             self.hwm = max(self.hwm, rows[-1][0])
-            self.driver._saw_seq(self.hwm)
+            self.driver.saw_seq(self.hwm)
         return ours
 
     def _forget(self, provisionals: list[int]) -> None:
@@ -520,8 +475,8 @@ class Engine:
             block.final = [done for _, done in own[len(batch) :]]
         if final:
             self.hwm = max(self.hwm, final[-1][0])
-            self.driver._saw_seq(self.hwm)
-            self.driver._note_written(inserts, updates)
+            self.driver.saw_seq(self.hwm)
+            self.driver.note_written(inserts, updates)
         if target is not None:  # (before the rows leave the outbox: see _deliver)
             target.committed(queued, [block] if block is not None and conflict is None else [])
         self._forget([provisional for provisional, _ in queued])
@@ -543,7 +498,7 @@ class Engine:
         written: dict[tuple[str, str], int] = {}
         if rows and seq + len(rows) > _MAX_SEQ:
             raise SeqOverflowError(
-                f"cannot commit {len(rows)} rows to {self.driver._where()}: it holds seq "
+                f"cannot commit {len(rows)} rows to {self.driver.where()}: it holds seq "
                 f"{seq}, and in shared mode a seq can be at most 2**62 - 1; they stay queued"
             )
         for row, replaces in rows:
@@ -676,7 +631,7 @@ def _as_write_error(exc: BaseException, driver: SQLDriver, what: str) -> Excepti
     if isinstance(exc, (WriteError, LockedError, ConflictError)):
         return exc
     return WriteError(
-        f"could not {what} {driver._where()}: {exc}; the rows stay queued and are "
+        f"could not {what} {driver.where()}: {exc}; the rows stay queued and are "
         "written by the next successful round"
     )
 
@@ -692,7 +647,7 @@ def run(ref: weakref.ref[SQLDriver], stop: Flag, bell: Doorbell) -> None:
         if engine is None:
             return
         engine.wait(bell)
-        driver._serve()
+        driver.serve()
         if stop.is_set():
             return
         engine.tick(stop)

@@ -16,7 +16,7 @@ cut short anywhere (KeyboardInterrupt included) leaves its rows queued; the next
 first undoes what the cut-short one left (an open transaction, a half-sent pipeline)
 and leaves out rows the database turns out to hold already.  When ``close()`` cannot
 write the queue, the rows go to a recovery file (see :mod:`appendmuch.recovery`) and
-the exception says where.
+the exception says where (:mod:`~appendmuch.drivers.recoveryfiles`).
 
 Before each batch the driver checks that the table is still its own (the SQLite file
 and lock file are the ones it opened; a reconnected PostgreSQL writer got its lock
@@ -28,52 +28,41 @@ The application thread and the flusher thread share the queue and the connection
 one lock serialises everything except queueing a row, which is lock-free.  It is only
 ever taken by ``with`` (which an interrupt cannot split from its release), and held by
 the flusher only for one write, which the database timeouts bound; waiting for the
-flusher to stop is bounded too (``close()`` raises WriteError rather than hang).
+flusher to stop is bounded too (``close()`` raises WriteError rather than hang).  The
+thread itself, and the work other threads hand to it, are in
+:mod:`~appendmuch.drivers.background`.
 """
 
 from __future__ import annotations
 
-import atexit
 import os
-import shlex
 import threading
 import time
 import weakref
 from abc import abstractmethod
-from collections import deque
-from collections.abc import Callable, Iterable, Iterator
-from typing import TYPE_CHECKING, Any, TypeVar, cast
+from collections.abc import Iterable, Iterator
+from typing import TYPE_CHECKING, Any, cast
 
 from ..errors import (
     ClosedError,
     DatabaseError,
     LockedError,
     ReadOnlyError,
-    RecoveryPendingError,
     WriteError,
 )
-from ..recovery import (
-    Entry,
-    list_recovery_files,
-    read_recovery,
-    recovery_file_name,
-    same_database,
-    time_range,
-    unreplayed,
-    write_recovery_file,
-)
-from .base import DBDriver, Row, close_unattended
+from .background import BackgroundThread
+from .base import DBDriver, Row
 from .batching import Pending
 from .layout import TableNames
-from .sharing import Engine, Lease, run
-from .wakeup import Answer, Doorbell, Flag, Worker
+from .lease import Lease
+from .recoveryfiles import RecoveryFiles
+from .sharing import Engine
 
 if TYPE_CHECKING:
     from ..codec import Codec
 
 __all__ = ["SQLDriver"]
 
-_T = TypeVar("_T")
 
 #: default ``batch_bytes``: a queue with more value bytes is written in several batches
 BATCH_BYTES = 64 * 1024 * 1024
@@ -85,19 +74,16 @@ _open_drivers: weakref.WeakSet[SQLDriver] = weakref.WeakSet()
 #: connections a forked child inherited: kept, never closed or collected, so that
 #: closing them cannot disturb the parent's sessions and locks
 _inherited: list[Any] = []
-#: a thread waiting for the background thread checks this often that it still runs
-_ASK_STEP = 0.5
 #: shared mode: a lone write is committed about this long after it
 _IDLE = 0.005
 
 
-class SQLDriver(DBDriver):
-    """Base of :class:`~appendmuch.Sqlite3` and :class:`~appendmuch.PostgreSQL`."""
+class SQLDriver(BackgroundThread, RecoveryFiles, DBDriver):
+    """Base of :class:`~appendmuch.Sqlite3` and :class:`~appendmuch.PostgreSQL`.
 
-    #: the writer connection is used by the background thread only: writes and
-    #: flushes of other threads are handed to it (:meth:`_in_writer`), so that a
-    #: Ctrl-C in the application never lands inside the database library
-    _background_io = False
+    Its background thread is in :mod:`~appendmuch.drivers.background`, its recovery
+    files in :mod:`~appendmuch.drivers.recoveryfiles`.
+    """
 
     def __init__(
         self,
@@ -150,12 +136,7 @@ class SQLDriver(DBDriver):
         self._quoted = f'"{self.table}"'
         self._pending = Pending(self.batch_size)
         self._lock = threading.RLock()
-        #: wakes the background thread (work handed over, a lease taken, stop)
-        self._bell = Doorbell()
-        self._stop = Flag(self._bell)
-        #: work other threads handed to the background thread, with their answers
-        self._requests: deque[tuple[Callable[[], Any], Answer]] = deque()
-        self._flusher: Worker | None = None
+        self._init_background()
         self._connected = False
         #: a write may have committed rows still queued (check before rewriting them)
         self._uncertain = False
@@ -173,10 +154,9 @@ class SQLDriver(DBDriver):
         #: connected for writing since the last close (a new connect is a reconnect)
         self._holding = False
         #: set by recovery.replay(): opening for writing despite waiting recovery files
-        self._replaying = False
+        self.replaying = False
         #: closed by its Store (retire()): never opens for writing again
         self.retired = False
-        self._exit_hook = False
         _open_drivers.add(self)
         #: shared mode (several processes write the table): the engine that commits
         #: own rows and follows others' (see :mod:`appendmuch.drivers.sharing`)
@@ -239,8 +219,9 @@ class SQLDriver(DBDriver):
         """Exceptions of the database library that mean "this did not work"."""
 
     @abstractmethod
-    def _where(self) -> str:
-        """Where the table lives, for messages (a file name, a server)."""
+    def where(self) -> str:
+        """Package-internal: where the table lives, for messages (a file name, a
+        server)."""
 
     @abstractmethod
     def _default_recovery_dir(self) -> str:
@@ -323,7 +304,7 @@ class SQLDriver(DBDriver):
         reconnect = self._holding and not self.read_only
         self._connect()
         self._connected = True
-        if not self.read_only and not self._replaying and not reconnect:
+        if not self.read_only and not self.replaying and not reconnect:
             try:
                 self._refuse_if_recovery_pending()
             except BaseException:
@@ -336,7 +317,7 @@ class SQLDriver(DBDriver):
             self._check_nobody_wrote()
         if not self.read_only:
             if not reconnect:
-                self._stored_upto = self._last_seq
+                self._stored_upto = self.last_seq
             self._holding = True
             self._opened()
 
@@ -352,7 +333,7 @@ class SQLDriver(DBDriver):
         if foreign:
             self._refuse(
                 LockedError,
-                f"{self._where()} received rows from another writer (seqs {foreign[0]}"
+                f"{self.where()} received rows from another writer (seqs {foreign[0]}"
                 f"{'...' if len(foreign) > 1 else ''}) while this writer's connection, and "
                 "its lock, were lost; it refuses to write on. Close this Store (its queued "
                 "rows go to a recovery file) and reopen",
@@ -366,74 +347,12 @@ class SQLDriver(DBDriver):
     def _refuse_write(self) -> None:
         if self._pid != os.getpid():
             raise WriteError(
-                f"{self._where()} was opened by process {self._pid}; this process (a "
+                f"{self.where()} was opened by process {self._pid}; this process (a "
                 "forked child) cannot write or read through it: open a new Store here"
             )
         if self._refusal is not None:
             kind, message = self._refusal
             raise kind(message)
-
-    def recovery_files(self) -> list[str]:
-        """Recovery files of this database and table in the recovery directory that
-        still hold rows the table lacks, oldest first (connects if needed)."""
-        self.ensure()
-        with self._lock:
-            return self._waiting_recovery_files()
-
-    def _waiting_recovery_files(self) -> list[str]:
-        directory = self.recovery_dir or self._default_recovery_dir()
-        current = self.identity()
-        waiting = []
-        for path in list_recovery_files(directory, current):
-            saved = read_recovery(path)
-            if any(same_database(done, current) for done in saved.replayed_into):
-                continue
-            if self._unreplayed(saved.entries):
-                waiting.append(path)
-        return waiting
-
-    def _unreplayed(self, entries: list[Entry]) -> list[Entry]:
-        """The entries of a recovery file the table does not hold yet (by content)."""
-        span = time_range(entries)
-        if span is None:
-            return []
-        return unreplayed(entries, self._rows_between(*span))
-
-    def _refuse_if_recovery_pending(self) -> None:
-        # Replayed rows take new seqs, so writing first could not collide with them;
-        # but they would then come after newer writes.  Where this driver can see the
-        # file (its recovery directory), it asks for the replay first.
-        waiting = self._waiting_recovery_files()
-        if waiting:
-            raise RecoveryPendingError(
-                f"{self._where()} has rows saved in {', '.join(waiting)} that were never "
-                f"written; write them first with `appendmuch replay {waiting[0]} DB` (or "
-                "appendmuch.recovery.replay), or move the file away to discard them",
-                recovery_files=waiting,
-            )
-
-    def _start_flusher(self) -> None:
-        if not self._exit_hook:
-            # Rows queued through the driver alone (no Store) are written at exit too.
-            atexit.register(_close_at_exit, weakref.ref(self))
-            self._exit_hook = True
-        # A stop flag of its own: a flusher being stopped can never be revived (and
-        # one whose start was cut short, and so never noted, stops now).
-        self._stop.set()
-        self._stop = stop = Flag(self._bell)
-        if self.sharing is not None:
-            worker = Worker(
-                run, (weakref.ref(self), stop, self._bell), f"appendmuch-shared:{self.table}"
-            )
-        else:
-            tick = self.batch_interval / 4
-            worker = Worker(
-                _flusher_loop,
-                (weakref.ref(self), stop, self._bell, self.batch_interval, tick),
-                f"appendmuch-flusher:{self.table}",
-            )
-        worker.start()
-        self._flusher = worker
 
     def close(self) -> None:
         """Write queued rows and disconnect.
@@ -447,28 +366,10 @@ class SQLDriver(DBDriver):
             return
         try:
             if self._background_io:
-                self._in_writer(self._close_connection)
+                self.in_writer(self._close_connection)
         finally:
             self._stop_background()
             self._close_connection()  # (nothing left to do after the background did it)
-
-    def _stop_background(self) -> None:
-        """Stop the background thread (it ends the work under way first)."""
-        self._stop.set()
-        worker = self._flusher
-        if (
-            worker is not None
-            and worker.ident != threading.get_ident()
-            and not worker.join(self._patience())
-        ):
-            raise WriteError(
-                f"cannot close {self._where()}: the background writer did not stop "
-                f"within {self._patience():.0f} s; {self.pending} rows stay queued"
-            )
-        # Forgotten only once it ended: until then _in_writer() hands work to it, and
-        # nothing else may touch its connections (an interrupted join leaves it known).
-        if self._flusher is worker:
-            self._flusher = None
 
     def _close_connection(self) -> None:
         """The end of :meth:`close`: write the queue (or save it to a recovery file)
@@ -488,54 +389,6 @@ class SQLDriver(DBDriver):
                 self._disconnect()  # idempotent: also completes one cut short
                 # used again, the driver reconnects and restarts its flusher first
                 self.append = self._append_after_close  # type: ignore[method-assign]
-
-    def _in_writer(self, work: Callable[[], _T]) -> _T:
-        """Run ``work`` in the background thread and return (or raise) what it did,
-        where the driver keeps its writer connection there (:attr:`_background_io`);
-        otherwise, or when that thread is not running, in this thread.
-
-        Waiting is a C-level lock acquire: a Ctrl-C ends the wait at once, and the
-        background thread still finishes the work (its outcome then reaches nobody)."""
-        worker = self._flusher
-        if (
-            not self._background_io
-            or worker is None
-            or not worker.alive()
-            or worker.ident == threading.get_ident()
-        ):
-            return work()
-        answer = Answer()
-        request = (work, answer)
-        self._requests.append(request)
-        self._bell.ring()
-        while True:
-            try:
-                value: _T = answer.take(_ASK_STEP)
-                return value
-            except TimeoutError:
-                if worker.alive():
-                    continue
-                try:
-                    self._requests.remove(request)  # (it ended before taking it up)
-                except ValueError:
-                    late: _T = answer.take(_ASK_STEP)  # taken up just before it ended
-                    return late
-                return work()
-
-    def _serve(self) -> None:
-        """Background thread: do the work other threads handed over, in order."""
-        requests = self._requests
-        while requests:
-            try:
-                work, answer = requests.popleft()
-            except IndexError:
-                return
-            try:
-                value = work()
-            except BaseException as exc:  # handed to the thread that asked
-                answer.give(error=exc)
-            else:
-                answer.give(value)
 
     def _append_after_close(self, row: Row) -> bool:
         self.ensure()
@@ -558,50 +411,7 @@ class SQLDriver(DBDriver):
                 self.append = self._append_retired  # type: ignore[method-assign]
 
     def _append_retired(self, row: Row) -> bool:
-        raise ClosedError(f"{self._where()} was closed with its Store; open a new driver to write")
-
-    def _flush_or_save(self) -> None:
-        try:
-            self._flush_locked()
-        except Exception as exc:  # whatever stops the write, the rows must not be lost
-            pending = self._pending
-            pending.release()
-            inserts, updates = pending.snapshot()
-            self._save_rows(inserts, updates, exc, lambda: pending.done(len(inserts), len(updates)))
-
-    def _save_left(self, left: tuple[list[Row], list[tuple[int, Row]], Exception] | None) -> None:
-        """Shared mode, closing: save the rows the last round could not commit."""
-        if left is not None:
-            inserts, updates, cause = left
-            self._save_rows(inserts, updates, cause, lambda: None)
-
-    def _save_rows(
-        self,
-        inserts: list[Row],
-        updates: list[tuple[int, Row]],
-        cause: Exception,
-        saved: Callable[[], None],
-    ) -> None:
-        """Save rows close() could not write to a recovery file, and raise WriteError
-        naming it (``saved`` takes them off the queue first)."""
-        directory = self.recovery_dir or self._default_recovery_dir()
-        path = recovery_file_name(directory, self.recovery_stem())
-        try:
-            count = write_recovery_file(path, inserts, updates, self.identity())
-        except OSError as save_error:
-            raise WriteError(
-                f"{cause}; saving them to a recovery file at {path} failed too "
-                f"({save_error}): they are still queued in this process"
-            ) from cause
-        saved()
-        raise WriteError(
-            f"could not write {count} queued rows to {self._where()} on close; they "
-            f"were saved to the recovery file {path} — write them with "
-            f"`appendmuch replay {shlex.quote(path)} {self._replay_target()}` before "
-            "writing to the table again "
-            f"(cause: {cause.__cause__ or cause})",
-            recovery_file=path,
-        ) from cause
+        raise ClosedError(f"{self.where()} was closed with its Store; open a new driver to write")
 
     # ------------------------------------------------------------------ writing
 
@@ -632,7 +442,7 @@ class SQLDriver(DBDriver):
         if self.sharing is not None:
             self.sharing.flush()
             return
-        self._in_writer(self._flush_locked)
+        self.in_writer(self._flush_locked)
 
     def submit(self) -> None:
         """A full batch is waiting: hand it to the database.
@@ -645,7 +455,7 @@ class SQLDriver(DBDriver):
         failed_at = self._failed_at
         if failed_at is not None and time.monotonic() - failed_at < self.retry_interval:
             raise WriteError(
-                f"{self.pending} rows wait to be written to {self._where()}, which failed "
+                f"{self.pending} rows wait to be written to {self.where()}, which failed "
                 f"{time.monotonic() - failed_at:.1f} s ago ({self.last_error}); the next "
                 f"write retries after {self.retry_interval} s, flush() retries now. The "
                 "rows stay queued, in order"
@@ -653,7 +463,7 @@ class SQLDriver(DBDriver):
         if self.sharing is not None:
             self._bell.ring()  # (a round is due: the engine commits it without waiting)
             return
-        self._in_writer(self._submit_locked)
+        self.in_writer(self._submit_locked)
 
     def _submit_locked(self) -> None:
         with self._lock:
@@ -690,7 +500,7 @@ class SQLDriver(DBDriver):
             self._failed(exc)
             self._after_failure()
             raise WriteError(
-                f"could not write {count} queued rows to {self._where()}: {exc}. They stay "
+                f"could not write {count} queued rows to {self.where()}: {exc}. They stay "
                 "queued, in order, and are written by the next successful flush"
             ) from exc
         self._dirty = False
@@ -715,7 +525,7 @@ class SQLDriver(DBDriver):
             if inserts or updates:
                 self._write_batch(inserts, updates)
             self._committed(*taken)
-            self._note_written(inserts, updates)
+            self.note_written(inserts, updates)
 
     def _take(self) -> tuple[list[Row], list[tuple[int, Row]], tuple[int, int]]:
         """The next batch to write, and how many inserts and overwrites it took off
@@ -744,7 +554,9 @@ class SQLDriver(DBDriver):
         self._stored_upto = max(self._stored_upto, pending.newest_seq(count, updates))
         pending.done(count, updates)
 
-    def _note_written(self, inserts: list[Row], updates: list[tuple[int, Row]]) -> None:
+    def note_written(self, inserts: list[Row], updates: list[tuple[int, Row]]) -> None:
+        """Package-internal: these rows were written (:attr:`now` is the newest
+        ``created_at`` among them)."""
         times = [row[4] for _, row in updates]
         if inserts:
             times.append(inserts[-1][4])
@@ -759,8 +571,9 @@ class SQLDriver(DBDriver):
         write (the flusher confirms them); none for a driver that writes synchronously."""
         return 0
 
-    def _forked(self) -> None:
-        """In a forked child: make this driver inert (see the module docstring)."""
+    def forget_in_child(self) -> None:
+        """Package-internal (fork handler): in a forked child, make this driver inert
+        (see the module docstring)."""
         _inherited.extend(self._abandon())
         self._connected = False
         self._flusher = None
@@ -811,7 +624,7 @@ class SQLDriver(DBDriver):
             try:
                 yield from self._select()
             except self._errors() as exc:  # e.g. damaged pages of a SQLite file
-                raise DatabaseError(f"cannot read {self._where()}: {exc}") from exc
+                raise DatabaseError(f"cannot read {self.where()}: {exc}") from exc
 
     def size(self) -> int:
         self.ensure()
@@ -825,7 +638,7 @@ class SQLDriver(DBDriver):
         self._refuse_writes("reset")
         if self.sharing is not None:
             self.ensure()
-            self._in_writer(self.sharing.reset_now)  # (with the lease: no round under way)
+            self.in_writer(self.sharing.reset_now)  # (with the lease: no round under way)
             return
         with self._lock:
             self._pending.clear()
@@ -834,9 +647,9 @@ class SQLDriver(DBDriver):
 
     def _refuse_writes(self, what: str) -> None:
         if self.retired:
-            raise ClosedError(f"cannot {what}: {self._where()} was closed with its Store")
+            raise ClosedError(f"cannot {what}: {self.where()} was closed with its Store")
         if self.read_only:
-            raise ReadOnlyError(f"cannot {what}: {self._where()} is open read-only")
+            raise ReadOnlyError(f"cannot {what}: {self.where()} is open read-only")
 
     def restore(self, stream: object, *, codec: Codec | None = None) -> int:
         self._refuse_writes("restore")
@@ -850,92 +663,13 @@ class SQLDriver(DBDriver):
                 self._insert_atomically(batch, [])
             return
         # no other writer commits meanwhile; the rows reach the cache as others' do
-        self._in_writer(lambda: sharing.exclusively(lambda: self._insert_atomically(batch, [])))
-
-    def apply_recovered(self, entries: list[Entry]) -> int:
-        """Write the rows the table lacks under new seqs, in one transaction."""
-        self._refuse_writes("replay a recovery file")
-        self.ensure()
-        self.flush()
-
-        def replay() -> int:
-            todo = self._unreplayed(entries)
-            inserts: list[Row] = []
-            updates: list[tuple[int, Row]] = []
-            for row, replaces in todo:
-                new = (self.next_seq(), *row[1:])
-                if replaces is None:
-                    inserts.append(new)
-                else:
-                    updates.append((replaces, new))
-            if todo:
-                self._insert_atomically(inserts, updates)
-            return len(todo)
-
-        sharing = self.sharing
-        if sharing is None:
-            with self._lock:
-                return replay()
-        # shared mode: no other writer commits meanwhile (new seqs after all of theirs)
-        return self._in_writer(lambda: sharing.exclusively(replay))
-
-
-def _close_at_exit(ref: weakref.ref[SQLDriver]) -> None:
-    driver = ref()
-    if driver is not None and driver.pending:
-        close_unattended(driver.close, repr(driver))
+        self.in_writer(lambda: sharing.exclusively(lambda: self._insert_atomically(batch, [])))
 
 
 def _forget_in_child() -> None:
     """After a fork, in the child: every inherited driver becomes inert."""
     for driver in list(_open_drivers):
-        driver._forked()
+        driver.forget_in_child()
 
 
 os.register_at_fork(after_in_child=_forget_in_child)
-
-
-def _flusher_loop(
-    ref: weakref.ref[SQLDriver],
-    stop: Flag,
-    bell: Doorbell,
-    interval: float,
-    tick: float,
-) -> None:
-    """Write batches whose oldest row is older than half the interval, and do the work
-    other threads hand over (:meth:`SQLDriver._in_writer`).
-
-    Wakes four times per interval, so no row waits much past ``interval`` even when
-    the application stops writing, and at once when its doorbell rings (work handed
-    over, stop); after a failure it waits ``retry_interval``.  Holds only a weak
-    reference: a driver nobody uses any more is collected and the thread ends.  It
-    never starts another flusher, and stops for good once ``stop`` is set (after doing
-    the work handed over before).  (Shared mode runs :func:`sharing.run` instead.)
-    """
-    pause = tick
-    while True:
-        bell.wait(pause)
-        driver = ref()
-        if driver is None:
-            return
-        driver._serve()
-        if stop.is_set():
-            return
-        retry = driver.retry_interval
-        try:
-            failed_at = driver._failed_at
-            oldest = driver._pending.oldest_time()
-            due = driver._inflight() or (
-                oldest is not None and time.time() - oldest >= interval / 2
-            )
-            if due and (failed_at is None or time.monotonic() - failed_at >= retry):
-                with driver._lock:
-                    if not stop.is_set():
-                        driver._flush_locked()
-        except BaseException as exc:  # the rows stay queued; the
-            # application sees the error at its next flush or full batch
-            driver.last_error = exc if isinstance(exc, Exception) else WriteError(repr(exc))
-            pause = max(retry, tick)
-        else:
-            pause = tick
-        del driver

@@ -1,4 +1,4 @@
-"""Shared mode's lease on a SQLite file (the :class:`~appendmuch.drivers.sharing.Lease`
+"""Shared mode's lease on a SQLite file (the :class:`~appendmuch.drivers.lease.Lease`
 of :class:`~appendmuch.Sqlite3`).
 
 The lease is a lock file beside the database, ``{database}-{table}.lease``, taken in
@@ -100,12 +100,12 @@ class SqliteLease:
             lock.acquire(timeout=self.lease_timeout)
         except TimeoutError:
             raise LockedError(
-                f"could not take the write lease of {self._where()} within "
+                f"could not take the write lease of {self.where()} within "
                 f"{self.lease_timeout} s: another shared-mode writer holds it (lock file "
                 f"{self.lease_path}); nothing was written"
             ) from None
         except InterruptedError:
-            raise ClosedError(f"{self._where()} was closed while waiting for its lease") from None
+            raise ClosedError(f"{self.where()} was closed while waiting for its lease") from None
         try:
             self._check_still_ours()
             return self.lease_rows_after(after)
@@ -156,9 +156,6 @@ class SqliteLease:
         self._lease_version = version
         return bool(changed)
 
-    def lease_stored(self, seqs: list[int]) -> dict[int, Row]:
-        return rows_by_seq(self._lease_connection(), self._quoted, seqs)
-
     def lease_recreate(self) -> None:
         conn = self._lease_connection()
         conn.execute("BEGIN IMMEDIATE")
@@ -195,7 +192,7 @@ class SqliteLease:
                     theirs = other.read().decode(errors="replace") or "(unknown)"
                     mine.close()
                     raise ConfigMismatchError(
-                        f"{self._where()}: this writer's replace configuration differs from "
+                        f"{self.where()}: this writer's replace configuration differs from "
                         f"the one its other shared writers use, so their caches would hold "
                         f"different rows. This writer: {description}. Theirs: {theirs}. "
                         "Every shared writer of a table must use the same replace_predicate "
@@ -224,10 +221,17 @@ class SqliteLease:
         @property
         def lock_path(self) -> str: ...
 
-        def _where(self) -> str: ...
+        def where(self) -> str: ...
 
         def _check_still_ours(self) -> None: ...
 
         def _overwrite(self, conn: sqlite3.Connection, updates: list[tuple[int, Row]]) -> None: ...
 
         def _create_table(self, conn: sqlite3.Connection) -> Any: ...
+
+
+if TYPE_CHECKING:
+    from .lease import Lease
+
+    #: (for mypy: the mixin implements the whole protocol)
+    _implements: type[Lease] = SqliteLease
