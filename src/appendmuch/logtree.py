@@ -2,7 +2,7 @@
 finding and making namespace nodes, and naming rows and namespaces in messages.
 
 The tree is nested dicts keyed by namespace token, whose leaves are
-:class:`~appendmuch.fieldlog.FieldLog` columns; ``Store._by_dbns`` names every node by
+:class:`~appendmuch.fieldlog.FieldLog` columns; ``Store.by_dbns`` names every node by
 its dbns.  :class:`Loading` is a part of :class:`~appendmuch.store.Store` (a mixin):
 its methods run on the Store and use its state.
 """
@@ -43,17 +43,17 @@ class Loading:
         codec: Codec
         cache: dict[str, Any]
         replace_predicate: ReplacePredicate | None
-        _by_dbns: dict[str, dict[str, Any]]
+        by_dbns: dict[str, dict[str, Any]]
         _decode: Callable[[bytes], Any]
         _handles: dict[tuple[str, ...], Storage]
-        _raws: dict[tuple[str, str], tuple[int, bytes]]
-        _scalars: dict[str, dict[str, Any]]
+        raws: dict[tuple[str, str], tuple[int, bytes]]
+        scalars: dict[str, dict[str, Any]]
 
-        def _replaces(self, dbns: str, field: str) -> bool: ...
+        def replaces(self, dbns: str, field: str) -> bool: ...
 
-        def _note_latest(self, dbns: str, field: str, data: Any) -> None: ...
+        def note_latest(self, dbns: str, field: str, data: Any) -> None: ...
 
-    def _load(self, rows: Iterable[Row] | None = None) -> int:
+    def rebuild(self, rows: Iterable[Row] | None = None) -> int:
         """The body of :meth:`load`; returns the largest seq loaded (0 if none).
 
         ``rows``: the stored rows to load, instead of ``driver.load_rows()`` (which
@@ -68,7 +68,7 @@ class Loading:
         kept = KEPT_DECODED
         loads = _loads
         scalar_ids = _SCALAR_IDS if self.codec.decodes_builtin_scalars() else {}
-        replaces = self._replaces if self.replace_predicate is not None else None
+        replaces = self.replaces if self.replace_predicate is not None else None
         seq = 0
         source = driver.load_rows() if rows is None else rows
         try:
@@ -138,11 +138,11 @@ class Loading:
         driver._saw_seq(seq)
         self.cache.clear()
         self.cache.update(cache)
-        self._by_dbns = by_dbns
-        for scalars in self._scalars.values():
+        self.by_dbns = by_dbns
+        for scalars in self.scalars.values():
             scalars.clear()
         self._handles.clear()
-        self._raws.clear()
+        self.raws.clear()
         return seq
 
     def _decode_stored(self, seq: int, dbns: str, field: str, value: bytes | None) -> Any:
@@ -169,7 +169,7 @@ class Loading:
     ) -> None:
         """Append an entry that already has its seq to the tree (under ``_mutex``);
         ``raw`` is its stored bytes (kept in place of the data once a newer entry comes)."""
-        node, log = self._stored_field(dbns, field, seq)
+        node, log = self.stored_field(dbns, field, seq)
         if log is None or (replaces is not None and replaces(dbns, field)):
             log = FieldLog(self._decode)
             log.append(seq, created_at, data, context, raw)
@@ -185,17 +185,17 @@ class Loading:
             log.raw = raw if data.__class__ not in KEPT_DECODED and data is not GONE else None
             if log.runs is not None:
                 log.runs.add(log, len(log.seqs) - 1)
-        self._note_latest(dbns, field, data)
+        self.note_latest(dbns, field, data)
 
-    def _stored_field(
+    def stored_field(
         self, dbns: str, field: str, seq: int
     ) -> tuple[dict[str, Any], FieldLog | None]:
         """The namespace node (made if new) and the field's log (None if new) for a
         stored row with ``seq``; a name the tree cannot hold raises before anything
         but the namespace path changes."""
-        node = self._by_dbns.get(dbns)
+        node = self.by_dbns.get(dbns)
         if node is None:
-            node = load_namespace(self.cache, self._by_dbns, dbns, seq)
+            node = load_namespace(self.cache, self.by_dbns, dbns, seq)
         log = node.get(field)
         if log is not None and log.__class__ is not FieldLog:
             raise NamespaceCollisionError(
