@@ -97,7 +97,9 @@ class BlockKeeping:
         def _finish(self, entries: Iterable[Done], due: bool) -> None: ...
 
     def enter_block(self, dbns: str, frame: FrameType | None = None) -> bool:
-        """Open (or nest) this thread's block on ``dbns`` (``frame``: the one running the
+        """Package-internal (not public API).
+
+        Open (or nest) this thread's block on ``dbns`` (``frame``: the one running the
         ``with`` statement); True once it is open."""
         key = (_get_ident(), dbns)
         level = level_at(frame)
@@ -120,7 +122,9 @@ class BlockKeeping:
         return True
 
     def current_block(self, dbns: str) -> Block | None:
-        """This thread's open block on ``dbns``, if any.  Levels whose ``with``
+        """Package-internal (not public API).
+
+        This thread's open block on ``dbns``, if any.  Levels whose ``with``
         statement is no longer running (an interrupt landed as it began or ended,
         where its ``__exit__`` could not close it) are closed first, as failed ones
         are: they must not keep later writes for an end that never comes."""
@@ -140,6 +144,7 @@ class BlockKeeping:
         return block
 
     def exit_block(self, namespace: tuple[str, ...], dbns: str, ok: bool) -> None:
+        """Package-internal: a ``with`` on ``dbns`` ends (``ok``: without an exception)."""
         key = (_get_ident(), dbns)
         block = self.blocks.get(key)
         if block is None or not block.depth:
@@ -272,7 +277,9 @@ class BlockKeeping:
         nested: bool = False,
         block: Block | None = None,
     ) -> None:
-        """Save what this thread's block on ``dbns`` changed: every working copy changed
+        """Package-internal (not public API).
+
+        Save what this thread's block on ``dbns`` changed: every working copy changed
         since it was read or last written, all of them or (if one cannot be stored)
         none.  Single-writer mode: written at once, as assignments are.  Shared mode:
         kept with the block's other writes, and all of them committed together at the
@@ -392,6 +399,7 @@ class BlockKeeping:
         self._finish(appended.entries, appended.due)
 
     def refresh_copies(self, dbns: str, fields: tuple[str, ...]) -> None:
+        """Package-internal: ``Storage.refresh``: drop this thread's working copies on ``dbns``."""
         block = self.blocks.get((_get_ident(), dbns))
         if block is None:
             return

@@ -8,15 +8,10 @@ import threading
 import time
 import weakref
 from collections.abc import Callable, Iterable, Mapping
-from operator import itemgetter
 from typing import Any
-
-import orjson
 
 from .blockkeeping import Appended, BlockKeeping, Done
 from .blocks import (
-    ABSENT,
-    NOT_NOTED,
     Block,
     Working,
 )
@@ -27,17 +22,15 @@ from .errors import (
     ClosedError,
     FieldNotFoundError,
     InvalidNameError,
-    MutableAccessError,
     NamespaceCollisionError,
     ReadOnlyError,
     RoundTripError,
     SeqOverflowError,
     UnsupportedTypeError,
 )
-from .fieldlog import GONE, KEPT_DECODED, PROVISIONAL, FieldLog, Packed, Unreadable
-from .history import History
+from .fieldlog import GONE, KEPT_DECODED, PROVISIONAL, FieldLog, Packed
 from .location import _labels, caller_context
-from .logtree import Loading, cannot_store, load_namespace, show_ns, too_large
+from .logtree import SCALAR_TYPES, LogTree, cannot_store, load_namespace, too_large
 from .names import check_namespace, dbns2tuple, tuple2dbns
 from .shared import MAX_SEQ, SHARED_WRITE, SharedSide, replace_fingerprint, seqs_exhausted
 from .storage import Storage
@@ -52,22 +45,9 @@ NamespaceValidator = Callable[[tuple[str, ...]], Any]
 _now = time.time
 _getframe = sys._getframe
 _get_ident = threading.get_ident
-#: values kept in the namespaces' scalar dicts (immutable, never guarded)
-_SCALAR_TYPES = frozenset({int, float, str, bool, type(None)})
 _KEPT_DECODED = KEPT_DECODED
-#: type id -> the exact type its JSON document decodes to (load fast path)
-_SCALAR_IDS: dict[int, type] = {0: int, 2: str}
-_loads = orjson.loads
 #: Store.append_entry's default for ``data``: encode ``value`` (a plain assignment)
 _ENCODE: Any = object()
-_NAN = float("nan")
-#: what _append_stored raises for a row it refuses, before changing the cache
-_REFUSED_ROW = (InvalidNameError, NamespaceCollisionError)
-#: ... and what _extend_stored raises before changing it (FieldLog.extend checks its
-#: columns first: a created_at that is no number, say)
-_REFUSED_RUN = (*_REFUSED_ROW, TypeError, ValueError)
-#: a stored row's (namespace, field)
-_ns_field = itemgetter(1, 2)
 #: in Store.torn, in place of a replaced row's seq: the write appended a row
 _APPENDED: Any = object()
 
@@ -93,7 +73,7 @@ def _close_driver(driver: DBDriver) -> None:
     close_unattended(driver.retire, repr(driver))
 
 
-class Store(Loading, BlockKeeping):
+class Store(LogTree, BlockKeeping):
     """An append-only log of namespaced fields, cached in memory, kept by a driver.
 
     Opening a Store loads the driver's whole history into memory; reads are served
@@ -149,10 +129,11 @@ class Store(Loading, BlockKeeping):
         self.namespace_validator = namespace_validator
         #: the log as a tree: token -> dict ... -> field -> FieldLog
         self.cache: dict[str, Any] = {}
+        #: package-internal: dbns -> its node in ``cache`` (every namespace by name)
         self.by_dbns: dict[str, dict[str, Any]] = {}
         self._valid: dict[tuple[str, ...], str] = {}
         self._replace: dict[tuple[str, str], bool] = {}
-        #: (thread id, dbns) -> that thread's open with blocks on the namespace
+        #: package-internal: (thread id, dbns) -> that thread's open with blocks on it
         self.blocks: dict[tuple[int, str], Block] = {}
         #: single-writer mode: the thread whose blocks write (see _gate); it holds the
         #: gate only while it has open blocks
@@ -164,14 +145,17 @@ class Store(Loading, BlockKeeping):
         #: reads that walk more than one entry; never around latest-value reads
         # (shared mode: taken by the engine's thread too, never while it waits)
         self._mutex = threading.RLock()
-        #: a write cut short between queueing its row and updating the cache (see
-        #: append_entry): (row, data, packed bytes, working copy, replaced seq or _APPENDED)
+        #: package-internal: a write cut short between queueing its row and updating the
+        #: cache (see append_entry): (row, data, packed bytes, working copy, replaced seq
+        #: or _APPENDED)
         self.torn: tuple[Any, ...] | None = None
         #: namespace tuple -> the last plain Storage handed out for it (see storage())
         self._handles: dict[tuple[str, ...], Storage] = {}
-        #: dbns -> field -> latest scalar value; the instance __dict__ of Storage objects
+        #: package-internal: dbns -> field -> latest scalar value; the instance __dict__
+        #: of Storage objects (their scalar dict)
         self.scalars: dict[str, dict[str, Any]] = {}
-        #: (dbns, field) -> (seq, stored bytes) of the latest mutable value written
+        #: package-internal: (dbns, field) -> (seq, stored bytes) of the latest mutable
+        #: value written
         self.raws: dict[tuple[str, str], tuple[int, bytes]] = {}
         self._closed = False
         #: closed, or a read-only driver: every write raises (one check on the hot path)
@@ -242,16 +226,6 @@ class Store(Loading, BlockKeeping):
         side = self._shared_side
         if side is not None:
             side.engine.sync()
-
-    def note_latest(self, dbns: str, field: str, data: Any) -> None:
-        """Keep the namespace's scalar dict (if any) in step with a new latest
-        entry appended from stored rows."""
-        scalars = self.scalars.get(dbns)
-        if scalars is not None:
-            if data.__class__ in _SCALAR_TYPES and not (self.blocks and self._covered(dbns)):
-                scalars[field] = data
-            else:
-                scalars.pop(field, None)
 
     def flush(self) -> None:
         """Write every queued row to the database now."""
@@ -332,7 +306,9 @@ class Store(Loading, BlockKeeping):
         return node if type(node) is dict else None
 
     def attach(self, namespace: tuple[str, ...]) -> str:
-        """Validate a namespace for a new Storage; return its database form."""
+        """Package-internal (not public API).
+
+        Validate a namespace for a new Storage; return its database form."""
         try:
             dbns = self._valid.get(namespace)
         except TypeError:
@@ -351,7 +327,9 @@ class Store(Loading, BlockKeeping):
         return dbns
 
     def scalar_dict(self, dbns: str) -> dict[str, Any]:
-        """The scalar dict of a namespace: the ``__dict__`` its Storage objects have in
+        """Package-internal (not public API).
+
+        The scalar dict of a namespace: the ``__dict__`` its Storage objects have in
         common, holding latest scalar values so that reading one needs no call."""
         return self.scalars.setdefault(dbns, {})  # atomic: one dict per namespace
 
@@ -374,6 +352,7 @@ class Store(Loading, BlockKeeping):
     # ------------------------------------------------------------------ writing
 
     def replaces(self, dbns: str, field: str) -> bool:
+        """Package-internal: whether ``field`` keeps only its latest entry (asked once)."""
         key = (dbns, field)
         answer = self._replace.get(key)
         if answer is None:
@@ -382,6 +361,7 @@ class Store(Loading, BlockKeeping):
         return answer
 
     def delete_field(self, namespace: tuple[str, ...], dbns: str, field: str, storage: Any) -> None:
+        """Package-internal: ``del storage.field`` appends a tombstone (or raises)."""
         context = caller_context(3)
         side = self._shared_side
         if side is not None:
@@ -413,7 +393,9 @@ class Store(Loading, BlockKeeping):
         appended: Appended | None = None,
         exact: bool = True,
     ) -> int:
-        """The write path: append one entry to the log tree, the driver, the read dicts
+        """Package-internal (not public API).
+
+        The write path: append one entry to the log tree, the driver, the read dicts
         and working copies, and call ``on_change``.  Returns the new seq.
 
         A plain assignment (``Storage.__setattr__``, which has validated the name) passes
@@ -514,7 +496,7 @@ class Store(Loading, BlockKeeping):
                                 log.runs.add(log, len(log.seqs) - 1)
                     scalars = self.scalars.get(dbns)
                     if scalars is not None:
-                        if data.__class__ in _SCALAR_TYPES and not (
+                        if data.__class__ in SCALAR_TYPES and not (
                             self.blocks and self._covered(dbns)
                         ):
                             scalars[field] = data
@@ -537,7 +519,9 @@ class Store(Loading, BlockKeeping):
         return seq
 
     def writable_node(self, namespace: tuple[str, ...], dbns: str, field: str) -> dict[str, Any]:
-        """The namespace's node for a write of ``field`` (made if new), under the lock;
+        """Package-internal (not public API).
+
+        The namespace's node for a write of ``field`` (made if new), under the lock;
         raises, changing nothing, when the Store cannot write or the name collides."""
         if self._refuse_writes:
             if self._closed:
@@ -573,7 +557,9 @@ class Store(Loading, BlockKeeping):
                     block.working.pop(field, None)
 
     def mend_torn(self) -> None:
-        """Finish the write an interrupt cut short in :meth:`append_entry` (under ``_mutex``).
+        """Package-internal (not public API).
+
+        Finish the write an interrupt cut short in :meth:`append_entry` (under ``_mutex``).
 
         Its row was queued before the cache changed: if the driver never got it,
         nothing changed (its seq stays unused); otherwise the cache gets the entry
@@ -636,123 +622,3 @@ class Store(Loading, BlockKeeping):
                         )
         if failure is not None:
             raise failure
-
-    # ------------------------------------------------------------------ reading
-
-    # ------------------------------------------------------------------ shared mode
-
-    def read_value(self, dbns: str, field: str, log: FieldLog, data: Any) -> Any:
-        """Slow path of a read: the latest data is not a plain scalar."""
-        if data.__class__ is Unreadable:  # (raises the codec's error, naming the row)
-            return self._decode_stored(log.latest_seq, dbns, field, data)
-        if not self.codec.is_mutable(data):
-            return data
-        block = self.current_block(dbns)
-        if block is None:
-            raise MutableAccessError(
-                f"{field!r} of {show_ns(dbns)} holds a mutable {type(data).__name__}: wrap "
-                "the storage in a context manager (with storage: ...) to read it, so that "
-                "changes to it are saved"
-            )
-        working = block.working.get(field)
-        if working is not None and (working.seq == log.latest_seq or self._shared_side is not None):
-            # (shared mode: a copy outdated by another writer stays the block's copy;
-            # the block's end raises ConflictError)
-            return working.obj
-        with self._mutex:  # the latest data and its seq, as one (another thread may write)
-            node = self.by_dbns.get(dbns)
-            current = node.get(field) if node is not None else None
-            if type(current) is FieldLog:
-                log = current
-            data, seq = log.latest, log.latest_seq
-        block.reads.setdefault(field, seq)
-        if data is GONE:
-            raise FieldNotFoundError(f"{show_ns(dbns)} has no field {field!r} (it was deleted)")
-        if not self.codec.is_mutable(data):
-            return data
-        known = self.raws.get((dbns, field))
-        if known is not None and known[0] == seq:
-            baseline = known[1]
-        else:
-            baseline = self.codec.encode_unverified(data).data
-            self.raws[dbns, field] = (seq, baseline)
-        copy = safe_deepcopy(data)
-        block.working[field] = Working(copy, baseline, seq)
-        return copy
-
-    def read_in_block(self, dbns: str, field: str, log: FieldLog | None) -> Any:
-        """A read while ``with`` blocks are open: if this thread has one on ``dbns``, note
-        the version of ``field`` (before its data is read: a write in between then
-        shows as a conflict, never as a lost update), and (shared mode) answer from the
-        writes the block keeps.  NOT_NOTED lets the ordinary read go on."""
-        block = self.current_block(dbns)
-        if block is None:
-            return NOT_NOTED
-        if block.staged:
-            staged = block.staged_value(field)
-            if staged is not None:
-                if staged.data is GONE:
-                    raise FieldNotFoundError(
-                        f"{show_ns(dbns)} has no field {field!r} (it was deleted)"
-                    )
-                working = block.working.get(field)
-                return working.obj if working is not None else staged.data
-        self.note_read(dbns, field, log, block)
-        return NOT_NOTED
-
-    def note_read(
-        self, dbns: str, field: str, log: FieldLog | None, block: Block | None = None
-    ) -> None:
-        """Note that this thread's block on ``dbns`` read ``field`` as it is now (a field
-        found missing counts as read)."""
-        if block is None:
-            block = self.blocks.get((_get_ident(), dbns))
-            if block is None:
-                return
-        if field not in block.reads:
-            block.reads[field] = log.seqs[-1] if log is not None else ABSENT
-
-    def _covered(self, dbns: str) -> bool:
-        """Whether a ``with`` block of any thread is open on ``dbns`` (its reads go
-        through ``__getattr__``, to be noted, so the namespace's read dict stays empty)."""
-        return any(key[1] == dbns for key in self.blocks.copy())
-
-    def remember_scalar(self, dbns: str, field: str, log: FieldLog, data: Any) -> None:
-        """Put a scalar just read from ``log`` into the namespace's scalar dict,
-        unless a write (in another thread) has superseded it meanwhile."""
-        with self._mutex:
-            node = self.by_dbns.get(dbns)
-            scalars = self.scalars.get(dbns)
-            if (
-                scalars is not None
-                and node is not None
-                and node.get(field) is log
-                and log.latest is data
-                and not (self.blocks and self._covered(dbns))
-            ):
-                scalars[field] = data
-
-    def missing_error(self, storage: Any, field: str) -> AttributeError:
-        node = self.by_dbns.get(storage.__dbns__)
-        log = node.get(field) if node is not None else None
-        if type(log) is FieldLog:
-            return FieldNotFoundError(f"{storage!r} has no field {field!r} (it was deleted)")
-        return FieldNotFoundError(f"{storage!r} has no field {field!r}")
-
-    def field_names(self, dbns: str) -> list[str]:
-        node = self.by_dbns.get(dbns)
-        if node is None:
-            return []
-        with self._mutex:  # another thread may add a field meanwhile
-            return [
-                name
-                for name, log in node.items()
-                if type(log) is FieldLog and log.latest is not GONE
-            ]
-
-    def history_of(self, dbns: str) -> History:
-        side = self._shared_side
-        if side is not None and side.engine.pending:
-            self.driver.flush()  # (own writes in a history have their final seqs)
-        with self._mutex:  # every seq up to last_seq is in the tree by now
-            return History(self.by_dbns.get(dbns), self.driver.last_seq)
