@@ -345,7 +345,7 @@ class LogTree:
     def history_of(self, dbns: str) -> History:
         """Package-internal: ``Storage.__history__``, a snapshot of ``dbns``'s entries."""
         side = self._shared_side
-        if side is not None and side.engine.pending:
+        if side is not None and side.pending:
             self.driver.flush()  # (own writes in a history have their final seqs)
         with self._mutex:  # every seq up to last_seq is in the tree by now
             return History(self.by_dbns.get(dbns), self.driver.last_seq)

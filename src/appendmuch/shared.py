@@ -68,12 +68,30 @@ _FINALS_KEPT = 1 << 16
 
 
 class SharedSide:
-    """What a Store does differently in shared mode; one per Store.
+    """What a Store does differently in shared mode; one per Store, made by :meth:`join`.
 
-    Application threads call :meth:`write` (under the Store's lock) and
-    :meth:`commit_block`; the engine's thread calls the
-    :class:`~appendmuch.drivers.sharing.Subscriber` methods.
+    It is the one seam between the Store and shared mode: the Store calls only
+    :meth:`join`, :meth:`reload`, :meth:`sync`, :attr:`pending`, :meth:`write`,
+    :meth:`delete`, :meth:`mend`, :meth:`begin_block`, :meth:`end_block` and
+    :meth:`commit_block` (reading :attr:`reserved`), and never sets its state; only
+    this class talks to the driver's :class:`~appendmuch.drivers.sharing.Engine`.
+    Application threads call the Store's side (:meth:`write` under the Store's lock);
+    the engine's thread calls the :class:`~appendmuch.drivers.sharing.Subscriber`
+    methods (:meth:`take_in`, :meth:`committed`, :meth:`emptied`,
+    :meth:`committed_seq`, :meth:`announce`).
     """
+
+    @classmethod
+    def join(cls, store: Store, engine: Engine, mutex: threading.RLock) -> SharedSide:
+        """Package-internal: the Store's side of shared mode on ``engine``, attached to it
+        (a writer first makes the table and claims the Store's ``replace_predicate``)."""
+        driver = store.driver
+        if not driver.read_only:
+            driver.ensure()
+            engine.claim(replace_fingerprint(store.replace_predicate))
+        side = cls(store, engine, mutex)
+        engine.attach(side)
+        return side
 
     def __init__(self, store: Store, engine: Engine, mutex: threading.RLock) -> None:
         self.store = store
@@ -112,6 +130,28 @@ class SharedSide:
         self._replacing.clear()
 
     # ------------------------------------------------------------------ application side
+
+    def reload(self) -> None:
+        """Rebuild the Store's cache from the table (:meth:`Store.load`), in the engine's
+        thread (no delivery runs meanwhile): own writes committed first, then the table
+        read as it is."""
+
+        def load_now() -> int:
+            with self.mutex:
+                seq = self.store.rebuild(self.engine.driver.rows_now())
+                self.loaded(seq)
+                return seq
+
+        self.engine.reload(load_now)
+
+    def sync(self) -> None:
+        """Return once the cache holds every entry committed anywhere before the call."""
+        self.engine.sync()
+
+    @property
+    def pending(self) -> int:
+        """How many own rows are queued, not yet committed."""
+        return self.engine.pending
 
     def next_seq(self) -> int:
         """A new provisional seq (under the Store's lock)."""

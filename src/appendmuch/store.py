@@ -32,7 +32,7 @@ from .fieldlog import GONE, KEPT_DECODED, PROVISIONAL, FieldLog, Packed
 from .location import _labels, caller_context
 from .logtree import SCALAR_TYPES, LogTree, cannot_store, load_namespace, too_large
 from .names import check_namespace, dbns2tuple, tuple2dbns
-from .shared import MAX_SEQ, SHARED_WRITE, SharedSide, replace_fingerprint, seqs_exhausted
+from .shared import MAX_SEQ, SHARED_WRITE, SharedSide, seqs_exhausted
 from .storage import Storage
 from .value import Value, make_value
 
@@ -169,11 +169,7 @@ class Store(LogTree, BlockKeeping):
         engine = driver.sharing
         try:
             if engine is not None:
-                if not driver.read_only:
-                    driver.ensure()
-                    engine.claim(replace_fingerprint(replace_predicate))
-                self._shared_side = SharedSide(self, engine, self._mutex)
-                engine.attach(self._shared_side)
+                self._shared_side = SharedSide.join(self, engine, self._mutex)
             self.load()
             if engine is not None and driver.last_seq >= PROVISIONAL:
                 raise SeqOverflowError(
@@ -204,16 +200,7 @@ class Store(LogTree, BlockKeeping):
             with self._mutex:
                 self.rebuild()
             return
-
-        # Shared mode: in the engine's thread (no delivery runs meanwhile), own writes
-        # committed first, then the table read as it is.
-        def load_now() -> int:
-            with self._mutex:
-                seq = self.rebuild(side.engine.driver.rows_now())
-                side.loaded(seq)
-                return seq
-
-        side.engine.reload(load_now)
+        side.reload()  # (in the engine's thread, own writes committed first)
 
     def sync(self) -> None:
         """Return once this process's cache holds every entry committed anywhere
@@ -225,7 +212,7 @@ class Store(LogTree, BlockKeeping):
         """
         side = self._shared_side
         if side is not None:
-            side.engine.sync()
+            side.sync()
 
     def flush(self) -> None:
         """Write every queued row to the database now."""
