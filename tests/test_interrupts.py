@@ -300,7 +300,7 @@ class TestRandomSignals:
 
 
 def interrupt_in_load(after: int) -> Callable[[FrameType, str, Any], Any]:
-    """A trace function raising KeyboardInterrupt inside ``Store._load``'s row loop
+    """A trace function raising KeyboardInterrupt inside ``Store.rebuild``'s row loop
     once ``after`` rows were read (the driver's row iterator suspended mid-way)."""
 
     def local(frame: FrameType, event: str, arg: Any) -> Any:
@@ -309,7 +309,7 @@ def interrupt_in_load(after: int) -> Callable[[FrameType, str, Any], Any]:
         return local
 
     def calls(frame: FrameType, event: str, arg: Any) -> Any:
-        return local if frame.f_code is Store._load.__code__ else None
+        return local if frame.f_code is Store.rebuild.__code__ else None
 
     return calls
 

@@ -51,7 +51,7 @@ def shared(place: Backend, **kwargs: Any) -> Store:
 def history(store: Store) -> list[tuple[Any, ...]]:
     """Every entry of the cache as (seq, namespace, field, data, unavailable)."""
     entries = []
-    for dbns, node in store._by_dbns.items():
+    for dbns, node in store.by_dbns.items():
         for field, log in node.items():
             if not isinstance(log, dict):
                 entries.extend((v.seq, dbns, field, v.data, v.unavailable) for v in log)

@@ -72,15 +72,15 @@ class BlockKeeping:
     if TYPE_CHECKING:  # the Store's own, which these methods use
         driver: DBDriver
         codec: Codec
-        _by_dbns: dict[str, dict[str, Any]]
-        _blocks: dict[tuple[int, str], Block]
+        by_dbns: dict[str, dict[str, Any]]
+        blocks: dict[tuple[int, str], Block]
         _gate_owner: int | None
         _gate_turn: _thread.LockType
         _mutex: threading.RLock
-        _scalars: dict[str, dict[str, Any]]
+        scalars: dict[str, dict[str, Any]]
         _shared_side: SharedSide | None
 
-        def _write(
+        def append_entry(
             self,
             namespace: tuple[str, ...],
             dbns: str,
@@ -96,22 +96,24 @@ class BlockKeeping:
 
         def _finish(self, entries: Iterable[Done], due: bool) -> None: ...
 
-    def _enter(self, dbns: str, frame: FrameType | None = None) -> bool:
-        """Open (or nest) this thread's block on ``dbns`` (``frame``: the one running the
+    def enter_block(self, dbns: str, frame: FrameType | None = None) -> bool:
+        """Package-internal (not public API).
+
+        Open (or nest) this thread's block on ``dbns`` (``frame``: the one running the
         ``with`` statement); True once it is open."""
         key = (_get_ident(), dbns)
         level = level_at(frame)
-        block = self._block(dbns)
+        block = self.current_block(dbns)
         if block is None:
             side = self._shared_side
             if side is not None and not self._encloses(key):
                 side.begin_block()
-            scalars = self._scalars.get(dbns)
+            scalars = self.scalars.get(dbns)
             if scalars:
                 scalars.clear()  # (reads of the namespace go through __getattr__, noted)
             # Published last, and nothing that could raise follows: a Ctrl-C in
             # __enter__ leaves no block open that __exit__ will never close.
-            self._blocks[key] = Block(level)
+            self.blocks[key] = Block(level)
         else:  # a nested block: note the working copies as they are, to rewind to
             mark = (self._mark(block), len(block.staged))
             block.marks = [*block.marks, mark]
@@ -119,15 +121,17 @@ class BlockKeeping:
             block.depth += 1
         return True
 
-    def _block(self, dbns: str) -> Block | None:
-        """This thread's open block on ``dbns``, if any.  Levels whose ``with``
+    def current_block(self, dbns: str) -> Block | None:
+        """Package-internal (not public API).
+
+        This thread's open block on ``dbns``, if any.  Levels whose ``with``
         statement is no longer running (an interrupt landed as it began or ended,
         where its ``__exit__`` could not close it) are closed first, as failed ones
         are: they must not keep later writes for an end that never comes."""
-        if not self._blocks:
+        if not self.blocks:
             return None
         key = (_get_ident(), dbns)
-        block = self._blocks.get(key)
+        block = self.blocks.get(key)
         while block is not None and block.depth and not running(block.frames[-1], _getframe(1)):
             if block.marks:  # (a nested level: it rewinds to its mark)
                 mark = block.marks.pop()
@@ -139,9 +143,10 @@ class BlockKeeping:
                 block = None
         return block
 
-    def _exit(self, namespace: tuple[str, ...], dbns: str, ok: bool) -> None:
+    def exit_block(self, namespace: tuple[str, ...], dbns: str, ok: bool) -> None:
+        """Package-internal: a ``with`` on ``dbns`` ends (``ok``: without an exception)."""
         key = (_get_ident(), dbns)
-        block = self._blocks.get(key)
+        block = self.blocks.get(key)
         if block is None or not block.depth:
             return
         if not block.marks:  # the namespace's outermost level
@@ -156,15 +161,15 @@ class BlockKeeping:
                 return
             try:
                 if ok:
-                    self._flush_block(namespace, dbns, caller_context(), block=block)
-            finally:  # (an interrupt in here leaves it to the next _block() to close)
+                    self.flush_block(namespace, dbns, caller_context(), block=block)
+            finally:  # (an interrupt in here leaves it to the next current_block() to close)
                 self._close_block(key, block)
             return
         mark = block.marks.pop()
         block.frames.pop()
         try:
             if ok:
-                self._flush_block(namespace, dbns, caller_context(), nested=True, block=block)
+                self.flush_block(namespace, dbns, caller_context(), nested=True, block=block)
             else:
                 self._rewind(dbns, block, mark)
         except BaseException:  # a nested exit that cannot save fails like a block
@@ -180,7 +185,7 @@ class BlockKeeping:
         me = key[0]
         return any(
             other[0] == me and other != key and block.depth
-            for other, block in self._blocks.copy().items()
+            for other, block in self.blocks.copy().items()
         )
 
     def _kept_for(self, key: tuple[int, str]) -> list[tuple[tuple[int, str], Block]]:
@@ -189,7 +194,7 @@ class BlockKeeping:
         me = key[0]
         return [
             (other, block)
-            for other, block in self._blocks.copy().items()
+            for other, block in self.blocks.copy().items()
             if other[0] == me and not block.depth
         ]
 
@@ -199,14 +204,14 @@ class BlockKeeping:
         open block, the blocks whose writes were kept for its end go with it."""
         block.working.clear()
         block.staged.clear()
-        if self._blocks.get(key) is block:
-            del self._blocks[key]
+        if self.blocks.get(key) is block:
+            del self.blocks[key]
         if not self._encloses(key):
             for other, kept in self._kept_for(key):
                 kept.working.clear()
                 kept.staged.clear()
-                if self._blocks.get(other) is kept:
-                    del self._blocks[other]
+                if self.blocks.get(other) is kept:
+                    del self.blocks[other]
             side = self._shared_side
             if side is not None and side.reserved:
                 side.end_block()
@@ -239,7 +244,7 @@ class BlockKeeping:
         marks, staged = mark
         del block.staged[staged:]
         with self._mutex:
-            node = self._by_dbns.get(dbns) or {}
+            node = self.by_dbns.get(dbns) or {}
             for field, working in list(block.working.items()):
                 mark_of = marks.get(field)
                 log = node.get(field)
@@ -263,7 +268,7 @@ class BlockKeeping:
                 if not unchanged:
                     working.obj = restore(working.obj, state)
 
-    def _flush_block(
+    def flush_block(
         self,
         namespace: tuple[str, ...],
         dbns: str,
@@ -272,14 +277,16 @@ class BlockKeeping:
         nested: bool = False,
         block: Block | None = None,
     ) -> None:
-        """Save what this thread's block on ``dbns`` changed: every working copy changed
+        """Package-internal (not public API).
+
+        Save what this thread's block on ``dbns`` changed: every working copy changed
         since it was read or last written, all of them or (if one cannot be stored)
         none.  Single-writer mode: written at once, as assignments are.  Shared mode:
         kept with the block's other writes, and all of them committed together at the
         outermost end (or ``flush()``), or none and ConflictError.  (``block``: the one
         ``__exit__`` ends; its statement has left the body already.)"""
         if block is None:
-            block = self._block(dbns)
+            block = self.current_block(dbns)
         if block is None:
             return
         side = self._shared_side
@@ -307,8 +314,8 @@ class BlockKeeping:
                 failed.staged.clear()
             raise
         for other, other_block in kept:  # (their with statements ended: committed now)
-            if self._blocks.get(other) is other_block:
-                del self._blocks[other]
+            if self.blocks.get(other) is other_block:
+                del self.blocks[other]
 
     def _changed_copies(self, dbns: str, block: Block, context: str) -> list[Staged]:
         """Shared mode: the working copies changed since read or kept, as writes to
@@ -338,7 +345,7 @@ class BlockKeeping:
         self, namespace: tuple[str, ...], dbns: str, context: str, block: Block
     ) -> None:
         codec = self.codec
-        node = self._by_dbns.get(dbns) or {}
+        node = self.by_dbns.get(dbns) or {}
         changed: list[tuple[str, Working, Encoded]] = []
         for field, working in list(block.working.items()):
             log = node.get(field)
@@ -365,18 +372,18 @@ class BlockKeeping:
                 raise too_large(dbns, field, len(encoded.data), driver)
         appended = Appended()
         while True:
-            if self._blocks:
+            if self.blocks:
                 self._await_gate(dbns)
             with self._mutex:
-                if self._blocks and self._must_wait(dbns):
+                if self.blocks and self._must_wait(dbns):
                     continue
-                node = self._by_dbns.get(dbns) or {}
+                node = self.by_dbns.get(dbns) or {}
                 for (field, working, encoded), (keep, exact) in zip(changed, kept, strict=True):
                     log = node.get(field)
                     if type(log) is not FieldLog or log.latest_seq != working.seq:
                         del block.working[field]  # this thread wrote it just now: it wins
                         continue
-                    self._write(
+                    self.append_entry(
                         namespace,
                         dbns,
                         field,
@@ -391,8 +398,9 @@ class BlockKeeping:
             break
         self._finish(appended.entries, appended.due)
 
-    def _refresh(self, dbns: str, fields: tuple[str, ...]) -> None:
-        block = self._blocks.get((_get_ident(), dbns))
+    def refresh_copies(self, dbns: str, fields: tuple[str, ...]) -> None:
+        """Package-internal: ``Storage.refresh``: drop this thread's working copies on ``dbns``."""
+        block = self.blocks.get((_get_ident(), dbns))
         if block is None:
             return
         if not fields:
@@ -426,10 +434,10 @@ class BlockKeeping:
             return False
         me = _get_ident()
         owner = self._gate_owner
-        blocks = self._blocks.copy()
-        mine = (me, dbns) in self._blocks
+        blocks = self.blocks.copy()
+        mine = (me, dbns) in self.blocks
         if owner is not None and owner != me and any(key[0] == owner for key in blocks):
-            return mine or (owner, dbns) in self._blocks
+            return mine or (owner, dbns) in self.blocks
         if mine and owner != me:
             self._gate_owner = me
             self._check_reads(me)
@@ -438,10 +446,10 @@ class BlockKeeping:
     def _check_reads(self, thread: int) -> None:
         """Raise ConflictError if a field a block of ``thread`` read has changed."""
         stale = []
-        for (owner, dbns), block in self._blocks.copy().items():
+        for (owner, dbns), block in self.blocks.copy().items():
             if owner != thread:
                 continue
-            node = self._by_dbns.get(dbns) or {}
+            node = self.by_dbns.get(dbns) or {}
             for field, version in block.reads.items():
                 log = node.get(field)
                 current = log.latest_seq if type(log) is FieldLog else ABSENT

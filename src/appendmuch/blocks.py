@@ -41,7 +41,7 @@ __all__ = [
 ABSENT = 0
 #: the seq of a working copy whose latest state is a write the block keeps (shared mode)
 STAGED = -1
-#: Store._read_in_block: the read was only noted, the ordinary read goes on
+#: Store.read_in_block: the read was only noted, the ordinary read goes on
 NOT_NOTED: Any = object()
 
 

@@ -1,60 +1,90 @@
-"""The in-memory log tree: building it from stored rows (the Store's loading side),
-finding and making namespace nodes, and naming rows and namespaces in messages.
+"""The in-memory log tree and its reads: building it from stored rows, taking stored
+rows into it, the latest values, the namespaces' scalar dicts, reads inside ``with``
+blocks, field lists and histories; also naming rows and namespaces in messages.
 
 The tree is nested dicts keyed by namespace token, whose leaves are
-:class:`~appendmuch.fieldlog.FieldLog` columns; ``Store._by_dbns`` names every node by
-its dbns.  :class:`Loading` is a part of :class:`~appendmuch.store.Store` (a mixin):
-its methods run on the Store and use its state.
+:class:`~appendmuch.fieldlog.FieldLog` columns; ``Store.by_dbns`` names every node by
+its dbns.  :class:`LogTree` is a part of :class:`~appendmuch.store.Store` (a mixin):
+its methods run on the Store and use its state.  :class:`~appendmuch.storage.Storage`
+and :mod:`~appendmuch.within` read through its package-internal methods.
 """
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Iterable
 from typing import TYPE_CHECKING, Any
 
 import orjson
 
+from .blocks import ABSENT, NOT_NOTED, Block, Working
+from .copying import safe_deepcopy
 from .drivers.base import DBDriver, Row
-from .errors import DecodeError, InvalidNameError, NamespaceCollisionError, ValueTooLargeError
-from .fieldlog import GONE, KEPT_DECODED, FieldLog, Packed
+from .errors import (
+    DecodeError,
+    FieldNotFoundError,
+    InvalidNameError,
+    MutableAccessError,
+    NamespaceCollisionError,
+    ValueTooLargeError,
+)
+from .fieldlog import GONE, KEPT_DECODED, FieldLog, Packed, Unreadable
+from .history import History
 from .names import dbns2tuple, is_valid_dbns, is_valid_field, tuple2dbns
 
 if TYPE_CHECKING:
     from collections.abc import Callable
 
     from .codec import Codec
+    from .shared import SharedSide
     from .storage import Storage
     from .store import ReplacePredicate
 
-__all__ = ["Loading", "cannot_store", "describe_row", "load_namespace", "show_ns", "too_large"]
+__all__ = [
+    "SCALAR_TYPES",
+    "LogTree",
+    "cannot_store",
+    "describe_row",
+    "load_namespace",
+    "show_ns",
+    "too_large",
+]
 
 _loads = orjson.loads
 _NAN = float("nan")
 #: type id -> the exact type its JSON document decodes to (load fast path)
 _SCALAR_IDS: dict[int, type] = {0: int, 2: str}
+#: values kept in the namespaces' scalar dicts (immutable, never guarded)
+SCALAR_TYPES = frozenset({int, float, str, bool, type(None)})
+_get_ident = threading.get_ident
 
 
-class Loading:
-    """The Store's loading side: the tree rebuilt from stored rows, and stored rows
-    taken into it (others' rows in shared mode, a restore's)."""
+class LogTree:
+    """The Store's in-memory log tree and its reads: the tree rebuilt from stored rows,
+    stored rows taken into it (others' rows in shared mode), and every read."""
 
     if TYPE_CHECKING:  # the Store's own, which these methods use
         driver: DBDriver
         codec: Codec
         cache: dict[str, Any]
         replace_predicate: ReplacePredicate | None
-        _by_dbns: dict[str, dict[str, Any]]
+        by_dbns: dict[str, dict[str, Any]]
         _decode: Callable[[bytes], Any]
         _handles: dict[tuple[str, ...], Storage]
-        _raws: dict[tuple[str, str], tuple[int, bytes]]
-        _scalars: dict[str, dict[str, Any]]
+        raws: dict[tuple[str, str], tuple[int, bytes]]
+        scalars: dict[str, dict[str, Any]]
+        blocks: dict[tuple[int, str], Block]
+        _mutex: threading.RLock
+        _shared_side: SharedSide | None
 
-        def _replaces(self, dbns: str, field: str) -> bool: ...
+        def replaces(self, dbns: str, field: str) -> bool: ...
 
-        def _note_latest(self, dbns: str, field: str, data: Any) -> None: ...
+        def current_block(self, dbns: str) -> Block | None: ...
 
-    def _load(self, rows: Iterable[Row] | None = None) -> int:
-        """The body of :meth:`load`; returns the largest seq loaded (0 if none).
+    def rebuild(self, rows: Iterable[Row] | None = None) -> int:
+        """Package-internal (not public API).
+
+        The body of :meth:`load`; returns the largest seq loaded (0 if none).
 
         ``rows``: the stored rows to load, instead of ``driver.load_rows()`` (which
         writes the queue first)."""
@@ -68,7 +98,7 @@ class Loading:
         kept = KEPT_DECODED
         loads = _loads
         scalar_ids = _SCALAR_IDS if self.codec.decodes_builtin_scalars() else {}
-        replaces = self._replaces if self.replace_predicate is not None else None
+        replaces = self.replaces if self.replace_predicate is not None else None
         seq = 0
         source = driver.load_rows() if rows is None else rows
         try:
@@ -138,11 +168,11 @@ class Loading:
         driver.saw_seq(seq)
         self.cache.clear()
         self.cache.update(cache)
-        self._by_dbns = by_dbns
-        for scalars in self._scalars.values():
+        self.by_dbns = by_dbns
+        for scalars in self.scalars.values():
             scalars.clear()
         self._handles.clear()
-        self._raws.clear()
+        self.raws.clear()
         return seq
 
     def _decode_stored(self, seq: int, dbns: str, field: str, value: bytes | None) -> Any:
@@ -156,46 +186,17 @@ class Loading:
                 f"stored row seq {seq}, namespace {dbns!r}, field {field!r}: {exc}"
             ) from exc
 
-    def _append_stored(
-        self,
-        seq: int,
-        dbns: str,
-        field: str,
-        data: Any,
-        created_at: float | None,
-        context: str,
-        replaces: ReplacePredicate | None,
-        raw: bytes | None = None,
-    ) -> None:
-        """Append an entry that already has its seq to the tree (under ``_mutex``);
-        ``raw`` is its stored bytes (kept in place of the data once a newer entry comes)."""
-        node, log = self._stored_field(dbns, field, seq)
-        if log is None or (replaces is not None and replaces(dbns, field)):
-            log = FieldLog(self._decode)
-            log.append(seq, created_at, data, context, raw)
-            node[field] = log  # published filled: lock-free readers never see it empty
-        else:
-            # data first: a reader never pairs the new seq with the old data
-            items = log.items
-            items.extend((data, context))
-            log.times.append(_NAN if created_at is None else created_at)
-            log.seqs.append(seq)
-            if log.raw is not None:
-                items[-4] = Packed(log.raw)  # superseded: keep the stored bytes
-            log.raw = raw if data.__class__ not in KEPT_DECODED and data is not GONE else None
-            if log.runs is not None:
-                log.runs.add(log, len(log.seqs) - 1)
-        self._note_latest(dbns, field, data)
-
-    def _stored_field(
+    def stored_field(
         self, dbns: str, field: str, seq: int
     ) -> tuple[dict[str, Any], FieldLog | None]:
-        """The namespace node (made if new) and the field's log (None if new) for a
+        """Package-internal (not public API).
+
+        The namespace node (made if new) and the field's log (None if new) for a
         stored row with ``seq``; a name the tree cannot hold raises before anything
         but the namespace path changes."""
-        node = self._by_dbns.get(dbns)
+        node = self.by_dbns.get(dbns)
         if node is None:
-            node = load_namespace(self.cache, self._by_dbns, dbns, seq)
+            node = load_namespace(self.cache, self.by_dbns, dbns, seq)
         log = node.get(field)
         if log is not None and log.__class__ is not FieldLog:
             raise NamespaceCollisionError(
@@ -207,6 +208,147 @@ class Loading:
                 f"stored row seq {seq} (namespace {dbns!r}) has an invalid field name {field!r}"
             )
         return node, log
+
+    # ------------------------------------------------------------------ reading
+
+    def note_latest(self, dbns: str, field: str, data: Any) -> None:
+        """Package-internal (not public API).
+
+        Keep the namespace's scalar dict (if any) in step with a new latest
+        entry appended from stored rows."""
+        scalars = self.scalars.get(dbns)
+        if scalars is not None:
+            if data.__class__ in SCALAR_TYPES and not (self.blocks and self._covered(dbns)):
+                scalars[field] = data
+            else:
+                scalars.pop(field, None)
+
+    def read_value(self, dbns: str, field: str, log: FieldLog, data: Any) -> Any:
+        """Package-internal (not public API).
+
+        Slow path of a read: the latest data is not a plain scalar."""
+        if data.__class__ is Unreadable:  # (raises the codec's error, naming the row)
+            return self._decode_stored(log.latest_seq, dbns, field, data)
+        if not self.codec.is_mutable(data):
+            return data
+        block = self.current_block(dbns)
+        if block is None:
+            raise MutableAccessError(
+                f"{field!r} of {show_ns(dbns)} holds a mutable {type(data).__name__}: wrap "
+                "the storage in a context manager (with storage: ...) to read it, so that "
+                "changes to it are saved"
+            )
+        working = block.working.get(field)
+        if working is not None and (working.seq == log.latest_seq or self._shared_side is not None):
+            # (shared mode: a copy outdated by another writer stays the block's copy;
+            # the block's end raises ConflictError)
+            return working.obj
+        with self._mutex:  # the latest data and its seq, as one (another thread may write)
+            node = self.by_dbns.get(dbns)
+            current = node.get(field) if node is not None else None
+            if type(current) is FieldLog:
+                log = current
+            data, seq = log.latest, log.latest_seq
+        block.reads.setdefault(field, seq)
+        if data is GONE:
+            raise FieldNotFoundError(f"{show_ns(dbns)} has no field {field!r} (it was deleted)")
+        if not self.codec.is_mutable(data):
+            return data
+        known = self.raws.get((dbns, field))
+        if known is not None and known[0] == seq:
+            baseline = known[1]
+        else:
+            baseline = self.codec.encode_unverified(data).data
+            self.raws[dbns, field] = (seq, baseline)
+        copy = safe_deepcopy(data)
+        block.working[field] = Working(copy, baseline, seq)
+        return copy
+
+    def read_in_block(self, dbns: str, field: str, log: FieldLog | None) -> Any:
+        """Package-internal (not public API).
+
+        A read while ``with`` blocks are open: if this thread has one on ``dbns``, note
+        the version of ``field`` (before its data is read: a write in between then
+        shows as a conflict, never as a lost update), and (shared mode) answer from the
+        writes the block keeps.  NOT_NOTED lets the ordinary read go on."""
+        block = self.current_block(dbns)
+        if block is None:
+            return NOT_NOTED
+        if block.staged:
+            staged = block.staged_value(field)
+            if staged is not None:
+                if staged.data is GONE:
+                    raise FieldNotFoundError(
+                        f"{show_ns(dbns)} has no field {field!r} (it was deleted)"
+                    )
+                working = block.working.get(field)
+                return working.obj if working is not None else staged.data
+        self.note_read(dbns, field, log, block)
+        return NOT_NOTED
+
+    def note_read(
+        self, dbns: str, field: str, log: FieldLog | None, block: Block | None = None
+    ) -> None:
+        """Package-internal (not public API).
+
+        Note that this thread's block on ``dbns`` read ``field`` as it is now (a field
+        found missing counts as read)."""
+        if block is None:
+            block = self.blocks.get((_get_ident(), dbns))
+            if block is None:
+                return
+        if field not in block.reads:
+            block.reads[field] = log.seqs[-1] if log is not None else ABSENT
+
+    def _covered(self, dbns: str) -> bool:
+        """Whether a ``with`` block of any thread is open on ``dbns`` (its reads go
+        through ``__getattr__``, to be noted, so the namespace's read dict stays empty)."""
+        return any(key[1] == dbns for key in self.blocks.copy())
+
+    def remember_scalar(self, dbns: str, field: str, log: FieldLog, data: Any) -> None:
+        """Package-internal (not public API).
+
+        Put a scalar just read from ``log`` into the namespace's scalar dict,
+        unless a write (in another thread) has superseded it meanwhile."""
+        with self._mutex:
+            node = self.by_dbns.get(dbns)
+            scalars = self.scalars.get(dbns)
+            if (
+                scalars is not None
+                and node is not None
+                and node.get(field) is log
+                and log.latest is data
+                and not (self.blocks and self._covered(dbns))
+            ):
+                scalars[field] = data
+
+    def missing_error(self, storage: Any, field: str) -> AttributeError:
+        """Package-internal: The error of reading ``field``, missing (or deleted) in ``storage``."""
+        node = self.by_dbns.get(storage.__dbns__)
+        log = node.get(field) if node is not None else None
+        if type(log) is FieldLog:
+            return FieldNotFoundError(f"{storage!r} has no field {field!r} (it was deleted)")
+        return FieldNotFoundError(f"{storage!r} has no field {field!r}")
+
+    def field_names(self, dbns: str) -> list[str]:
+        """Package-internal: ``Storage.__fields__``, the live fields of ``dbns``."""
+        node = self.by_dbns.get(dbns)
+        if node is None:
+            return []
+        with self._mutex:  # another thread may add a field meanwhile
+            return [
+                name
+                for name, log in node.items()
+                if type(log) is FieldLog and log.latest is not GONE
+            ]
+
+    def history_of(self, dbns: str) -> History:
+        """Package-internal: ``Storage.__history__``, a snapshot of ``dbns``'s entries."""
+        side = self._shared_side
+        if side is not None and side.pending:
+            self.driver.flush()  # (own writes in a history have their final seqs)
+        with self._mutex:  # every seq up to last_seq is in the tree by now
+            return History(self.by_dbns.get(dbns), self.driver.last_seq)
 
 
 def too_large(dbns: str, field: str, size: int, driver: DBDriver) -> ValueTooLargeError:

@@ -57,7 +57,7 @@ def seqs_exhausted(driver: Any, field: str) -> SeqOverflowError:
     )
 
 
-#: in Store._torn, in place of a replaced row's seq: an own shared-mode write
+#: in Store.torn, in place of a replaced row's seq: an own shared-mode write
 SHARED_WRITE: Any = object()
 
 _log = logging.getLogger("appendmuch")
@@ -68,16 +68,38 @@ _FINALS_KEPT = 1 << 16
 
 
 class SharedSide:
-    """What a Store does differently in shared mode; one per Store.
+    """What a Store does differently in shared mode; one per Store, made by :meth:`join`.
 
-    Application threads call :meth:`write` (under the Store's lock) and
-    :meth:`commit_block`; the engine's thread calls the
-    :class:`~appendmuch.drivers.sharing.Subscriber` methods.
+    It is the one seam between the Store and shared mode: the Store calls only
+    :meth:`join`, :meth:`reload`, :meth:`sync`, :attr:`pending`, :meth:`write`,
+    :meth:`delete`, :meth:`mend`, :meth:`begin_block`, :meth:`end_block` and
+    :meth:`commit_block` (reading :attr:`reserved`), and never sets its state; only
+    this class talks to the driver's :class:`~appendmuch.drivers.sharing.Engine`.
+    Application threads call the Store's side (:meth:`write` under the Store's lock);
+    the engine's thread calls the :class:`~appendmuch.drivers.sharing.Subscriber`
+    methods (:meth:`take_in`, :meth:`committed`, :meth:`emptied`,
+    :meth:`committed_seq`, :meth:`announce`).
     """
 
-    def __init__(self, store: Store, engine: Engine) -> None:
+    @classmethod
+    def join(cls, store: Store, engine: Engine, mutex: threading.RLock) -> SharedSide:
+        """Package-internal: the Store's side of shared mode on ``engine``, attached to it
+        (a writer first makes the table and claims the Store's ``replace_predicate``)."""
+        driver = store.driver
+        if not driver.read_only:
+            driver.ensure()
+            engine.claim(replace_fingerprint(store.replace_predicate))
+        side = cls(store, engine, mutex)
+        engine.attach(side)
+        return side
+
+    def __init__(self, store: Store, engine: Engine, mutex: threading.RLock) -> None:
         self.store = store
         self.engine = engine
+        #: the Store's lock (its ``_mutex``): held around every change of its cache
+        self.mutex = mutex
+        #: how the cache's logs decode the stored bytes of their older entries
+        self.log_decode = store.codec.decode
         self._provisional = count(PROVISIONAL + 1)
         #: provisional seq -> final seq, for a block that read an own write before it
         #: was committed (its version then changed under it, not by anyone else)
@@ -108,6 +130,28 @@ class SharedSide:
         self._replacing.clear()
 
     # ------------------------------------------------------------------ application side
+
+    def reload(self) -> None:
+        """Rebuild the Store's cache from the table (:meth:`Store.load`), in the engine's
+        thread (no delivery runs meanwhile): own writes committed first, then the table
+        read as it is."""
+
+        def load_now() -> int:
+            with self.mutex:
+                seq = self.store.rebuild(self.engine.driver.rows_now())
+                self.loaded(seq)
+                return seq
+
+        self.engine.reload(load_now)
+
+    def sync(self) -> None:
+        """Return once the cache holds every entry committed anywhere before the call."""
+        self.engine.sync()
+
+    @property
+    def pending(self) -> int:
+        """How many own rows are queued, not yet committed."""
+        return self.engine.pending
 
     def next_seq(self) -> int:
         """A new provisional seq (under the Store's lock)."""
@@ -177,10 +221,10 @@ class SharedSide:
         store = self.store
         if self.unsettled:
             self.settle()
-        block = store._block(dbns)
+        block = store.current_block(dbns)
         if block is not None:
-            with store._mutex:
-                store._writable_node(namespace, dbns, field)
+            with self.mutex:
+                store.writable_node(namespace, dbns, field)
                 block.staged.append(Staged(field, data, raw, exact, _now(), context))
                 if working is not None and raw is not None:
                     block.working[field] = Working(working, raw, STAGED)
@@ -188,28 +232,28 @@ class SharedSide:
                     block.working.pop(field, None)
             return 0
         driver = self.engine.driver
-        with store._mutex:
-            if store._torn is not None:
-                store._mend()
-            node = store._writable_node(namespace, dbns, field)
+        with self.mutex:
+            if store.torn is not None:
+                store.mend_torn()
+            node = store.writable_node(namespace, dbns, field)
             if driver.last_seq >= MAX_SEQ:
                 raise seqs_exhausted(driver, field)
             seq = self.next_seq()
             row = (seq, dbns, field, raw, _now(), context)
-            replaces = store.replace_predicate is not None and store._replaces(dbns, field)
+            replaces = store.replace_predicate is not None and store.replaces(dbns, field)
             packed = raw if exact else None
-            # queued before the cache changes; cut short in between, _mend finishes it
-            store._torn = (row, data, packed, working, SHARED_WRITE)
+            # queued before the cache changes; cut short in between, mend_torn finishes it
+            store.torn = (row, data, packed, working, SHARED_WRITE)
             try:
                 due = self.engine.queue(row, replaces)
                 self.append_own(node, dbns, field, row, data, packed, replaces)
-                store._note_latest(dbns, field, data)
+                store.note_latest(dbns, field, data)
                 if working is not None and raw is not None:
-                    store._raws[dbns, field] = (seq, raw)
-                store._torn = None
+                    store.raws[dbns, field] = (seq, raw)
+                store.torn = None
             except BaseException:
-                if store._torn is not None:
-                    store._mend()  # (a Ctrl-C: finished now rather than half done)
+                if store.torn is not None:
+                    store.mend_torn()  # (a Ctrl-C: finished now rather than half done)
                 raise
         if driver.write_through or (due and self.engine.pending >= BACKLOG_ROWS):
             driver.flush()  # (the backlog: this thread waits for its commits)
@@ -234,32 +278,32 @@ class SharedSide:
         if replaces:
             if (dbns, field) not in self._replacing:
                 self._replacing[dbns, field] = log.committed_seq if type(log) is FieldLog else None
-            fresh = FieldLog(self.store._decode)
+            fresh = FieldLog(self.log_decode)
             fresh.append(seq, now, data, context)
             node[field] = fresh
         elif type(log) is FieldLog:
             log.append(seq, now, data, context, packed)
         else:
-            fresh = FieldLog(self.store._decode)
+            fresh = FieldLog(self.log_decode)
             fresh.append(seq, now, data, context, packed)
             node[field] = fresh  # published filled
 
     def mend(self, row: Row, data: Any, packed: bytes | None) -> None:
         """Finish an own write cut short between the outbox and the cache (under the
-        lock; see Store._mend)."""
+        lock; see Store.mend_torn)."""
         store = self.store
         seq, dbns, field, _, now, context = row
         final = self.finals.get(seq)
         if final is None and not self.engine.holds(seq):
             return  # never queued: nothing happened
-        node, log = store._stored_field(dbns, field, seq)
-        replaces = store.replace_predicate is not None and store._replaces(dbns, field)
+        node, log = store.stored_field(dbns, field, seq)
+        replaces = store.replace_predicate is not None and store.replaces(dbns, field)
         if log is not None:
             log.repair()
         if final is not None:  # committed meanwhile (the engine found no entry to settle)
             if log is None or final not in log.seqs:
                 if log is None or replaces:
-                    fresh = FieldLog(store._decode)
+                    fresh = FieldLog(self.log_decode)
                     fresh.append(final, now, data, context, packed)
                     node[field] = fresh
                 else:
@@ -268,7 +312,7 @@ class SharedSide:
             self.append_own(node, dbns, field, row, data, packed, replaces)
         elif seq not in log.seqs:
             log.append(seq, now, data, context, packed)
-        store._note_latest(dbns, field, data)
+        store.note_latest(dbns, field, data)
 
     def delete(
         self, namespace: tuple[str, ...], dbns: str, field: str, storage: Any, context: str
@@ -278,16 +322,16 @@ class SharedSide:
         store = self.store
         if self.unsettled:
             self.settle()
-        block = store._block(dbns)
+        block = store.current_block(dbns)
         now = _now()
         tombstone = Staged(field, GONE, None, True, now, context)
-        with store._mutex:
-            store._writable_node(namespace, dbns, field)
+        with self.mutex:
+            store.writable_node(namespace, dbns, field)
             log = self._log(dbns, field)
             if block is not None:
                 staged = block.staged_value(field)
                 if staged is None:
-                    store._note_read(dbns, field, log, block)
+                    store.note_read(dbns, field, log, block)
                     there = log is not None and log.latest is not GONE
                 else:
                     there = staged.data is not GONE
@@ -299,7 +343,7 @@ class SharedSide:
             if log is None or log.latest is GONE:
                 raise FieldNotFoundError(f"{storage!r} has no field {field!r} to delete")
             seq = self.next_seq()
-        replaces = store.replace_predicate is not None and store._replaces(dbns, field)
+        replaces = store.replace_predicate is not None and store.replaces(dbns, field)
         row = (seq, dbns, field, None, now, context)
         commit = BlockCommit(
             [(row, replaces)], self._still_there(dbns, field), [(namespace, dbns, [tombstone])]
@@ -319,9 +363,7 @@ class SharedSide:
         rows = []
         for _, dbns, _, staged in parts:
             for entry in staged:
-                replaces = store.replace_predicate is not None and store._replaces(
-                    dbns, entry.field
-                )
+                replaces = store.replace_predicate is not None and store.replaces(dbns, entry.field)
                 row = (self.next_seq(), dbns, entry.field, entry.raw, entry.time, entry.context)
                 rows.append((row, replaces))
         checks = [(dbns, dict(block.reads)) for _, dbns, block, _ in parts]
@@ -359,7 +401,7 @@ class SharedSide:
         return check
 
     def _log(self, dbns: str, field: str) -> FieldLog | None:
-        node = self.store._by_dbns.get(dbns)
+        node = self.store.by_dbns.get(dbns)
         log = node.get(field) if node is not None else None
         return log if type(log) is FieldLog else None
 
@@ -371,7 +413,7 @@ class SharedSide:
     def _check(self, dbns: str, reads: dict[str, int]) -> str | None:
         """Engine thread, lease held: whether every field a block read still has the
         version it read (an own write committed since counts as the same)."""
-        with self.store._mutex:
+        with self.mutex:
             stale = []
             for field, version in reads.items():
                 current = self.version(dbns, field)
@@ -392,36 +434,36 @@ class SharedSide:
         provisional entries of their fields."""
         store = self.store
         decode = store.codec.decode
-        with store._mutex:
+        with self.mutex:
             for row in rows:
                 seq, dbns, field, value, created_at, context = row
                 if seq <= self.loaded_upto:
                     continue  # (read before a reload that has it)
                 try:
                     data = GONE if value is None else _decode(decode, value)
-                    node, log = store._stored_field(dbns, field, seq)
+                    node, log = store.stored_field(dbns, field, seq)
                 except Exception as exc:  # a name the tree cannot hold: noted, skipped
                     self.refused.append((row, exc))
                     _log.warning("appendmuch: row seq %s cannot be taken in: %s", seq, exc)
                     continue
-                if store.replace_predicate is not None and store._replaces(dbns, field):
+                if store.replace_predicate is not None and store.replaces(dbns, field):
                     if type(log) is FieldLog and log.latest_seq >= PROVISIONAL:
                         self._replacing[dbns, field] = seq  # ours, written later, wins
                     else:
-                        fresh = FieldLog(store._decode)
+                        fresh = FieldLog(self.log_decode)
                         fresh.append(seq, created_at, data, context, value)
                         node[field] = fresh
-                        store._note_latest(dbns, field, data)
+                        store.note_latest(dbns, field, data)
                 elif log is None:
-                    fresh = FieldLog(store._decode)
+                    fresh = FieldLog(self.log_decode)
                     fresh.append(seq, created_at, data, context, value)
                     node[field] = fresh
-                    store._note_latest(dbns, field, data)
+                    store.note_latest(dbns, field, data)
                 else:
                     pending = log.latest_seq >= PROVISIONAL
                     log.insert_committed(seq, created_at, data, context, value)
                     if not pending:
-                        store._note_latest(dbns, field, data)
+                        store.note_latest(dbns, field, data)
                 if store.on_change is not None:
                     self._events.append((seq, dbns, field, data, created_at, context, False))
             store.driver.saw_seq(rows[-1][0])
@@ -431,7 +473,7 @@ class SharedSide:
         the cache."""
         store = self.store
         events = self._events if store.on_change is not None else None
-        with store._mutex:
+        with self.mutex:
             for provisional, row in own:
                 seq, dbns, field, value, created_at, context = row
                 self.finals[provisional] = seq
@@ -459,22 +501,22 @@ class SharedSide:
                 ):
                     seq = row[0]
                     field = entry.field
-                    node, log = store._stored_field(dbns, field, seq)
+                    node, log = store.stored_field(dbns, field, seq)
                     packed = entry.raw if entry.exact else None
-                    if store.replace_predicate is not None and store._replaces(dbns, field):
+                    if store.replace_predicate is not None and store.replaces(dbns, field):
                         if type(log) is FieldLog and log.latest_seq >= PROVISIONAL:
                             self._replacing[dbns, field] = seq
                         else:
-                            fresh = FieldLog(store._decode)
+                            fresh = FieldLog(self.log_decode)
                             fresh.append(seq, entry.time, entry.data, entry.context)
                             node[field] = fresh
                     elif log is None:
-                        fresh = FieldLog(store._decode)
+                        fresh = FieldLog(self.log_decode)
                         fresh.append(seq, entry.time, entry.data, entry.context, packed)
                         node[field] = fresh
                     else:
                         log.insert_committed(seq, entry.time, entry.data, entry.context, packed)
-                    store._note_latest(dbns, field, self._log(dbns, field).latest)  # type: ignore[union-attr]
+                    store.note_latest(dbns, field, self._log(dbns, field).latest)  # type: ignore[union-attr]
                     if events is not None:
                         events.append(
                             (seq, dbns, field, entry.data, entry.time, entry.context, False)
@@ -489,14 +531,14 @@ class SharedSide:
 
     def emptied(self) -> None:
         store = self.store
-        with store._mutex:
-            store._load(iter(()))
+        with self.mutex:
+            store.rebuild(iter(()))
             self.loaded(0)
             self._events.clear()
             self.finals.clear()
 
     def committed_seq(self, dbns: str, field: str) -> int | None:
-        with self.store._mutex:
+        with self.mutex:
             if (dbns, field) in self._replacing:
                 return self._replacing[dbns, field]
             log = self._log(dbns, field)

@@ -80,7 +80,7 @@ def _is_field(storage: Storage, cls: type, name: str, value: Any) -> bool:
 
 def _reads_scalars(cls: type) -> bool:
     """Whether objects of ``cls`` may use their namespace's scalar dict (the
-    ``__dict__`` its Storage objects have in common, see :meth:`Store._scalar_dict`).
+    ``__dict__`` its Storage objects have in common, see :meth:`Store.scalar_dict`).
 
     Instance attributes shadow non-data class attributes, so a subclass that adds
     methods or constants reads every field through ``__getattr__`` instead.
@@ -132,7 +132,7 @@ class Storage:
     def __init__(
         self, *namespace: str, store: Store, virtual: Mapping[str, Any] | None = None
     ) -> None:
-        dbns = store._attach(namespace)
+        dbns = store.attach(namespace)
         _set(self, "__namespace__", namespace)
         _set(self, "__store__", store)
         _set(self, "__dbns__", dbns)
@@ -142,7 +142,7 @@ class Storage:
         else:
             _set(self, "__virtual__", None)
             if _reads_scalars(type(self)):
-                _set(self, "__dict__", store._scalar_dict(dbns))
+                _set(self, "__dict__", store.scalar_dict(dbns))
 
     # ------------------------------------------------------------------ attributes
 
@@ -153,23 +153,23 @@ class Storage:
         if virtual and name in virtual:
             return virtual[name](self)
         store = self.__store__
-        node = store._by_dbns.get(self.__dbns__)
+        node = store.by_dbns.get(self.__dbns__)
         log = node.get(name) if node is not None else None
-        if store._blocks:  # (a with block notes what it reads; shared mode: its writes)
-            seen = store._read_in_block(self.__dbns__, name, log if type(log) is FieldLog else None)
+        if store.blocks:  # (a with block notes what it reads; shared mode: its writes)
+            seen = store.read_in_block(self.__dbns__, name, log if type(log) is FieldLog else None)
             if seen is not NOT_NOTED:
                 return seen
         if type(log) is FieldLog:
             data = log.items[-2]
             if type(data) in _SCALARS:
-                if self.__dict__ is store._scalars.get(self.__dbns__):
-                    store._remember(self.__dbns__, name, log, data)  # later reads: no call
+                if self.__dict__ is store.scalars.get(self.__dbns__):
+                    store.remember_scalar(self.__dbns__, name, log, data)  # later reads: no call
                 return data
             if data is not GONE:
-                return store._read_value(self.__dbns__, name, log, data)
+                return store.read_value(self.__dbns__, name, log, data)
         if name == "name":
             return self.__namespace__[-1]
-        raise store._missing(self, name)
+        raise store.missing_error(self, name)
 
     def __setattr__(self, name: str, value: Any) -> None:
         cls = type(self)
@@ -179,7 +179,7 @@ class Storage:
         virtual = self.__virtual__
         if virtual and name in virtual:
             raise AttributeError(f"Cannot assign to virtual field {name!r} of {self!r}")
-        self.__store__._write(self.__namespace__, self.__dbns__, name, value)
+        self.__store__.append_entry(self.__namespace__, self.__dbns__, name, value)
 
     def __delattr__(self, name: str) -> None:
         if is_internal(name):
@@ -196,11 +196,11 @@ class Storage:
             raise AttributeError(
                 f"{name!r} is a virtual field of {self!r}; remove it with del storage.virtual[...]"
             )
-        self.__store__._delete(self.__namespace__, self.__dbns__, name, self)
+        self.__store__.delete_field(self.__namespace__, self.__dbns__, name, self)
 
     def __dir__(self) -> list[str]:
         names = set(super().__dir__())
-        names.update(self.__store__._fields(self.__dbns__))
+        names.update(self.__store__.field_names(self.__dbns__))
         if self.__virtual__:
             names.update(self.__virtual__)
         return sorted(names)
@@ -239,7 +239,7 @@ class Storage:
         """Inside ``with``: save in-place changes of mutable values now."""
         from .location import caller_context
 
-        self.__store__._flush_block(self.__namespace__, self.__dbns__, caller_context())
+        self.__store__.flush_block(self.__namespace__, self.__dbns__, caller_context())
 
     def refresh(self, *fields: str) -> None:
         """Drop this namespace's working copies (all, or the named fields).
@@ -247,34 +247,34 @@ class Storage:
         The next read returns the store's latest value; unsaved in-place changes of
         the dropped copies are discarded.
         """
-        self.__store__._refresh(self.__dbns__, fields)
+        self.__store__.refresh_copies(self.__dbns__, fields)
 
     def __fields__(self) -> list[str]:
         """Currently available fields, in order of first write.  O(fields)."""
-        return self.__store__._fields(self.__dbns__)
+        return self.__store__.field_names(self.__dbns__)
 
     def __bool__(self) -> bool:
-        return bool(self.__store__._fields(self.__dbns__))
+        return bool(self.__store__.field_names(self.__dbns__))
 
     def __history__(self) -> History:
         """Snapshot: field -> tuple of Values by seq, tombstones and deleted fields included."""
-        return self.__store__._history(self.__dbns__)
+        return self.__store__.history_of(self.__dbns__)
 
     def __enter__(self) -> Storage:
         store = self.__store__
         entered = False
         try:
-            entered = store._enter(self.__dbns__, _getframe(1))
+            entered = store.enter_block(self.__dbns__, _getframe(1))
             return self
         except BaseException:
             # (an interrupt after the block was opened, before `with` could see it:
             # __exit__ will never run, so it is closed here)
             if entered:
-                store._exit(self.__namespace__, self.__dbns__, False)
+                store.exit_block(self.__namespace__, self.__dbns__, False)
             raise
 
     def __exit__(self, exc_type: object, exc: object, tb: object) -> None:
-        self.__store__._exit(self.__namespace__, self.__dbns__, exc_type is None)
+        self.__store__.exit_block(self.__namespace__, self.__dbns__, exc_type is None)
 
     def __eq__(self, other: object) -> bool:
         if isinstance(other, Storage):

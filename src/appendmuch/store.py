@@ -8,15 +8,10 @@ import threading
 import time
 import weakref
 from collections.abc import Callable, Iterable, Mapping
-from operator import itemgetter
 from typing import Any
-
-import orjson
 
 from .blockkeeping import Appended, BlockKeeping, Done
 from .blocks import (
-    ABSENT,
-    NOT_NOTED,
     Block,
     Working,
 )
@@ -27,19 +22,17 @@ from .errors import (
     ClosedError,
     FieldNotFoundError,
     InvalidNameError,
-    MutableAccessError,
     NamespaceCollisionError,
     ReadOnlyError,
     RoundTripError,
     SeqOverflowError,
     UnsupportedTypeError,
 )
-from .fieldlog import GONE, KEPT_DECODED, PROVISIONAL, FieldLog, Packed, Unreadable
-from .history import History
+from .fieldlog import GONE, KEPT_DECODED, PROVISIONAL, FieldLog, Packed
 from .location import _labels, caller_context
-from .logtree import Loading, cannot_store, load_namespace, show_ns, too_large
+from .logtree import SCALAR_TYPES, LogTree, cannot_store, load_namespace, too_large
 from .names import check_namespace, dbns2tuple, tuple2dbns
-from .shared import MAX_SEQ, SHARED_WRITE, SharedSide, replace_fingerprint, seqs_exhausted
+from .shared import MAX_SEQ, SHARED_WRITE, SharedSide, seqs_exhausted
 from .storage import Storage
 from .value import Value, make_value
 
@@ -52,23 +45,10 @@ NamespaceValidator = Callable[[tuple[str, ...]], Any]
 _now = time.time
 _getframe = sys._getframe
 _get_ident = threading.get_ident
-#: values kept in the namespaces' scalar dicts (immutable, never guarded)
-_SCALAR_TYPES = frozenset({int, float, str, bool, type(None)})
 _KEPT_DECODED = KEPT_DECODED
-#: type id -> the exact type its JSON document decodes to (load fast path)
-_SCALAR_IDS: dict[int, type] = {0: int, 2: str}
-_loads = orjson.loads
-#: Store._write's default for ``data``: encode ``value`` (a plain assignment)
+#: Store.append_entry's default for ``data``: encode ``value`` (a plain assignment)
 _ENCODE: Any = object()
-_NAN = float("nan")
-#: what _append_stored raises for a row it refuses, before changing the cache
-_REFUSED_ROW = (InvalidNameError, NamespaceCollisionError)
-#: ... and what _extend_stored raises before changing it (FieldLog.extend checks its
-#: columns first: a created_at that is no number, say)
-_REFUSED_RUN = (*_REFUSED_ROW, TypeError, ValueError)
-#: a stored row's (namespace, field)
-_ns_field = itemgetter(1, 2)
-#: in Store._torn, in place of a replaced row's seq: the write appended a row
+#: in Store.torn, in place of a replaced row's seq: the write appended a row
 _APPENDED: Any = object()
 
 
@@ -93,7 +73,7 @@ def _close_driver(driver: DBDriver) -> None:
     close_unattended(driver.retire, repr(driver))
 
 
-class Store(Loading, BlockKeeping):
+class Store(LogTree, BlockKeeping):
     """An append-only log of namespaced fields, cached in memory, kept by a driver.
 
     Opening a Store loads the driver's whole history into memory; reads are served
@@ -149,11 +129,12 @@ class Store(Loading, BlockKeeping):
         self.namespace_validator = namespace_validator
         #: the log as a tree: token -> dict ... -> field -> FieldLog
         self.cache: dict[str, Any] = {}
-        self._by_dbns: dict[str, dict[str, Any]] = {}
+        #: package-internal: dbns -> its node in ``cache`` (every namespace by name)
+        self.by_dbns: dict[str, dict[str, Any]] = {}
         self._valid: dict[tuple[str, ...], str] = {}
         self._replace: dict[tuple[str, str], bool] = {}
-        #: (thread id, dbns) -> that thread's open with blocks on the namespace
-        self._blocks: dict[tuple[int, str], Block] = {}
+        #: package-internal: (thread id, dbns) -> that thread's open with blocks on it
+        self.blocks: dict[tuple[int, str], Block] = {}
         #: single-writer mode: the thread whose blocks write (see _gate); it holds the
         #: gate only while it has open blocks
         self._gate_owner: int | None = None
@@ -164,15 +145,18 @@ class Store(Loading, BlockKeeping):
         #: reads that walk more than one entry; never around latest-value reads
         # (shared mode: taken by the engine's thread too, never while it waits)
         self._mutex = threading.RLock()
-        #: a write cut short between queueing its row and updating the cache (see
-        #: _write): (row, data, packed bytes, working copy, replaced seq or _APPENDED)
-        self._torn: tuple[Any, ...] | None = None
+        #: package-internal: a write cut short between queueing its row and updating the
+        #: cache (see append_entry): (row, data, packed bytes, working copy, replaced seq
+        #: or _APPENDED)
+        self.torn: tuple[Any, ...] | None = None
         #: namespace tuple -> the last plain Storage handed out for it (see storage())
         self._handles: dict[tuple[str, ...], Storage] = {}
-        #: dbns -> field -> latest scalar value; the instance __dict__ of Storage objects
-        self._scalars: dict[str, dict[str, Any]] = {}
-        #: (dbns, field) -> (seq, stored bytes) of the latest mutable value written
-        self._raws: dict[tuple[str, str], tuple[int, bytes]] = {}
+        #: package-internal: dbns -> field -> latest scalar value; the instance __dict__
+        #: of Storage objects (their scalar dict)
+        self.scalars: dict[str, dict[str, Any]] = {}
+        #: package-internal: (dbns, field) -> (seq, stored bytes) of the latest mutable
+        #: value written
+        self.raws: dict[tuple[str, str], tuple[int, bytes]] = {}
         self._closed = False
         #: closed, or a read-only driver: every write raises (one check on the hot path)
         self._refuse_writes = driver.read_only
@@ -185,11 +169,7 @@ class Store(Loading, BlockKeeping):
         engine = driver.sharing
         try:
             if engine is not None:
-                if not driver.read_only:
-                    driver.ensure()
-                    engine.claim(replace_fingerprint(replace_predicate))
-                self._shared_side = SharedSide(self, engine)
-                engine.attach(self._shared_side)
+                self._shared_side = SharedSide.join(self, engine, self._mutex)
             self.load()
             if engine is not None and driver.last_seq >= PROVISIONAL:
                 raise SeqOverflowError(
@@ -218,18 +198,9 @@ class Store(Loading, BlockKeeping):
         side = self._shared_side
         if side is None:
             with self._mutex:
-                self._load()
+                self.rebuild()
             return
-
-        # Shared mode: in the engine's thread (no delivery runs meanwhile), own writes
-        # committed first, then the table read as it is.
-        def load_now() -> int:
-            with self._mutex:
-                seq = self._load(side.engine.driver.rows_now())
-                side.loaded(seq)
-                return seq
-
-        side.engine.reload(load_now)
+        side.reload()  # (in the engine's thread, own writes committed first)
 
     def sync(self) -> None:
         """Return once this process's cache holds every entry committed anywhere
@@ -241,24 +212,14 @@ class Store(Loading, BlockKeeping):
         """
         side = self._shared_side
         if side is not None:
-            side.engine.sync()
-
-    def _note_latest(self, dbns: str, field: str, data: Any) -> None:
-        """Keep the namespace's scalar dict (if any) in step with a new latest
-        entry appended from stored rows."""
-        scalars = self._scalars.get(dbns)
-        if scalars is not None:
-            if data.__class__ in _SCALAR_TYPES and not (self._blocks and self._covered(dbns)):
-                scalars[field] = data
-            else:
-                scalars.pop(field, None)
+            side.sync()
 
     def flush(self) -> None:
         """Write every queued row to the database now."""
-        if self._torn is not None:
+        if self.torn is not None:
             with self._mutex:
-                if self._torn is not None:
-                    self._mend()
+                if self.torn is not None:
+                    self.mend_torn()
         self.driver.flush()
 
     def close(self) -> None:
@@ -268,8 +229,8 @@ class Store(Loading, BlockKeeping):
         :class:`~appendmuch.errors.ClosedError`.
         """
         with self._mutex:  # a write in another thread is queued before, or refused
-            if self._torn is not None:
-                self._mend()
+            if self.torn is not None:
+                self.mend_torn()
             if self._closed:
                 return
             self._closed = self._refuse_writes = True
@@ -308,7 +269,7 @@ class Store(Loading, BlockKeeping):
             handle = Storage(*namespace, store=self)
             # Only namespaces that exist, so that no later write can make their tokens
             # collide with a field (load() forgets them all).
-            if _RECYCLE and handle.__dbns__ in self._by_dbns:
+            if _RECYCLE and handle.__dbns__ in self.by_dbns:
                 self._handles[namespace] = handle
             return handle
         return Storage(*namespace, store=self, virtual=virtual)
@@ -321,9 +282,9 @@ class Store(Loading, BlockKeeping):
         With ``create=True`` the (validated) namespace is created when missing.
         """
         if create:
-            dbns = self._attach(tuple(namespace))
+            dbns = self.attach(tuple(namespace))
             with self._mutex:
-                return self._by_dbns.get(dbns) or self._make_path(tuple(namespace), dbns)
+                return self.by_dbns.get(dbns) or self._make_path(tuple(namespace), dbns)
         node: Any = self.cache
         for token in namespace:
             node = node.get(token) if type(node) is dict else None
@@ -331,8 +292,10 @@ class Store(Loading, BlockKeeping):
                 return None
         return node if type(node) is dict else None
 
-    def _attach(self, namespace: tuple[str, ...]) -> str:
-        """Validate a namespace for a new Storage; return its database form."""
+    def attach(self, namespace: tuple[str, ...]) -> str:
+        """Package-internal (not public API).
+
+        Validate a namespace for a new Storage; return its database form."""
         try:
             dbns = self._valid.get(namespace)
         except TypeError:
@@ -346,14 +309,16 @@ class Store(Loading, BlockKeeping):
                 )
             dbns = tuple2dbns(namespace)
             self._valid[namespace] = dbns
-        if dbns not in self._by_dbns:
+        if dbns not in self.by_dbns:
             self._check_path(namespace)
         return dbns
 
-    def _scalar_dict(self, dbns: str) -> dict[str, Any]:
-        """The scalar dict of a namespace: the ``__dict__`` its Storage objects have in
+    def scalar_dict(self, dbns: str) -> dict[str, Any]:
+        """Package-internal (not public API).
+
+        The scalar dict of a namespace: the ``__dict__`` its Storage objects have in
         common, holding latest scalar values so that reading one needs no call."""
-        return self._scalars.setdefault(dbns, {})  # atomic: one dict per namespace
+        return self.scalars.setdefault(dbns, {})  # atomic: one dict per namespace
 
     def _check_path(self, namespace: tuple[str, ...]) -> None:
         node: Any = self.cache
@@ -369,11 +334,12 @@ class Store(Loading, BlockKeeping):
 
     def _make_path(self, namespace: tuple[str, ...], dbns: str) -> dict[str, Any]:
         self._check_path(namespace)
-        return load_namespace(self.cache, self._by_dbns, dbns, 0)
+        return load_namespace(self.cache, self.by_dbns, dbns, 0)
 
     # ------------------------------------------------------------------ writing
 
-    def _replaces(self, dbns: str, field: str) -> bool:
+    def replaces(self, dbns: str, field: str) -> bool:
+        """Package-internal: whether ``field`` keeps only its latest entry (asked once)."""
         key = (dbns, field)
         answer = self._replace.get(key)
         if answer is None:
@@ -381,26 +347,27 @@ class Store(Loading, BlockKeeping):
             answer = self._replace[key] = bool(predicate is not None and predicate(dbns, field))
         return answer
 
-    def _delete(self, namespace: tuple[str, ...], dbns: str, field: str, storage: Any) -> None:
+    def delete_field(self, namespace: tuple[str, ...], dbns: str, field: str, storage: Any) -> None:
+        """Package-internal: ``del storage.field`` appends a tombstone (or raises)."""
         context = caller_context(3)
         side = self._shared_side
         if side is not None:
             side.delete(namespace, dbns, field, storage, context)
             return
-        if self._blocks:
+        if self.blocks:
             self._await_gate(dbns)
         appended = Appended()
         with self._mutex:  # checked and appended at once: two deletes give one tombstone
-            node = self._by_dbns.get(dbns)
+            node = self.by_dbns.get(dbns)
             log = node.get(field) if node is not None else None
-            if self._blocks:
-                self._note_read(dbns, field, log if type(log) is FieldLog else None)
+            if self.blocks:
+                self.note_read(dbns, field, log if type(log) is FieldLog else None)
             if type(log) is not FieldLog or log.latest is GONE:
                 raise FieldNotFoundError(f"{storage!r} has no field {field!r} to delete")
-            self._write(namespace, dbns, field, None, GONE, None, context, None, appended)
+            self.append_entry(namespace, dbns, field, None, GONE, None, context, None, appended)
         self._finish(appended.entries, appended.due)
 
-    def _write(
+    def append_entry(
         self,
         namespace: tuple[str, ...],
         dbns: str,
@@ -413,7 +380,9 @@ class Store(Loading, BlockKeeping):
         appended: Appended | None = None,
         exact: bool = True,
     ) -> int:
-        """The write path: append one entry to the log tree, the driver, the read dicts
+        """Package-internal (not public API).
+
+        The write path: append one entry to the log tree, the driver, the read dicts
         and working copies, and call ``on_change``.  Returns the new seq.
 
         A plain assignment (``Storage.__setattr__``, which has validated the name) passes
@@ -463,14 +432,14 @@ class Store(Loading, BlockKeeping):
                 namespace, dbns, field, data, raw, context, working, exact, appended
             )
         while True:
-            if self._blocks and appended is None:
+            if self.blocks and appended is None:
                 self._await_gate(dbns)  # (a caller passing appended saw to it)
             with self._mutex:
-                if self._blocks and appended is None and self._must_wait(dbns):
+                if self.blocks and appended is None and self._must_wait(dbns):
                     continue  # another thread's block took the gate meanwhile
-                if self._torn is not None:
-                    self._mend()
-                node = self._writable_node(namespace, dbns, field)
+                if self.torn is not None:
+                    self.mend_torn()
+                node = self.writable_node(namespace, dbns, field)
                 log = node.get(field)
                 seq = driver.last_seq + 1  # DBDriver.next_seq(), inlined on the hot path
                 if seq > MAX_SEQ:
@@ -478,20 +447,20 @@ class Store(Loading, BlockKeeping):
                 driver.last_seq = seq
                 now = _now()
                 row = (seq, dbns, field, raw, now, context)
-                # The row is queued before the cache changes, and _torn names the write
+                # The row is queued before the cache changes, and torn names the write
                 # until the cache has it: a write cut short anywhere in between (Ctrl-C)
-                # is finished by _mend (here or at the next write), never left half done.
+                # is finished by mend_torn (here or at the next write), never left half done.
                 try:
-                    if self.replace_predicate is not None and self._replaces(dbns, field):
+                    if self.replace_predicate is not None and self.replaces(dbns, field):
                         old_seq = log.latest_seq if log is not None else None
-                        self._torn = (row, data, None, working, old_seq)
+                        self.torn = (row, data, None, working, old_seq)
                         due = driver.replace(old_seq, row)
                         log = FieldLog(self._decode)
                         log.append(seq, now, data, context)
                         node[field] = log
                     else:
                         packed = raw if exact else None  # (None: older versions stay objects)
-                        self._torn = (row, data, packed, working, _APPENDED)
+                        self.torn = (row, data, packed, working, _APPENDED)
                         due = driver.append(row)
                         if log is None:
                             log = FieldLog(self._decode)
@@ -512,20 +481,20 @@ class Store(Loading, BlockKeeping):
                             log.raw = packed if data.__class__ not in _KEPT_DECODED else None
                             if log.runs is not None:
                                 log.runs.add(log, len(log.seqs) - 1)
-                    scalars = self._scalars.get(dbns)
+                    scalars = self.scalars.get(dbns)
                     if scalars is not None:
-                        if data.__class__ in _SCALAR_TYPES and not (
-                            self._blocks and self._covered(dbns)
+                        if data.__class__ in SCALAR_TYPES and not (
+                            self.blocks and self._covered(dbns)
                         ):
                             scalars[field] = data
                         else:
                             scalars.pop(field, None)
-                    if working is not None or self._blocks:
+                    if working is not None or self.blocks:
                         self._note_working(dbns, field, seq, raw, working)
-                    self._torn = None
+                    self.torn = None
                 except BaseException:
-                    if self._torn is not None:
-                        self._mend()
+                    if self.torn is not None:
+                        self.mend_torn()
                     raise
             break
 
@@ -536,8 +505,10 @@ class Store(Loading, BlockKeeping):
             self._finish(((namespace, field, data, now, context, seq),), due)
         return seq
 
-    def _writable_node(self, namespace: tuple[str, ...], dbns: str, field: str) -> dict[str, Any]:
-        """The namespace's node for a write of ``field`` (made if new), under the lock;
+    def writable_node(self, namespace: tuple[str, ...], dbns: str, field: str) -> dict[str, Any]:
+        """Package-internal (not public API).
+
+        The namespace's node for a write of ``field`` (made if new), under the lock;
         raises, changing nothing, when the Store cannot write or the name collides."""
         if self._refuse_writes:
             if self._closed:
@@ -545,7 +516,7 @@ class Store(Loading, BlockKeeping):
                     f"cannot write {field!r}: this Store was closed; open a new Store to write"
                 )
             raise ReadOnlyError(f"cannot write {field!r}: {self.driver!r} is open read-only")
-        node = self._by_dbns.get(dbns)
+        node = self.by_dbns.get(dbns)
         if node is None:
             node = self._make_path(namespace, dbns)
         log = node.get(field)
@@ -562,9 +533,9 @@ class Store(Loading, BlockKeeping):
         a mutable value, and make ``working`` the working copy of this thread's open
         block on ``dbns`` (or drop the block's outdated copy)."""
         if working is not None and raw is not None:
-            self._raws[dbns, field] = (seq, raw)
-        if self._blocks:
-            block = self._blocks.get((_get_ident(), dbns))
+            self.raws[dbns, field] = (seq, raw)
+        if self.blocks:
+            block = self.blocks.get((_get_ident(), dbns))
             if block is not None:
                 block.reads[field] = seq  # its own write: no conflict with itself
                 if working is not None and raw is not None:
@@ -572,24 +543,26 @@ class Store(Loading, BlockKeeping):
                 else:
                     block.working.pop(field, None)
 
-    def _mend(self) -> None:
-        """Finish the write an interrupt cut short in :meth:`_write` (under ``_mutex``).
+    def mend_torn(self) -> None:
+        """Package-internal (not public API).
+
+        Finish the write an interrupt cut short in :meth:`append_entry` (under ``_mutex``).
 
         Its row was queued before the cache changed: if the driver never got it,
         nothing changed (its seq stays unused); otherwise the cache gets the entry
         now, whatever part of it was in place.  Cut short itself, it is simply run
         again by the next write."""
-        torn = self._torn
+        torn = self.torn
         assert torn is not None
         row, data, packed, working, replaced = torn
         seq, dbns, field, raw, now, context = row
         if replaced is SHARED_WRITE:
             assert self._shared_side is not None
             self._shared_side.mend(row, data, packed)
-            self._torn = None
+            self.torn = None
             return
         if self.driver.has_row(seq):
-            node = self._by_dbns.get(dbns)
+            node = self.by_dbns.get(dbns)
             if node is None:
                 node = self._make_path(dbns2tuple(dbns), dbns)
             log = node.get(field)
@@ -599,9 +572,9 @@ class Store(Loading, BlockKeeping):
                 node[field] = fresh
             else:
                 log.mend(seq, now, data, context, packed)
-            self._note_latest(dbns, field, data)
+            self.note_latest(dbns, field, data)
             self._note_working(dbns, field, seq, raw, working)
-        self._torn = None
+        self.torn = None
 
     def _finish(self, entries: Iterable[Done], due: bool) -> None:
         """What follows appending entries, outside the lock: hand a full batch to the
@@ -636,123 +609,3 @@ class Store(Loading, BlockKeeping):
                         )
         if failure is not None:
             raise failure
-
-    # ------------------------------------------------------------------ reading
-
-    # ------------------------------------------------------------------ shared mode
-
-    def _read_value(self, dbns: str, field: str, log: FieldLog, data: Any) -> Any:
-        """Slow path of a read: the latest data is not a plain scalar."""
-        if data.__class__ is Unreadable:  # (raises the codec's error, naming the row)
-            return self._decode_stored(log.latest_seq, dbns, field, data)
-        if not self.codec.is_mutable(data):
-            return data
-        block = self._block(dbns)
-        if block is None:
-            raise MutableAccessError(
-                f"{field!r} of {show_ns(dbns)} holds a mutable {type(data).__name__}: wrap "
-                "the storage in a context manager (with storage: ...) to read it, so that "
-                "changes to it are saved"
-            )
-        working = block.working.get(field)
-        if working is not None and (working.seq == log.latest_seq or self._shared_side is not None):
-            # (shared mode: a copy outdated by another writer stays the block's copy;
-            # the block's end raises ConflictError)
-            return working.obj
-        with self._mutex:  # the latest data and its seq, as one (another thread may write)
-            node = self._by_dbns.get(dbns)
-            current = node.get(field) if node is not None else None
-            if type(current) is FieldLog:
-                log = current
-            data, seq = log.latest, log.latest_seq
-        block.reads.setdefault(field, seq)
-        if data is GONE:
-            raise FieldNotFoundError(f"{show_ns(dbns)} has no field {field!r} (it was deleted)")
-        if not self.codec.is_mutable(data):
-            return data
-        known = self._raws.get((dbns, field))
-        if known is not None and known[0] == seq:
-            baseline = known[1]
-        else:
-            baseline = self.codec.encode_unverified(data).data
-            self._raws[dbns, field] = (seq, baseline)
-        copy = safe_deepcopy(data)
-        block.working[field] = Working(copy, baseline, seq)
-        return copy
-
-    def _read_in_block(self, dbns: str, field: str, log: FieldLog | None) -> Any:
-        """A read while ``with`` blocks are open: if this thread has one on ``dbns``, note
-        the version of ``field`` (before its data is read: a write in between then
-        shows as a conflict, never as a lost update), and (shared mode) answer from the
-        writes the block keeps.  NOT_NOTED lets the ordinary read go on."""
-        block = self._block(dbns)
-        if block is None:
-            return NOT_NOTED
-        if block.staged:
-            staged = block.staged_value(field)
-            if staged is not None:
-                if staged.data is GONE:
-                    raise FieldNotFoundError(
-                        f"{show_ns(dbns)} has no field {field!r} (it was deleted)"
-                    )
-                working = block.working.get(field)
-                return working.obj if working is not None else staged.data
-        self._note_read(dbns, field, log, block)
-        return NOT_NOTED
-
-    def _note_read(
-        self, dbns: str, field: str, log: FieldLog | None, block: Block | None = None
-    ) -> None:
-        """Note that this thread's block on ``dbns`` read ``field`` as it is now (a field
-        found missing counts as read)."""
-        if block is None:
-            block = self._blocks.get((_get_ident(), dbns))
-            if block is None:
-                return
-        if field not in block.reads:
-            block.reads[field] = log.seqs[-1] if log is not None else ABSENT
-
-    def _covered(self, dbns: str) -> bool:
-        """Whether a ``with`` block of any thread is open on ``dbns`` (its reads go
-        through ``__getattr__``, to be noted, so the namespace's read dict stays empty)."""
-        return any(key[1] == dbns for key in self._blocks.copy())
-
-    def _remember(self, dbns: str, field: str, log: FieldLog, data: Any) -> None:
-        """Put a scalar just read from ``log`` into the namespace's scalar dict,
-        unless a write (in another thread) has superseded it meanwhile."""
-        with self._mutex:
-            node = self._by_dbns.get(dbns)
-            scalars = self._scalars.get(dbns)
-            if (
-                scalars is not None
-                and node is not None
-                and node.get(field) is log
-                and log.latest is data
-                and not (self._blocks and self._covered(dbns))
-            ):
-                scalars[field] = data
-
-    def _missing(self, storage: Any, field: str) -> AttributeError:
-        node = self._by_dbns.get(storage.__dbns__)
-        log = node.get(field) if node is not None else None
-        if type(log) is FieldLog:
-            return FieldNotFoundError(f"{storage!r} has no field {field!r} (it was deleted)")
-        return FieldNotFoundError(f"{storage!r} has no field {field!r}")
-
-    def _fields(self, dbns: str) -> list[str]:
-        node = self._by_dbns.get(dbns)
-        if node is None:
-            return []
-        with self._mutex:  # another thread may add a field meanwhile
-            return [
-                name
-                for name, log in node.items()
-                if type(log) is FieldLog and log.latest is not GONE
-            ]
-
-    def _history(self, dbns: str) -> History:
-        side = self._shared_side
-        if side is not None and side.engine.pending:
-            self.driver.flush()  # (own writes in a history have their final seqs)
-        with self._mutex:  # every seq up to last_seq is in the tree by now
-            return History(self._by_dbns.get(dbns), self.driver.last_seq)

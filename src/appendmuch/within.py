@@ -25,7 +25,7 @@ _MISSING: Any = object()
 
 
 def _node(storage: Storage) -> dict[str, Any] | None:
-    return storage.__store__._by_dbns.get(storage.__dbns__)
+    return storage.__store__.by_dbns.get(storage.__dbns__)
 
 
 def _conds(node: dict[str, Any] | None, context: dict[str, Any]) -> list[Cond] | None:
