@@ -85,7 +85,8 @@ class Codec:
         self._resolved: dict[type, tuple[list[Registration], Registration | None]] = {}
         self._atoms: frozenset[type] = ATOM_TYPES
         #: exact scalar type -> encoder of the stored bytes, for types with no variants
-        self._fast: dict[type, Callable[[Any], bytes]] = dict(FAST_ENCODERS)
+        #: (package-internal: the Store's write path looks values up here directly)
+        self.fast_encoders: dict[type, Callable[[Any], bytes]] = dict(FAST_ENCODERS)
         for entry in BUILTINS:
             self._add(entry)
 
@@ -151,7 +152,7 @@ class Codec:
             # newest registration is tried first
             self._conditional.setdefault(entry.cls, []).insert(0, entry)
             self._atoms = self._atoms - {entry.cls}
-            self._fast.pop(entry.cls, None)
+            self.fast_encoders.pop(entry.cls, None)
         self._resolved.clear()
 
     def type_map(self) -> dict[type, int]:
@@ -240,7 +241,7 @@ class Codec:
         ``exact`` says whether decoding the stored bytes gives back that object again
         (see :meth:`finish`).  Raises like :meth:`encode`.
         """
-        fast = self._fast.get(type(value))
+        fast = self.fast_encoders.get(type(value))
         if fast is not None:
             try:
                 return fast(value), False, value, True

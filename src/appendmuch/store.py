@@ -161,7 +161,7 @@ class Store(LogTree, BlockKeeping):
         #: closed, or a read-only driver: every write raises (one check on the hot path)
         self._refuse_writes = driver.read_only
         #: the codec's exact-type scalar encoders (the same dict object, kept current)
-        self._fast = self.codec._fast
+        self._fast = self.codec.fast_encoders
         #: how the logs decode the stored bytes of their older entries
         self._decode = self.codec.decode
         #: shared mode (several processes write the table): the Store's side of it
@@ -244,6 +244,21 @@ class Store(LogTree, BlockKeeping):
 
     def __exit__(self, *exc_info: object) -> None:
         self.close()
+
+    @property
+    def lock(self) -> threading.RLock:
+        """The Store's re-entrant lock, held briefly by every read and write.
+
+        Hold it to walk ``cache`` yourself while other threads write.  O(1).
+
+        >>> from appendmuch import Memory, Store
+        >>> store = Store(Memory())
+        >>> store.storage("game", "p1").score = 1
+        >>> with store.lock:
+        ...     sorted(store.cache)
+        ['game']
+        """
+        return self._mutex
 
     # ------------------------------------------------------------------ namespaces
 

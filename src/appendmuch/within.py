@@ -67,7 +67,7 @@ class Within:
         return self.__context__
 
     def _lookup(self, name: str) -> Any:
-        with self.__storage__.__store__._mutex:  # the logs and their run index, as one
+        with self.__storage__.__store__.lock:  # the logs and their run index, as one
             node = _node(self.__storage__)
             log = node.get(name) if node is not None else None
             if type(log) is not FieldLog:
@@ -107,7 +107,7 @@ class Within:
 
         O(runs of the context + writes yielded).
         """
-        with self.__storage__.__store__._mutex:  # the log as of now, without holding it
+        with self.__storage__.__store__.lock:  # the log as of now, without holding it
             node = _node(self.__storage__)
             log = node.get(field) if node is not None else None
             if type(log) is not FieldLog:

@@ -360,7 +360,7 @@ class Engine:
         if foreign:
             target.take_in(foreign)
         if ours:
-            # (told first, then taken out: a write being finished (Store._mend) meanwhile
+            # (told first, then taken out: a write being finished (Store.mend_torn) meanwhile
             # finds its row either queued or committed, never neither)
             target.committed(ours, [])
             self._forget([provisional for provisional, _ in ours])
