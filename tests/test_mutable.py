@@ -95,10 +95,20 @@ MUTABLE = [
 ]
 
 
+def stable_id(value: Any) -> str:
+    """A test id that is the same in every process (pytest-xdist's workers must agree):
+    a frozenset's repr follows string hashing, a Random's names its address."""
+    if isinstance(value, frozenset):
+        return "frozenset(" + ", ".join(sorted(map(repr, value))) + ")"
+    if isinstance(value, random.Random):
+        return "random.Random"
+    return repr(value)
+
+
 class TestMutability:
     """Immutable values read anywhere; mutable ones need ``with`` (SPEC §4)."""
 
-    @pytest.mark.parametrize("value", IMMUTABLE, ids=repr)
+    @pytest.mark.parametrize("value", IMMUTABLE, ids=stable_id)
     def test_immutable_value_reads_outside_with(self, backend: Backend, value: Any) -> None:
         store = backend.store()
         store.storage("game", "p1").v = value
@@ -109,7 +119,7 @@ class TestMutability:
         assert type(read) is type(value)
         store.close()
 
-    @pytest.mark.parametrize("value", MUTABLE, ids=repr)
+    @pytest.mark.parametrize("value", MUTABLE, ids=stable_id)
     def test_mutable_value_read_outside_with_raises_type_error(
         self, backend: Backend, value: Any
     ) -> None:
