@@ -59,6 +59,26 @@ def private_cluster() -> Iterator[TempCluster]:
         cluster.stop()
 
 
+#: the contract fixtures' backends that the everyday tier leaves out (see below)
+PG_CONTRACT_BACKENDS = frozenset({"postgresql", "postgresql-shared"})
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Mark the PostgreSQL variants of the backend-contract tests ``slow``.
+
+    A PostgreSQL Store open costs ~30-40 ms per test and the contract has ~1,400 such
+    items, so ``-m "not slow"`` runs the contract on memory, sqlite and sqlite-shared
+    only; PostgreSQL-specific files (test_postgresql.py, the ``place`` tests...) stay in
+    the everyday tier, and ``python -m pytest`` without ``-m`` still runs everything.
+    """
+    slow = pytest.mark.slow
+    for item in items:
+        params = getattr(getattr(item, "callspec", None), "params", {})
+        if any(params.get(name) in PG_CONTRACT_BACKENDS for name in ("backend", "other_backend")):
+            item.add_marker(slow)
+
+
 def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
     """Stop the throwaway PostgreSQL server, if this session started one."""
     from pgserver import SERVER
