@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 from hypothesis import HealthCheck, settings
 
-from backends import ALL_FACTORIES, Backend
+from backends import ALL_FACTORIES, SQL_BACKENDS, Backend, PostgresBackend, SqliteBackend, sql_place
 from pgserver import ENV_REQUIRE, HOW_TO_ENABLE, TempCluster, find_bindir
 
 settings.register_profile("default", deadline=None, suppress_health_check=[HealthCheck.too_slow])
@@ -37,6 +37,19 @@ def other_backend(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Ba
     """A second, independent location (for dump-from-one / restore-into-another)."""
     (tmp_path / "other").mkdir()
     made = ALL_FACTORIES[request.param](tmp_path / "other")
+    try:
+        yield made
+    finally:
+        made.cleanup()
+
+
+@pytest.fixture(params=SQL_BACKENDS)
+def place(
+    request: pytest.FixtureRequest, tmp_path: Path
+) -> Iterator[SqliteBackend | PostgresBackend]:
+    """A fresh table on each SQL backend in turn (single-writer drivers; ``shared=True``
+    or a child process opens it in shared mode)."""
+    made = sql_place(request.param, tmp_path)
     try:
         yield made
     finally:

@@ -16,7 +16,7 @@ import threading
 import time
 from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 TESTS = Path(__file__).resolve().parent
 sys.path.insert(0, str(TESTS / "crash"))
@@ -25,8 +25,13 @@ from childlib import make_driver  # noqa: E402  (tests/crash is on the path now)
 
 from appendmuch import Codec, Store, Value, tuple2dbns  # noqa: E402
 
+if TYPE_CHECKING:
+    from backends import SqlBackend
+
 __all__ = [
     "PEERS",
+    "PeerProcess",
+    "Peers",
     "Seen",
     "all_values",
     "history_lines",
@@ -184,87 +189,6 @@ def dumps(obj: Any) -> str:
 PATIENCE = 60.0
 
 
-class Place:
-    """One log seen from the parent: a SQLite file or a PostgreSQL table prefix."""
-
-    def __init__(self, kind: str, directory: Path) -> None:
-        from backends import PostgresBackend, SqliteBackend, pg_conninfo
-
-        self.kind = kind
-        self.backend: SqliteBackend | PostgresBackend
-        if kind == "sqlite":
-            self.backend = SqliteBackend(directory)
-            self.table = "appendmuch_values"
-        else:
-            self.backend = PostgresBackend(pg_conninfo())
-            self.table = f"{self.backend.prefix}_values"
-
-    def location(self, app: str = "appendmuch-shared-peer") -> dict[str, Any]:
-        """How a child finds this log; PostgreSQL sessions are named ``app``."""
-        return location_of(self.backend, app)
-
-    def store(self, seen: Seen | None = None, **driver_kwargs: Any) -> Store:
-        """A Store in this process (replace fields ``r_*``)."""
-        return open_store(self.location("appendmuch-shared-parent"), seen, **driver_kwargs)
-
-    def rows(self) -> list[tuple[Any, ...]]:
-        """Every committed row by seq, read on a new independent connection."""
-        import sqlite3
-
-        from backends import SqliteBackend
-
-        sql = (
-            "SELECT seq, namespace, field, value, created_at, context "
-            f'FROM "{self.table}" ORDER BY seq'
-        )
-        backend = self.backend
-        if isinstance(backend, SqliteBackend):
-            conn = sqlite3.connect(backend.path, isolation_level=None)
-            try:
-                return list(conn.execute(sql).fetchall())
-            finally:
-                conn.close()
-        import psycopg
-
-        with psycopg.connect(backend.conninfo, autocommit=True) as pg:
-            return [tuple(row) for row in pg.execute(sql).fetchall()]  # type: ignore[arg-type]
-
-    def settle(self, app: str) -> None:
-        """Wait until the server has ended every session named ``app`` (a killed child's:
-        a batch it had sent in full is still committed until then)."""
-        if self.kind != "postgresql":
-            return
-        import psycopg
-
-        deadline = time.monotonic() + PATIENCE
-        with psycopg.connect(self.backend.conninfo, autocommit=True) as conn:
-            while True:
-                row = conn.execute(
-                    "SELECT count(*) FROM pg_stat_activity WHERE application_name = %s", (app,)
-                ).fetchone()
-                if row is not None and row[0] == 0:
-                    return
-                if time.monotonic() > deadline:
-                    raise AssertionError(f"the sessions of {app} did not end")
-                time.sleep(0.005)
-
-    def cleanup(self) -> None:
-        self.backend.cleanup()
-
-
-def location_of(backend: Any, app: str = "appendmuch-shared-peer") -> dict[str, Any]:
-    """A tests/crash/childlib location for a tests/backends.py SQL backend."""
-    from backends import PostgresBackend
-
-    if isinstance(backend, PostgresBackend):
-        return {
-            "kind": "postgresql",
-            "conninfo": f"{backend.conninfo} application_name={app}",
-            "prefix": backend.prefix,
-        }
-    return {"kind": "sqlite", "path": str(backend.path)}
-
-
 class PeerProcess:
     """tests/peers/peer.py running in its own process, driven command by command."""
 
@@ -361,6 +285,35 @@ class PeerProcess:
             self.proc.send_signal(signal.SIGKILL)
         self.proc.wait()
         self._stderr.close()
+
+
+class Peers:
+    """Peer processes on one place, each with its own stderr file; ``kill()`` stops
+    them all.  ``defaults`` are the driver keywords every peer starts with."""
+
+    def __init__(self, place: SqlBackend, directory: Path, app: str, **defaults: Any) -> None:
+        self.place = place
+        self.directory = directory
+        self.app = app
+        self.defaults = defaults
+        self.started: list[PeerProcess] = []
+
+    def start(self, **driver: Any) -> PeerProcess:
+        """Start one more peer (``driver`` over the defaults)."""
+        number = len(self.started)
+        app = f"{self.app}-{number}"
+        peer = PeerProcess(
+            self.place.location(app),
+            self.directory / f"peer-{number}.stderr",
+            app,
+            **{**self.defaults, **driver},
+        )
+        self.started.append(peer)
+        return peer
+
+    def kill(self) -> None:
+        for peer in self.started:
+            peer.kill()
 
 
 class WorkerProcess:

@@ -33,7 +33,7 @@ import pytest
 
 from appendmuch import Sqlite3, Storage, Store, Value
 from appendmuch.errors import UnknownTypeIdError
-from backends import FACTORIES, Backend, SqliteBackend, is_shared
+from backends import Backend, SqliteBackend, is_shared
 from helpers import history
 from snapshots import cache_snapshot, state
 
@@ -682,19 +682,15 @@ def test_load_of_undecodable_row_keeps_cache(setup: Setup) -> None:
 
 # ---------------------------------------------------------------- SQL-only: names, schemas
 
-SQL_BACKENDS = [name for name in FACTORIES if name != "memory"]
 
-
-@pytest.fixture(params=SQL_BACKENDS)
-def sql_setup(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Setup]:
+@pytest.fixture
+def sql_setup(place: Backend) -> Iterator[Setup]:
     """make_setup on each SQL backend (table names only exist there)."""
-    made_backend = FACTORIES[request.param](tmp_path)
-    made = make_setup(made_backend)
+    made = make_setup(place)
     try:
         yield made
     finally:
         made.store.close()
-        made_backend.cleanup()
 
 
 def _sqlite_tables(path: Path) -> list[tuple[str, str]]:

@@ -35,7 +35,6 @@ import json
 import os
 import random
 import signal
-import sqlite3
 import statistics
 import subprocess
 import sys
@@ -51,9 +50,8 @@ from typing import IO, Any
 import pytest
 
 from appendmuch import Memory, Store, dbns2tuple
-from appendmuch.drivers import DBDriver
 from appendmuch.errors import LockedError
-from backends import PostgresBackend, SqliteBackend, pg_conninfo
+from backends import SqlBackend, SqliteBackend, pg_conninfo, sql_place
 
 CRASH_DIR = Path(__file__).parent / "crash"
 SEED = int(os.environ.get("APPENDMUCH_CRASH_SEED") or random.SystemRandom().randrange(2**32))
@@ -137,97 +135,41 @@ def summary(
 # --------------------------------------------------------------------------- locations
 
 
-class Place:
-    """One log: a SQLite file or a PostgreSQL table prefix, seen from the parent."""
-
-    def __init__(
-        self, kind: str, directory: Path, *, filename: str = "log.sqlite3", prefix: str = ""
-    ) -> None:
-        self.kind = kind
-        self.backend: SqliteBackend | PostgresBackend
-        if kind == "sqlite":
-            self.backend = SqliteBackend(directory, filename)
-            self.table = "appendmuch_values"
-        else:
-            self.backend = PostgresBackend(pg_conninfo())
-            if prefix:
-                self.backend.prefix = prefix
-            self.table = f"{self.backend.prefix}_values"
-
-    @property
-    def location(self) -> dict[str, str]:
-        """How a child finds this log (tests/crash/childlib.py ``make_driver``)."""
-        backend = self.backend
-        if isinstance(backend, SqliteBackend):
-            return {"kind": "sqlite", "path": str(backend.path)}
-        return {"kind": "postgresql", "conninfo": child_conninfo(), "prefix": backend.prefix}
-
-    def driver(self, **kwargs: Any) -> DBDriver:
-        return self.backend.driver(**kwargs)
-
-    def _query(self, sql: str) -> list[tuple[Any, ...]]:
-        """Run a query on a new, independent connection (raw sqlite3 / psycopg)."""
-        backend = self.backend
-        if isinstance(backend, SqliteBackend):
-            conn = sqlite3.connect(backend.path, isolation_level=None)
-            try:
-                return list(conn.execute(sql).fetchall())
-            finally:
-                conn.close()
-        import psycopg
-
-        with psycopg.connect(backend.conninfo, autocommit=True) as pg:
-            return list(pg.execute(sql).fetchall())  # type: ignore[arg-type]
-
-    def exists(self) -> bool:
-        """Whether the table exists (without creating the SQLite file if it does not)."""
-        backend = self.backend
-        if isinstance(backend, SqliteBackend):
-            if not backend.path.exists():
-                return False
-            found = self._query(
-                f"SELECT name FROM sqlite_master WHERE type = 'table' AND name = '{self.table}'"
-            )
-        else:
-            found = self._query(f"SELECT to_regclass('\"{self.table}\"')")
-            found = [row for row in found if row[0] is not None]
-        return bool(found)
-
-    def rows(self) -> list[Row]:
-        """Every committed row, by seq, from an independent connection."""
-        rows = self._query(
-            "SELECT seq, namespace, field, value, created_at, context "
-            f'FROM "{self.table}" ORDER BY seq'
-        )
-        return [
-            (seq, ns, f, None if value is None else bytes(value), t, ctx)
-            for seq, ns, f, value, t, ctx in rows
-        ]
-
-    def seq_is_unique(self) -> bool:
-        """Whether the table has a UNIQUE index on exactly (seq)."""
-        if self.kind == "sqlite":
-            for _, name, unique, *_ in self._query(f'PRAGMA index_list("{self.table}")'):
-                columns = [row[2] for row in self._query(f'PRAGMA index_info("{name}")')]
-                if unique and columns == ["seq"]:
-                    return True
+def table_exists(place: SqlBackend) -> bool:
+    """Whether the log's table exists (without creating the SQLite file if it does not)."""
+    if isinstance(place, SqliteBackend):
+        if not place.path.exists():
             return False
-        found = self._query(
-            "SELECT 1 FROM pg_index i JOIN pg_attribute a ON a.attrelid = i.indrelid "
-            "AND a.attnum = i.indkey[0] "
-            f"WHERE i.indrelid = '\"{self.table}\"'::regclass AND i.indisunique "
-            "AND i.indnatts = 1 AND i.indpred IS NULL AND a.attname = 'seq'"
+        found = place.query(
+            f"SELECT name FROM sqlite_master WHERE type = 'table' AND name = '{place.table}'"
         )
-        return bool(found)
+    else:
+        found = place.query(f"SELECT to_regclass('\"{place.table}\"')")
+        found = [row for row in found if row[0] is not None]
+    return bool(found)
 
-    def cleanup(self) -> None:
-        self.backend.cleanup()
+
+def seq_is_unique(place: SqlBackend) -> bool:
+    """Whether the log's table has a UNIQUE index on exactly (seq)."""
+    if place.kind == "sqlite":
+        for _, name, unique, *_ in place.query(f'PRAGMA index_list("{place.table}")'):
+            columns = [row[2] for row in place.query(f'PRAGMA index_info("{name}")')]
+            if unique and columns == ["seq"]:
+                return True
+        return False
+    found = place.query(
+        "SELECT 1 FROM pg_index i JOIN pg_attribute a ON a.attrelid = i.indrelid "
+        "AND a.attnum = i.indkey[0] "
+        f"WHERE i.indrelid = '\"{place.table}\"'::regclass AND i.indisunique "
+        "AND i.indnatts = 1 AND i.indpred IS NULL AND a.attname = 'seq'"
+    )
+    return bool(found)
 
 
 @pytest.fixture
-def places() -> Iterator[list[Place]]:
+def places() -> Iterator[list[SqlBackend]]:
     """Places made by a test, cleaned up afterwards (PostgreSQL tables dropped)."""
-    made: list[Place] = []
+    made: list[SqlBackend] = []
     yield made
     for place in made:
         place.cleanup()
@@ -478,7 +420,7 @@ class Ledger:
                     self.lose(f"{label}: reopened Store lacks {ack} (has {value})")
 
 
-def verify_after_kill(place: Place, ledger: Ledger, fresh: list[Ack], label: str) -> list[Row]:
+def verify_after_kill(place: SqlBackend, ledger: Ledger, fresh: list[Ack], label: str) -> list[Row]:
     """Check the log after a kill: it reopens (the dead writer's lock is gone) and the
     reopened Store holds the lock, every acknowledged write is there, seqs are UNIQUE,
     and the next write gets seq = largest + 1 and is committed.  Returns the rows
@@ -488,12 +430,12 @@ def verify_after_kill(place: Place, ledger: Ledger, fresh: list[Ack], label: str
     :func:`settle`); test_reopens_at_once_after_a_kill_mid_batch reopens without waiting.
     """
     settle(place.kind)
-    existed = place.exists()
+    existed = table_exists(place)
     store = Store(place.driver(), replace_predicate=is_replace)
     try:
         with pytest.raises(LockedError):
             Store(place.driver()).close()  # the reopened Store holds the lock
-        assert place.seq_is_unique(), f"{label}: no UNIQUE index on seq"
+        assert seq_is_unique(place), f"{label}: no UNIQUE index on seq"
         if not existed:  # killed before its first open created it
             assert not ledger.seqs, f"{label}: acknowledged writes but no table"
         rows = place.rows()
@@ -515,7 +457,7 @@ def verify_after_kill(place: Place, ledger: Ledger, fresh: list[Ack], label: str
     return rows
 
 
-def final_reopen(place: Place, ledger: Ledger, label: str) -> None:
+def final_reopen(place: SqlBackend, ledger: Ledger, label: str) -> None:
     """The writes made after the kills survive a reopen: a new Store loads them."""
     settle(place.kind)
     store = Store(place.driver(read_only=True), replace_predicate=is_replace)
@@ -549,17 +491,17 @@ def finish_scenario(kind: str, scenario: str, problems: list[str]) -> None:
 class TestCrash:
     @pytest.mark.parametrize("mode", ["batched", "write_through"])
     def test_writer_killed_at_random(
-        self, kind: str, mode: str, tmp_path: Path, places: list[Place]
+        self, kind: str, mode: str, tmp_path: Path, places: list[SqlBackend]
     ) -> None:
         """A child writes every kind of operation until killed, again and again on the
         same log (each child reopens what the previous ones left)."""
         rng = rng_for(kind, mode)
-        place = Place(kind, tmp_path)
+        place = sql_place(kind, tmp_path)
         places.append(place)
         ledger = Ledger(kind, TALLY)
         for r in range(ROUNDS[mode]):
             cfg = {
-                "location": place.location,
+                "location": place.location(CHILD_APP),
                 "seed": rng.randrange(2**31),
                 "mode": mode,
                 "flush_every": 12,
@@ -579,7 +521,7 @@ class TestCrash:
         finish_scenario(kind, mode, ledger.problems)
 
     def test_killed_while_flushing_a_large_batch(
-        self, kind: str, tmp_path: Path, places: list[Place]
+        self, kind: str, tmp_path: Path, places: list[SqlBackend]
     ) -> None:
         """Thousands of long rows queued in one batch (no size or time limit reached),
         killed shortly after ``store.flush()`` started: the batch is all in or all out,
@@ -589,11 +531,11 @@ class TestCrash:
         problems: list[str] = []
         for r in range(ROUNDS["flush"]):
             (tmp_path / f"r{r}").mkdir()
-            place = Place(kind, tmp_path / f"r{r}")
+            place = sql_place(kind, tmp_path / f"r{r}")
             places.append(place)
             ledger = Ledger(kind, TALLY)
             cfg = {
-                "location": place.location,
+                "location": place.location(CHILD_APP),
                 "seed": rng.randrange(2**31),
                 "mode": "batched",
                 "burst": [1500, 3000],
@@ -627,7 +569,7 @@ class TestCrash:
         finish_scenario(kind, "flush", problems)
 
     def test_killed_during_restore_of_a_big_dump(
-        self, kind: str, tmp_path: Path, places: list[Place]
+        self, kind: str, tmp_path: Path, places: list[SqlBackend]
     ) -> None:
         """``driver.restore`` of a big dump into a log that already holds rows, killed at
         random: the table holds none or all of the dump's rows, the old rows intact."""
@@ -645,18 +587,18 @@ class TestCrash:
         dump_rows = {row[0]: tuple(row) for row in source.driver.load_rows() if row[0] > 40}
         assert len(dump_rows) == len(big)
 
-        def fresh_place(r: int) -> Place:
+        def fresh_place(r: int) -> SqlBackend:
             """A new log holding 40 rows."""
             (tmp_path / f"r{r}").mkdir()
-            place = Place(kind, tmp_path / f"r{r}")
+            place = sql_place(kind, tmp_path / f"r{r}")
             places.append(place)
             driver = place.driver()
             driver.restore(pre)
             driver.close()
             return place
 
-        def restorer(place: Place, r: int, **cfg: Any) -> Child:
-            cfg.update(location=place.location, dump=str(dump_path))
+        def restorer(place: SqlBackend, r: int, **cfg: Any) -> Child:
+            cfg.update(location=place.location(CHILD_APP), dump=str(dump_path))
             return Child("restorer.py", cfg, tmp_path / f"stderr-{r}.txt")
 
         # one restore left to finish, to know how long a restore takes here
@@ -690,7 +632,7 @@ class TestCrash:
         finish_scenario(kind, "restore", problems)
 
     def test_reopens_at_once_after_a_kill_mid_batch(
-        self, kind: str, tmp_path: Path, places: list[Place]
+        self, kind: str, tmp_path: Path, places: list[SqlBackend]
     ) -> None:
         """A writer killed while the database is still busy with a big batch it had sent:
         a new Store opens on the log at once (an application restarted by a supervisor
@@ -700,11 +642,11 @@ class TestCrash:
         problems: list[str] = []
         for r in range(ROUNDS["at_once"]):
             (tmp_path / f"r{r}").mkdir()
-            place = Place(kind, tmp_path / f"r{r}")
+            place = sql_place(kind, tmp_path / f"r{r}")
             places.append(place)
             ledger = Ledger(kind, TALLY)
             cfg = {
-                "location": place.location,
+                "location": place.location(CHILD_APP),
                 "seed": rng.randrange(2**31),
                 "mode": "batched",
                 "burst": [25_000, 25_000],
@@ -728,7 +670,9 @@ class TestCrash:
             problems.extend(ledger.problems)
         finish_scenario(kind, "at_once", problems)
 
-    def test_killed_during_first_open(self, kind: str, tmp_path: Path, places: list[Place]) -> None:
+    def test_killed_during_first_open(
+        self, kind: str, tmp_path: Path, places: list[SqlBackend]
+    ) -> None:
         """A child creates one new log after another (the first open creates the file or
         the table), killed at random: every log it started opens again and works."""
         rng = rng_for(kind, "first_open")
@@ -746,7 +690,7 @@ class TestCrash:
                     "conninfo": child_conninfo(),
                     "prefix": base + "_{i}",
                 }
-                places.append(Place(kind, directory, prefix=base))  # cleans up base_*
+                places.append(sql_place(kind, directory, prefix=base))  # cleans up base_*
             child = Child("opener.py", {"locations": template}, tmp_path / f"stderr-{r}.txt")
             child.wait_marker("ready")
             time.sleep(rng.uniform(0.0, 0.3))  # let it open a random number of logs
@@ -756,7 +700,9 @@ class TestCrash:
             TALLY.moments[f"{kind}:first_open:{'during' if during else 'after'} open"] += 1
             acks = child.acks()
             for i in range(started):
-                place = Place(kind, directory, filename=f"log-{i}.sqlite3", prefix=f"{base}_{i}")
+                place = sql_place(
+                    kind, directory, filename=f"log-{i}.sqlite3", prefix=f"{base}_{i}"
+                )
                 ledger = Ledger(kind, TALLY)
                 mine = [ack for ack in acks if ack.hex == encode(i).hex()]  # log i holds i
                 ledger.add(mine)

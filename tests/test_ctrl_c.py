@@ -29,9 +29,8 @@ from typing import Any
 import pytest
 
 from appendmuch.errors import ConflictError, WriteError
-from backends import Backend
+from backends import Backend, sql_place
 from helpers import in_gc_callback
-from sharedlib import Place
 from test_interrupts import stored_rows
 
 #: seconds of interrupts per backend (APPENDMUCH_CTRL_C_SECONDS to change)
@@ -229,7 +228,7 @@ def test_a_process_under_real_signals_goes_on_and_prints_nothing(
     a LockedError against its own session), another thread's flush() and close() work,
     every acknowledged write is in the table exactly once (none in a recovery file), and
     nothing at all is printed to stderr."""
-    place = Place(kind, tmp_path)
+    place = sql_place(kind, tmp_path)
     try:
         done = subprocess.run(
             [

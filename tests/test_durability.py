@@ -31,12 +31,11 @@ import pytest
 
 from appendmuch import Store, Value, tuple2dbns
 from appendmuch.errors import WriteError
-from backends import FACTORIES, Backend, PostgresBackend, SqliteBackend
+from backends import Backend, PostgresBackend, SqliteBackend
 from snapshots import cache_snapshot
 
 Row = tuple[int, str, str, bytes | None, float, str]
 
-SQL_BACKENDS = ["sqlite", "postgresql"]
 CRASH_DIR = Path(__file__).parent / "crash"
 #: overall limit when waiting for the background flusher (generous: never a threshold)
 PATIENCE = 10.0
@@ -48,16 +47,6 @@ HOLD = 3600.0
 def is_replace(dbns: str, field: str) -> bool:
     """Replace semantics for fields named ``r_*``."""
     return field.startswith("r_")
-
-
-@pytest.fixture(params=SQL_BACKENDS)
-def sql(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Backend]:
-    """A fresh location on each SQL backend."""
-    made = FACTORIES[request.param](tmp_path)
-    try:
-        yield made
-    finally:
-        made.cleanup()
 
 
 class Peer:
@@ -92,13 +81,13 @@ class Peer:
 
 
 @pytest.fixture
-def peer(sql: Backend) -> Iterator[Callable[[], Peer]]:
-    """Opens (once the table exists) an independent connection to ``sql``'s table."""
+def peer(place: Backend) -> Iterator[Callable[[], Peer]]:
+    """Opens (once the table exists) an independent connection to ``place``'s table."""
     opened: list[Peer] = []
 
     def open_peer() -> Peer:
         if not opened:
-            opened.append(Peer(sql))
+            opened.append(Peer(place))
         return opened[0]
 
     yield open_peer
@@ -138,8 +127,8 @@ OpenStore = Callable[..., tuple[Store, Recorder]]
 
 
 @pytest.fixture
-def stores(sql: Backend, tmp_path: Path) -> Iterator[OpenStore]:
-    """``stores(recorder=None, **driver_kwargs)``: a Store on ``sql`` whose appended
+def stores(place: Backend, tmp_path: Path) -> Iterator[OpenStore]:
+    """``stores(recorder=None, **driver_kwargs)``: a Store on ``place`` whose appended
     entries go to ``recorder`` (a new one unless given: pass the previous one to go on
     after a reopen).  Stores a test leaves open are closed at teardown (while the
     server is still up); recovery files, if any, go to tmp_path."""
@@ -151,7 +140,7 @@ def stores(sql: Backend, tmp_path: Path) -> Iterator[OpenStore]:
         recorder = recorder if recorder is not None else Recorder()
         driver_kwargs.setdefault("recovery_dir", tmp_path)
         store = Store(
-            sql.driver(**driver_kwargs),
+            place.driver(**driver_kwargs),
             on_change=recorder.on_change,
             replace_predicate=is_replace,
         )
@@ -221,7 +210,7 @@ class TestFlushCommits:
     """``store.flush()`` returning means every earlier write is committed."""
 
     def test_flush_commits_every_earlier_write(
-        self, sql: Backend, stores: OpenStore, peer: Callable[[], Peer]
+        self, place: Backend, stores: OpenStore, peer: Callable[[], Peer]
     ) -> None:
         """Writes held back by a long batch interval are all committed by flush():
         plain values, tombstones, with-block mutations, replace overwrites of queued
@@ -237,7 +226,7 @@ class TestFlushCommits:
             mixed_writes(store, k)
         store.flush()
         assert peer().rows() == recorder.expected()
-        assert sql.raw_rows() == recorder.expected()  # a read-only driver agrees
+        assert place.raw_rows() == recorder.expected()  # a read-only driver agrees
         store.close()
 
     def test_flush_after_full_batches_commits_the_remainder(
@@ -304,7 +293,7 @@ class TestFlushCommits:
         store.close()
 
     def test_flushed_rows_are_what_a_reopened_store_loads(
-        self, sql: Backend, stores: OpenStore, peer: Callable[[], Peer]
+        self, place: Backend, stores: OpenStore, peer: Callable[[], Peer]
     ) -> None:
         """A read-only Store opened after flush() (the writer still open) loads exactly
         the writer's log, and after the writer is gone a reopened Store does too."""
@@ -313,7 +302,7 @@ class TestFlushCommits:
             mixed_writes(store, k)
         store.flush()
         written = cache_snapshot(store)
-        reader = Store(sql.driver(read_only=True), replace_predicate=is_replace)
+        reader = Store(place.driver(read_only=True), replace_predicate=is_replace)
         assert cache_snapshot(reader) == written
         reader.close()
         store.close()
@@ -611,11 +600,11 @@ class TestInterpreterExit:
         [("normal", 0), ("raise", 1), ("exit3", 3), ("local", 0), ("cycle", 0)],
     )
     def test_exit_loses_nothing(
-        self, sql: Backend, tmp_path: Path, peer: Callable[[], Peer], end: str, status: int
+        self, place: Backend, tmp_path: Path, peer: Callable[[], Peer], end: str, status: int
     ) -> None:
         """Normal end, uncaught exception, sys.exit(3), a Store already garbage, a Store
         kept alive only by a reference cycle: every row is in the database."""
-        code, entries, output = run_exiter(sql, tmp_path, end, batch_interval=HOLD)
+        code, entries, output = run_exiter(place, tmp_path, end, batch_interval=HOLD)
         assert code == status, output
         assert len(entries) > 100
         assert peer().rows() == surviving(entries)
@@ -623,22 +612,22 @@ class TestInterpreterExit:
     @pytest.mark.parametrize("driver", [{}, {"write_through": True}], ids=["default", "through"])
     def test_exit_with_default_settings_and_write_through(
         self,
-        sql: Backend,
+        place: Backend,
         tmp_path: Path,
         peer: Callable[[], Peer],
         driver: dict[str, Any],
     ) -> None:
         """Same with the default batching, and in write-through mode."""
-        code, entries, output = run_exiter(sql, tmp_path, "normal", **driver)
+        code, entries, output = run_exiter(place, tmp_path, "normal", **driver)
         assert code == 0, output
         assert peer().rows() == surviving(entries)
 
     def test_exit_after_writes_following_close(
-        self, sql: Backend, tmp_path: Path, peer: Callable[[], Peer]
+        self, place: Backend, tmp_path: Path, peer: Callable[[], Peer]
     ) -> None:
         """Writes made after ``store.close()`` are either refused or, if accepted,
         still in the database after a normal exit."""
-        code, entries, output = run_exiter(sql, tmp_path, "after_close", batch_interval=HOLD)
+        code, entries, output = run_exiter(place, tmp_path, "after_close", batch_interval=HOLD)
         assert code == 0, output
         stored = {row[0] for row in peer().rows()}
         missing = [row for row in surviving(entries) if row[0] not in stored]

@@ -18,10 +18,9 @@ from typing import Any
 import pytest
 
 from appendmuch import Storage, retry_on_conflict
-from backends import Backend
+from backends import Backend, SqlBackend
 from patterns import PATTERNS, bump, count, prepare
-from sharedfixtures import Peers, shared_place  # noqa: F401  (the fixture place)
-from sharedlib import Place
+from sharedlib import Peers
 
 WORKERS = 4
 #: increments per process or thread
@@ -29,7 +28,7 @@ TIMES = 60
 
 
 @pytest.fixture
-def peers(place: Place, tmp_path: Path) -> Iterator[Peers]:
+def peers(place: SqlBackend, tmp_path: Path) -> Iterator[Peers]:
     made = Peers(place, tmp_path, "appendmuch-serializable")
     try:
         yield made
@@ -37,14 +36,14 @@ def peers(place: Place, tmp_path: Path) -> Iterator[Peers]:
         made.kill()
 
 
-def stored_increments(place: Place, field: str) -> int:
+def stored_increments(place: SqlBackend, field: str) -> int:
     """Rows of ``field`` in namespace ``hot`` (the starting value's excluded)."""
     return sum(row[1] == "hot" and row[2] == field for row in place.rows())
 
 
 @pytest.mark.parametrize("pattern", PATTERNS)
-def test_processes_lose_no_increment(place: Place, peers: Peers, pattern: str) -> None:
-    store = place.store(shared=True)
+def test_processes_lose_no_increment(place: SqlBackend, peers: Peers, pattern: str) -> None:
+    store = place.open(shared=True)
     try:
         prepare(store.storage("hot"))
         store.flush()
@@ -92,7 +91,7 @@ def test_threads_lose_no_increment(backend: Backend, pattern: str) -> None:
         store.close()
 
 
-def test_a_blocks_writes_are_contiguous(place: Place, peers: Peers) -> None:
+def test_a_blocks_writes_are_contiguous(place: SqlBackend, peers: Peers) -> None:
     """Two processes commit blocks of three assignments while two others write plain
     rows as fast as they can: in the table, the three rows of every block have
     consecutive seqs."""

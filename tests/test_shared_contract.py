@@ -29,16 +29,15 @@ from hypothesis.stateful import invariant, rule, run_state_machine_as_test
 import appendmuch
 from appendmuch import Store, within
 from appendmuch.errors import AppendmuchError
-from sharedfixtures import Peers, shared_place  # noqa: F401  (the fixture place)
+from backends import SqlBackend
 from sharedlib import (
     PATIENCE,
     PeerProcess,
-    Place,
+    Peers,
     Seen,
     all_values,
     history_lines,
     is_replace,
-    location_of,
     row_lines,
 )
 from test_model import NAMESPACES, TOMBSTONE, StoreMachine, item_lists, ns_index, small_ints
@@ -47,14 +46,14 @@ KINDS = ["sqlite", "postgresql"]
 
 
 @pytest.fixture
-def peers(place: Place, tmp_path: Path) -> Iterator[Callable[..., PeerProcess]]:
+def peers(place: SqlBackend, tmp_path: Path) -> Iterator[Callable[..., PeerProcess]]:
     """Start peers on ``place`` (shared, write-through unless told); all stopped after."""
     made = Peers(place, tmp_path, "appendmuch-shared-peer", shared=True, write_through=True)
     yield made.start
     made.kill()
 
 
-def same_everywhere(place: Place, store: Store, *peers: PeerProcess) -> list[str]:
+def same_everywhere(place: SqlBackend, store: Store, *peers: PeerProcess) -> list[str]:
     """After sync() everywhere: this process, every peer, the database and a fresh
     reopen hold the same history, byte for byte.  Returns it."""
     store.sync()
@@ -63,7 +62,7 @@ def same_everywhere(place: Place, store: Store, *peers: PeerProcess) -> list[str
         peer("sync")
         assert peer("history") == mine
     assert row_lines(place.rows()) == mine
-    fresh = place.store(read_only=True)
+    fresh = place.open(read_only=True)
     try:
         assert history_lines(fresh) == mine
     finally:
@@ -80,11 +79,11 @@ def test_public_names() -> None:
     assert callable(appendmuch.retry_on_conflict)
 
 
-def test_two_writers_one_history(place: Place, peers: Callable[..., PeerProcess]) -> None:
+def test_two_writers_one_history(place: SqlBackend, peers: Callable[..., PeerProcess]) -> None:
     """Interleaved plain writes, deletes, ``with`` appends and replace fields from two
     processes: one order, identical histories everywhere, read-your-writes."""
     seen = Seen()
-    store = place.store(seen, shared=True)
+    store = place.open(seen, shared=True)
     peer = peers()
     try:
         mine, theirs = store.storage("g", "p1"), ["g", "p2"]
@@ -129,12 +128,12 @@ def test_two_writers_one_history(place: Place, peers: Callable[..., PeerProcess]
 
 
 def test_others_writes_arrive_by_themselves(
-    place: Place, peers: Callable[..., PeerProcess]
+    place: SqlBackend, peers: Callable[..., PeerProcess]
 ) -> None:
     """A write committed by one process reaches the other's cache (and on_change)
     without any call; the wait is bounded and fails, it is never timed."""
     seen = Seen()
-    store = place.store(seen, shared=True, write_through=True)
+    store = place.open(seen, shared=True, write_through=True)
     peer = peers()
     try:
         s = store.storage("v")
@@ -161,11 +160,11 @@ def test_others_writes_arrive_by_themselves(
 
 
 def test_conflicting_block_raises_and_writes_nothing(
-    place: Place, peers: Callable[..., PeerProcess]
+    place: SqlBackend, peers: Callable[..., PeerProcess]
 ) -> None:
     """A ``with`` block that read a mutable field which another process then changed:
     its exit raises ConflictError, writes nothing and drops its working copies."""
-    store = place.store(shared=True, write_through=True)
+    store = place.open(shared=True, write_through=True)
     peer = peers()
     try:
         s = store.storage("c")
@@ -185,10 +184,12 @@ def test_conflicting_block_raises_and_writes_nothing(
         store.close()
 
 
-def test_reading_block_never_conflicts(place: Place, peers: Callable[..., PeerProcess]) -> None:
+def test_reading_block_never_conflicts(
+    place: SqlBackend, peers: Callable[..., PeerProcess]
+) -> None:
     """A block that only read a field another process then changed writes nothing and
     raises nothing (there is nothing to overwrite)."""
-    store = place.store(shared=True, write_through=True)
+    store = place.open(shared=True, write_through=True)
     peer = peers()
     try:
         s = store.storage("c")
@@ -206,11 +207,11 @@ def test_reading_block_never_conflicts(place: Place, peers: Callable[..., PeerPr
 
 
 def test_block_conflicts_with_a_delete_elsewhere(
-    place: Place, peers: Callable[..., PeerProcess]
+    place: SqlBackend, peers: Callable[..., PeerProcess]
 ) -> None:
     """Another process deleted the field the block changed: ConflictError, and the
     field stays deleted (the stale copy is not written back)."""
-    store = place.store(shared=True, write_through=True)
+    store = place.open(shared=True, write_through=True)
     peer = peers()
     try:
         s = store.storage("c")
@@ -227,10 +228,12 @@ def test_block_conflicts_with_a_delete_elsewhere(
         store.close()
 
 
-def test_non_conflicting_blocks_both_land(place: Place, peers: Callable[..., PeerProcess]) -> None:
+def test_non_conflicting_blocks_both_land(
+    place: SqlBackend, peers: Callable[..., PeerProcess]
+) -> None:
     """Blocks on different fields never conflict, and plain assignments are
     last-writer-wins in seq order."""
-    store = place.store(shared=True, write_through=True)
+    store = place.open(shared=True, write_through=True)
     peer = peers()
     try:
         s = store.storage("c")
@@ -252,11 +255,11 @@ def test_non_conflicting_blocks_both_land(place: Place, peers: Callable[..., Pee
 
 @pytest.mark.parametrize("form", ["bare", "called"])
 def test_retry_on_conflict_reruns_the_block(
-    place: Place, peers: Callable[..., PeerProcess], form: str
+    place: SqlBackend, peers: Callable[..., PeerProcess], form: str
 ) -> None:
     """``@retry_on_conflict`` (bare or with attempts) re-runs a conflicting block; the
     result holds both processes' changes."""
-    store = place.store(shared=True, write_through=True)
+    store = place.open(shared=True, write_through=True)
     peer = peers()
     try:
         s = store.storage("r")
@@ -285,10 +288,10 @@ def test_retry_on_conflict_reruns_the_block(
 
 
 def test_retry_on_conflict_gives_up_after_attempts(
-    place: Place, peers: Callable[..., PeerProcess]
+    place: SqlBackend, peers: Callable[..., PeerProcess]
 ) -> None:
     """A block that conflicts every time: ConflictError after exactly ``attempts``."""
-    store = place.store(shared=True, write_through=True)
+    store = place.open(shared=True, write_through=True)
     peer = peers()
     try:
         s = store.storage("r")
@@ -314,10 +317,10 @@ def test_retry_on_conflict_gives_up_after_attempts(
         store.close()
 
 
-def test_within_across_processes(place: Place, peers: Callable[..., PeerProcess]) -> None:
+def test_within_across_processes(place: SqlBackend, peers: Callable[..., PeerProcess]) -> None:
     """Temporal queries see one interleaved log: the description's worked example with
     ``round`` written by one process and ``score`` by the other."""
-    store = place.store(shared=True, write_through=True)
+    store = place.open(shared=True, write_through=True)
     peer = peers()
     try:
         s = store.storage("game", "p")
@@ -335,13 +338,13 @@ def test_within_across_processes(place: Place, peers: Callable[..., PeerProcess]
 
 
 def test_read_only_open_beside_shared_writers(
-    place: Place, peers: Callable[..., PeerProcess]
+    place: SqlBackend, peers: Callable[..., PeerProcess]
 ) -> None:
     """A read-only Store in shared mode opens while shared writers are attached, and
     sees their writes after ``sync()``."""
     peer = peers()
     peer("set", ns=["ro"], field="x", value=1)
-    reader = place.store(read_only=True, shared=True)
+    reader = place.open(read_only=True, shared=True)
     try:
         assert reader.storage("ro").x == 1
         peer("set", ns=["ro"], field="x", value=2)
@@ -351,9 +354,9 @@ def test_read_only_open_beside_shared_writers(
         reader.close()
 
 
-def test_sync_in_single_writer_mode_returns_at_once(place: Place) -> None:
+def test_sync_in_single_writer_mode_returns_at_once(place: SqlBackend) -> None:
     """``sync()`` exists in the default mode too and changes nothing."""
-    store = place.store()
+    store = place.open()
     try:
         store.storage("a").x = 1
         before = history_lines(store)
@@ -363,16 +366,18 @@ def test_sync_in_single_writer_mode_returns_at_once(place: Place) -> None:
         store.close()
 
 
-def test_restart_catches_up_and_continues(place: Place, peers: Callable[..., PeerProcess]) -> None:
+def test_restart_catches_up_and_continues(
+    place: SqlBackend, peers: Callable[..., PeerProcess]
+) -> None:
     """A writer that closes and reopens while another keeps writing loads everything
     and its next writes continue the one order."""
     peer = peers()
-    store = place.store(shared=True)
+    store = place.open(shared=True)
     store.storage("a").x = 1
     store.close()
     for i in range(5):
         peer("set", ns=["b"], field="y", value=i)
-    store = place.store(shared=True)
+    store = place.open(shared=True)
     try:
         assert store.storage("b").y == 4
         store.storage("a").x = 2
@@ -405,7 +410,7 @@ class PeerStoreMachine(StoreMachine):
         self.store = self.backend.store(on_change=self.seen.on_change, replace_predicate=is_replace)
         self._attach()
         self.peer = PeerProcess(
-            location_of(self.backend, "appendmuch-model-peer"),
+            self.backend.location("appendmuch-model-peer"),
             Path(self.tmpdir) / "peer.stderr",
             shared=True,
             write_through=self.peer_write_through,
@@ -539,11 +544,11 @@ def test_store_matches_model_with_a_peer(kind: str, peer_mode: str) -> None:
 
 
 @pytest.mark.parametrize("shared", [True, False], ids=["shared", "single-writer"])
-def test_flush_waits_for_the_background_flushers_commit(place: Place, shared: bool) -> None:
+def test_flush_waits_for_the_background_flushers_commit(place: SqlBackend, shared: bool) -> None:
     """``flush()`` returning means committed, also when the background flusher has just
     taken the queue and is still committing it: the rows are in the database, seen
     from an independent connection, the moment flush() returns."""
-    store = place.store(shared=shared)
+    store = place.open(shared=shared)
     try:
         s = store.storage("f")
         for trial in range(20):
@@ -560,11 +565,11 @@ def test_flush_waits_for_the_background_flushers_commit(place: Place, shared: bo
 
 
 @pytest.mark.parametrize("shared", [True, False], ids=["shared", "single-writer"])
-def test_pending_is_safe_while_the_flusher_commits(place: Place, shared: bool) -> None:
+def test_pending_is_safe_while_the_flusher_commits(place: SqlBackend, shared: bool) -> None:
     """``driver.pending`` read by the application while the background flusher is
     committing answers a count (it raised "deque mutated during iteration" on
     PostgreSQL, and flush() read it too)."""
-    store = place.store(shared=shared)
+    store = place.open(shared=shared)
     try:
         s = store.storage("f")
         for trial in range(100):

@@ -19,7 +19,8 @@ import pytest
 
 from appendmuch import Sqlite3
 from appendmuch.dumpfile import pack_rows
-from sharedlib import PeerProcess, Place
+from backends import SqlBackend, sql_place
+from sharedlib import PeerProcess
 from webfixtures import (  # noqa: F401 (fixtures)
     HOSTILE,
     PATIENCE,
@@ -332,19 +333,19 @@ def test_a_token_protected_server(browser: Any, servers: Any, web_log: Path) -> 
 
 
 @pytest.fixture(name="place", params=["sqlite", "postgresql"])
-def place_fixture(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Place]:
+def place_fixture(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[SqlBackend]:
     """A log on each SQL backend in turn."""
-    made = Place(request.param, tmp_path)
+    made = sql_place(request.param, tmp_path)
     try:
         yield made
     finally:
         made.cleanup()
 
 
-def serve(place: Place, servers: Any) -> Any:
+def serve(place: SqlBackend, servers: Any) -> Any:
     if place.kind == "sqlite":
-        return servers(place.backend.path)
-    backend = place.backend
+        return servers(place.path)
+    backend = place
     return servers(pg_url(backend.conninfo), "--table-prefix", backend.prefix)  # type: ignore[union-attr]
 
 
@@ -357,7 +358,7 @@ def shows_within(check: Any, limit: float = LIVE_WITHIN) -> float:
 
 @pytest.mark.parametrize("mode", ["single", "shared"])
 def test_writes_of_other_processes_show_on_open_pages(
-    browser: Any, servers: Any, place: Place, tmp_path: Path, mode: str, screenshots: Path
+    browser: Any, servers: Any, place: SqlBackend, tmp_path: Path, mode: str, screenshots: Path
 ) -> None:
     count = 1 if mode == "single" else 2
     peers = [
@@ -411,7 +412,7 @@ def test_writes_of_other_processes_show_on_open_pages(
 def test_a_page_scrubbed_to_the_past_stays_there(
     browser: Any, servers: Any, tmp_path: Path
 ) -> None:
-    place = Place("sqlite", tmp_path)
+    place = sql_place("sqlite", tmp_path)
     (peer,) = [PeerProcess(place.location("web-past"), tmp_path / "peer.stderr")]
     try:
         for value in ("one", "two", "three"):

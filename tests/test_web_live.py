@@ -13,7 +13,8 @@ from typing import Any
 import httpx2
 import pytest
 
-from sharedlib import PeerProcess, Place
+from backends import SqlBackend, sql_place
+from sharedlib import PeerProcess
 from webfixtures import (  # noqa: F401 (fixtures)
     EventReader,
     pg_url,
@@ -27,23 +28,23 @@ WITHIN = 1.0
 
 
 @pytest.fixture(name="place", params=["sqlite", "postgresql"])
-def place_fixture(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Place]:
+def place_fixture(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[SqlBackend]:
     """A log on each SQL backend in turn."""
-    made = Place(request.param, tmp_path)
+    made = sql_place(request.param, tmp_path)
     try:
         yield made
     finally:
         made.cleanup()
 
 
-def serve(place: Place, servers: Any) -> Any:
+def serve(place: SqlBackend, servers: Any) -> Any:
     if place.kind == "sqlite":
-        return servers(place.backend.path)
-    backend = place.backend
+        return servers(place.path)
+    backend = place
     return servers(pg_url(backend.conninfo), "--table-prefix", backend.prefix)  # type: ignore[union-attr]
 
 
-def writers(place: Place, tmp_path: Path, count: int, shared: bool) -> list[PeerProcess]:
+def writers(place: SqlBackend, tmp_path: Path, count: int, shared: bool) -> list[PeerProcess]:
     return [
         PeerProcess(
             place.location(f"web-writer-{i}"), tmp_path / f"writer-{i}.stderr", shared=shared
@@ -54,7 +55,7 @@ def writers(place: Place, tmp_path: Path, count: int, shared: bool) -> list[Peer
 
 @pytest.mark.parametrize("mode", ["single", "shared"])
 def test_commits_reach_the_event_stream_within_a_second(
-    place: Place, tmp_path: Path, servers: Any, mode: str
+    place: SqlBackend, tmp_path: Path, servers: Any, mode: str
 ) -> None:
     peers = writers(place, tmp_path, 1 if mode == "single" else 2, shared=mode == "shared")
     try:
@@ -87,7 +88,9 @@ def test_commits_reach_the_event_stream_within_a_second(
             peer.close()
 
 
-def test_a_new_namespace_appears_everywhere(place: Place, tmp_path: Path, servers: Any) -> None:
+def test_a_new_namespace_appears_everywhere(
+    place: SqlBackend, tmp_path: Path, servers: Any
+) -> None:
     (peer,) = writers(place, tmp_path, 1, shared=False)
     try:
         peer("set", ns=["a"], field="x", value=1)
@@ -129,7 +132,7 @@ def test_events_need_the_token_and_stop_with_the_server(web_log: Path, servers: 
 def test_the_server_takes_no_lock_beside_a_single_writer(tmp_path: Path, servers: Any) -> None:
     """A single writer keeps its lock and goes on writing; the server never blocks it
     and a second writer is still refused (the server is not a writer)."""
-    place = Place("sqlite", tmp_path)
+    place = sql_place("sqlite", tmp_path)
     (peer,) = writers(place, tmp_path, 1, shared=False)
     try:
         peer("set", ns=["w"], field="n", value=0)
@@ -143,7 +146,7 @@ def test_the_server_takes_no_lock_beside_a_single_writer(tmp_path: Path, servers
         from appendmuch.errors import LockedError
 
         with pytest.raises(LockedError):
-            Store(Sqlite3(place.backend.path))
+            Store(Sqlite3(place.path))
         assert httpx2.get(server.base + "/api/overview").json()["writer"]["mode"] == "single"
     finally:
         peer.close()
