@@ -75,14 +75,17 @@ def in_gc_callback(frame: FrameType | None) -> bool:
 PATIENCE = 60.0
 
 
-def wait_for(condition: Callable[[], bool], what: str, patience: float = PATIENCE) -> float:
-    """Poll ``condition`` (every 5 ms) until true; the seconds it took.  Fails the test
-    after ``patience`` seconds, naming ``what`` was awaited."""
+def wait_for(
+    condition: Callable[[], bool], what: str, patience: float = PATIENCE, poll: float = 0.005
+) -> float:
+    """Poll ``condition`` (every ``poll`` seconds) until true; the seconds it took.  Fails
+    the test after ``patience`` seconds, naming ``what`` was awaited: the one polling
+    helper of the suite."""
     import pytest
 
     start = time.monotonic()
     while not condition():
         if time.monotonic() - start > patience:
             pytest.fail(f"gave up after {patience:.0f} s waiting for {what}")
-        time.sleep(0.005)
+        time.sleep(poll)
     return time.monotonic() - start

@@ -22,7 +22,6 @@ import json
 import sqlite3
 import subprocess
 import sys
-import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -32,6 +31,7 @@ import pytest
 from appendmuch import Store, Value, tuple2dbns
 from appendmuch.errors import WriteError
 from backends import Backend, PostgresBackend, SqliteBackend
+from helpers import wait_for
 from snapshots import cache_snapshot
 
 Row = tuple[int, str, str, bytes | None, float, str]
@@ -154,22 +154,6 @@ def stores(place: Backend, tmp_path: Path) -> Iterator[OpenStore]:
         # because rows could not be written would fail here again.
         with contextlib.suppress(WriteError):
             store.close()
-
-
-def wait_until(condition: Callable[[], bool], what: str) -> float:
-    """Poll ``condition`` until true; return the seconds it took (fail after PATIENCE)."""
-    start = time.monotonic()
-    while not condition():
-        if time.monotonic() - start > PATIENCE:
-            pytest.fail(f"{what}: still not committed after {PATIENCE} s without further writes")
-        time.sleep(POLL)
-    return time.monotonic() - start
-
-
-def report_latency(record_property: Callable[[str, object], None], latency: float) -> None:
-    """Record the observed commit latency (reported, never asserted)."""
-    record_property("commit_latency_s", round(latency, 4))
-    print(f"commit latency without further writes: {latency * 1000:.1f} ms")
 
 
 def mixed_writes(store: Store, k: int) -> None:
@@ -314,136 +298,141 @@ class TestFlushCommits:
 # --------------------------------------------------------------------------- contract 2
 
 
+class Timer:
+    """What a batch-timeout test uses: Stores, the independent connection, and the
+    report of the commit latency it observed."""
+
+    def __init__(
+        self,
+        stores: OpenStore,
+        peer: Callable[[], Peer],
+        record_property: Callable[[str, object], None],
+    ) -> None:
+        self.stores = stores
+        self.peer = peer
+        self.record_property = record_property
+
+    def committed(self, recorder: Recorder, what: str) -> float:
+        """Seconds until the table holds what ``recorder`` expects, with no further
+        write or flush (fails after PATIENCE)."""
+        return wait_for(
+            lambda: self.peer().rows() == recorder.expected(),
+            f"{what} to be committed without further writes",
+            PATIENCE,
+            POLL,
+        )
+
+    def report(self, latency: float) -> None:
+        """Record the observed commit latency (reported, never asserted)."""
+        self.record_property("commit_latency_s", round(latency, 4))
+        print(f"commit latency without further writes: {latency * 1000:.1f} ms")
+
+
+@pytest.fixture
+def timer(
+    stores: OpenStore, peer: Callable[[], Peer], record_property: Callable[[str, object], None]
+) -> Timer:
+    return Timer(stores, peer, record_property)
+
+
 class TestBatchTimeout:
     """In the default batched mode a queued row is committed without further writes or
     flushes (the background flusher); the latency is reported, not asserted."""
 
-    def test_a_lone_row_is_committed(
-        self,
-        stores: OpenStore,
-        peer: Callable[[], Peer],
-        record_property: Callable[[str, object], None],
-    ) -> None:
+    def test_a_lone_row_is_committed(self, timer: Timer) -> None:
         """One write, then silence: the row appears on an independent connection."""
-        store, recorder = stores()
+        store, recorder = timer.stores()
         store.storage("quiet").x = 1
-        latency = wait_until(lambda: peer().rows() == recorder.expected(), "one row")
-        report_latency(record_property, latency)
+        latency = timer.committed(recorder, "one row")
+        timer.report(latency)
         assert store.driver.pending == 0
         store.close()
 
-    def test_a_burst_smaller_than_a_batch_is_committed(
-        self,
-        stores: OpenStore,
-        peer: Callable[[], Peer],
-        record_property: Callable[[str, object], None],
-    ) -> None:
+    def test_a_burst_smaller_than_a_batch_is_committed(self, timer: Timer) -> None:
         """A few dozen writes of every kind (fewer than a batch), then silence."""
-        store, recorder = stores()
+        store, recorder = timer.stores()
         for k in range(4):
             mixed_writes(store, k)
         assert len(recorder.entries) < 100
-        latency = wait_until(lambda: peer().rows() == recorder.expected(), "a burst")
-        report_latency(record_property, latency)
+        latency = timer.committed(recorder, "a burst")
+        timer.report(latency)
         store.close()
 
-    def test_the_rest_of_a_partly_full_batch_is_committed(
-        self,
-        stores: OpenStore,
-        peer: Callable[[], Peer],
-        record_property: Callable[[str, object], None],
-    ) -> None:
+    def test_the_rest_of_a_partly_full_batch_is_committed(self, timer: Timer) -> None:
         """25 writes with batches of 10: two batches go in as they fill, the last five
         rows are left to the timer."""
-        store, recorder = stores(batch_size=10)
+        store, recorder = timer.stores(batch_size=10)
         s = store.storage("counter")
         for k in range(25):
             s.k = k
-        latency = wait_until(lambda: peer().rows() == recorder.expected(), "the last rows")
-        report_latency(record_property, latency)
+        latency = timer.committed(recorder, "the last rows")
+        timer.report(latency)
         store.close()
 
-    def test_the_timer_keeps_working_row_after_row(
-        self,
-        stores: OpenStore,
-        peer: Callable[[], Peer],
-        record_property: Callable[[str, object], None],
-    ) -> None:
+    def test_the_timer_keeps_working_row_after_row(self, timer: Timer) -> None:
         """Quiet write after quiet write (with an explicit flush and a reopen between):
         each is committed on its own, so the flusher does not stop after a batch."""
-        store, recorder = stores()
+        store, recorder = timer.stores()
         worst = 0.0
         for k in range(6):
             store.storage("quiet").x = k
-            worst = max(worst, wait_until(lambda: peer().rows() == recorder.expected(), "row"))
+            worst = max(worst, timer.committed(recorder, "row"))
             if k == 2:
                 store.storage("quiet").y = k
                 store.flush()
             if k == 3:
                 store.close()
-                store, _ = stores(recorder)
-        report_latency(record_property, worst)
+                store, _ = timer.stores(recorder)
+        timer.report(worst)
         store.close()
 
-    def test_replace_overwrite_of_a_committed_row_is_committed(
-        self,
-        stores: OpenStore,
-        peer: Callable[[], Peer],
-        record_property: Callable[[str, object], None],
-    ) -> None:
+    def test_replace_overwrite_of_a_committed_row_is_committed(self, timer: Timer) -> None:
         """A replace-semantics overwrite queued against a committed row (an update,
         not an insert) is committed by the timer too; so are tombstones."""
-        store, recorder = stores()
+        store, recorder = timer.stores()
         s = store.storage("live")
         s.r_beat = 0
         store.flush()
         worst = 0.0
         for k in range(1, 4):
             s.r_beat = k
-            worst = max(worst, wait_until(lambda: peer().rows() == recorder.expected(), "beat"))
+            worst = max(worst, timer.committed(recorder, "beat"))
         del s.r_beat
-        worst = max(worst, wait_until(lambda: peer().rows() == recorder.expected(), "delete"))
-        assert [row[:4] for row in peer().rows()] == [
+        worst = max(worst, timer.committed(recorder, "delete"))
+        assert [row[:4] for row in timer.peer().rows()] == [
             (recorder.entries[-1][0], "live", "r_beat", None)
         ]
-        report_latency(record_property, worst)
+        timer.report(worst)
         store.close()
 
-    def test_with_block_exit_and_delete_are_committed(
-        self,
-        stores: OpenStore,
-        peer: Callable[[], Peer],
-        record_property: Callable[[str, object], None],
-    ) -> None:
+    def test_with_block_exit_and_delete_are_committed(self, timer: Timer) -> None:
         """The row written by a with block's exit, and a tombstone, need no further write."""
-        store, recorder = stores()
+        store, recorder = timer.stores()
         s = store.storage("doc")
         s.d = {"a": []}
         s.gone = 1
         store.flush()
         with s:
             s.d["a"].append(1)
-        first = wait_until(lambda: peer().rows() == recorder.expected(), "with-block exit")
+        first = timer.committed(recorder, "with-block exit")
         del s.gone
-        second = wait_until(lambda: peer().rows() == recorder.expected(), "tombstone")
-        report_latency(record_property, max(first, second))
+        second = timer.committed(recorder, "tombstone")
+        timer.report(max(first, second))
         store.close()
 
-    def test_a_write_after_close_is_committed_or_refused(
-        self, stores: OpenStore, peer: Callable[[], Peer]
-    ) -> None:
+    def test_a_write_after_close_is_committed_or_refused(self, timer: Timer) -> None:
         """After ``store.close()`` a write must either raise or be committed like any
         other (the driver reconnects when used again): never sit in memory unwritten."""
-        store, recorder = stores()
+        store, recorder = timer.stores()
         s = store.storage("late")
         s.x = 1
         store.close()
         try:
             s.y = 2
         except Exception:  # refused: nothing accepted, nothing to lose
-            assert peer().rows() == recorder.expected()
+            assert timer.peer().rows() == recorder.expected()
             return
-        wait_until(lambda: peer().rows() == recorder.expected(), "a write after close()")
+        timer.committed(recorder, "a write after close()")
 
 
 # --------------------------------------------------------------------------- contract 3

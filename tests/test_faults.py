@@ -30,8 +30,7 @@ import os
 import shutil
 import subprocess
 import sys
-import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -42,6 +41,7 @@ from appendmuch import Sqlite3, Store, iter_fields, tuple2dbns
 from appendmuch.errors import WriteError
 from appendmuch.recovery import replay
 from backends import PostgresBackend, SqliteBackend
+from helpers import wait_for
 from pgserver import ENV_REQUIRE, HOW_TO_ENABLE, TempCluster, find_bindir
 
 Row = tuple[Any, ...]
@@ -117,15 +117,6 @@ def reference(tmp_path: Path, phases: list[tuple[str, int]]) -> list[Row]:
 
 def assert_contiguous(rows: list[Row], last: int) -> None:
     assert [row[0] for row in rows] == list(range(1, last + 1))
-
-
-def wait_for(condition: Callable[[], bool], what: str) -> None:
-    """Wait for a background event (the flusher), failing after PATIENCE seconds."""
-    deadline = time.monotonic() + PATIENCE
-    while not condition():
-        if time.monotonic() > deadline:
-            pytest.fail(f"gave up after {PATIENCE}s waiting for {what}")
-        time.sleep(0.01)
 
 
 # ---------------------------------------------------------------- fault: disk full (SQLite)

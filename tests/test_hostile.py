@@ -42,7 +42,7 @@ from appendmuch.dumpfile import MAX_RESTORED_SEQ
 from appendmuch.errors import AppendmuchError, DumpFormatError
 from appendmuch.recovery import replay
 from backends import Backend, PostgresBackend, SqliteBackend
-from snapshots import cache_snapshot, state
+from snapshots import cache_snapshot, state, unchanged
 
 CORPUS = Path(__file__).resolve().parent / "corpus"
 MAKE_CORPUS = CORPUS / "make_corpus.py"
@@ -631,17 +631,16 @@ def test_sql_metacharacters_in_namespaces_and_fields_are_refused(backend: Backen
     store = backend.store()
     player = store.storage("game", "p1")
     player.score = 1
-    before = state(store)
-    cache = cache_snapshot(store)
-    for token in BAD_TOKENS:
-        with pytest.raises(ValueError, match=re.escape(repr(token))):
-            store.storage(token)
-        with pytest.raises(ValueError, match=re.escape(repr(token))):
-            store.storage("game", token).x = 1
-    for field in BAD_FIELDS:
-        with pytest.raises((ValueError, AttributeError), match=re.escape(repr(field))):
-            setattr(player, field, 1)
-    assert state(store) == before
+    with unchanged(store):
+        cache = cache_snapshot(store)
+        for token in BAD_TOKENS:
+            with pytest.raises(ValueError, match=re.escape(repr(token))):
+                store.storage(token)
+            with pytest.raises(ValueError, match=re.escape(repr(token))):
+                store.storage("game", token).x = 1
+        for field in BAD_FIELDS:
+            with pytest.raises((ValueError, AttributeError), match=re.escape(repr(field))):
+                setattr(player, field, 1)
     assert cache_snapshot(store) == cache
     assert store.get_namespace(("game",)) is not None
     assert set(store.cache) == {"game"}

@@ -53,6 +53,20 @@ def peers(place: SqlBackend, tmp_path: Path) -> Iterator[Callable[..., PeerProce
     made.kill()
 
 
+@pytest.fixture
+def writer_and_peer(
+    place: SqlBackend, peers: Callable[..., PeerProcess]
+) -> Iterator[tuple[Store, PeerProcess]]:
+    """A shared write-through Store in this process and one peer beside it; the Store
+    is closed after the test (before the peers are stopped)."""
+    store = place.open(shared=True, write_through=True)
+    peer = peers()
+    try:
+        yield store, peer
+    finally:
+        store.close()
+
+
 def same_everywhere(place: SqlBackend, store: Store, *peers: PeerProcess) -> list[str]:
     """After sync() everywhere: this process, every peer, the database and a fresh
     reopen hold the same history, byte for byte.  Returns it."""
@@ -160,181 +174,155 @@ def test_others_writes_arrive_by_themselves(
 
 
 def test_conflicting_block_raises_and_writes_nothing(
-    place: SqlBackend, peers: Callable[..., PeerProcess]
+    place: SqlBackend, writer_and_peer: tuple[Store, PeerProcess]
 ) -> None:
     """A ``with`` block that read a mutable field which another process then changed:
     its exit raises ConflictError, writes nothing and drops its working copies."""
-    store = place.open(shared=True, write_through=True)
-    peer = peers()
-    try:
-        s = store.storage("c")
-        s.items = [0]
-        peer("sync")
-        before = row_lines(place.rows())
-        with pytest.raises(appendmuch.ConflictError), s:
-            s.items.append(1)
-            peer("append", ns=["c"], field="items", item=2)  # committed elsewhere
-        assert row_lines(place.rows())[: len(before)] == before
-        assert len(place.rows()) == len(before) + 1  # only the peer's write
-        store.sync()
-        with s:
-            assert s.items == [0, 2]  # the newer value; the stale copy is gone
-        same_everywhere(place, store, peer)
-    finally:
-        store.close()
+    store, peer = writer_and_peer
+    s = store.storage("c")
+    s.items = [0]
+    peer("sync")
+    before = row_lines(place.rows())
+    with pytest.raises(appendmuch.ConflictError), s:
+        s.items.append(1)
+        peer("append", ns=["c"], field="items", item=2)  # committed elsewhere
+    assert row_lines(place.rows())[: len(before)] == before
+    assert len(place.rows()) == len(before) + 1  # only the peer's write
+    store.sync()
+    with s:
+        assert s.items == [0, 2]  # the newer value; the stale copy is gone
+    same_everywhere(place, store, peer)
 
 
 def test_reading_block_never_conflicts(
-    place: SqlBackend, peers: Callable[..., PeerProcess]
+    place: SqlBackend, writer_and_peer: tuple[Store, PeerProcess]
 ) -> None:
     """A block that only read a field another process then changed writes nothing and
     raises nothing (there is nothing to overwrite)."""
-    store = place.open(shared=True, write_through=True)
-    peer = peers()
-    try:
-        s = store.storage("c")
-        s.items = [0]
-        peer("sync")
-        with s:
-            assert s.items == [0]
-            peer("append", ns=["c"], field="items", item=1)
-        store.sync()
-        with s:
-            assert s.items == [0, 1]
-        same_everywhere(place, store, peer)
-    finally:
-        store.close()
+    store, peer = writer_and_peer
+    s = store.storage("c")
+    s.items = [0]
+    peer("sync")
+    with s:
+        assert s.items == [0]
+        peer("append", ns=["c"], field="items", item=1)
+    store.sync()
+    with s:
+        assert s.items == [0, 1]
+    same_everywhere(place, store, peer)
 
 
 def test_block_conflicts_with_a_delete_elsewhere(
-    place: SqlBackend, peers: Callable[..., PeerProcess]
+    place: SqlBackend, writer_and_peer: tuple[Store, PeerProcess]
 ) -> None:
     """Another process deleted the field the block changed: ConflictError, and the
     field stays deleted (the stale copy is not written back)."""
-    store = place.open(shared=True, write_through=True)
-    peer = peers()
-    try:
-        s = store.storage("c")
-        s.items = [0]
-        peer("sync")
-        with pytest.raises(appendmuch.ConflictError), s:
-            s.items.append(1)
-            peer("del", ns=["c"], field="items")
-        store.sync()
-        assert s.get("items") is None
-        assert "items" not in s.__fields__()
-        same_everywhere(place, store, peer)
-    finally:
-        store.close()
+    store, peer = writer_and_peer
+    s = store.storage("c")
+    s.items = [0]
+    peer("sync")
+    with pytest.raises(appendmuch.ConflictError), s:
+        s.items.append(1)
+        peer("del", ns=["c"], field="items")
+    store.sync()
+    assert s.get("items") is None
+    assert "items" not in s.__fields__()
+    same_everywhere(place, store, peer)
 
 
 def test_non_conflicting_blocks_both_land(
-    place: SqlBackend, peers: Callable[..., PeerProcess]
+    place: SqlBackend, writer_and_peer: tuple[Store, PeerProcess]
 ) -> None:
     """Blocks on different fields never conflict, and plain assignments are
     last-writer-wins in seq order."""
-    store = place.open(shared=True, write_through=True)
-    peer = peers()
-    try:
-        s = store.storage("c")
-        s.a, s.b = [0], [0]
-        peer("sync")
-        with s:
-            s.a.append(1)
-            peer("append", ns=["c"], field="b", item=2)
-            peer("set", ns=["c"], field="plain", value="peer")
-            s.plain = "parent"  # later in seq order: wins
-        store.sync()
-        with s:
-            assert (s.a, s.b) == ([0, 1], [0, 2])
-        assert s.plain == "parent"
-        same_everywhere(place, store, peer)
-    finally:
-        store.close()
+    store, peer = writer_and_peer
+    s = store.storage("c")
+    s.a, s.b = [0], [0]
+    peer("sync")
+    with s:
+        s.a.append(1)
+        peer("append", ns=["c"], field="b", item=2)
+        peer("set", ns=["c"], field="plain", value="peer")
+        s.plain = "parent"  # later in seq order: wins
+    store.sync()
+    with s:
+        assert (s.a, s.b) == ([0, 1], [0, 2])
+    assert s.plain == "parent"
+    same_everywhere(place, store, peer)
 
 
 @pytest.mark.parametrize("form", ["bare", "called"])
 def test_retry_on_conflict_reruns_the_block(
-    place: SqlBackend, peers: Callable[..., PeerProcess], form: str
+    place: SqlBackend, writer_and_peer: tuple[Store, PeerProcess], form: str
 ) -> None:
     """``@retry_on_conflict`` (bare or with attempts) re-runs a conflicting block; the
     result holds both processes' changes."""
-    store = place.open(shared=True, write_through=True)
-    peer = peers()
-    try:
-        s = store.storage("r")
-        s.counter = {"n": 0}
-        peer("sync")
-        calls = 0
+    store, peer = writer_and_peer
+    s = store.storage("r")
+    s.counter = {"n": 0}
+    peer("sync")
+    calls = 0
 
-        def bump() -> int:
-            nonlocal calls
-            calls += 1
-            with s:
-                s.counter["n"] += 1
-                if calls == 1:
-                    peer("incr", ns=["r"], field="counter")  # a newer write, elsewhere
-            return calls
-
-        retry = appendmuch.retry_on_conflict
-        wrapped = retry(bump) if form == "bare" else retry(attempts=3)(bump)
-        assert wrapped() == 2
-        store.sync()
+    def bump() -> int:
+        nonlocal calls
+        calls += 1
         with s:
-            assert s.counter == {"n": 2}
-        same_everywhere(place, store, peer)
-    finally:
-        store.close()
+            s.counter["n"] += 1
+            if calls == 1:
+                peer("incr", ns=["r"], field="counter")  # a newer write, elsewhere
+        return calls
+
+    retry = appendmuch.retry_on_conflict
+    wrapped = retry(bump) if form == "bare" else retry(attempts=3)(bump)
+    assert wrapped() == 2
+    store.sync()
+    with s:
+        assert s.counter == {"n": 2}
+    same_everywhere(place, store, peer)
 
 
 def test_retry_on_conflict_gives_up_after_attempts(
-    place: SqlBackend, peers: Callable[..., PeerProcess]
+    place: SqlBackend, writer_and_peer: tuple[Store, PeerProcess]
 ) -> None:
     """A block that conflicts every time: ConflictError after exactly ``attempts``."""
-    store = place.open(shared=True, write_through=True)
-    peer = peers()
-    try:
-        s = store.storage("r")
-        s.counter = {"n": 0}
-        peer("sync")
-        calls = 0
+    store, peer = writer_and_peer
+    s = store.storage("r")
+    s.counter = {"n": 0}
+    peer("sync")
+    calls = 0
 
-        @appendmuch.retry_on_conflict(attempts=3)
-        def always() -> None:
-            nonlocal calls
-            calls += 1
-            with s:
-                s.counter["n"] += 100
-                peer("incr", ns=["r"], field="counter")
-
-        with pytest.raises(appendmuch.ConflictError):
-            always()
-        assert calls == 3
-        store.sync()
+    @appendmuch.retry_on_conflict(attempts=3)
+    def always() -> None:
+        nonlocal calls
+        calls += 1
         with s:
-            assert s.counter == {"n": 3}
-    finally:
-        store.close()
+            s.counter["n"] += 100
+            peer("incr", ns=["r"], field="counter")
+
+    with pytest.raises(appendmuch.ConflictError):
+        always()
+    assert calls == 3
+    store.sync()
+    with s:
+        assert s.counter == {"n": 3}
 
 
-def test_within_across_processes(place: SqlBackend, peers: Callable[..., PeerProcess]) -> None:
+def test_within_across_processes(
+    place: SqlBackend, writer_and_peer: tuple[Store, PeerProcess]
+) -> None:
     """Temporal queries see one interleaved log: the description's worked example with
     ``round`` written by one process and ``score`` by the other."""
-    store = place.open(shared=True, write_through=True)
-    peer = peers()
-    try:
-        s = store.storage("game", "p")
-        for r, score in ((1, 10), (2, 25), (1, 30)):
-            peer("set", ns=["game", "p"], field="round", value=r)
-            store.sync()
-            s.score = score
-        assert within(s, round=1).score == 30
-        assert within(s, round=2).score == 25
-        assert [v for v, _ in within.along(s, "round")] == [1, 2, 1]
-        peer("sync")
-        same_everywhere(place, store, peer)
-    finally:
-        store.close()
+    store, peer = writer_and_peer
+    s = store.storage("game", "p")
+    for r, score in ((1, 10), (2, 25), (1, 30)):
+        peer("set", ns=["game", "p"], field="round", value=r)
+        store.sync()
+        s.score = score
+    assert within(s, round=1).score == 30
+    assert within(s, round=2).score == 25
+    assert [v for v, _ in within.along(s, "round")] == [1, 2, 1]
+    peer("sync")
+    same_everywhere(place, store, peer)
 
 
 def test_read_only_open_beside_shared_writers(

@@ -14,8 +14,6 @@ import sqlite3
 import subprocess
 import sys
 import threading
-import time
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -24,6 +22,7 @@ import pytest
 from appendmuch import Sqlite3, Store
 from appendmuch.errors import LockedError, WriteError
 from backends import Backend, PostgresBackend, SqliteBackend
+from helpers import wait_for
 
 #: a batch interval so long that only a full batch, flush or close writes the queue
 HOLD = 3600.0
@@ -31,15 +30,6 @@ HOLD = 3600.0
 PATIENCE = 30.0
 #: SQLite's default maximum page count, restored to clear a "disk full"
 NO_LIMIT = 1073741823
-
-
-def wait_for(condition: Callable[[], bool], what: str) -> None:
-    """Wait for a background event, failing after PATIENCE seconds."""
-    deadline = time.monotonic() + PATIENCE
-    while not condition():
-        if time.monotonic() > deadline:
-            pytest.fail(f"gave up after {PATIENCE} s waiting for {what}")
-        time.sleep(0.001)
 
 
 def count_rows(path: Path) -> int:
