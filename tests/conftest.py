@@ -10,7 +10,7 @@ import pytest
 from hypothesis import HealthCheck, settings
 
 from backends import ALL_FACTORIES, SQL_BACKENDS, Backend, PostgresBackend, SqliteBackend, sql_place
-from pgserver import ENV_REQUIRE, HOW_TO_ENABLE, TempCluster, find_bindir
+from pgserver import TempCluster, private_server
 
 settings.register_profile("default", deadline=None, suppress_health_check=[HealthCheck.too_slow])
 settings.register_profile(
@@ -59,17 +59,8 @@ def place(
 @pytest.fixture
 def private_cluster() -> Iterator[TempCluster]:
     """A server of this test's own, so it can be stopped and started."""
-    bindir = find_bindir()
-    if bindir is None:
-        if os.environ.get(ENV_REQUIRE) == "1":
-            pytest.fail(f"{ENV_REQUIRE}=1 but PostgreSQL binaries are missing", pytrace=False)
-        pytest.skip(HOW_TO_ENABLE)
-    cluster = TempCluster(bindir)
-    cluster.start()
-    try:
+    with private_server() as cluster:
         yield cluster
-    finally:
-        cluster.stop()
 
 
 #: the contract fixtures' backends that the everyday tier leaves out (see below)

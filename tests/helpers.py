@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import inspect
+import random
+import signal
 import time
 from collections.abc import Callable
 from types import FrameType
@@ -89,3 +91,31 @@ def wait_for(
             pytest.fail(f"gave up after {patience:.0f} s waiting for {what}")
         time.sleep(poll)
     return time.monotonic() - start
+
+
+class CtrlC:
+    """SIGALRM every 0.1 to 3 ms, raising KeyboardInterrupt in the main thread (once per
+    arming) while ``armed``: Ctrl-C landing anywhere in a call.  With ``spare_gc`` it
+    never lands in a garbage-collector callback (see :func:`in_gc_callback`)."""
+
+    def __init__(self, seed: int, *, spare_gc: bool = False) -> None:
+        self.rng = random.Random(seed)
+        self.spare_gc = spare_gc
+        self.armed = False
+        self.landed = 0
+
+    def _handler(self, signum: int, frame: FrameType | None) -> None:
+        signal.setitimer(signal.ITIMER_REAL, self.rng.uniform(1e-4, 3e-3))
+        if self.armed and not (self.spare_gc and in_gc_callback(frame)):
+            self.armed = False
+            self.landed += 1
+            raise KeyboardInterrupt
+
+    def __enter__(self) -> CtrlC:
+        self._previous = signal.signal(signal.SIGALRM, self._handler)
+        signal.setitimer(signal.ITIMER_REAL, 1e-3)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        signal.signal(signal.SIGALRM, self._previous)

@@ -24,6 +24,7 @@ sys.path.insert(0, str(TESTS / "crash"))
 from childlib import make_driver  # noqa: E402  (tests/crash is on the path now)
 
 from appendmuch import Codec, Store, Value, tuple2dbns  # noqa: E402
+from children import PATIENCE, ChildProcess  # noqa: E402
 
 if TYPE_CHECKING:
     from backends import SqlBackend
@@ -185,11 +186,8 @@ def dumps(obj: Any) -> str:
 
 # --------------------------------------------------------------------------- parent side
 
-#: generous bound on any wait for a child (a failure, never a timing threshold)
-PATIENCE = 60.0
 
-
-class PeerProcess:
+class PeerProcess(ChildProcess):
     """tests/peers/peer.py running in its own process, driven command by command."""
 
     def __init__(
@@ -200,32 +198,18 @@ class PeerProcess:
         **driver: Any,
     ) -> None:
         import queue
-        import subprocess
 
         self.app = app
-        self._stderr_path = stderr
-        self._stderr = open(stderr, "wb")  # noqa: SIM115 - closed in close()/kill()
-        cfg = {"location": location, "driver": driver}
-        self.proc = subprocess.Popen(
-            [sys.executable, str(PEERS / "peer.py"), json.dumps(cfg)],
-            stdin=subprocess.PIPE,
-            stdout=subprocess.PIPE,
-            stderr=self._stderr,
-            cwd=stderr.parent,
-        )
         self._replies: queue.Queue[dict[str, Any] | None] = queue.Queue()
-        self._reader = threading.Thread(target=self._read, daemon=True)
-        self._reader.start()
+        cfg = {"location": location, "driver": driver}
+        super().__init__(PEERS / "peer.py", cfg, stderr, stdin=True)
         self.ready_seq: int = self._reply()["ready"]
 
-    def _read(self) -> None:
-        assert self.proc.stdout is not None
-        for text in self.proc.stdout:
-            self._replies.put(json.loads(text))
-        self._replies.put(None)
+    def on_line(self, line: bytes) -> None:
+        self._replies.put(json.loads(line))
 
-    def stderr(self) -> str:
-        return self._stderr_path.read_text(errors="replace")[-3000:]
+    def on_eof(self) -> None:
+        self._replies.put(None)
 
     def _reply(self) -> dict[str, Any]:
         import queue
@@ -242,9 +226,7 @@ class PeerProcess:
 
     def send(self, op: str, **args: Any) -> dict[str, Any]:
         """Run one command; the raw reply (``ok`` or ``error``)."""
-        assert self.proc.stdin is not None
-        self.proc.stdin.write(dumps({"op": op, **args}).encode())
-        self.proc.stdin.flush()
+        self.begin(op, **args)
         return self._reply()
 
     def __call__(self, op: str, **args: Any) -> Any:
@@ -256,9 +238,7 @@ class PeerProcess:
 
     def begin(self, op: str, **args: Any) -> None:
         """Start one command without waiting for it (several peers work at once)."""
-        assert self.proc.stdin is not None
-        self.proc.stdin.write(dumps({"op": op, **args}).encode())
-        self.proc.stdin.flush()
+        self.write_stdin(dumps({"op": op, **args}).encode())
 
     def end(self) -> Any:
         """The result of the command :meth:`begin` started (it must succeed)."""
@@ -270,21 +250,13 @@ class PeerProcess:
     def close(self) -> None:
         """Close the peer's Store and wait for it to exit cleanly."""
         if self.proc.returncode is None:
-            assert self.proc.stdin is not None
-            self.proc.stdin.write(dumps({"op": "close"}).encode())
-            self.proc.stdin.flush()
+            self.begin("close")
             self._reply()
-            self.proc.wait(timeout=PATIENCE)
-        self._stderr.close()
+        self.reap()
         assert self.proc.returncode == 0, self.stderr()
 
     def kill(self) -> None:
-        import signal
-
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGKILL)
-        self.proc.wait()
-        self._stderr.close()
+        self.reap(kill=True, timeout=None)
 
 
 class Peers:
@@ -316,49 +288,20 @@ class Peers:
             peer.kill()
 
 
-class WorkerProcess:
+class WorkerProcess(ChildProcess):
     """tests/peers/worker.py in its own process; its ``@`` markers read as they come."""
 
+    stderr_tail = 4000
+
     def __init__(self, cfg: dict[str, Any], stderr: Path) -> None:
-        import subprocess
-
         self.cfg = cfg
-        self._stderr_path = stderr
-        self._stderr = open(stderr, "wb")  # noqa: SIM115 - closed in finish()/kill()
-        self.proc = subprocess.Popen(
-            [sys.executable, str(PEERS / "worker.py"), json.dumps(cfg)],
-            stdin=subprocess.PIPE,
-            stdout=subprocess.PIPE,
-            stderr=self._stderr,
-            cwd=stderr.parent,
-        )
-        self.markers: dict[str, list[tuple[float, str]]] = {}
-        self.eof = False
-        self._cond = threading.Condition()
-        self._reader = threading.Thread(target=self._read, daemon=True)
-        self._reader.start()
-
-    def _read(self) -> None:
-        assert self.proc.stdout is not None
-        for text in self.proc.stdout:
-            if text.startswith(b"@") and text.endswith(b"\n"):
-                word, _, rest = text[1:].decode().strip().partition(" ")
-                with self._cond:
-                    self.markers.setdefault(word, []).append((time.monotonic(), rest))
-                    self._cond.notify_all()
-        with self._cond:
-            self.eof = True
-            self._cond.notify_all()
-
-    def stderr(self) -> str:
-        return self._stderr_path.read_text(errors="replace")[-4000:]
+        super().__init__(PEERS / "worker.py", cfg, stderr, stdin=True)
 
     def wait_marker(self, word: str) -> str:
         """Wait (bounded) for ``@word``; its rest of line.  Fails if the worker died."""
-        with self._cond:
-            self._cond.wait_for(lambda: word in self.markers or self.eof, timeout=PATIENCE)
-            if word in self.markers:
-                return self.markers[word][0][1]
+        seen = self.marker(word)
+        if seen is not None:
+            return seen[1]
         self.kill()
         raise AssertionError(
             f"worker {self.cfg.get('wid')} never printed @{word}:\n{self.stderr()}"
@@ -366,26 +309,15 @@ class WorkerProcess:
 
     def release(self) -> None:
         """Tell a worker that printed ``@done`` that every writer is done."""
-        assert self.proc.stdin is not None
-        self.proc.stdin.write(b"go\n")
-        self.proc.stdin.flush()
+        self.write_stdin(b"go\n")
 
     def finish(self) -> None:
         self.wait_marker("reported")
-        self.proc.wait(timeout=PATIENCE)
-        self._reader.join()
-        self._stderr.close()
+        self.reap()
         assert self.proc.returncode == 0, self.stderr()
 
     def kill(self) -> None:
-        import signal
-
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGKILL)
-        self.proc.wait()
-        self._reader.join()
-        if not self._stderr.closed:
-            self._stderr.close()
+        self.reap(kill=True, timeout=None)
 
 
 def read_acks(path: Path) -> list[dict[str, Any]]:

@@ -36,22 +36,20 @@ import os
 import random
 import signal
 import statistics
-import subprocess
-import sys
-import threading
 import time
 import uuid
 from collections import Counter, defaultdict
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import IO, Any
+from typing import Any
 
 import pytest
 
 from appendmuch import Memory, Store, dbns2tuple
 from appendmuch.errors import LockedError
 from backends import SqlBackend, SqliteBackend, pg_conninfo, sql_place
+from children import ChildProcess
 
 CRASH_DIR = Path(__file__).parent / "crash"
 SEED = int(os.environ.get("APPENDMUCH_CRASH_SEED") or random.SystemRandom().randrange(2**32))
@@ -209,50 +207,21 @@ def settle(kind: str) -> None:
 # --------------------------------------------------------------------------- children
 
 
-class Child:
-    """A child script, its stdout read line by line as it comes."""
+class Child(ChildProcess):
+    """A tests/crash child script; its report lines (acks) kept as they come."""
 
     def __init__(self, script: str, cfg: dict[str, Any], stderr: Path) -> None:
-        self._stderr_path = stderr
-        self._stderr: IO[bytes] = open(stderr, "wb")  # noqa: SIM115 - closed in kill()
-        self.proc = subprocess.Popen(
-            [sys.executable, str(CRASH_DIR / script), json.dumps(cfg)],
-            stdout=subprocess.PIPE,
-            stderr=self._stderr,
-            cwd=stderr.parent,  # anything a child leaves behind stays in tmp_path
-        )
         self.lines: list[bytes] = []
-        self.markers: dict[str, list[tuple[float, str]]] = defaultdict(list)
-        self.eof = False
-        self._cond = threading.Condition()
-        self._reader = threading.Thread(target=self._read, daemon=True)
-        self._reader.start()
+        super().__init__(CRASH_DIR / script, cfg, stderr)
 
-    def _read(self) -> None:
-        assert self.proc.stdout is not None
-        for line in self.proc.stdout:
-            if not line.endswith(b"\n"):
-                break  # cut short by the kill: not a complete report
-            if line.startswith(b"@"):
-                word, _, rest = line[1:].decode().strip().partition(" ")
-                with self._cond:
-                    self.markers[word].append((time.monotonic(), rest))
-                    self._cond.notify_all()
-            else:
-                self.lines.append(line)
-        with self._cond:
-            self.eof = True
-            self._cond.notify_all()
+    def on_line(self, line: bytes) -> None:
+        self.lines.append(line)
 
     def wait_marker(self, word: str, count: int = 1) -> float:
         """Wait for the ``count``-th ``@word`` line; return when it arrived."""
-        with self._cond:
-            self._cond.wait_for(
-                lambda: len(self.markers[word]) >= count or self.eof, timeout=PATIENCE
-            )
-            seen = self.markers[word]
-            if len(seen) >= count:
-                return seen[count - 1][0]
+        seen = self.marker(word, count)
+        if seen is not None:
+            return seen[0]
         self.kill(expect_alive=False)
         pytest.fail(f"child never printed @{word} #{count}:\n{self.stderr()}")
 
@@ -260,17 +229,10 @@ class Child:
         with self._cond:
             return len(self.markers[word])
 
-    def stderr(self) -> str:
-        return self._stderr_path.read_text(errors="replace")[-3000:]
-
     def kill(self, *, expect_alive: bool = True) -> None:
         """SIGKILL the child and read everything it printed before it died."""
         early = self.proc.poll()
-        if self.proc.returncode is None:
-            os.kill(self.proc.pid, signal.SIGKILL)
-        self.proc.wait()
-        self._reader.join()
-        self._stderr.close()
+        self.reap(kill=True, timeout=None)
         if expect_alive and (early is not None or self.proc.returncode != -signal.SIGKILL):
             pytest.fail(
                 f"the child ended by itself (status {self.proc.returncode}) before the kill:"
@@ -279,9 +241,7 @@ class Child:
 
     def finish(self) -> None:
         """Let the child end by itself (it must succeed)."""
-        self.proc.wait(timeout=PATIENCE)
-        self._reader.join()
-        self._stderr.close()
+        self.reap()
         if self.proc.returncode != 0:
             pytest.fail(f"child failed (status {self.proc.returncode}):\n{self.stderr()}")
 

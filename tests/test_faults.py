@@ -26,7 +26,6 @@ created_at, what the same workload stores in a run without faults.
 from __future__ import annotations
 
 import contextlib
-import os
 import shutil
 import subprocess
 import sys
@@ -42,7 +41,7 @@ from appendmuch.errors import WriteError
 from appendmuch.recovery import replay
 from backends import PostgresBackend, SqliteBackend
 from helpers import wait_for
-from pgserver import ENV_REQUIRE, HOW_TO_ENABLE, TempCluster, find_bindir
+from pgserver import TempCluster, private_server
 
 Row = tuple[Any, ...]
 
@@ -454,17 +453,8 @@ class TestReadOnlyFile:
 @pytest.fixture(scope="module")
 def cluster() -> Iterator[TempCluster]:
     """A PostgreSQL server of this module's own, so it can be stopped and started."""
-    bindir = find_bindir()
-    if bindir is None:
-        if os.environ.get(ENV_REQUIRE) == "1":
-            pytest.fail(f"{ENV_REQUIRE}=1 but PostgreSQL binaries are missing", pytrace=False)
-        pytest.skip(HOW_TO_ENABLE)
-    made = TempCluster(bindir)
-    made.start()
-    try:
+    with private_server() as made:
         yield made
-    finally:
-        made.stop()
 
 
 class Outage:

@@ -26,6 +26,7 @@ from pathlib import Path
 import pytest
 
 from appendmuch.drivers.fifolock import Cancel, FifoLock
+from helpers import CtrlC
 
 CHILD = Path(__file__).with_name("fifolock_child.py")
 WAIT = 30.0  # bound on any single expected event (the machine may be loaded)
@@ -546,30 +547,6 @@ def open_files(folder: Path) -> list[str]:
             if path.startswith(str(folder)):
                 found.append(path)
     return found
-
-
-class CtrlC:
-    """SIGALRM every 0.1 to 3 ms, raising KeyboardInterrupt in the main thread (once per
-    arming) while ``armed``: Ctrl-C landing anywhere in a call."""
-
-    def __init__(self, seed: int) -> None:
-        self.rng, self.armed, self.landed = random.Random(seed), False, 0
-
-    def _handler(self, signum: int, frame: object) -> None:
-        signal.setitimer(signal.ITIMER_REAL, self.rng.uniform(1e-4, 3e-3))
-        if self.armed:
-            self.armed = False
-            self.landed += 1
-            raise KeyboardInterrupt
-
-    def __enter__(self) -> CtrlC:
-        self._previous = signal.signal(signal.SIGALRM, self._handler)
-        signal.setitimer(signal.ITIMER_REAL, 1e-3)
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        signal.setitimer(signal.ITIMER_REAL, 0)
-        signal.signal(signal.SIGALRM, self._previous)
 
 
 @pytest.mark.parametrize("seed", [1, 2])

@@ -31,7 +31,7 @@ from typing import Any
 
 import pytest
 
-from backends import SqlBackend, sql_place
+from backends import SqlBackend
 from sharedlib import PATIENCE, WorkerProcess, read_acks, row_lines
 
 #: kill loops and long runs of several processes: the slow tier
@@ -115,15 +115,10 @@ def wait_for_acks(path: Path, worker: WorkerProcess, more_than: int = 0) -> None
         time.sleep(0.01)
 
 
-@pytest.mark.parametrize("kind", ["sqlite", "postgresql"])
-def test_kill_one_of_k_writers(kind: str, tmp_path: Path) -> None:
+def test_kill_one_of_k_writers(place: SqlBackend, tmp_path: Path) -> None:
     print(f"shared kill: seed {SEED} (replay with APPENDMUCH_SHARED_SEED={SEED})")
-    rng = random.Random(f"{SEED}:{kind}")
-    place = sql_place(kind, tmp_path)
-    try:
-        run_kills(place, kind, rng, tmp_path)
-    finally:
-        place.cleanup()
+    rng = random.Random(f"{SEED}:{place.kind}")
+    run_kills(place, place.kind, rng, tmp_path)
 
 
 def run_kills(place: SqlBackend, kind: str, rng: random.Random, tmp_path: Path) -> None:

@@ -27,7 +27,7 @@ from typing import Any
 
 import pytest
 
-from backends import SqlBackend, sql_place
+from backends import SqlBackend
 from sharedlib import WorkerProcess, history_lines, read_acks, row_lines
 
 #: kill loops and long runs of several processes: the slow tier
@@ -40,15 +40,10 @@ COUNTERS = ["c0", "c1", "c2"]
 
 
 @pytest.mark.parametrize("mode", ["write_through", "batched"])
-@pytest.mark.parametrize("kind", ["sqlite", "postgresql"])
-def test_k_writers_one_linear_history(kind: str, mode: str, tmp_path: Path) -> None:
+def test_k_writers_one_linear_history(place: SqlBackend, mode: str, tmp_path: Path) -> None:
     print(f"shared linear: seed {SEED} (replay with APPENDMUCH_SHARED_SEED={SEED})")
-    rng = random.Random(f"{SEED}:{kind}:{mode}")
-    place = sql_place(kind, tmp_path)
-    try:
-        run(place, mode, rng, tmp_path)
-    finally:
-        place.cleanup()
+    rng = random.Random(f"{SEED}:{place.kind}:{mode}")
+    run(place, mode, rng, tmp_path)
 
 
 def run(place: SqlBackend, mode: str, rng: random.Random, tmp_path: Path) -> None:

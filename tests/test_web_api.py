@@ -12,19 +12,11 @@ from typing import Any
 import orjson
 import pytest
 
-from appendmuch import Sqlite3, Store
+from appendmuch import Store
 from appendmuch.export import write_export
 from appendmuch.inspection import Target, log_info, namespace_state, open_log
 from appendmuch.rendering import iso_time, stored_json
-from webfixtures import web_client_fixture, web_log_fixture  # noqa: F401 (fixtures)
-
-
-def rows_of(path: Path) -> list[tuple[Any, ...]]:
-    driver = Sqlite3(path, read_only=True)
-    try:
-        return [tuple(row) for row in driver.load_rows()]
-    finally:
-        driver.close()
+from webfixtures import rows_of, web_client_fixture, web_log_fixture  # noqa: F401 (fixtures)
 
 
 def value_json(raw: bytes | None) -> Any:

@@ -27,6 +27,8 @@ from webfixtures import (  # noqa: F401 (fixtures)
     browser_fixture,
     pg_url,
     poll,
+    rows_of,
+    serve,
     servers_fixture,
     web_log_fixture,
 )
@@ -95,14 +97,6 @@ def cell(browser: Any, field: str) -> str | None:
 
 def live_on(browser: Any) -> None:
     poll(lambda: attr_of(browser, "#live", "data-state") == "on")
-
-
-def rows_of(path: Path) -> list[tuple[Any, ...]]:
-    driver = Sqlite3(path, read_only=True)
-    try:
-        return [tuple(row) for row in driver.load_rows()]
-    finally:
-        driver.close()
 
 
 @pytest.fixture(autouse=True)
@@ -330,23 +324,6 @@ def test_a_token_protected_server(browser: Any, servers: Any, web_log: Path) -> 
 
 
 # --------------------------------------------------------------------------- live
-
-
-@pytest.fixture(name="place", params=["sqlite", "postgresql"])
-def place_fixture(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[SqlBackend]:
-    """A log on each SQL backend in turn."""
-    made = sql_place(request.param, tmp_path)
-    try:
-        yield made
-    finally:
-        made.cleanup()
-
-
-def serve(place: SqlBackend, servers: Any) -> Any:
-    if place.kind == "sqlite":
-        return servers(place.path)
-    backend = place
-    return servers(pg_url(backend.conninfo), "--table-prefix", backend.prefix)  # type: ignore[union-attr]
 
 
 def shows_within(check: Any, limit: float = LIVE_WITHIN) -> float:

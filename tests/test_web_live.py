@@ -6,7 +6,6 @@ the same in a browser: test_web_browser.py.)"""
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -19,29 +18,14 @@ from webfixtures import (  # noqa: F401 (fixtures)
     EventReader,
     pg_url,
     poll,
+    rows_of,
+    serve,
     servers_fixture,
     web_log_fixture,
 )
 
 #: the issue's promise: open pages hear of a commit within 1 s
 WITHIN = 1.0
-
-
-@pytest.fixture(name="place", params=["sqlite", "postgresql"])
-def place_fixture(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[SqlBackend]:
-    """A log on each SQL backend in turn."""
-    made = sql_place(request.param, tmp_path)
-    try:
-        yield made
-    finally:
-        made.cleanup()
-
-
-def serve(place: SqlBackend, servers: Any) -> Any:
-    if place.kind == "sqlite":
-        return servers(place.path)
-    backend = place
-    return servers(pg_url(backend.conninfo), "--table-prefix", backend.prefix)  # type: ignore[union-attr]
 
 
 def writers(place: SqlBackend, tmp_path: Path, count: int, shared: bool) -> list[PeerProcess]:

@@ -28,6 +28,7 @@ from typing import Any, TypeVar
 import pytest
 
 from appendmuch import Memory, Sqlite3, Store
+from backends import PostgresBackend, SqlBackend, SqliteBackend
 
 __all__ = [
     "HOSTILE",
@@ -111,6 +112,15 @@ def web_log_fixture(tmp_path: Path) -> Path:
     with Store(Sqlite3(path)) as store:
         write_demo(store)
     return path
+
+
+def rows_of(path: Path) -> list[tuple[Any, ...]]:
+    """A SQLite log's rows as stored, read through a read-only driver."""
+    driver = Sqlite3(path, read_only=True)
+    try:
+        return [tuple(row) for row in driver.load_rows()]
+    finally:
+        driver.close()
 
 
 def demo_rows() -> list[tuple[Any, ...]]:
@@ -206,6 +216,14 @@ def servers_fixture(tmp_path: Path) -> Iterator[Callable[..., ServerProcess]]:
     yield start
     for server in started:
         server.stop()
+
+
+def serve(place: SqlBackend, servers: Callable[..., ServerProcess]) -> ServerProcess:
+    """``appendmuch serve`` on a tests/backends.py SQL location."""
+    if isinstance(place, PostgresBackend):
+        return servers(pg_url(place.conninfo), "--table-prefix", place.prefix)
+    assert isinstance(place, SqliteBackend)
+    return servers(place.path)
 
 
 def pg_url(conninfo: str) -> str:
