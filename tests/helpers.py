@@ -5,12 +5,14 @@ from __future__ import annotations
 import inspect
 import random
 import signal
+import threading
 import time
 from collections.abc import Callable
 from types import FrameType
 from typing import Any
 
-from appendmuch import Storage, Store, Value
+from appendmuch import Codec, Storage, Store, Value
+from appendmuch.errors import WriteError
 
 
 def next_line() -> int:
@@ -36,6 +38,42 @@ def history(storage: Storage, field: str) -> tuple[Value, ...]:
 def datas(storage: Storage, field: str) -> list[Any]:
     """The data of every entry of a field, oldest first."""
     return [v.data for v in history(storage, field)]
+
+
+def codec_with(
+    cls: type[Any],
+    type_id: int,
+    encode: Callable[[Any], bytes],
+    decode: Callable[[bytes], Any],
+    *,
+    mutable: bool = False,
+) -> Codec:
+    """A new Codec that knows ``cls`` as well (registered under ``type_id``)."""
+    codec = Codec()
+    codec.register(cls, type_id, encode, decode, mutable=mutable)
+    return codec
+
+
+def close_fails(store: Store) -> WriteError:
+    """``store.close()`` must raise WriteError (its unwritten rows go to a recovery
+    file); the error."""
+    import pytest
+
+    with pytest.raises(WriteError) as info:
+        store.close()
+    return info.value
+
+
+def python_without(modules: tuple[str, ...], code: str) -> Any:
+    """Run ``code`` in a new interpreter in which importing any of ``modules`` raises
+    ImportError (as if not installed); the finished process, output captured."""
+    import subprocess
+    import sys
+
+    hide = "".join(f"sys.modules[{name!r}] = None; " for name in modules)
+    return subprocess.run(
+        [sys.executable, "-c", f"import sys; {hide}\n{code}"], capture_output=True, text=True
+    )
 
 
 def settled(store: Store) -> None:
@@ -70,6 +108,31 @@ def in_gc_callback(frame: FrameType | None) -> bool:
         frame = frame.f_back
         depth += 1
     return False
+
+
+def interrupted(tracer: Any, call: Callable[..., object], *args: Any) -> bool:
+    """Run ``call(*args)`` with ``tracer`` as this thread's trace function (one that
+    raises KeyboardInterrupt somewhere); whether it was interrupted."""
+    import sys
+
+    sys.settrace(tracer)
+    try:
+        call(*args)
+        return False
+    except KeyboardInterrupt:
+        return True
+    finally:
+        sys.settrace(None)
+
+
+def run_threads(threads: list[threading.Thread], hung: str, patience: float = 120.0) -> None:
+    """Start every thread, then wait for each (at most ``patience`` seconds); asserts
+    that none is still running (``hung`` says what that would mean)."""
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(patience)
+    assert not any(thread.is_alive() for thread in threads), hung
 
 
 #: how long a test waits for something a background thread does (a limit, never a

@@ -25,6 +25,7 @@ from childlib import make_driver  # noqa: E402  (tests/crash is on the path now)
 
 from appendmuch import Codec, Store, Value, tuple2dbns  # noqa: E402
 from children import PATIENCE, ChildProcess  # noqa: E402
+from helpers import codec_with  # noqa: E402
 
 if TYPE_CHECKING:
     from backends import SqlBackend
@@ -132,14 +133,12 @@ POINT_TYPE_ID = 150
 
 def points_codec() -> Codec:
     """A codec that knows :class:`Point`."""
-    codec = Codec()
-    codec.register(
+    return codec_with(
         Point,
         POINT_TYPE_ID,
         lambda point: json.dumps([point.x, point.y]).encode(),
         lambda raw: Point(*json.loads(raw)),
     )
-    return codec
 
 
 def open_store(
@@ -286,6 +285,12 @@ class Peers:
     def kill(self) -> None:
         for peer in self.started:
             peer.kill()
+
+    def __enter__(self) -> Peers:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.kill()
 
 
 class WorkerProcess(ChildProcess):

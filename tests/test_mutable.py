@@ -20,7 +20,7 @@ import pytest
 
 from appendmuch import Codec, Storage, Store
 from backends import Backend
-from helpers import datas, history, kept_to_the_end, next_line, where
+from helpers import codec_with, datas, history, kept_to_the_end, next_line, where
 from snapshots import unchanged
 
 # --------------------------------------------------------------------------- helpers
@@ -44,15 +44,9 @@ class Tally:
 
 
 def tally_codec() -> Codec:
-    codec = Codec()
-    codec.register(
-        Tally,
-        140,
-        lambda t: orjson.dumps(t.n),
-        lambda raw: Tally(orjson.loads(raw)),
-        mutable=True,
+    return codec_with(
+        Tally, 140, lambda t: orjson.dumps(t.n), lambda raw: Tally(orjson.loads(raw)), mutable=True
     )
-    return codec
 
 
 def seeded(seed: int, draws: int = 0) -> random.Random:

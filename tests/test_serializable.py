@@ -19,6 +19,7 @@ import pytest
 
 from appendmuch import Storage, retry_on_conflict
 from backends import Backend, SqlBackend
+from helpers import run_threads
 from patterns import PATTERNS, bump, count, prepare
 from sharedlib import Peers
 
@@ -29,11 +30,8 @@ TIMES = 60
 
 @pytest.fixture
 def peers(place: SqlBackend, tmp_path: Path) -> Iterator[Peers]:
-    made = Peers(place, tmp_path, "appendmuch-serializable")
-    try:
+    with Peers(place, tmp_path, "appendmuch-serializable") as made:
         yield made
-    finally:
-        made.kill()
 
 
 def stored_increments(place: SqlBackend, field: str) -> int:
@@ -80,11 +78,7 @@ def test_threads_lose_no_increment(backend: Backend, pattern: str) -> None:
                 errors.append(exc)
 
         threads = [threading.Thread(target=work) for _ in range(WORKERS)]
-        for thread in threads:
-            thread.start()
-        for thread in threads:
-            thread.join(120)
-        assert not any(thread.is_alive() for thread in threads), "a thread hung"
+        run_threads(threads, "a thread hung")
         assert not errors, errors
         assert count(hot, pattern) == WORKERS * TIMES, conflicts
     finally:
@@ -144,11 +138,7 @@ def test_nested_blocks_on_several_namespaces_in_any_order_never_deadlock(
                 errors.append(exc)
 
         threads = [threading.Thread(target=work, args=(n,)) for n in range(WORKERS)]
-        for thread in threads:
-            thread.start()
-        for thread in threads:
-            thread.join(120)
-        assert not any(thread.is_alive() for thread in threads), "a thread hung: a deadlock"
+        run_threads(threads, "a thread hung: a deadlock")
         assert not errors, errors
         store.flush()
         assert a.n + b.n == 2000

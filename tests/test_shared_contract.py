@@ -492,13 +492,9 @@ class PeerStoreMachine(StoreMachine):
     def one_history(self) -> None:
         """The parent's histories equal the model's entries in seq order."""
         merged: list[tuple[int, int, str, bool, Any]] = []
-        for ns in range(len(NAMESPACES)):
-            history = self.s(ns).__history__()
-            model = self.model.history(ns)
-            assert sorted(history) == sorted(model)
-            for field, values in history.items():
-                assert [(v.unavailable, v.data) for v in values] == model[field], field
-                merged.extend((v.seq, ns, field, v.unavailable, v.data) for v in values)
+        for ns, field, values, model in self.histories():
+            assert [(v.unavailable, v.data) for v in values] == model[field], field
+            merged.extend((v.seq, ns, field, v.unavailable, v.data) for v in values)
         merged.sort(key=lambda m: m[0])
         assert len({m[0] for m in merged}) == len(merged), "a seq is used twice"
         expected = [
@@ -531,40 +527,47 @@ def test_store_matches_model_with_a_peer(kind: str, peer_mode: str) -> None:
     )
 
 
-@pytest.mark.parametrize("shared", [True, False], ids=["shared", "single-writer"])
-def test_flush_waits_for_the_background_flushers_commit(place: SqlBackend, shared: bool) -> None:
+@pytest.fixture(params=[True, False], ids=["shared", "single-writer"])
+def either_mode(place: SqlBackend, request: pytest.FixtureRequest) -> Iterator[Store]:
+    """A Store on ``place`` in shared mode, then in single-writer mode; closed after."""
+    store = place.open(shared=request.param)
+    try:
+        yield store
+    finally:
+        store.close()
+
+
+def until_taken(queued: Callable[[], int]) -> None:
+    """Spin (no sleep) until the background flusher took the queue (``queued()`` is 0)."""
+    deadline = time.monotonic() + PATIENCE
+    while queued():
+        assert time.monotonic() < deadline, "the background flusher never ran"
+
+
+def test_flush_waits_for_the_background_flushers_commit(
+    place: SqlBackend, either_mode: Store
+) -> None:
     """``flush()`` returning means committed, also when the background flusher has just
     taken the queue and is still committing it: the rows are in the database, seen
     from an independent connection, the moment flush() returns."""
-    store = place.open(shared=shared)
-    try:
-        s = store.storage("f")
-        for trial in range(20):
-            s.x = trial
-            deadline = time.monotonic() + PATIENCE
-            # the flusher takes the queue by itself (its length: no lock, no iteration)
-            while len(store.driver._pending):  # type: ignore[attr-defined]
-                assert time.monotonic() < deadline, "the background flusher never ran"
-            store.flush()
-            stored = [row for row in place.rows() if row[2] == "x"]
-            assert len(stored) == trial + 1, f"trial {trial}: flush() returned before commit"
-    finally:
-        store.close()
+    store = either_mode
+    s = store.storage("f")
+    for trial in range(20):
+        s.x = trial
+        # the flusher takes the queue by itself (its length: no lock, no iteration)
+        until_taken(lambda: len(store.driver._pending))  # type: ignore[attr-defined]
+        store.flush()
+        stored = [row for row in place.rows() if row[2] == "x"]
+        assert len(stored) == trial + 1, f"trial {trial}: flush() returned before commit"
 
 
-@pytest.mark.parametrize("shared", [True, False], ids=["shared", "single-writer"])
-def test_pending_is_safe_while_the_flusher_commits(place: SqlBackend, shared: bool) -> None:
+def test_pending_is_safe_while_the_flusher_commits(place: SqlBackend, either_mode: Store) -> None:
     """``driver.pending`` read by the application while the background flusher is
     committing answers a count (it raised "deque mutated during iteration" on
     PostgreSQL, and flush() read it too)."""
-    store = place.open(shared=shared)
-    try:
-        s = store.storage("f")
-        for trial in range(100):
-            s.x = trial
-            deadline = time.monotonic() + PATIENCE
-            while store.driver.pending:  # type: ignore[attr-defined]
-                assert time.monotonic() < deadline, "the background flusher never ran"
-        assert len([row for row in place.rows() if row[2] == "x"]) == 100
-    finally:
-        store.close()
+    store = either_mode
+    s = store.storage("f")
+    for trial in range(100):
+        s.x = trial
+        until_taken(lambda: store.driver.pending)
+    assert len([row for row in place.rows() if row[2] == "x"]) == 100

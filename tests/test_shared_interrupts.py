@@ -32,7 +32,7 @@ from appendmuch import Store
 from appendmuch.drivers.sharing import Engine
 from appendmuch.shared import SharedSide
 from backends import SqlBackend
-from helpers import in_gc_callback
+from helpers import in_gc_callback, interrupted
 from sharedlib import PeerProcess, Peers, history_lines
 from test_interrupts import Ledger, not_interruptible, stored_rows
 
@@ -99,6 +99,16 @@ class Book(Ledger):
         self.blocks: list[int] = []
         self.cut: list[int] = []
 
+    def check_all(self, place: SqlBackend, store: Store, opened: Callable[..., Store]) -> None:
+        """After a flush: the ledger and the blocks hold in the table, and a fresh
+        Store loads the same cache."""
+        store.flush()
+        self.check(place, store)
+        self.check_blocks(place, store)
+        fresh = opened()
+        check_cache(store, fresh)
+        fresh.close()
+
     def check_blocks(self, place: SqlBackend, store: Store) -> None:
         stored = [
             store.codec.decode(row[3])["k"]
@@ -164,22 +174,10 @@ class TestEachLineWithAPeer:
         while True:
             k += 1
             peer("set", ns=["p"], field="x", value=k)
-            sys.settrace(interrupt_in_package(k))
-            try:
-                cycle(store, book, 100 * k)
-                reached = False
-            except KeyboardInterrupt:
-                reached = True
-            finally:
-                sys.settrace(None)
+            reached = interrupted(interrupt_in_package(k), cycle, store, book, 100 * k)
             # no lease left held: the other process writes at once
             peer("set", ns=["p"], field="y", value=k)
-            store.flush()
-            book.check(place, store)
-            book.check_blocks(place, store)
-            fresh = opened()
-            check_cache(store, fresh)
-            fresh.close()
+            book.check_all(place, store, opened)
             if not reached:
                 break
         print(f"{place.kind}-shared: {k - 1} interrupts with a peer survived")
@@ -263,12 +261,7 @@ class TestWaitingForTheLease:
                     s.r_x = value + 1
                     book.tried.extend((value, value + 1))
                     book.latest = value + 1
-                store.flush()
-                book.check(place, store)
-                book.check_blocks(place, store)
-                fresh = opened()
-                check_cache(store, fresh)
-                fresh.close()
+                book.check_all(place, store, opened)
         finally:
             signal.setitimer(signal.ITIMER_REAL, 0)
             signal.signal(signal.SIGALRM, previous)

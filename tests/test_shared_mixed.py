@@ -21,11 +21,8 @@ from sharedlib import POINT_TYPE_ID, Peers, Point, is_replace
 
 @pytest.fixture
 def peers(place: SqlBackend, tmp_path: Path) -> Iterator[Peers]:
-    made = Peers(place, tmp_path, "appendmuch-mixed", shared=True)
-    try:
+    with Peers(place, tmp_path, "appendmuch-mixed", shared=True) as made:
         yield made
-    finally:
-        made.kill()
 
 
 def only_status(dbns: str, field: str) -> bool:

@@ -22,11 +22,8 @@ BUSY = 3
 
 @pytest.fixture
 def peers(place: SqlBackend, tmp_path: Path) -> Iterator[Peers]:
-    made = Peers(place, tmp_path, "appendmuch-turns")
-    try:
+    with Peers(place, tmp_path, "appendmuch-turns") as made:
         yield made
-    finally:
-        made.kill()
 
 
 @pytest.mark.slow

@@ -783,7 +783,8 @@ def _fresh(place: Backend) -> Store:
     return store
 
 
-HOLDER = textwrap.dedent(
+#: the start of a child script: a shared-mode Store on the log _child_args names
+OPEN_SHARED = textwrap.dedent(
     """
     import sys
     from appendmuch import PostgreSQL, Sqlite3, Store
@@ -794,6 +795,10 @@ HOLDER = textwrap.dedent(
     else:
         driver = PostgreSQL(where, table_prefix=prefix, shared=True, min_size=1, max_size=2)
     store = Store(driver)
+    """
+)
+HOLDER = OPEN_SHARED + textwrap.dedent(
+    """
     store.storage("victim").lost = "never committed"
     # the engine takes the lease and keeps it (as a round's commit would, killed then)
     driver._in_writer(lambda: driver.lease_take(driver.sharing.hwm))
@@ -827,17 +832,8 @@ def test_a_writer_killed_while_holding_the_lease_loses_only_its_own_rows(
         survivor.close()
 
 
-WAITER = textwrap.dedent(
+WAITER = OPEN_SHARED + textwrap.dedent(
     """
-    import sys
-    from appendmuch import PostgreSQL, Sqlite3, Store
-
-    kind, where, prefix = sys.argv[1:4]
-    if kind == "sqlite":
-        driver = Sqlite3(where, shared=True)
-    else:
-        driver = PostgreSQL(where, table_prefix=prefix, shared=True, min_size=1, max_size=2)
-    store = Store(driver)
     print("ready", flush=True)
     sys.stdin.readline()
     store.storage("waiter").x = 1
