@@ -20,7 +20,6 @@ import pytest
 from appendmuch import Sqlite3
 from appendmuch.dumpfile import pack_rows
 from backends import SqlBackend, sql_place
-from sharedlib import PeerProcess
 from webfixtures import (  # noqa: F401 (fixtures)
     HOSTILE,
     PATIENCE,
@@ -31,6 +30,7 @@ from webfixtures import (  # noqa: F401 (fixtures)
     serve,
     servers_fixture,
     web_log_fixture,
+    writers,
 )
 
 #: the issue's bound for a write to show on an open page
@@ -338,13 +338,7 @@ def test_writes_of_other_processes_show_on_open_pages(
     browser: Any, servers: Any, place: SqlBackend, tmp_path: Path, mode: str, screenshots: Path
 ) -> None:
     count = 1 if mode == "single" else 2
-    peers = [
-        PeerProcess(
-            place.location(f"web-{i}"), tmp_path / f"peer-{i}.stderr", shared=mode == "shared"
-        )
-        for i in range(count)
-    ]
-    try:
+    with writers(place, tmp_path, count, shared=mode == "shared", app="web") as peers:
         for peer in peers:
             peer("set", ns=["study", "p1"], field="answer", value="first")
             peer("flush")
@@ -381,17 +375,13 @@ def test_writes_of_other_processes_show_on_open_pages(
         last_value = "#versions tbody tr:last-child td:nth-child(4)"
         shows_within(lambda: text_of(browser, last_value) == "42")
         assert len(all_css(browser, "#versions tbody tr")) == 2 * count + 1
-    finally:
-        for peer in peers:
-            peer.close()
 
 
 def test_a_page_scrubbed_to_the_past_stays_there(
     browser: Any, servers: Any, tmp_path: Path
 ) -> None:
     place = sql_place("sqlite", tmp_path)
-    (peer,) = [PeerProcess(place.location("web-past"), tmp_path / "peer.stderr")]
-    try:
+    with writers(place, tmp_path, 1, shared=False, app="web-past") as (peer,):
         for value in ("one", "two", "three"):
             peer("set", ns=["study", "p1"], field="answer", value=value)
         peer("flush")
@@ -409,5 +399,3 @@ def test_a_page_scrubbed_to_the_past_stays_there(
         assert css(browser, "#step").get_attribute("max") == "3"
         css(browser, "#newer a").click()  # "show the latest"
         poll(lambda: cell(browser, "answer") == '"four"')
-    finally:
-        peer.close()

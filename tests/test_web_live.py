@@ -13,7 +13,6 @@ import httpx2
 import pytest
 
 from backends import SqlBackend, sql_place
-from sharedlib import PeerProcess
 from webfixtures import (  # noqa: F401 (fixtures)
     EventReader,
     pg_url,
@@ -22,27 +21,18 @@ from webfixtures import (  # noqa: F401 (fixtures)
     serve,
     servers_fixture,
     web_log_fixture,
+    writers,
 )
 
 #: the issue's promise: open pages hear of a commit within 1 s
 WITHIN = 1.0
 
 
-def writers(place: SqlBackend, tmp_path: Path, count: int, shared: bool) -> list[PeerProcess]:
-    return [
-        PeerProcess(
-            place.location(f"web-writer-{i}"), tmp_path / f"writer-{i}.stderr", shared=shared
-        )
-        for i in range(count)
-    ]
-
-
 @pytest.mark.parametrize("mode", ["single", "shared"])
 def test_commits_reach_the_event_stream_within_a_second(
     place: SqlBackend, tmp_path: Path, servers: Any, mode: str
 ) -> None:
-    peers = writers(place, tmp_path, 1 if mode == "single" else 2, shared=mode == "shared")
-    try:
+    with writers(place, tmp_path, 1 if mode == "single" else 2, shared=mode == "shared") as peers:
         peers[0]("set", ns=["game", "p1"], field="score", value=0)
         peers[0]("flush")
         server = serve(place, servers)
@@ -67,16 +57,12 @@ def test_commits_reach_the_event_stream_within_a_second(
             assert state["steps"] == len(peers) * 3 + 1
         finally:
             stream.close()
-    finally:
-        for peer in peers:
-            peer.close()
 
 
 def test_a_new_namespace_appears_everywhere(
     place: SqlBackend, tmp_path: Path, servers: Any
 ) -> None:
-    (peer,) = writers(place, tmp_path, 1, shared=False)
-    try:
+    with writers(place, tmp_path, 1, shared=False) as (peer,):
         peer("set", ns=["a"], field="x", value=1)
         peer("flush")
         server = serve(place, servers)
@@ -94,8 +80,6 @@ def test_a_new_namespace_appears_everywhere(
         assert [r["namespace"] for r in found["results"]] == ["b/new"]
         tail = httpx2.get(server.base + "/api/log?limit=1").json()
         assert tail["entries"][0]["value"] == [1, 2]
-    finally:
-        peer.close()
 
 
 def test_events_need_the_token_and_stop_with_the_server(web_log: Path, servers: Any) -> None:
@@ -117,8 +101,7 @@ def test_the_server_takes_no_lock_beside_a_single_writer(tmp_path: Path, servers
     """A single writer keeps its lock and goes on writing; the server never blocks it
     and a second writer is still refused (the server is not a writer)."""
     place = sql_place("sqlite", tmp_path)
-    (peer,) = writers(place, tmp_path, 1, shared=False)
-    try:
+    with writers(place, tmp_path, 1, shared=False) as (peer,):
         peer("set", ns=["w"], field="n", value=0)
         peer("flush")
         server = serve(place, servers)
@@ -132,5 +115,3 @@ def test_the_server_takes_no_lock_beside_a_single_writer(tmp_path: Path, servers
         with pytest.raises(LockedError):
             Store(Sqlite3(place.path))
         assert httpx2.get(server.base + "/api/overview").json()["writer"]["mode"] == "single"
-    finally:
-        peer.close()

@@ -12,6 +12,7 @@ install command otherwise, as the PostgreSQL tests do.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
 import shutil
@@ -29,6 +30,7 @@ import pytest
 
 from appendmuch import Memory, Sqlite3, Store
 from backends import PostgresBackend, SqlBackend, SqliteBackend
+from sharedlib import PeerProcess
 
 __all__ = [
     "HOSTILE",
@@ -224,6 +226,23 @@ def serve(place: SqlBackend, servers: Callable[..., ServerProcess]) -> ServerPro
         return servers(pg_url(place.conninfo), "--table-prefix", place.prefix)
     assert isinstance(place, SqliteBackend)
     return servers(place.path)
+
+
+@contextlib.contextmanager
+def writers(
+    place: SqlBackend, tmp_path: Path, count: int, *, shared: bool, app: str = "web-writer"
+) -> Iterator[list[PeerProcess]]:
+    """``count`` peer processes writing ``place`` (sessions and stderr files named
+    ``{app}-{i}``), each closed cleanly at the end."""
+    peers = [
+        PeerProcess(place.location(f"{app}-{i}"), tmp_path / f"{app}-{i}.stderr", shared=shared)
+        for i in range(count)
+    ]
+    try:
+        yield peers
+    finally:
+        for peer in peers:
+            peer.close()
 
 
 def pg_url(conninfo: str) -> str:
