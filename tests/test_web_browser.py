@@ -24,7 +24,6 @@ from webfixtures import (  # noqa: F401 (fixtures)
     HOSTILE,
     PATIENCE,
     browser_fixture,
-    pg_url,
     poll,
     rows_of,
     serve,

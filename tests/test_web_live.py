@@ -15,9 +15,7 @@ import pytest
 from backends import SqlBackend, sql_place
 from webfixtures import (  # noqa: F401 (fixtures)
     EventReader,
-    pg_url,
     poll,
-    rows_of,
     serve,
     servers_fixture,
     web_log_fixture,
