@@ -65,21 +65,21 @@ def private_cluster() -> Iterator[TempCluster]:
 
 #: the contract fixtures' backends that the everyday tier leaves out (see below)
 PG_CONTRACT_BACKENDS = frozenset({"postgresql", "postgresql-shared"})
+#: the parameters that pick a contract backend: the fixtures, and the model tests' name
+BACKEND_PARAMS = ("backend", "other_backend", "backend_name")
 
 
 @pytest.hookimpl(tryfirst=True)
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
-    """Mark the PostgreSQL variants of the backend-contract tests ``slow``.
-
-    A PostgreSQL Store open costs ~30-40 ms per test and the contract has ~1,400 such
-    items, so ``-m "not slow"`` runs the contract on memory, sqlite and sqlite-shared
-    only; PostgreSQL-specific files (test_postgresql.py, the ``place`` tests...) stay in
-    the everyday tier, and ``python -m pytest`` without ``-m`` still runs everything.
-    """
+    """Mark the PostgreSQL variants of the backend-contract tests ``slow``, because a
+    PostgreSQL Store open costs ~30-40 ms per test over ~1,400 contract items: the
+    everyday tier ``-m "not slow"`` runs the contract on memory, sqlite and sqlite-shared,
+    PostgreSQL-specific files (test_postgresql.py, the ``place`` tests) stay in it, and
+    ``python -m pytest`` without ``-m`` still runs everything."""
     slow = pytest.mark.slow
     for item in items:
         params = getattr(getattr(item, "callspec", None), "params", {})
-        if any(params.get(name) in PG_CONTRACT_BACKENDS for name in ("backend", "other_backend")):
+        if any(params.get(name) in PG_CONTRACT_BACKENDS for name in BACKEND_PARAMS):
             item.add_marker(slow)
 
 

@@ -164,6 +164,19 @@ def seq_is_unique(place: SqlBackend) -> bool:
     return bool(found)
 
 
+def round_place(kind: str, directory: Path, places: list[SqlBackend]) -> SqlBackend:
+    """A new log in a new ``directory`` (one round's), cleaned up with ``places``."""
+    directory.mkdir()
+    place = sql_place(kind, directory)
+    places.append(place)
+    return place
+
+
+def child_start(place: SqlBackend, rng: random.Random) -> dict[str, Any]:
+    """What every writer child is told: where the log is, and its random seed."""
+    return {"location": place.location(CHILD_APP), "seed": rng.randrange(2**31)}
+
+
 @pytest.fixture
 def places() -> Iterator[list[SqlBackend]]:
     """Places made by a test, cleaned up afterwards (PostgreSQL tables dropped)."""
@@ -461,8 +474,7 @@ class TestCrash:
         ledger = Ledger(kind, TALLY)
         for r in range(ROUNDS[mode]):
             cfg = {
-                "location": place.location(CHILD_APP),
-                "seed": rng.randrange(2**31),
+                **child_start(place, rng),
                 "mode": mode,
                 "flush_every": 12,
             }
@@ -490,13 +502,10 @@ class TestCrash:
         durations: list[float] = []
         problems: list[str] = []
         for r in range(ROUNDS["flush"]):
-            (tmp_path / f"r{r}").mkdir()
-            place = sql_place(kind, tmp_path / f"r{r}")
-            places.append(place)
+            place = round_place(kind, tmp_path / f"r{r}", places)
             ledger = Ledger(kind, TALLY)
             cfg = {
-                "location": place.location(CHILD_APP),
-                "seed": rng.randrange(2**31),
+                **child_start(place, rng),
                 "mode": "batched",
                 "burst": [1500, 3000],
                 "driver": {"batch_size": 100_000, "batch_interval": 3600.0},
@@ -549,9 +558,7 @@ class TestCrash:
 
         def fresh_place(r: int) -> SqlBackend:
             """A new log holding 40 rows."""
-            (tmp_path / f"r{r}").mkdir()
-            place = sql_place(kind, tmp_path / f"r{r}")
-            places.append(place)
+            place = round_place(kind, tmp_path / f"r{r}", places)
             driver = place.driver()
             driver.restore(pre)
             driver.close()
@@ -601,13 +608,10 @@ class TestCrash:
         rng = rng_for(kind, "at_once")
         problems: list[str] = []
         for r in range(ROUNDS["at_once"]):
-            (tmp_path / f"r{r}").mkdir()
-            place = sql_place(kind, tmp_path / f"r{r}")
-            places.append(place)
+            place = round_place(kind, tmp_path / f"r{r}", places)
             ledger = Ledger(kind, TALLY)
             cfg = {
-                "location": place.location(CHILD_APP),
-                "seed": rng.randrange(2**31),
+                **child_start(place, rng),
                 "mode": "batched",
                 "burst": [25_000, 25_000],
                 "text": [0, 20],  # many small rows: little to send, much for the server to do

@@ -504,6 +504,7 @@ class PeerStoreMachine(StoreMachine):
         assert [m[1:] for m in merged] == expected
 
 
+@pytest.mark.slow  # hypothesis-driven, with a peer process: ~20 s over its four variants
 @pytest.mark.parametrize("kind", KINDS)
 @pytest.mark.parametrize("peer_mode", ["write_through", "batched"])
 def test_store_matches_model_with_a_peer(kind: str, peer_mode: str) -> None:
