@@ -11,7 +11,6 @@ tests too.
 from __future__ import annotations
 
 import sqlite3
-import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -189,19 +188,7 @@ class PostgresBackend(SqlBackend):
             return list(pg.execute(sql).fetchall())  # type: ignore[arg-type]
 
     def settle(self, app: str) -> None:
-        import psycopg
-
-        deadline = time.monotonic() + PATIENCE
-        with psycopg.connect(self.conninfo, autocommit=True) as conn:
-            while True:
-                row = conn.execute(
-                    "SELECT count(*) FROM pg_stat_activity WHERE application_name = %s", (app,)
-                ).fetchone()
-                if row is not None and row[0] == 0:
-                    return
-                if time.monotonic() > deadline:
-                    raise AssertionError(f"the sessions of {app} did not end")
-                time.sleep(0.005)
+        pg_settle(self.conninfo, app)
 
     def driver(self, **kwargs: Any) -> DBDriver:
         from appendmuch import PostgreSQL
@@ -223,6 +210,24 @@ class PostgresBackend(SqlBackend):
             ).fetchall()
             for (table,) in tables:
                 conn.execute(f'DROP TABLE IF EXISTS "{table}"')
+
+
+def pg_settle(conninfo: str, app: str, poll: float = 0.005) -> None:
+    """Wait until the server has ended every session named ``app`` (a killed child's:
+    a batch it had sent in full is still committed until then)."""
+    import psycopg
+
+    from helpers import wait_for
+
+    with psycopg.connect(conninfo, autocommit=True) as conn:
+
+        def ended() -> bool:
+            row = conn.execute(
+                "SELECT count(*) FROM pg_stat_activity WHERE application_name = %s", (app,)
+            ).fetchone()
+            return row is not None and row[0] == 0
+
+        wait_for(ended, f"the sessions of {app} to end", PATIENCE, poll)
 
 
 def pg_conninfo() -> str:

@@ -48,7 +48,7 @@ import pytest
 
 from appendmuch import Memory, Store, dbns2tuple
 from appendmuch.errors import LockedError
-from backends import SqlBackend, SqliteBackend, pg_conninfo, sql_place
+from backends import SqlBackend, SqliteBackend, pg_conninfo, pg_settle, sql_place
 from children import ChildProcess
 
 CRASH_DIR = Path(__file__).parent / "crash"
@@ -201,20 +201,7 @@ def settle(kind: str) -> None:
     """
     if kind != "postgresql":
         return
-    import psycopg
-
-    deadline = time.monotonic() + PATIENCE
-    with psycopg.connect(pg_conninfo(), autocommit=True) as conn:
-        while True:
-            (count,) = conn.execute(
-                "SELECT count(*) FROM pg_stat_activity WHERE application_name = %s",
-                (CHILD_APP,),
-            ).fetchone()  # type: ignore[misc]
-            if count == 0:
-                return
-            if time.monotonic() > deadline:
-                pytest.fail(f"the killed child's {count} sessions did not end")
-            time.sleep(0.002)
+    pg_settle(pg_conninfo(), CHILD_APP, poll=0.002)
 
 
 # --------------------------------------------------------------------------- children

@@ -29,6 +29,7 @@ from appendmuch import (
 )
 from appendmuch.errors import AppendmuchError, LockedError, ReadOnlyError, WriteError
 from backends import Backend, PostgresBackend, SqliteBackend
+from helpers import wait_for
 
 
 def history(store: Store) -> list[tuple[Any, ...]]:
@@ -890,23 +891,18 @@ def test_a_writer_interrupted_while_waiting_for_the_lease_does_not_keep_it(
 def _wait_until_waiting(place: Backend, pid: int) -> None:
     """Return once process ``pid`` waits for a lock (SQLite: a blocked flock in
     /proc/locks; PostgreSQL: an ungranted advisory lock)."""
-    import time
 
-    deadline = time.monotonic() + 30
-    while time.monotonic() < deadline:
+    def waiting() -> bool:
         if isinstance(place, SqliteBackend):
             with open("/proc/locks") as locks:
-                if any("->" in line and f" {pid} " in line for line in locks):
-                    return
-        else:
-            import psycopg
+                return any("->" in line and f" {pid} " in line for line in locks)
+        import psycopg
 
-            assert isinstance(place, PostgresBackend)
-            with psycopg.connect(place.conninfo, autocommit=True) as conn:
-                (waiting,) = conn.execute(
-                    "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND NOT granted"
-                ).fetchone()
-            if waiting:
-                return
-        threading.Event().wait(0.01)  # polling a condition, not sleeping over a race
-    raise AssertionError(f"process {pid} never waited for the lease")
+        assert isinstance(place, PostgresBackend)
+        with psycopg.connect(place.conninfo, autocommit=True) as conn:
+            (count,) = conn.execute(
+                "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND NOT granted"
+            ).fetchone()
+        return bool(count)
+
+    wait_for(waiting, f"process {pid} to wait for the lease", 30, 0.01)
