@@ -9,8 +9,8 @@ from pathlib import Path
 import pytest
 from hypothesis import HealthCheck, settings
 
-from backends import ALL_FACTORIES, Backend
-from pgserver import ENV_REQUIRE, HOW_TO_ENABLE, TempCluster, find_bindir
+from backends import ALL_FACTORIES, SQL_BACKENDS, Backend, PostgresBackend, SqliteBackend, sql_place
+from pgserver import TempCluster, private_server
 
 settings.register_profile("default", deadline=None, suppress_health_check=[HealthCheck.too_slow])
 settings.register_profile(
@@ -43,20 +43,44 @@ def other_backend(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Ba
         made.cleanup()
 
 
+@pytest.fixture(params=SQL_BACKENDS)
+def place(
+    request: pytest.FixtureRequest, tmp_path: Path
+) -> Iterator[SqliteBackend | PostgresBackend]:
+    """A fresh table on each SQL backend in turn (single-writer drivers; ``shared=True``
+    or a child process opens it in shared mode)."""
+    made = sql_place(request.param, tmp_path)
+    try:
+        yield made
+    finally:
+        made.cleanup()
+
+
 @pytest.fixture
 def private_cluster() -> Iterator[TempCluster]:
     """A server of this test's own, so it can be stopped and started."""
-    bindir = find_bindir()
-    if bindir is None:
-        if os.environ.get(ENV_REQUIRE) == "1":
-            pytest.fail(f"{ENV_REQUIRE}=1 but PostgreSQL binaries are missing", pytrace=False)
-        pytest.skip(HOW_TO_ENABLE)
-    cluster = TempCluster(bindir)
-    cluster.start()
-    try:
+    with private_server() as cluster:
         yield cluster
-    finally:
-        cluster.stop()
+
+
+#: the contract fixtures' backends that the everyday tier leaves out (see below)
+PG_CONTRACT_BACKENDS = frozenset({"postgresql", "postgresql-shared"})
+#: the parameters that pick a contract backend: the fixtures, and the model tests' name
+BACKEND_PARAMS = ("backend", "other_backend", "backend_name")
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Mark the PostgreSQL variants of the backend-contract tests ``slow``, because a
+    PostgreSQL Store open costs ~30-40 ms per test over ~1,400 contract items: the
+    everyday tier ``-m "not slow"`` runs the contract on memory, sqlite and sqlite-shared,
+    PostgreSQL-specific files (test_postgresql.py, the ``place`` tests) stay in it, and
+    ``python -m pytest`` without ``-m`` still runs everything."""
+    slow = pytest.mark.slow
+    for item in items:
+        params = getattr(getattr(item, "callspec", None), "params", {})
+        if any(params.get(name) in PG_CONTRACT_BACKENDS for name in BACKEND_PARAMS):
+            item.add_marker(slow)
 
 
 def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:

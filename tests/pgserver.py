@@ -18,6 +18,7 @@ import shutil
 import socket
 import subprocess
 import tempfile
+from collections.abc import Iterator
 from pathlib import Path
 
 ENV_CONNINFO = "APPENDMUCH_PG_CONNINFO"
@@ -147,6 +148,25 @@ class TempCluster:
             with contextlib.suppress(RuntimeError):
                 self._run("pg_ctl", "-D", str(self.data), "-m", "immediate", "-w", "stop")
         shutil.rmtree(self.root, ignore_errors=True)
+
+
+@contextlib.contextmanager
+def private_server() -> Iterator[TempCluster]:
+    """A started server of the caller's own (stopped afterwards), so a test can stop
+    and start it; skips (or fails, when required) without PostgreSQL binaries."""
+    import pytest
+
+    bindir = find_bindir()
+    if bindir is None:
+        if os.environ.get(ENV_REQUIRE) == "1":
+            pytest.fail(f"{ENV_REQUIRE}=1 but PostgreSQL binaries are missing", pytrace=False)
+        pytest.skip(HOW_TO_ENABLE)
+    cluster = TempCluster(bindir)
+    cluster.start()
+    try:
+        yield cluster
+    finally:
+        cluster.stop()
 
 
 class Server:

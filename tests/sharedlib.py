@@ -16,7 +16,7 @@ import threading
 import time
 from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 TESTS = Path(__file__).resolve().parent
 sys.path.insert(0, str(TESTS / "crash"))
@@ -24,9 +24,16 @@ sys.path.insert(0, str(TESTS / "crash"))
 from childlib import make_driver  # noqa: E402  (tests/crash is on the path now)
 
 from appendmuch import Codec, Store, Value, tuple2dbns  # noqa: E402
+from children import PATIENCE, ChildProcess  # noqa: E402
+from helpers import codec_with  # noqa: E402
+
+if TYPE_CHECKING:
+    from backends import SqlBackend
 
 __all__ = [
     "PEERS",
+    "PeerProcess",
+    "Peers",
     "Seen",
     "all_values",
     "history_lines",
@@ -126,14 +133,12 @@ POINT_TYPE_ID = 150
 
 def points_codec() -> Codec:
     """A codec that knows :class:`Point`."""
-    codec = Codec()
-    codec.register(
+    return codec_with(
         Point,
         POINT_TYPE_ID,
         lambda point: json.dumps([point.x, point.y]).encode(),
         lambda raw: Point(*json.loads(raw)),
     )
-    return codec
 
 
 def open_store(
@@ -180,92 +185,8 @@ def dumps(obj: Any) -> str:
 
 # --------------------------------------------------------------------------- parent side
 
-#: generous bound on any wait for a child (a failure, never a timing threshold)
-PATIENCE = 60.0
 
-
-class Place:
-    """One log seen from the parent: a SQLite file or a PostgreSQL table prefix."""
-
-    def __init__(self, kind: str, directory: Path) -> None:
-        from backends import PostgresBackend, SqliteBackend, pg_conninfo
-
-        self.kind = kind
-        self.backend: SqliteBackend | PostgresBackend
-        if kind == "sqlite":
-            self.backend = SqliteBackend(directory)
-            self.table = "appendmuch_values"
-        else:
-            self.backend = PostgresBackend(pg_conninfo())
-            self.table = f"{self.backend.prefix}_values"
-
-    def location(self, app: str = "appendmuch-shared-peer") -> dict[str, Any]:
-        """How a child finds this log; PostgreSQL sessions are named ``app``."""
-        return location_of(self.backend, app)
-
-    def store(self, seen: Seen | None = None, **driver_kwargs: Any) -> Store:
-        """A Store in this process (replace fields ``r_*``)."""
-        return open_store(self.location("appendmuch-shared-parent"), seen, **driver_kwargs)
-
-    def rows(self) -> list[tuple[Any, ...]]:
-        """Every committed row by seq, read on a new independent connection."""
-        import sqlite3
-
-        from backends import SqliteBackend
-
-        sql = (
-            "SELECT seq, namespace, field, value, created_at, context "
-            f'FROM "{self.table}" ORDER BY seq'
-        )
-        backend = self.backend
-        if isinstance(backend, SqliteBackend):
-            conn = sqlite3.connect(backend.path, isolation_level=None)
-            try:
-                return list(conn.execute(sql).fetchall())
-            finally:
-                conn.close()
-        import psycopg
-
-        with psycopg.connect(backend.conninfo, autocommit=True) as pg:
-            return [tuple(row) for row in pg.execute(sql).fetchall()]  # type: ignore[arg-type]
-
-    def settle(self, app: str) -> None:
-        """Wait until the server has ended every session named ``app`` (a killed child's:
-        a batch it had sent in full is still committed until then)."""
-        if self.kind != "postgresql":
-            return
-        import psycopg
-
-        deadline = time.monotonic() + PATIENCE
-        with psycopg.connect(self.backend.conninfo, autocommit=True) as conn:
-            while True:
-                row = conn.execute(
-                    "SELECT count(*) FROM pg_stat_activity WHERE application_name = %s", (app,)
-                ).fetchone()
-                if row is not None and row[0] == 0:
-                    return
-                if time.monotonic() > deadline:
-                    raise AssertionError(f"the sessions of {app} did not end")
-                time.sleep(0.005)
-
-    def cleanup(self) -> None:
-        self.backend.cleanup()
-
-
-def location_of(backend: Any, app: str = "appendmuch-shared-peer") -> dict[str, Any]:
-    """A tests/crash/childlib location for a tests/backends.py SQL backend."""
-    from backends import PostgresBackend
-
-    if isinstance(backend, PostgresBackend):
-        return {
-            "kind": "postgresql",
-            "conninfo": f"{backend.conninfo} application_name={app}",
-            "prefix": backend.prefix,
-        }
-    return {"kind": "sqlite", "path": str(backend.path)}
-
-
-class PeerProcess:
+class PeerProcess(ChildProcess):
     """tests/peers/peer.py running in its own process, driven command by command."""
 
     def __init__(
@@ -276,32 +197,18 @@ class PeerProcess:
         **driver: Any,
     ) -> None:
         import queue
-        import subprocess
 
         self.app = app
-        self._stderr_path = stderr
-        self._stderr = open(stderr, "wb")  # noqa: SIM115 - closed in close()/kill()
-        cfg = {"location": location, "driver": driver}
-        self.proc = subprocess.Popen(
-            [sys.executable, str(PEERS / "peer.py"), json.dumps(cfg)],
-            stdin=subprocess.PIPE,
-            stdout=subprocess.PIPE,
-            stderr=self._stderr,
-            cwd=stderr.parent,
-        )
         self._replies: queue.Queue[dict[str, Any] | None] = queue.Queue()
-        self._reader = threading.Thread(target=self._read, daemon=True)
-        self._reader.start()
+        cfg = {"location": location, "driver": driver}
+        super().__init__(PEERS / "peer.py", cfg, stderr, stdin=True)
         self.ready_seq: int = self._reply()["ready"]
 
-    def _read(self) -> None:
-        assert self.proc.stdout is not None
-        for text in self.proc.stdout:
-            self._replies.put(json.loads(text))
-        self._replies.put(None)
+    def on_line(self, line: bytes) -> None:
+        self._replies.put(json.loads(line))
 
-    def stderr(self) -> str:
-        return self._stderr_path.read_text(errors="replace")[-3000:]
+    def on_eof(self) -> None:
+        self._replies.put(None)
 
     def _reply(self) -> dict[str, Any]:
         import queue
@@ -318,9 +225,7 @@ class PeerProcess:
 
     def send(self, op: str, **args: Any) -> dict[str, Any]:
         """Run one command; the raw reply (``ok`` or ``error``)."""
-        assert self.proc.stdin is not None
-        self.proc.stdin.write(dumps({"op": op, **args}).encode())
-        self.proc.stdin.flush()
+        self.begin(op, **args)
         return self._reply()
 
     def __call__(self, op: str, **args: Any) -> Any:
@@ -332,9 +237,7 @@ class PeerProcess:
 
     def begin(self, op: str, **args: Any) -> None:
         """Start one command without waiting for it (several peers work at once)."""
-        assert self.proc.stdin is not None
-        self.proc.stdin.write(dumps({"op": op, **args}).encode())
-        self.proc.stdin.flush()
+        self.write_stdin(dumps({"op": op, **args}).encode())
 
     def end(self) -> Any:
         """The result of the command :meth:`begin` started (it must succeed)."""
@@ -346,66 +249,64 @@ class PeerProcess:
     def close(self) -> None:
         """Close the peer's Store and wait for it to exit cleanly."""
         if self.proc.returncode is None:
-            assert self.proc.stdin is not None
-            self.proc.stdin.write(dumps({"op": "close"}).encode())
-            self.proc.stdin.flush()
+            self.begin("close")
             self._reply()
-            self.proc.wait(timeout=PATIENCE)
-        self._stderr.close()
+        self.reap()
         assert self.proc.returncode == 0, self.stderr()
 
     def kill(self) -> None:
-        import signal
-
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGKILL)
-        self.proc.wait()
-        self._stderr.close()
+        self.reap(kill=True, timeout=None)
 
 
-class WorkerProcess:
+class Peers:
+    """Peer processes on one place, each with its own stderr file; ``kill()`` stops
+    them all.  ``defaults`` are the driver keywords every peer starts with."""
+
+    def __init__(self, place: SqlBackend, directory: Path, app: str, **defaults: Any) -> None:
+        self.place = place
+        self.directory = directory
+        self.app = app
+        self.defaults = defaults
+        self.started: list[PeerProcess] = []
+
+    def start(self, **driver: Any) -> PeerProcess:
+        """Start one more peer (``driver`` over the defaults)."""
+        number = len(self.started)
+        app = f"{self.app}-{number}"
+        peer = PeerProcess(
+            self.place.location(app),
+            self.directory / f"peer-{number}.stderr",
+            app,
+            **{**self.defaults, **driver},
+        )
+        self.started.append(peer)
+        return peer
+
+    def kill(self) -> None:
+        for peer in self.started:
+            peer.kill()
+
+    def __enter__(self) -> Peers:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.kill()
+
+
+class WorkerProcess(ChildProcess):
     """tests/peers/worker.py in its own process; its ``@`` markers read as they come."""
 
+    stderr_tail = 4000
+
     def __init__(self, cfg: dict[str, Any], stderr: Path) -> None:
-        import subprocess
-
         self.cfg = cfg
-        self._stderr_path = stderr
-        self._stderr = open(stderr, "wb")  # noqa: SIM115 - closed in finish()/kill()
-        self.proc = subprocess.Popen(
-            [sys.executable, str(PEERS / "worker.py"), json.dumps(cfg)],
-            stdin=subprocess.PIPE,
-            stdout=subprocess.PIPE,
-            stderr=self._stderr,
-            cwd=stderr.parent,
-        )
-        self.markers: dict[str, list[tuple[float, str]]] = {}
-        self.eof = False
-        self._cond = threading.Condition()
-        self._reader = threading.Thread(target=self._read, daemon=True)
-        self._reader.start()
-
-    def _read(self) -> None:
-        assert self.proc.stdout is not None
-        for text in self.proc.stdout:
-            if text.startswith(b"@") and text.endswith(b"\n"):
-                word, _, rest = text[1:].decode().strip().partition(" ")
-                with self._cond:
-                    self.markers.setdefault(word, []).append((time.monotonic(), rest))
-                    self._cond.notify_all()
-        with self._cond:
-            self.eof = True
-            self._cond.notify_all()
-
-    def stderr(self) -> str:
-        return self._stderr_path.read_text(errors="replace")[-4000:]
+        super().__init__(PEERS / "worker.py", cfg, stderr, stdin=True)
 
     def wait_marker(self, word: str) -> str:
         """Wait (bounded) for ``@word``; its rest of line.  Fails if the worker died."""
-        with self._cond:
-            self._cond.wait_for(lambda: word in self.markers or self.eof, timeout=PATIENCE)
-            if word in self.markers:
-                return self.markers[word][0][1]
+        seen = self.marker(word)
+        if seen is not None:
+            return seen[1]
         self.kill()
         raise AssertionError(
             f"worker {self.cfg.get('wid')} never printed @{word}:\n{self.stderr()}"
@@ -413,26 +314,15 @@ class WorkerProcess:
 
     def release(self) -> None:
         """Tell a worker that printed ``@done`` that every writer is done."""
-        assert self.proc.stdin is not None
-        self.proc.stdin.write(b"go\n")
-        self.proc.stdin.flush()
+        self.write_stdin(b"go\n")
 
     def finish(self) -> None:
         self.wait_marker("reported")
-        self.proc.wait(timeout=PATIENCE)
-        self._reader.join()
-        self._stderr.close()
+        self.reap()
         assert self.proc.returncode == 0, self.stderr()
 
     def kill(self) -> None:
-        import signal
-
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGKILL)
-        self.proc.wait()
-        self._reader.join()
-        if not self._stderr.closed:
-            self._stderr.close()
+        self.reap(kill=True, timeout=None)
 
 
 def read_acks(path: Path) -> list[dict[str, Any]]:

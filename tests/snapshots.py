@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import Iterator
 from typing import Any
 
 from appendmuch import Store, iter_fields
@@ -27,3 +29,16 @@ def state(store: Store) -> tuple[Any, ...]:
     store.flush()
     rows = sorted(tuple(row) for row in store.driver.load_rows())
     return cache_snapshot(store), rows, store.driver.last_seq
+
+
+@contextlib.contextmanager
+def unchanged(store: Store, calls: list[Any] | None = None) -> Iterator[None]:
+    """Asserts that the block leaves ``store``'s :func:`state` as it was and, given
+    ``calls`` (an ``on_change`` record, emptied first), reports nothing."""
+    if calls is not None:
+        calls.clear()
+    before = state(store)
+    yield
+    assert state(store) == before
+    if calls is not None:
+        assert calls == []

@@ -33,7 +33,7 @@ import pytest
 
 from appendmuch import Sqlite3, Storage, Store, Value
 from appendmuch.errors import UnknownTypeIdError
-from backends import FACTORIES, Backend, SqliteBackend, is_shared
+from backends import Backend, SqliteBackend, is_shared
 from helpers import history
 from snapshots import cache_snapshot, state
 
@@ -486,6 +486,13 @@ def _without(key: str, row: dict[str, Any]) -> dict[str, Any]:
 DumpCase = Callable[[int, int], tuple[bytes, str]]
 R2 = r"dump row 2\b"
 
+
+def _bad_third(b: int, pattern: str, **changes: Any) -> tuple[bytes, str]:
+    """Two good rows and a third with ``changes``; the error names its seq, then
+    ``pattern``."""
+    return _pack(_row(b), _row(b + 1), _row(b + 2, **changes)), R2 + rf".*seq {b + 2}.*" + pattern
+
+
 DUMP_CASES: list[Any] = [
     pytest.param(
         lambda b, e: (_pack(_row(b), _row(b + 1)) + b"\xc1garbage", r"msgpack.*\b2\b"),
@@ -510,27 +517,9 @@ DUMP_CASES: list[Any] = [
         lambda b, e: (_pack(_row(b), _row(b + 1), _row(str(b + 2))), R2 + r".*seq"),
         id="seq-str",
     ),
-    pytest.param(
-        lambda b, e: (
-            _pack(_row(b), _row(b + 1), _row(b + 2, value="x")),
-            R2 + rf".*seq {b + 2}.*value",
-        ),
-        id="value-str",
-    ),
-    pytest.param(
-        lambda b, e: (
-            _pack(_row(b), _row(b + 1), _row(b + 2, created_at="now")),
-            R2 + rf".*seq {b + 2}.*created_at",
-        ),
-        id="created_at-str",
-    ),
-    pytest.param(
-        lambda b, e: (
-            _pack(_row(b), _row(b + 1), _row(b + 2, namespace=7)),
-            R2 + rf".*seq {b + 2}.*namespace",
-        ),
-        id="namespace-int",
-    ),
+    pytest.param(lambda b, e: _bad_third(b, r"value", value="x"), id="value-str"),
+    pytest.param(lambda b, e: _bad_third(b, r"created_at", created_at="now"), id="created_at-str"),
+    pytest.param(lambda b, e: _bad_third(b, r"namespace", namespace=7), id="namespace-int"),
     pytest.param(
         lambda b, e: (_pack(_row(b), _row(b + 1), _row(0)), R2 + r".*seq.*\b0\b"),
         id="seq-zero",
@@ -539,20 +528,8 @@ DUMP_CASES: list[Any] = [
         lambda b, e: (_pack(_row(b), _row(b + 1), _row(-3)), R2 + r".*seq.*-3"),
         id="seq-negative",
     ),
-    pytest.param(
-        lambda b, e: (
-            _pack(_row(b), _row(b + 1), _row(b + 2, namespace="a b")),
-            R2 + rf".*seq {b + 2}.*'a b'",
-        ),
-        id="namespace-space",
-    ),
-    pytest.param(
-        lambda b, e: (
-            _pack(_row(b), _row(b + 1), _row(b + 2, field="1x")),
-            R2 + rf".*seq {b + 2}.*'1x'",
-        ),
-        id="field-digit",
-    ),
+    pytest.param(lambda b, e: _bad_third(b, r"'a b'", namespace="a b"), id="namespace-space"),
+    pytest.param(lambda b, e: _bad_third(b, r"'1x'", field="1x"), id="field-digit"),
     pytest.param(
         lambda b, e: (_pack(_row(b), _row(b + 1), _row(b)), rf"{R2}.*seq {b}.*twice"),
         id="duplicate-seq",
@@ -682,19 +659,15 @@ def test_load_of_undecodable_row_keeps_cache(setup: Setup) -> None:
 
 # ---------------------------------------------------------------- SQL-only: names, schemas
 
-SQL_BACKENDS = [name for name in FACTORIES if name != "memory"]
 
-
-@pytest.fixture(params=SQL_BACKENDS)
-def sql_setup(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Setup]:
+@pytest.fixture
+def sql_setup(place: Backend) -> Iterator[Setup]:
     """make_setup on each SQL backend (table names only exist there)."""
-    made_backend = FACTORIES[request.param](tmp_path)
-    made = make_setup(made_backend)
+    made = make_setup(place)
     try:
         yield made
     finally:
         made.store.close()
-        made_backend.cleanup()
 
 
 def _sqlite_tables(path: Path) -> list[tuple[str, str]]:

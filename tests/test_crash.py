@@ -35,25 +35,21 @@ import json
 import os
 import random
 import signal
-import sqlite3
 import statistics
-import subprocess
-import sys
-import threading
 import time
 import uuid
 from collections import Counter, defaultdict
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import IO, Any
+from typing import Any
 
 import pytest
 
 from appendmuch import Memory, Store, dbns2tuple
-from appendmuch.drivers import DBDriver
 from appendmuch.errors import LockedError
-from backends import PostgresBackend, SqliteBackend, pg_conninfo
+from backends import SqlBackend, SqliteBackend, pg_conninfo, pg_settle, sql_place
+from children import ChildProcess
 
 CRASH_DIR = Path(__file__).parent / "crash"
 SEED = int(os.environ.get("APPENDMUCH_CRASH_SEED") or random.SystemRandom().randrange(2**32))
@@ -137,97 +133,54 @@ def summary(
 # --------------------------------------------------------------------------- locations
 
 
-class Place:
-    """One log: a SQLite file or a PostgreSQL table prefix, seen from the parent."""
-
-    def __init__(
-        self, kind: str, directory: Path, *, filename: str = "log.sqlite3", prefix: str = ""
-    ) -> None:
-        self.kind = kind
-        self.backend: SqliteBackend | PostgresBackend
-        if kind == "sqlite":
-            self.backend = SqliteBackend(directory, filename)
-            self.table = "appendmuch_values"
-        else:
-            self.backend = PostgresBackend(pg_conninfo())
-            if prefix:
-                self.backend.prefix = prefix
-            self.table = f"{self.backend.prefix}_values"
-
-    @property
-    def location(self) -> dict[str, str]:
-        """How a child finds this log (tests/crash/childlib.py ``make_driver``)."""
-        backend = self.backend
-        if isinstance(backend, SqliteBackend):
-            return {"kind": "sqlite", "path": str(backend.path)}
-        return {"kind": "postgresql", "conninfo": child_conninfo(), "prefix": backend.prefix}
-
-    def driver(self, **kwargs: Any) -> DBDriver:
-        return self.backend.driver(**kwargs)
-
-    def _query(self, sql: str) -> list[tuple[Any, ...]]:
-        """Run a query on a new, independent connection (raw sqlite3 / psycopg)."""
-        backend = self.backend
-        if isinstance(backend, SqliteBackend):
-            conn = sqlite3.connect(backend.path, isolation_level=None)
-            try:
-                return list(conn.execute(sql).fetchall())
-            finally:
-                conn.close()
-        import psycopg
-
-        with psycopg.connect(backend.conninfo, autocommit=True) as pg:
-            return list(pg.execute(sql).fetchall())  # type: ignore[arg-type]
-
-    def exists(self) -> bool:
-        """Whether the table exists (without creating the SQLite file if it does not)."""
-        backend = self.backend
-        if isinstance(backend, SqliteBackend):
-            if not backend.path.exists():
-                return False
-            found = self._query(
-                f"SELECT name FROM sqlite_master WHERE type = 'table' AND name = '{self.table}'"
-            )
-        else:
-            found = self._query(f"SELECT to_regclass('\"{self.table}\"')")
-            found = [row for row in found if row[0] is not None]
-        return bool(found)
-
-    def rows(self) -> list[Row]:
-        """Every committed row, by seq, from an independent connection."""
-        rows = self._query(
-            "SELECT seq, namespace, field, value, created_at, context "
-            f'FROM "{self.table}" ORDER BY seq'
-        )
-        return [
-            (seq, ns, f, None if value is None else bytes(value), t, ctx)
-            for seq, ns, f, value, t, ctx in rows
-        ]
-
-    def seq_is_unique(self) -> bool:
-        """Whether the table has a UNIQUE index on exactly (seq)."""
-        if self.kind == "sqlite":
-            for _, name, unique, *_ in self._query(f'PRAGMA index_list("{self.table}")'):
-                columns = [row[2] for row in self._query(f'PRAGMA index_info("{name}")')]
-                if unique and columns == ["seq"]:
-                    return True
+def table_exists(place: SqlBackend) -> bool:
+    """Whether the log's table exists (without creating the SQLite file if it does not)."""
+    if isinstance(place, SqliteBackend):
+        if not place.path.exists():
             return False
-        found = self._query(
-            "SELECT 1 FROM pg_index i JOIN pg_attribute a ON a.attrelid = i.indrelid "
-            "AND a.attnum = i.indkey[0] "
-            f"WHERE i.indrelid = '\"{self.table}\"'::regclass AND i.indisunique "
-            "AND i.indnatts = 1 AND i.indpred IS NULL AND a.attname = 'seq'"
+        found = place.query(
+            f"SELECT name FROM sqlite_master WHERE type = 'table' AND name = '{place.table}'"
         )
-        return bool(found)
+    else:
+        found = place.query(f"SELECT to_regclass('\"{place.table}\"')")
+        found = [row for row in found if row[0] is not None]
+    return bool(found)
 
-    def cleanup(self) -> None:
-        self.backend.cleanup()
+
+def seq_is_unique(place: SqlBackend) -> bool:
+    """Whether the log's table has a UNIQUE index on exactly (seq)."""
+    if place.kind == "sqlite":
+        for _, name, unique, *_ in place.query(f'PRAGMA index_list("{place.table}")'):
+            columns = [row[2] for row in place.query(f'PRAGMA index_info("{name}")')]
+            if unique and columns == ["seq"]:
+                return True
+        return False
+    found = place.query(
+        "SELECT 1 FROM pg_index i JOIN pg_attribute a ON a.attrelid = i.indrelid "
+        "AND a.attnum = i.indkey[0] "
+        f"WHERE i.indrelid = '\"{place.table}\"'::regclass AND i.indisunique "
+        "AND i.indnatts = 1 AND i.indpred IS NULL AND a.attname = 'seq'"
+    )
+    return bool(found)
+
+
+def round_place(kind: str, directory: Path, places: list[SqlBackend]) -> SqlBackend:
+    """A new log in a new ``directory`` (one round's), cleaned up with ``places``."""
+    directory.mkdir()
+    place = sql_place(kind, directory)
+    places.append(place)
+    return place
+
+
+def child_start(place: SqlBackend, rng: random.Random) -> dict[str, Any]:
+    """What every writer child is told: where the log is, and its random seed."""
+    return {"location": place.location(CHILD_APP), "seed": rng.randrange(2**31)}
 
 
 @pytest.fixture
-def places() -> Iterator[list[Place]]:
+def places() -> Iterator[list[SqlBackend]]:
     """Places made by a test, cleaned up afterwards (PostgreSQL tables dropped)."""
-    made: list[Place] = []
+    made: list[SqlBackend] = []
     yield made
     for place in made:
         place.cleanup()
@@ -248,69 +201,27 @@ def settle(kind: str) -> None:
     """
     if kind != "postgresql":
         return
-    import psycopg
-
-    deadline = time.monotonic() + PATIENCE
-    with psycopg.connect(pg_conninfo(), autocommit=True) as conn:
-        while True:
-            (count,) = conn.execute(
-                "SELECT count(*) FROM pg_stat_activity WHERE application_name = %s",
-                (CHILD_APP,),
-            ).fetchone()  # type: ignore[misc]
-            if count == 0:
-                return
-            if time.monotonic() > deadline:
-                pytest.fail(f"the killed child's {count} sessions did not end")
-            time.sleep(0.002)
+    pg_settle(pg_conninfo(), CHILD_APP, poll=0.002)
 
 
 # --------------------------------------------------------------------------- children
 
 
-class Child:
-    """A child script, its stdout read line by line as it comes."""
+class Child(ChildProcess):
+    """A tests/crash child script; its report lines (acks) kept as they come."""
 
     def __init__(self, script: str, cfg: dict[str, Any], stderr: Path) -> None:
-        self._stderr_path = stderr
-        self._stderr: IO[bytes] = open(stderr, "wb")  # noqa: SIM115 - closed in kill()
-        self.proc = subprocess.Popen(
-            [sys.executable, str(CRASH_DIR / script), json.dumps(cfg)],
-            stdout=subprocess.PIPE,
-            stderr=self._stderr,
-            cwd=stderr.parent,  # anything a child leaves behind stays in tmp_path
-        )
         self.lines: list[bytes] = []
-        self.markers: dict[str, list[tuple[float, str]]] = defaultdict(list)
-        self.eof = False
-        self._cond = threading.Condition()
-        self._reader = threading.Thread(target=self._read, daemon=True)
-        self._reader.start()
+        super().__init__(CRASH_DIR / script, cfg, stderr)
 
-    def _read(self) -> None:
-        assert self.proc.stdout is not None
-        for line in self.proc.stdout:
-            if not line.endswith(b"\n"):
-                break  # cut short by the kill: not a complete report
-            if line.startswith(b"@"):
-                word, _, rest = line[1:].decode().strip().partition(" ")
-                with self._cond:
-                    self.markers[word].append((time.monotonic(), rest))
-                    self._cond.notify_all()
-            else:
-                self.lines.append(line)
-        with self._cond:
-            self.eof = True
-            self._cond.notify_all()
+    def on_line(self, line: bytes) -> None:
+        self.lines.append(line)
 
     def wait_marker(self, word: str, count: int = 1) -> float:
         """Wait for the ``count``-th ``@word`` line; return when it arrived."""
-        with self._cond:
-            self._cond.wait_for(
-                lambda: len(self.markers[word]) >= count or self.eof, timeout=PATIENCE
-            )
-            seen = self.markers[word]
-            if len(seen) >= count:
-                return seen[count - 1][0]
+        seen = self.marker(word, count)
+        if seen is not None:
+            return seen[0]
         self.kill(expect_alive=False)
         pytest.fail(f"child never printed @{word} #{count}:\n{self.stderr()}")
 
@@ -318,17 +229,10 @@ class Child:
         with self._cond:
             return len(self.markers[word])
 
-    def stderr(self) -> str:
-        return self._stderr_path.read_text(errors="replace")[-3000:]
-
     def kill(self, *, expect_alive: bool = True) -> None:
         """SIGKILL the child and read everything it printed before it died."""
         early = self.proc.poll()
-        if self.proc.returncode is None:
-            os.kill(self.proc.pid, signal.SIGKILL)
-        self.proc.wait()
-        self._reader.join()
-        self._stderr.close()
+        self.reap(kill=True, timeout=None)
         if expect_alive and (early is not None or self.proc.returncode != -signal.SIGKILL):
             pytest.fail(
                 f"the child ended by itself (status {self.proc.returncode}) before the kill:"
@@ -337,9 +241,7 @@ class Child:
 
     def finish(self) -> None:
         """Let the child end by itself (it must succeed)."""
-        self.proc.wait(timeout=PATIENCE)
-        self._reader.join()
-        self._stderr.close()
+        self.reap()
         if self.proc.returncode != 0:
             pytest.fail(f"child failed (status {self.proc.returncode}):\n{self.stderr()}")
 
@@ -478,7 +380,7 @@ class Ledger:
                     self.lose(f"{label}: reopened Store lacks {ack} (has {value})")
 
 
-def verify_after_kill(place: Place, ledger: Ledger, fresh: list[Ack], label: str) -> list[Row]:
+def verify_after_kill(place: SqlBackend, ledger: Ledger, fresh: list[Ack], label: str) -> list[Row]:
     """Check the log after a kill: it reopens (the dead writer's lock is gone) and the
     reopened Store holds the lock, every acknowledged write is there, seqs are UNIQUE,
     and the next write gets seq = largest + 1 and is committed.  Returns the rows
@@ -488,12 +390,12 @@ def verify_after_kill(place: Place, ledger: Ledger, fresh: list[Ack], label: str
     :func:`settle`); test_reopens_at_once_after_a_kill_mid_batch reopens without waiting.
     """
     settle(place.kind)
-    existed = place.exists()
+    existed = table_exists(place)
     store = Store(place.driver(), replace_predicate=is_replace)
     try:
         with pytest.raises(LockedError):
             Store(place.driver()).close()  # the reopened Store holds the lock
-        assert place.seq_is_unique(), f"{label}: no UNIQUE index on seq"
+        assert seq_is_unique(place), f"{label}: no UNIQUE index on seq"
         if not existed:  # killed before its first open created it
             assert not ledger.seqs, f"{label}: acknowledged writes but no table"
         rows = place.rows()
@@ -515,7 +417,7 @@ def verify_after_kill(place: Place, ledger: Ledger, fresh: list[Ack], label: str
     return rows
 
 
-def final_reopen(place: Place, ledger: Ledger, label: str) -> None:
+def final_reopen(place: SqlBackend, ledger: Ledger, label: str) -> None:
     """The writes made after the kills survive a reopen: a new Store loads them."""
     settle(place.kind)
     store = Store(place.driver(read_only=True), replace_predicate=is_replace)
@@ -549,18 +451,17 @@ def finish_scenario(kind: str, scenario: str, problems: list[str]) -> None:
 class TestCrash:
     @pytest.mark.parametrize("mode", ["batched", "write_through"])
     def test_writer_killed_at_random(
-        self, kind: str, mode: str, tmp_path: Path, places: list[Place]
+        self, kind: str, mode: str, tmp_path: Path, places: list[SqlBackend]
     ) -> None:
         """A child writes every kind of operation until killed, again and again on the
         same log (each child reopens what the previous ones left)."""
         rng = rng_for(kind, mode)
-        place = Place(kind, tmp_path)
+        place = sql_place(kind, tmp_path)
         places.append(place)
         ledger = Ledger(kind, TALLY)
         for r in range(ROUNDS[mode]):
             cfg = {
-                "location": place.location,
-                "seed": rng.randrange(2**31),
+                **child_start(place, rng),
                 "mode": mode,
                 "flush_every": 12,
             }
@@ -579,7 +480,7 @@ class TestCrash:
         finish_scenario(kind, mode, ledger.problems)
 
     def test_killed_while_flushing_a_large_batch(
-        self, kind: str, tmp_path: Path, places: list[Place]
+        self, kind: str, tmp_path: Path, places: list[SqlBackend]
     ) -> None:
         """Thousands of long rows queued in one batch (no size or time limit reached),
         killed shortly after ``store.flush()`` started: the batch is all in or all out,
@@ -588,13 +489,10 @@ class TestCrash:
         durations: list[float] = []
         problems: list[str] = []
         for r in range(ROUNDS["flush"]):
-            (tmp_path / f"r{r}").mkdir()
-            place = Place(kind, tmp_path / f"r{r}")
-            places.append(place)
+            place = round_place(kind, tmp_path / f"r{r}", places)
             ledger = Ledger(kind, TALLY)
             cfg = {
-                "location": place.location,
-                "seed": rng.randrange(2**31),
+                **child_start(place, rng),
                 "mode": "batched",
                 "burst": [1500, 3000],
                 "driver": {"batch_size": 100_000, "batch_interval": 3600.0},
@@ -627,7 +525,7 @@ class TestCrash:
         finish_scenario(kind, "flush", problems)
 
     def test_killed_during_restore_of_a_big_dump(
-        self, kind: str, tmp_path: Path, places: list[Place]
+        self, kind: str, tmp_path: Path, places: list[SqlBackend]
     ) -> None:
         """``driver.restore`` of a big dump into a log that already holds rows, killed at
         random: the table holds none or all of the dump's rows, the old rows intact."""
@@ -645,18 +543,16 @@ class TestCrash:
         dump_rows = {row[0]: tuple(row) for row in source.driver.load_rows() if row[0] > 40}
         assert len(dump_rows) == len(big)
 
-        def fresh_place(r: int) -> Place:
+        def fresh_place(r: int) -> SqlBackend:
             """A new log holding 40 rows."""
-            (tmp_path / f"r{r}").mkdir()
-            place = Place(kind, tmp_path / f"r{r}")
-            places.append(place)
+            place = round_place(kind, tmp_path / f"r{r}", places)
             driver = place.driver()
             driver.restore(pre)
             driver.close()
             return place
 
-        def restorer(place: Place, r: int, **cfg: Any) -> Child:
-            cfg.update(location=place.location, dump=str(dump_path))
+        def restorer(place: SqlBackend, r: int, **cfg: Any) -> Child:
+            cfg.update(location=place.location(CHILD_APP), dump=str(dump_path))
             return Child("restorer.py", cfg, tmp_path / f"stderr-{r}.txt")
 
         # one restore left to finish, to know how long a restore takes here
@@ -690,7 +586,7 @@ class TestCrash:
         finish_scenario(kind, "restore", problems)
 
     def test_reopens_at_once_after_a_kill_mid_batch(
-        self, kind: str, tmp_path: Path, places: list[Place]
+        self, kind: str, tmp_path: Path, places: list[SqlBackend]
     ) -> None:
         """A writer killed while the database is still busy with a big batch it had sent:
         a new Store opens on the log at once (an application restarted by a supervisor
@@ -699,13 +595,10 @@ class TestCrash:
         rng = rng_for(kind, "at_once")
         problems: list[str] = []
         for r in range(ROUNDS["at_once"]):
-            (tmp_path / f"r{r}").mkdir()
-            place = Place(kind, tmp_path / f"r{r}")
-            places.append(place)
+            place = round_place(kind, tmp_path / f"r{r}", places)
             ledger = Ledger(kind, TALLY)
             cfg = {
-                "location": place.location,
-                "seed": rng.randrange(2**31),
+                **child_start(place, rng),
                 "mode": "batched",
                 "burst": [25_000, 25_000],
                 "text": [0, 20],  # many small rows: little to send, much for the server to do
@@ -728,7 +621,9 @@ class TestCrash:
             problems.extend(ledger.problems)
         finish_scenario(kind, "at_once", problems)
 
-    def test_killed_during_first_open(self, kind: str, tmp_path: Path, places: list[Place]) -> None:
+    def test_killed_during_first_open(
+        self, kind: str, tmp_path: Path, places: list[SqlBackend]
+    ) -> None:
         """A child creates one new log after another (the first open creates the file or
         the table), killed at random: every log it started opens again and works."""
         rng = rng_for(kind, "first_open")
@@ -746,7 +641,7 @@ class TestCrash:
                     "conninfo": child_conninfo(),
                     "prefix": base + "_{i}",
                 }
-                places.append(Place(kind, directory, prefix=base))  # cleans up base_*
+                places.append(sql_place(kind, directory, prefix=base))  # cleans up base_*
             child = Child("opener.py", {"locations": template}, tmp_path / f"stderr-{r}.txt")
             child.wait_marker("ready")
             time.sleep(rng.uniform(0.0, 0.3))  # let it open a random number of logs
@@ -756,7 +651,9 @@ class TestCrash:
             TALLY.moments[f"{kind}:first_open:{'during' if during else 'after'} open"] += 1
             acks = child.acks()
             for i in range(started):
-                place = Place(kind, directory, filename=f"log-{i}.sqlite3", prefix=f"{base}_{i}")
+                place = sql_place(
+                    kind, directory, filename=f"log-{i}.sqlite3", prefix=f"{base}_{i}"
+                )
                 ledger = Ledger(kind, TALLY)
                 mine = [ack for ack in acks if ack.hex == encode(i).hex()]  # log i holds i
                 ledger.add(mine)

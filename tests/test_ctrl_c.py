@@ -15,54 +15,25 @@ from __future__ import annotations
 import contextlib
 import json
 import os
-import random
-import signal
 import subprocess
 import sys
 import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
-from types import FrameType
 from typing import Any
 
 import pytest
 
 from appendmuch.errors import ConflictError, WriteError
-from backends import Backend
-from helpers import in_gc_callback
-from sharedlib import Place
+from backends import Backend, sql_place
+from helpers import CtrlC
 from test_interrupts import stored_rows
 
 #: seconds of interrupts per backend (APPENDMUCH_CTRL_C_SECONDS to change)
 SECONDS = float(os.environ.get("APPENDMUCH_CTRL_C_SECONDS", "3"))
 #: another thread's flush() and close() must end within this (a limit, not a threshold)
 BOUND = 60.0
-
-
-class CtrlC:
-    """SIGALRM at random moments raising KeyboardInterrupt while ``armed``."""
-
-    def __init__(self, seed: int) -> None:
-        self.rng = random.Random(seed)
-        self.armed = False
-        self.landed = 0
-
-    def _handler(self, signum: int, frame: FrameType | None) -> None:
-        signal.setitimer(signal.ITIMER_REAL, self.rng.uniform(1e-4, 3e-3))
-        if self.armed and not in_gc_callback(frame):
-            self.armed = False
-            self.landed += 1
-            raise KeyboardInterrupt
-
-    def __enter__(self) -> CtrlC:
-        self._previous = signal.signal(signal.SIGALRM, self._handler)
-        signal.setitimer(signal.ITIMER_REAL, 1e-3)
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        signal.setitimer(signal.ITIMER_REAL, 0)
-        signal.signal(signal.SIGALRM, self._previous)
 
 
 @pytest.fixture(params=[1, 2])
@@ -83,7 +54,7 @@ def test_random_interrupts_then_another_thread_flushes_and_closes(
     acked_items: list[int] = []
     failures: list[str] = []
     i = 0
-    with CtrlC(seed) as ctrl_c:
+    with CtrlC(seed, spare_gc=True) as ctrl_c:
         deadline = time.monotonic() + SECONDS
         while time.monotonic() < deadline:
             i += 1
@@ -229,7 +200,7 @@ def test_a_process_under_real_signals_goes_on_and_prints_nothing(
     a LockedError against its own session), another thread's flush() and close() work,
     every acknowledged write is in the table exactly once (none in a recovery file), and
     nothing at all is printed to stderr."""
-    place = Place(kind, tmp_path)
+    place = sql_place(kind, tmp_path)
     try:
         done = subprocess.run(
             [

@@ -35,7 +35,7 @@ import pytest
 
 from appendmuch import Sqlite3, Storage, Store, Value
 from backends import Backend
-from snapshots import state
+from snapshots import unchanged
 
 # ---------------------------------------------------------------- the examples, verbatim
 
@@ -486,10 +486,9 @@ class TestCustomTypesNote:
         store = backend.store()
         s = store.storage("types", "bad")
         s.kept = 1
-        before = state(store)
-        with pytest.raises((ValueError, TypeError)):
-            s.x = bad
-        assert state(store) == before
+        with unchanged(store):
+            with pytest.raises((ValueError, TypeError)):
+                s.x = bad
         assert s.get("x") is None
         assert "x" not in s.__history__()
         store = backend.reopen(store)

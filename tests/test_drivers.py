@@ -20,7 +20,7 @@ from typing import Any
 import msgpack
 import pytest
 
-from appendmuch import PostgreSQL, Sqlite3, Store, tuple2dbns
+from appendmuch import PostgreSQL, Sqlite3, Storage, Store, tuple2dbns
 from appendmuch.drivers import DBDriver
 from backends import Backend, is_shared
 from helpers import settled, wait_for
@@ -685,12 +685,18 @@ class TestReplaceIndexSpecs:
 class TestBatching:
     """SQL drivers batch rows but make them visible at the documented points."""
 
-    def test_visible_after_flush(self, tmp_path: Path) -> None:
-        path = tmp_path / "b.sqlite3"
+    @staticmethod
+    def counted(path: Path, writes: int) -> tuple[Store, Storage]:
+        """A Store on a new SQLite file, and ``writes`` assignments of a.x (0, 1, ...)."""
         store = Store(Sqlite3(path))
         s = store.storage("a")
-        for i in range(7):
+        for i in range(writes):
             s.x = i
+        return store, s
+
+    def test_visible_after_flush(self, tmp_path: Path) -> None:
+        path = tmp_path / "b.sqlite3"
+        store, s = self.counted(path, 7)
         del s.x
         store.flush()
         assert sqlite_count(path) == 8
@@ -698,10 +704,7 @@ class TestBatching:
 
     def test_visible_after_batch_size_writes(self, tmp_path: Path) -> None:
         path = tmp_path / "b.sqlite3"
-        store = Store(Sqlite3(path))
-        s = store.storage("a")
-        for i in range(100):
-            s.x = i
+        store, s = self.counted(path, 100)
         assert sqlite_count(path) == 100
         for i in range(150):
             s.y = i

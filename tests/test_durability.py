@@ -22,7 +22,6 @@ import json
 import sqlite3
 import subprocess
 import sys
-import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -31,12 +30,12 @@ import pytest
 
 from appendmuch import Store, Value, tuple2dbns
 from appendmuch.errors import WriteError
-from backends import FACTORIES, Backend, PostgresBackend, SqliteBackend
+from backends import Backend, PostgresBackend, SqliteBackend
+from helpers import wait_for
 from snapshots import cache_snapshot
 
 Row = tuple[int, str, str, bytes | None, float, str]
 
-SQL_BACKENDS = ["sqlite", "postgresql"]
 CRASH_DIR = Path(__file__).parent / "crash"
 #: overall limit when waiting for the background flusher (generous: never a threshold)
 PATIENCE = 10.0
@@ -48,16 +47,6 @@ HOLD = 3600.0
 def is_replace(dbns: str, field: str) -> bool:
     """Replace semantics for fields named ``r_*``."""
     return field.startswith("r_")
-
-
-@pytest.fixture(params=SQL_BACKENDS)
-def sql(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Backend]:
-    """A fresh location on each SQL backend."""
-    made = FACTORIES[request.param](tmp_path)
-    try:
-        yield made
-    finally:
-        made.cleanup()
 
 
 class Peer:
@@ -92,13 +81,13 @@ class Peer:
 
 
 @pytest.fixture
-def peer(sql: Backend) -> Iterator[Callable[[], Peer]]:
-    """Opens (once the table exists) an independent connection to ``sql``'s table."""
+def peer(place: Backend) -> Iterator[Callable[[], Peer]]:
+    """Opens (once the table exists) an independent connection to ``place``'s table."""
     opened: list[Peer] = []
 
     def open_peer() -> Peer:
         if not opened:
-            opened.append(Peer(sql))
+            opened.append(Peer(place))
         return opened[0]
 
     yield open_peer
@@ -138,8 +127,8 @@ OpenStore = Callable[..., tuple[Store, Recorder]]
 
 
 @pytest.fixture
-def stores(sql: Backend, tmp_path: Path) -> Iterator[OpenStore]:
-    """``stores(recorder=None, **driver_kwargs)``: a Store on ``sql`` whose appended
+def stores(place: Backend, tmp_path: Path) -> Iterator[OpenStore]:
+    """``stores(recorder=None, **driver_kwargs)``: a Store on ``place`` whose appended
     entries go to ``recorder`` (a new one unless given: pass the previous one to go on
     after a reopen).  Stores a test leaves open are closed at teardown (while the
     server is still up); recovery files, if any, go to tmp_path."""
@@ -151,7 +140,7 @@ def stores(sql: Backend, tmp_path: Path) -> Iterator[OpenStore]:
         recorder = recorder if recorder is not None else Recorder()
         driver_kwargs.setdefault("recovery_dir", tmp_path)
         store = Store(
-            sql.driver(**driver_kwargs),
+            place.driver(**driver_kwargs),
             on_change=recorder.on_change,
             replace_predicate=is_replace,
         )
@@ -165,22 +154,6 @@ def stores(sql: Backend, tmp_path: Path) -> Iterator[OpenStore]:
         # because rows could not be written would fail here again.
         with contextlib.suppress(WriteError):
             store.close()
-
-
-def wait_until(condition: Callable[[], bool], what: str) -> float:
-    """Poll ``condition`` until true; return the seconds it took (fail after PATIENCE)."""
-    start = time.monotonic()
-    while not condition():
-        if time.monotonic() - start > PATIENCE:
-            pytest.fail(f"{what}: still not committed after {PATIENCE} s without further writes")
-        time.sleep(POLL)
-    return time.monotonic() - start
-
-
-def report_latency(record_property: Callable[[str, object], None], latency: float) -> None:
-    """Record the observed commit latency (reported, never asserted)."""
-    record_property("commit_latency_s", round(latency, 4))
-    print(f"commit latency without further writes: {latency * 1000:.1f} ms")
 
 
 def mixed_writes(store: Store, k: int) -> None:
@@ -221,7 +194,7 @@ class TestFlushCommits:
     """``store.flush()`` returning means every earlier write is committed."""
 
     def test_flush_commits_every_earlier_write(
-        self, sql: Backend, stores: OpenStore, peer: Callable[[], Peer]
+        self, place: Backend, stores: OpenStore, peer: Callable[[], Peer]
     ) -> None:
         """Writes held back by a long batch interval are all committed by flush():
         plain values, tombstones, with-block mutations, replace overwrites of queued
@@ -237,7 +210,7 @@ class TestFlushCommits:
             mixed_writes(store, k)
         store.flush()
         assert peer().rows() == recorder.expected()
-        assert sql.raw_rows() == recorder.expected()  # a read-only driver agrees
+        assert place.raw_rows() == recorder.expected()  # a read-only driver agrees
         store.close()
 
     def test_flush_after_full_batches_commits_the_remainder(
@@ -304,7 +277,7 @@ class TestFlushCommits:
         store.close()
 
     def test_flushed_rows_are_what_a_reopened_store_loads(
-        self, sql: Backend, stores: OpenStore, peer: Callable[[], Peer]
+        self, place: Backend, stores: OpenStore, peer: Callable[[], Peer]
     ) -> None:
         """A read-only Store opened after flush() (the writer still open) loads exactly
         the writer's log, and after the writer is gone a reopened Store does too."""
@@ -313,7 +286,7 @@ class TestFlushCommits:
             mixed_writes(store, k)
         store.flush()
         written = cache_snapshot(store)
-        reader = Store(sql.driver(read_only=True), replace_predicate=is_replace)
+        reader = Store(place.driver(read_only=True), replace_predicate=is_replace)
         assert cache_snapshot(reader) == written
         reader.close()
         store.close()
@@ -325,136 +298,141 @@ class TestFlushCommits:
 # --------------------------------------------------------------------------- contract 2
 
 
+class Timer:
+    """What a batch-timeout test uses: Stores, the independent connection, and the
+    report of the commit latency it observed."""
+
+    def __init__(
+        self,
+        stores: OpenStore,
+        peer: Callable[[], Peer],
+        record_property: Callable[[str, object], None],
+    ) -> None:
+        self.stores = stores
+        self.peer = peer
+        self.record_property = record_property
+
+    def committed(self, recorder: Recorder, what: str) -> float:
+        """Seconds until the table holds what ``recorder`` expects, with no further
+        write or flush (fails after PATIENCE)."""
+        return wait_for(
+            lambda: self.peer().rows() == recorder.expected(),
+            f"{what} to be committed without further writes",
+            PATIENCE,
+            POLL,
+        )
+
+    def report(self, latency: float) -> None:
+        """Record the observed commit latency (reported, never asserted)."""
+        self.record_property("commit_latency_s", round(latency, 4))
+        print(f"commit latency without further writes: {latency * 1000:.1f} ms")
+
+
+@pytest.fixture
+def timer(
+    stores: OpenStore, peer: Callable[[], Peer], record_property: Callable[[str, object], None]
+) -> Timer:
+    return Timer(stores, peer, record_property)
+
+
 class TestBatchTimeout:
     """In the default batched mode a queued row is committed without further writes or
     flushes (the background flusher); the latency is reported, not asserted."""
 
-    def test_a_lone_row_is_committed(
-        self,
-        stores: OpenStore,
-        peer: Callable[[], Peer],
-        record_property: Callable[[str, object], None],
-    ) -> None:
+    def test_a_lone_row_is_committed(self, timer: Timer) -> None:
         """One write, then silence: the row appears on an independent connection."""
-        store, recorder = stores()
+        store, recorder = timer.stores()
         store.storage("quiet").x = 1
-        latency = wait_until(lambda: peer().rows() == recorder.expected(), "one row")
-        report_latency(record_property, latency)
+        latency = timer.committed(recorder, "one row")
+        timer.report(latency)
         assert store.driver.pending == 0
         store.close()
 
-    def test_a_burst_smaller_than_a_batch_is_committed(
-        self,
-        stores: OpenStore,
-        peer: Callable[[], Peer],
-        record_property: Callable[[str, object], None],
-    ) -> None:
+    def test_a_burst_smaller_than_a_batch_is_committed(self, timer: Timer) -> None:
         """A few dozen writes of every kind (fewer than a batch), then silence."""
-        store, recorder = stores()
+        store, recorder = timer.stores()
         for k in range(4):
             mixed_writes(store, k)
         assert len(recorder.entries) < 100
-        latency = wait_until(lambda: peer().rows() == recorder.expected(), "a burst")
-        report_latency(record_property, latency)
+        latency = timer.committed(recorder, "a burst")
+        timer.report(latency)
         store.close()
 
-    def test_the_rest_of_a_partly_full_batch_is_committed(
-        self,
-        stores: OpenStore,
-        peer: Callable[[], Peer],
-        record_property: Callable[[str, object], None],
-    ) -> None:
+    def test_the_rest_of_a_partly_full_batch_is_committed(self, timer: Timer) -> None:
         """25 writes with batches of 10: two batches go in as they fill, the last five
         rows are left to the timer."""
-        store, recorder = stores(batch_size=10)
+        store, recorder = timer.stores(batch_size=10)
         s = store.storage("counter")
         for k in range(25):
             s.k = k
-        latency = wait_until(lambda: peer().rows() == recorder.expected(), "the last rows")
-        report_latency(record_property, latency)
+        latency = timer.committed(recorder, "the last rows")
+        timer.report(latency)
         store.close()
 
-    def test_the_timer_keeps_working_row_after_row(
-        self,
-        stores: OpenStore,
-        peer: Callable[[], Peer],
-        record_property: Callable[[str, object], None],
-    ) -> None:
+    def test_the_timer_keeps_working_row_after_row(self, timer: Timer) -> None:
         """Quiet write after quiet write (with an explicit flush and a reopen between):
         each is committed on its own, so the flusher does not stop after a batch."""
-        store, recorder = stores()
+        store, recorder = timer.stores()
         worst = 0.0
         for k in range(6):
             store.storage("quiet").x = k
-            worst = max(worst, wait_until(lambda: peer().rows() == recorder.expected(), "row"))
+            worst = max(worst, timer.committed(recorder, "row"))
             if k == 2:
                 store.storage("quiet").y = k
                 store.flush()
             if k == 3:
                 store.close()
-                store, _ = stores(recorder)
-        report_latency(record_property, worst)
+                store, _ = timer.stores(recorder)
+        timer.report(worst)
         store.close()
 
-    def test_replace_overwrite_of_a_committed_row_is_committed(
-        self,
-        stores: OpenStore,
-        peer: Callable[[], Peer],
-        record_property: Callable[[str, object], None],
-    ) -> None:
+    def test_replace_overwrite_of_a_committed_row_is_committed(self, timer: Timer) -> None:
         """A replace-semantics overwrite queued against a committed row (an update,
         not an insert) is committed by the timer too; so are tombstones."""
-        store, recorder = stores()
+        store, recorder = timer.stores()
         s = store.storage("live")
         s.r_beat = 0
         store.flush()
         worst = 0.0
         for k in range(1, 4):
             s.r_beat = k
-            worst = max(worst, wait_until(lambda: peer().rows() == recorder.expected(), "beat"))
+            worst = max(worst, timer.committed(recorder, "beat"))
         del s.r_beat
-        worst = max(worst, wait_until(lambda: peer().rows() == recorder.expected(), "delete"))
-        assert [row[:4] for row in peer().rows()] == [
+        worst = max(worst, timer.committed(recorder, "delete"))
+        assert [row[:4] for row in timer.peer().rows()] == [
             (recorder.entries[-1][0], "live", "r_beat", None)
         ]
-        report_latency(record_property, worst)
+        timer.report(worst)
         store.close()
 
-    def test_with_block_exit_and_delete_are_committed(
-        self,
-        stores: OpenStore,
-        peer: Callable[[], Peer],
-        record_property: Callable[[str, object], None],
-    ) -> None:
+    def test_with_block_exit_and_delete_are_committed(self, timer: Timer) -> None:
         """The row written by a with block's exit, and a tombstone, need no further write."""
-        store, recorder = stores()
+        store, recorder = timer.stores()
         s = store.storage("doc")
         s.d = {"a": []}
         s.gone = 1
         store.flush()
         with s:
             s.d["a"].append(1)
-        first = wait_until(lambda: peer().rows() == recorder.expected(), "with-block exit")
+        first = timer.committed(recorder, "with-block exit")
         del s.gone
-        second = wait_until(lambda: peer().rows() == recorder.expected(), "tombstone")
-        report_latency(record_property, max(first, second))
+        second = timer.committed(recorder, "tombstone")
+        timer.report(max(first, second))
         store.close()
 
-    def test_a_write_after_close_is_committed_or_refused(
-        self, stores: OpenStore, peer: Callable[[], Peer]
-    ) -> None:
+    def test_a_write_after_close_is_committed_or_refused(self, timer: Timer) -> None:
         """After ``store.close()`` a write must either raise or be committed like any
         other (the driver reconnects when used again): never sit in memory unwritten."""
-        store, recorder = stores()
+        store, recorder = timer.stores()
         s = store.storage("late")
         s.x = 1
         store.close()
         try:
             s.y = 2
         except Exception:  # refused: nothing accepted, nothing to lose
-            assert peer().rows() == recorder.expected()
+            assert timer.peer().rows() == recorder.expected()
             return
-        wait_until(lambda: peer().rows() == recorder.expected(), "a write after close()")
+        timer.committed(recorder, "a write after close()")
 
 
 # --------------------------------------------------------------------------- contract 3
@@ -611,11 +589,11 @@ class TestInterpreterExit:
         [("normal", 0), ("raise", 1), ("exit3", 3), ("local", 0), ("cycle", 0)],
     )
     def test_exit_loses_nothing(
-        self, sql: Backend, tmp_path: Path, peer: Callable[[], Peer], end: str, status: int
+        self, place: Backend, tmp_path: Path, peer: Callable[[], Peer], end: str, status: int
     ) -> None:
         """Normal end, uncaught exception, sys.exit(3), a Store already garbage, a Store
         kept alive only by a reference cycle: every row is in the database."""
-        code, entries, output = run_exiter(sql, tmp_path, end, batch_interval=HOLD)
+        code, entries, output = run_exiter(place, tmp_path, end, batch_interval=HOLD)
         assert code == status, output
         assert len(entries) > 100
         assert peer().rows() == surviving(entries)
@@ -623,22 +601,22 @@ class TestInterpreterExit:
     @pytest.mark.parametrize("driver", [{}, {"write_through": True}], ids=["default", "through"])
     def test_exit_with_default_settings_and_write_through(
         self,
-        sql: Backend,
+        place: Backend,
         tmp_path: Path,
         peer: Callable[[], Peer],
         driver: dict[str, Any],
     ) -> None:
         """Same with the default batching, and in write-through mode."""
-        code, entries, output = run_exiter(sql, tmp_path, "normal", **driver)
+        code, entries, output = run_exiter(place, tmp_path, "normal", **driver)
         assert code == 0, output
         assert peer().rows() == surviving(entries)
 
     def test_exit_after_writes_following_close(
-        self, sql: Backend, tmp_path: Path, peer: Callable[[], Peer]
+        self, place: Backend, tmp_path: Path, peer: Callable[[], Peer]
     ) -> None:
         """Writes made after ``store.close()`` are either refused or, if accepted,
         still in the database after a normal exit."""
-        code, entries, output = run_exiter(sql, tmp_path, "after_close", batch_interval=HOLD)
+        code, entries, output = run_exiter(place, tmp_path, "after_close", batch_interval=HOLD)
         assert code == 0, output
         stored = {row[0] for row in peer().rows()}
         missing = [row for row in surviving(entries) if row[0] not in stored]

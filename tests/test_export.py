@@ -13,8 +13,6 @@ import datetime as dt
 import io
 import json
 import random
-import subprocess
-import sys
 import uuid
 from decimal import Decimal
 from fractions import Fraction
@@ -28,19 +26,18 @@ from appendmuch.export import LOG_COLUMNS, export_rows, to_dataframe, write_expo
 from appendmuch.inspection import NotInLogError
 from appendmuch.rendering import Opaque, stored_json
 from backends import Backend
+from helpers import codec_with, python_without
 
 FRACTION_ID = 20
 
 
 def fraction_codec() -> Codec:
-    codec = Codec()
-    codec.register(
+    return codec_with(
         Fraction,
         FRACTION_ID,
         lambda f: orjson.dumps(str(f)),
         lambda raw: Fraction(orjson.loads(raw)),
     )
-    return codec
 
 
 def write_game(store: Store) -> None:
@@ -330,9 +327,7 @@ class TestDataFrame:
     appendmuch (it is one of the ``dev`` extra, so both paths are tested)."""
 
     def test_without_pandas_a_clear_import_error(self) -> None:
-        # sys.modules[name] = None makes "import name" raise ImportError: pandas absent.
         code = (
-            "import sys; sys.modules['pandas'] = None\n"
             "from appendmuch import Memory, Store\n"
             "from appendmuch.export import to_dataframe\n"
             "store = Store(Memory()); store.storage('g').x = 1\n"
@@ -341,7 +336,7 @@ class TestDataFrame:
             "except ImportError as exc:\n"
             "    print('ImportError:', exc)\n"
         )
-        out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+        out = python_without(("pandas",), code)
         assert out.returncode == 0, out.stderr
         assert out.stdout.startswith("ImportError:") and "pandas" in out.stdout
 

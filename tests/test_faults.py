@@ -26,12 +26,10 @@ created_at, what the same workload stores in a run without faults.
 from __future__ import annotations
 
 import contextlib
-import os
 import shutil
 import subprocess
 import sys
-import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -42,7 +40,8 @@ from appendmuch import Sqlite3, Store, iter_fields, tuple2dbns
 from appendmuch.errors import WriteError
 from appendmuch.recovery import replay
 from backends import PostgresBackend, SqliteBackend
-from pgserver import ENV_REQUIRE, HOW_TO_ENABLE, TempCluster, find_bindir
+from helpers import wait_for
+from pgserver import TempCluster, private_server
 
 Row = tuple[Any, ...]
 
@@ -117,15 +116,6 @@ def reference(tmp_path: Path, phases: list[tuple[str, int]]) -> list[Row]:
 
 def assert_contiguous(rows: list[Row], last: int) -> None:
     assert [row[0] for row in rows] == list(range(1, last + 1))
-
-
-def wait_for(condition: Callable[[], bool], what: str) -> None:
-    """Wait for a background event (the flusher), failing after PATIENCE seconds."""
-    deadline = time.monotonic() + PATIENCE
-    while not condition():
-        if time.monotonic() > deadline:
-            pytest.fail(f"gave up after {PATIENCE}s waiting for {what}")
-        time.sleep(0.01)
 
 
 # ---------------------------------------------------------------- fault: disk full (SQLite)
@@ -463,17 +453,8 @@ class TestReadOnlyFile:
 @pytest.fixture(scope="module")
 def cluster() -> Iterator[TempCluster]:
     """A PostgreSQL server of this module's own, so it can be stopped and started."""
-    bindir = find_bindir()
-    if bindir is None:
-        if os.environ.get(ENV_REQUIRE) == "1":
-            pytest.fail(f"{ENV_REQUIRE}=1 but PostgreSQL binaries are missing", pytrace=False)
-        pytest.skip(HOW_TO_ENABLE)
-    made = TempCluster(bindir)
-    made.start()
-    try:
+    with private_server() as made:
         yield made
-    finally:
-        made.stop()
 
 
 class Outage:

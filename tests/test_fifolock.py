@@ -26,6 +26,7 @@ from pathlib import Path
 import pytest
 
 from appendmuch.drivers.fifolock import Cancel, FifoLock
+from helpers import CtrlC
 
 CHILD = Path(__file__).with_name("fifolock_child.py")
 WAIT = 30.0  # bound on any single expected event (the machine may be loaded)
@@ -103,6 +104,17 @@ def start(spawn: list[Child], lock: Path, *names: str) -> dict[str, Child]:
     for child in children.values():
         child.ready()
     return children
+
+
+def holder_and_line(c: dict[str, Child], waiters: str, log: Path) -> None:
+    """A takes the lock; then each of ``waiters``, in turn, asks for it (to log its name
+    once granted) and is queued behind."""
+    c["A"].send("acquire", "A", "none")
+    c["A"].expect("queued", "A")
+    c["A"].expect("granted", "A")
+    for name in waiters:
+        c[name].send("grab", name, log)
+        c[name].expect("queued", name)
 
 
 def nodes(lock: Path) -> list[str]:
@@ -194,12 +206,7 @@ def test_a_plain_flock_on_the_lock_file_still_excludes(tmp_path: Path, spawn: li
 def test_grants_follow_request_order(tmp_path: Path, spawn: list[Child]) -> None:
     lock, log = tmp_path / "t.lease", tmp_path / "log"
     c = start(spawn, lock, "A", "B", "C", "D")
-    c["A"].send("acquire", "A", "none")
-    c["A"].expect("queued", "A")
-    c["A"].expect("granted", "A")
-    for name in "BCD":
-        c[name].send("grab", name, log)
-        c[name].expect("queued", name)
+    holder_and_line(c, "BCD", log)
     c["A"].send("release")
     for name in "BCD":
         c[name].expect("done", name)
@@ -213,12 +220,7 @@ def test_a_releaser_asking_again_queues_behind_the_waiters(
     """No barging: released and asked again at once, A comes after B and C (twice over)."""
     lock, log = tmp_path / "t.lease", tmp_path / "log"
     c = start(spawn, lock, "A", "B", "C")
-    c["A"].send("acquire", "A", "none")
-    c["A"].expect("queued", "A")
-    c["A"].expect("granted", "A")
-    for name in "BC":
-        c[name].send("grab", name, log)
-        c[name].expect("queued", name)
+    holder_and_line(c, "BC", log)
     c["A"].send("regrab", "A", log)
     c["A"].expect("queued", "A")
     c["A"].expect("done", "A")
@@ -302,12 +304,7 @@ def test_fifo_skips_those_who_leave_the_line(tmp_path: Path) -> None:
 def test_killed_holder_hands_over_in_order(tmp_path: Path, spawn: list[Child]) -> None:
     lock, log = tmp_path / "t.lease", tmp_path / "log"
     c = start(spawn, lock, "A", "B", "C")
-    c["A"].send("acquire", "A", "none")
-    c["A"].expect("queued", "A")
-    c["A"].expect("granted", "A")
-    for name in "BC":
-        c[name].send("grab", name, log)
-        c[name].expect("queued", name)
+    holder_and_line(c, "BC", log)
     c["A"].kill()
     for name in "BC":
         c[name].expect("done", name)
@@ -324,12 +321,7 @@ def test_killed_waiters_are_skipped_in_order(
     the others get the lock in their order."""
     lock, log = tmp_path / "t.lease", tmp_path / "log"
     c = start(spawn, lock, "A", "B", "C", "D")
-    c["A"].send("acquire", "A", "none")
-    c["A"].expect("queued", "A")
-    c["A"].expect("granted", "A")
-    for name in "BCD":
-        c[name].send("grab", name, log)
-        c[name].expect("queued", name)
+    holder_and_line(c, "BCD", log)
     for name in sorted(victims, key=lambda name: name == "A"):  # (the holder last)
         c[name].kill()
     if "A" not in victims:
@@ -546,30 +538,6 @@ def open_files(folder: Path) -> list[str]:
             if path.startswith(str(folder)):
                 found.append(path)
     return found
-
-
-class CtrlC:
-    """SIGALRM every 0.1 to 3 ms, raising KeyboardInterrupt in the main thread (once per
-    arming) while ``armed``: Ctrl-C landing anywhere in a call."""
-
-    def __init__(self, seed: int) -> None:
-        self.rng, self.armed, self.landed = random.Random(seed), False, 0
-
-    def _handler(self, signum: int, frame: object) -> None:
-        signal.setitimer(signal.ITIMER_REAL, self.rng.uniform(1e-4, 3e-3))
-        if self.armed:
-            self.armed = False
-            self.landed += 1
-            raise KeyboardInterrupt
-
-    def __enter__(self) -> CtrlC:
-        self._previous = signal.signal(signal.SIGALRM, self._handler)
-        signal.setitimer(signal.ITIMER_REAL, 1e-3)
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        signal.setitimer(signal.ITIMER_REAL, 0)
-        signal.signal(signal.SIGALRM, self._previous)
 
 
 @pytest.mark.parametrize("seed", [1, 2])

@@ -41,8 +41,8 @@ from appendmuch.drivers import DBDriver
 from appendmuch.dumpfile import MAX_RESTORED_SEQ
 from appendmuch.errors import AppendmuchError, DumpFormatError
 from appendmuch.recovery import replay
-from backends import FACTORIES, Backend, PostgresBackend, SqliteBackend
-from snapshots import cache_snapshot, state
+from backends import Backend, PostgresBackend, SqliteBackend
+from snapshots import cache_snapshot, state, unchanged
 
 CORPUS = Path(__file__).resolve().parent / "corpus"
 MAKE_CORPUS = CORPUS / "make_corpus.py"
@@ -555,17 +555,6 @@ def test_broken_sqlite_file_is_refused_and_untouched(
 
 # ---------------------------------------------------------------- names
 
-SQL_BACKENDS = [name for name in FACTORIES if name != "memory"]
-
-
-@pytest.fixture(params=SQL_BACKENDS)
-def sql_backend(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Backend]:
-    made = FACTORIES[request.param](tmp_path)
-    try:
-        yield made
-    finally:
-        made.cleanup()
-
 
 def database_state(backend: Backend) -> Any:
     """Everything a stray statement could change: the SQLite directory's files byte for
@@ -617,18 +606,18 @@ def _name_cases() -> Iterator[Any]:
 
 @pytest.mark.parametrize(("kwargs", "offending"), list(_name_cases()))
 def test_sql_metacharacters_in_table_names_are_refused(
-    sql_backend: Backend, kwargs: dict[str, Any], offending: str
+    place: Backend, kwargs: dict[str, Any], offending: str
 ) -> None:
     """table_prefix, tblextra and both parts of a replace index spec are checked when the
     driver is built: SQL metacharacters raise ValueError quoting the offending text, and
     no table, index, row or file appears or changes."""
-    store = sql_backend.store()
+    store = place.store()
     store.storage("game", "p1").score = 1
     store.close()
-    before = database_state(sql_backend)
+    before = database_state(place)
     with pytest.raises(ValueError, match=re.escape(repr(offending))):
-        sql_backend.driver(**kwargs)
-    assert database_state(sql_backend) == before
+        place.driver(**kwargs)
+    assert database_state(place) == before
 
 
 BAD_TOKENS = [t for t in SQL_TEXTS if t not in {"a-b", "a.b"}] + ["a/b", "%", "_%"]
@@ -642,17 +631,16 @@ def test_sql_metacharacters_in_namespaces_and_fields_are_refused(backend: Backen
     store = backend.store()
     player = store.storage("game", "p1")
     player.score = 1
-    before = state(store)
-    cache = cache_snapshot(store)
-    for token in BAD_TOKENS:
-        with pytest.raises(ValueError, match=re.escape(repr(token))):
-            store.storage(token)
-        with pytest.raises(ValueError, match=re.escape(repr(token))):
-            store.storage("game", token).x = 1
-    for field in BAD_FIELDS:
-        with pytest.raises((ValueError, AttributeError), match=re.escape(repr(field))):
-            setattr(player, field, 1)
-    assert state(store) == before
+    with unchanged(store):
+        cache = cache_snapshot(store)
+        for token in BAD_TOKENS:
+            with pytest.raises(ValueError, match=re.escape(repr(token))):
+                store.storage(token)
+            with pytest.raises(ValueError, match=re.escape(repr(token))):
+                store.storage("game", token).x = 1
+        for field in BAD_FIELDS:
+            with pytest.raises((ValueError, AttributeError), match=re.escape(repr(field))):
+                setattr(player, field, 1)
     assert cache_snapshot(store) == cache
     assert store.get_namespace(("game",)) is not None
     assert set(store.cache) == {"game"}
@@ -664,20 +652,20 @@ KEYWORD_FIELDS = ["select", "drop", "table", "values", "null", "where", "from", 
 SQL_VALUE = "'); DROP TABLE appendmuch_values; --"
 
 
-def test_sql_keywords_and_odd_valid_names_round_trip(sql_backend: Backend, tmp_path: Path) -> None:
+def test_sql_keywords_and_odd_valid_names_round_trip(place: Backend, tmp_path: Path) -> None:
     """Names that look like SQL but are valid (keywords as table prefix, extra part and
     field names; namespace tokens of dots and dashes) are stored verbatim and read back
     after a reopen; the database holds exactly one new table for them."""
     kw = {"table_prefix": "select", "tblextra": "_from"}
-    if isinstance(sql_backend, PostgresBackend):
-        kw["table_prefix"] = f"{sql_backend.prefix}select"
-    store = Store(sql_backend.driver(**kw))
+    if isinstance(place, PostgresBackend):
+        kw["table_prefix"] = f"{place.prefix}select"
+    store = Store(place.driver(**kw))
     for i, token in enumerate(ODD_BUT_VALID_TOKENS):
         storage = store.storage(token, "x")
         for field in KEYWORD_FIELDS:
             setattr(storage, field, f"{SQL_VALUE}{i}")
     store.close()
-    reopened = Store(sql_backend.driver(**kw))
+    reopened = Store(place.driver(**kw))
     for i, token in enumerate(ODD_BUT_VALID_TOKENS):
         storage = reopened.storage(token, "x")
         assert storage.__fields__() == KEYWORD_FIELDS
@@ -687,8 +675,8 @@ def test_sql_keywords_and_odd_valid_names_round_trip(sql_backend: Backend, tmp_p
     rows = list(reopened.driver.load_rows())
     assert {row[1] for row in rows} == {f"{t}/x" for t in ODD_BUT_VALID_TOKENS}
     reopened.close()
-    if isinstance(sql_backend, SqliteBackend):
-        conn = sqlite3.connect(sql_backend.path)
+    if isinstance(place, SqliteBackend):
+        conn = sqlite3.connect(place.path)
         names = [n for (n,) in conn.execute("SELECT name FROM sqlite_master WHERE type='table'")]
         conn.close()
         assert sorted(names) == ["select_from_values", "sqlite_sequence"]

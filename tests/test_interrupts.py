@@ -36,7 +36,7 @@ import appendmuch.drivers
 from appendmuch import Store
 from appendmuch.drivers.wakeup import Answer
 from backends import Backend, PostgresBackend
-from helpers import in_gc_callback
+from helpers import in_gc_callback, interrupted
 
 HOLD = 3600.0
 DRIVERS = str(Path(appendmuch.drivers.__file__).parent)
@@ -186,14 +186,7 @@ class TestInjectedAtEachLine:
         k = 0
         while True:
             k += 1
-            sys.settrace(interrupt_at(k))
-            try:
-                cycle(store, ledger, 100 * k)
-                reached = False
-            except KeyboardInterrupt:
-                reached = True
-            finally:
-                sys.settrace(None)
+            reached = interrupted(interrupt_at(k), cycle, store, ledger, 100 * k)
             store.flush()
             if backend.name != "memory":
                 # (Memory re-sorts its rows for a read, and then re-indexes them all at
@@ -221,14 +214,7 @@ class TestInjectedAtEachLine:
             for j in range(5):
                 s.v = 100 * k + j
                 ledger.plain.append(100 * k + j)
-            sys.settrace(interrupt_at(k))
-            try:
-                store.driver.close()
-                reached = False
-            except KeyboardInterrupt:
-                reached = True
-            finally:
-                sys.settrace(None)
+            reached = interrupted(interrupt_at(k), store.driver.close)
             store.driver.close()
             store.close()
             ledger.check(backend, store)

@@ -20,7 +20,7 @@ from appendmuch import Memory, PostgreSQL, Sqlite3, Store
 from appendmuch.dumpfile import MAX_DUMP_VALUE_BYTES
 from appendmuch.errors import DumpFormatError, SeqOverflowError, ValueTooLargeError
 from backends import Backend, MemoryBackend, PostgresBackend, SqliteBackend, is_shared
-from snapshots import state
+from snapshots import state, unchanged
 
 LIMIT = 64
 
@@ -116,10 +116,9 @@ def test_restore_refuses_a_value_the_target_cannot_store(backend: Backend) -> No
     source.storage("a").y = "b" * 100
     data = b"".join(source.driver.dump())
     store, _ = limited(backend)
-    before = state(store)
-    with pytest.raises(DumpFormatError, match=r"dump row 1\b.*seq 2\b.*'y'.*103 bytes.*\b64\b"):
-        store.driver.restore(data)
-    assert state(store) == before
+    with unchanged(store):
+        with pytest.raises(DumpFormatError, match=r"dump row 1\b.*seq 2\b.*'y'.*103 bytes.*\b64\b"):
+            store.driver.restore(data)
     store.close()
 
 
@@ -165,13 +164,12 @@ def test_the_largest_seq_is_refused_clearly_and_changes_nothing(backend: Backend
     s = store.storage("t")
     s.x = 2
     assert [v.seq for v in s.__history__()["x"]] == [last - 1, last]
-    before = state(store)
-    for attempt in (lambda: setattr(s, "x", 3), lambda: setattr(s, "y", 3)):
-        with pytest.raises(SeqOverflowError, match=str(last)) as raised:
-            attempt()
-        assert isinstance(raised.value, OverflowError)
-        assert repr(store.driver) in str(raised.value)
-    assert state(store) == before
+    with unchanged(store):
+        for attempt in (lambda: setattr(s, "x", 3), lambda: setattr(s, "y", 3)):
+            with pytest.raises(SeqOverflowError, match=str(last)) as raised:
+                attempt()
+            assert isinstance(raised.value, OverflowError)
+            assert repr(store.driver) in str(raised.value)
     store = backend.reopen(store)
     assert [v.data for v in store.storage("t").__history__()["x"]] == [1, 2]
     store.close()

@@ -19,6 +19,7 @@ from appendmuch import Store
 from appendmuch.errors import LockedError, WriteError
 from appendmuch.recovery import read_recovery_file
 from backends import FACTORIES, PostgresBackend
+from helpers import close_fails
 
 HOLD = 3600.0
 
@@ -87,10 +88,9 @@ def test_terminated_writer_refuses_after_another_wrote(pg: PostgresBackend, tmp_
     s.x = 3
     with pytest.raises(LockedError, match="another writer"):
         first.flush()
-    with pytest.raises(WriteError) as info:
-        first.close()
-    assert info.value.recovery_file is not None
-    saved = [row for row, _ in read_recovery_file(info.value.recovery_file)]
+    error = close_fails(first)
+    assert error.recovery_file is not None
+    saved = [row for row, _ in read_recovery_file(error.recovery_file)]
     # (seq 4: reconnecting noted the largest stored seq, 3)
     assert [(row[0], first.codec.decode(row[3])) for row in saved] == [(2, 2), (4, 3)]
     stored = pg.raw_rows()

@@ -33,6 +33,7 @@ from appendmuch import Sqlite3, Store
 from appendmuch.errors import DatabaseError, LockedError, ReadOnlyError, WriteError
 from appendmuch.recovery import replay, write_recovery_file
 from backends import PostgresBackend, SqliteBackend, pg_conninfo
+from helpers import wait_for
 from snapshots import cache_snapshot
 
 #: how long to wait for a child process or a server-side event at most
@@ -173,14 +174,6 @@ def lock_file(path: Path, table: str = "appendmuch_values") -> Path:
 
 def files_in(directory: Path) -> dict[str, bytes]:
     return {p.name: p.read_bytes() for p in sorted(directory.iterdir()) if p.is_file()}
-
-
-def wait_for(condition: Callable[[], bool], what: str) -> None:
-    deadline = time.monotonic() + PATIENCE
-    while not condition():
-        if time.monotonic() > deadline:
-            pytest.fail(f"gave up after {PATIENCE}s waiting for {what}")
-        time.sleep(0.02)
 
 
 def make_log(path: Path, rows: int = 5, **kwargs: Any) -> None:

@@ -19,6 +19,7 @@ import orjson
 
 from appendmuch import Codec, Sqlite3, Store, within
 from backends import Backend
+from helpers import codec_with
 
 
 def _identical(a: Any, b: Any) -> bool:
@@ -172,15 +173,13 @@ class Crate(Box):
 
 
 def _codec_for(cls: type[Box]) -> Codec:
-    codec = Codec()
-    codec.register(
+    return codec_with(
         cls,
         140,
         lambda box: orjson.dumps(box.items),
         lambda raw: cls(orjson.loads(raw)),
         mutable=True,
     )
-    return codec
 
 
 def test_decoded_entries_are_never_mixed_up_between_codecs(tmp_path: Path) -> None:

@@ -34,6 +34,7 @@ import math
 import shutil
 import tempfile
 import uuid
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, ClassVar
@@ -52,7 +53,7 @@ from hypothesis.stateful import (
     run_state_machine_as_test,
 )
 
-from appendmuch import Codec, Storage, Store, within
+from appendmuch import Codec, Storage, Store, Value, within
 from appendmuch.errors import RoundTripError, UnsupportedTypeError
 from backends import ALL_FACTORIES, Backend
 from helpers import kept_to_the_end
@@ -587,24 +588,30 @@ class StoreMachine(RuleBasedStateMachine):
             assert self.s(ns).__fields__() == expected
             assert bool(self.s(ns)) is bool(expected)
 
-    @invariant()
-    def history_matches(self) -> None:
-        """Histories equal the model's entries; seqs are unique and order the whole log."""
-        merged: list[tuple[int, int, str, bool, Any]] = []
+    def histories(self) -> Iterator[tuple[int, str, list[Value], dict[str, Any]]]:
+        """(namespace index, field, its Values, the model's history of the namespace)
+        for every field, once the namespace's fields are the model's."""
         for ns in range(len(NAMESPACES)):
             history = self.s(ns).__history__()
             model = self.model.history(ns)
             assert sorted(history) == sorted(model)
             for field, values in history.items():
-                seqs = [v.seq for v in values]
-                assert seqs == sorted(set(seqs)), f"{field}: seqs not strictly increasing"
-                got = [(v.unavailable, v.data) for v in values]
-                assert len(got) == len(model[field]), field
-                assert all(map(_typed_equal, got, model[field])), (field, got, model[field])
-                for v in values:
-                    assert isinstance(v.time, float)
-                    assert v.context.startswith(f"{__name__}."), v.context
-                    merged.append((v.seq, ns, field, v.unavailable, v.data))
+                yield ns, field, values, model
+
+    @invariant()
+    def history_matches(self) -> None:
+        """Histories equal the model's entries; seqs are unique and order the whole log."""
+        merged: list[tuple[int, int, str, bool, Any]] = []
+        for ns, field, values, model in self.histories():
+            seqs = [v.seq for v in values]
+            assert seqs == sorted(set(seqs)), f"{field}: seqs not strictly increasing"
+            got = [(v.unavailable, v.data) for v in values]
+            assert len(got) == len(model[field]), field
+            assert all(map(_typed_equal, got, model[field])), (field, got, model[field])
+            for v in values:
+                assert isinstance(v.time, float)
+                assert v.context.startswith(f"{__name__}."), v.context
+                merged.append((v.seq, ns, field, v.unavailable, v.data))
         seqs = [m[0] for m in merged]
         assert len(seqs) == len(set(seqs)), "a seq is used twice"
         merged.sort(key=lambda m: m[0])

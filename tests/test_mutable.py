@@ -20,8 +20,8 @@ import pytest
 
 from appendmuch import Codec, Storage, Store
 from backends import Backend
-from helpers import datas, history, kept_to_the_end, next_line, where
-from snapshots import state
+from helpers import codec_with, datas, history, kept_to_the_end, next_line, where
+from snapshots import unchanged
 
 # --------------------------------------------------------------------------- helpers
 
@@ -44,15 +44,9 @@ class Tally:
 
 
 def tally_codec() -> Codec:
-    codec = Codec()
-    codec.register(
-        Tally,
-        140,
-        lambda t: orjson.dumps(t.n),
-        lambda raw: Tally(orjson.loads(raw)),
-        mutable=True,
+    return codec_with(
+        Tally, 140, lambda t: orjson.dumps(t.n), lambda raw: Tally(orjson.loads(raw)), mutable=True
     )
-    return codec
 
 
 def seeded(seed: int, draws: int = 0) -> random.Random:
@@ -278,18 +272,17 @@ class TestWorkingCopies:
         s.d = {"a": 1, "b": 2}
         s.tags = {"x", "y"}
         s.score = 3
-        before = state(store)
-        with s:
-            s.items
-            s.score
-            # changes that are undone, or only reorder, leave the encoding equal
-            s.items.append(3)
-            s.items.pop()
-            del s.d["a"]
-            s.d["a"] = 1
-            s.tags.discard("x")
-            s.tags.add("x")
-        assert state(store) == before
+        with unchanged(store):
+            with s:
+                s.items
+                s.score
+                # changes that are undone, or only reorder, leave the encoding equal
+                s.items.append(3)
+                s.items.pop()
+                del s.d["a"]
+                s.d["a"] = 1
+                s.tags.discard("x")
+                s.tags.add("x")
         store.close()
 
     def test_assignment_in_block_writes_at_once(self, backend: Backend) -> None:
@@ -374,12 +367,11 @@ class TestExceptions:
         s = store.storage("game", "p1")
         s.items = [1]
         s.d = {"k": 1}
-        before = state(store)
-        with pytest.raises(RuntimeError, match="boom"), s:
-            s.items.append(2)
-            s.d["k"] = 2
-            raise RuntimeError("boom")
-        assert state(store) == before
+        with unchanged(store):
+            with pytest.raises(RuntimeError, match="boom"), s:
+                s.items.append(2)
+                s.d["k"] = 2
+                raise RuntimeError("boom")
         with s:
             assert s.items == [1]
             assert s.d == {"k": 1}
@@ -635,10 +627,9 @@ class TestNoAliasing:
         nested = {"a": [1]}
         s.items = items
         s.nested = nested
-        before = state(store)
-        items.append(2)
-        nested["a"].append(2)
-        assert state(store) == before
+        with unchanged(store):
+            items.append(2)
+            nested["a"].append(2)
         with s:
             assert s.items == [1]
             assert s.nested == {"a": [1]}
@@ -651,13 +642,12 @@ class TestNoAliasing:
         store = backend.store()
         s = store.storage("game", "p1")
         s.items = [1]
-        before = state(store)
-        with pytest.raises(RuntimeError), s:
-            read = s.items
-            read.append(2)
-            raise RuntimeError("boom")
-        read.append(3)
-        assert state(store) == before
+        with unchanged(store):
+            with pytest.raises(RuntimeError), s:
+                read = s.items
+                read.append(2)
+                raise RuntimeError("boom")
+            read.append(3)
         assert datas(s, "items") == [[1]]
         with s:
             assert s.items == [1]
@@ -669,9 +659,8 @@ class TestNoAliasing:
         s.items = [1]
         with s:
             kept = s.items
-        before = state(store)
-        kept.append(2)
-        assert state(store) == before
+        with unchanged(store):
+            kept.append(2)
         with s:
             assert s.items == [1]
         assert datas(s, "items") == [[1]]
@@ -693,9 +682,8 @@ class TestNoAliasing:
         store = backend.store()
         s = store.storage("game", "p1")
         s.items = [1]
-        before = state(store)
-        history(s, "items")[0].data.append("mutated")
-        assert state(store) == before
+        with unchanged(store):
+            history(s, "items")[0].data.append("mutated")
         assert datas(s, "items") == [[1]]
         with s:
             assert s.items == [1]

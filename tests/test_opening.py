@@ -17,16 +17,7 @@ import pytest
 
 from appendmuch import PostgreSQL, Sqlite3, Store
 from appendmuch.errors import AppendmuchError, ClosedError, LockedError, RecoveryPendingError
-from backends import FACTORIES, Backend, pg_conninfo
-
-
-@pytest.fixture(params=["sqlite", "postgresql"])
-def sql(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Backend]:
-    made = FACTORIES[request.param](tmp_path)
-    try:
-        yield made
-    finally:
-        made.cleanup()
+from backends import Backend, pg_conninfo
 
 
 def lock_files(directory: Path) -> list[str]:
@@ -37,10 +28,10 @@ def lock_files(directory: Path) -> list[str]:
 
 
 class TestAfterClose:
-    def test_reads_after_close_take_no_writer_lock(self, sql: Backend, tmp_path: Path) -> None:
+    def test_reads_after_close_take_no_writer_lock(self, place: Backend, tmp_path: Path) -> None:
         """store.load(), driver.dump() and driver.size() after close() still read the
         log, but a second writer opens meanwhile: nothing took the lock again."""
-        store = sql.store()
+        store = place.store()
         store.storage("a").x = 1
         store.close()
         store.load()
@@ -48,15 +39,15 @@ class TestAfterClose:
         assert len(list(store.driver.dump())) == 1
         assert store.driver.size()
         assert lock_files(tmp_path) == []
-        other = sql.store()  # the same table, in the same process
+        other = place.store()  # the same table, in the same process
         other.storage("a").x = 2
         other.close()
         store.load()
         assert store.storage("a").x == 2
         assert lock_files(tmp_path) == []
 
-    def test_writes_through_a_retired_driver_raise_closed_error(self, sql: Backend) -> None:
-        store = sql.store()
+    def test_writes_through_a_retired_driver_raise_closed_error(self, place: Backend) -> None:
+        store = place.store()
         store.storage("a").x = 1
         store.close()
         driver = store.driver
@@ -66,7 +57,7 @@ class TestAfterClose:
             driver.reset()
         with pytest.raises(ClosedError):
             Store(driver)
-        assert [row[2] for row in sql.raw_rows()] == ["x"]
+        assert [row[2] for row in place.raw_rows()] == ["x"]
 
     def test_a_driver_closed_on_its_own_reopens_for_writing(self, tmp_path: Path) -> None:
         """Without a Store, driver.close() keeps its documented meaning: used again, the

@@ -28,19 +28,10 @@ import pytest
 from appendmuch import Store
 from appendmuch.errors import RecoveryMismatchError, RecoveryPendingError, WriteError
 from appendmuch.recovery import read_recovery, replay, write_recovery_file
-from backends import FACTORIES, Backend, PostgresBackend, SqliteBackend
+from backends import Backend, PostgresBackend, SqliteBackend
 
 Row = tuple[Any, ...]
 HOLD = 3600.0  # rows wait for close()
-
-
-@pytest.fixture(params=["sqlite", "postgresql"])
-def sql(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Backend]:
-    made = FACTORIES[request.param](tmp_path)
-    try:
-        yield made
-    finally:
-        made.cleanup()
 
 
 def block_seq(backend: Backend, seq: int) -> None:
@@ -139,7 +130,7 @@ def content(rows: list[Row]) -> list[Row]:
 
 
 def test_cli_replays_the_file_close_wrote_in_its_layout(
-    sql: Backend, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    place: Backend, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """close() fails -> the recovery file lands beside the SQLite database (in the
     working directory for PostgreSQL) -> `appendmuch replay FILE DB` run there exits 0
@@ -147,17 +138,17 @@ def test_cli_replays_the_file_close_wrote_in_its_layout(
     workdir = tmp_path / "work"
     workdir.mkdir()
     monkeypatch.chdir(workdir)
-    path, saved = failed_close(sql)
-    expected_dir = sql.path.parent if isinstance(sql, SqliteBackend) else workdir
+    path, saved = failed_close(place)
+    expected_dir = place.path.parent if isinstance(place, SqliteBackend) else workdir
     assert Path(path).parent == expected_dir
 
     with pytest.raises(RecoveryPendingError):  # the error's advice ...
-        sql.store()
-    done = cli("replay", path, db_argument(sql), *table_args(sql), cwd=workdir)
+        place.store()
+    done = cli("replay", path, db_argument(place), *table_args(place), cwd=workdir)
     assert done.returncode == 0, done.stderr  # ... works
     assert "replayed 3 rows" in done.stdout
 
-    store = sql.store()
+    store = place.store()
     player = store.storage("game", "p1")
     assert player.name == "Ann"
     assert player.get("score") is None
@@ -169,18 +160,18 @@ def test_cli_replays_the_file_close_wrote_in_its_layout(
 # ---------------------------------------------------------------- 12.8: identity
 
 
-def test_recovery_file_names_its_database(sql: Backend, tmp_path: Path) -> None:
-    path, _ = failed_close(sql, recovery_dir=tmp_path)
+def test_recovery_file_names_its_database(place: Backend, tmp_path: Path) -> None:
+    path, _ = failed_close(place, recovery_dir=tmp_path)
     database = read_recovery(path).database
     assert database is not None
-    if isinstance(sql, SqliteBackend):
-        st = os.stat(sql.path)
-        assert database["path"] == os.path.realpath(sql.path)
+    if isinstance(place, SqliteBackend):
+        st = os.stat(place.path)
+        assert database["path"] == os.path.realpath(place.path)
         assert (database["dev"], database["ino"]) == (st.st_dev, st.st_ino)
-        assert Path(path).name.startswith(f"{sql.path.name}-appendmuch_values.recovery-")
+        assert Path(path).name.startswith(f"{place.path.name}-appendmuch_values.recovery-")
     else:
-        assert isinstance(sql, PostgresBackend)
-        assert database["table"] == f"{sql.prefix}_values"
+        assert isinstance(place, PostgresBackend)
+        assert database["table"] == f"{place.prefix}_values"
         assert database["schema"] == "public"
         assert database["database"] == "postgres"
         assert database["server"].startswith("127.0.0.1:")
@@ -240,12 +231,12 @@ def test_a_moved_or_copied_database_needs_any_database(tmp_path: Path, how: str)
     driver.close()
 
 
-def test_a_headerless_file_needs_any_database(sql: Backend, tmp_path: Path) -> None:
+def test_a_headerless_file_needs_any_database(place: Backend, tmp_path: Path) -> None:
     path = str(tmp_path / "old.msgpack")
     write_recovery_file(path, [(5, "a", "x", b"\x001", 1.0, "m:1")], [])
-    with Store(sql.driver()) as store:
+    with Store(place.driver()) as store:
         store.storage("a").y = 1
-    driver = sql.driver()
+    driver = place.driver()
     with pytest.raises(RecoveryMismatchError, match="does not say which database"):
         replay(path, driver)
     assert replay(path, driver, any_database=True) == 1
@@ -256,7 +247,7 @@ def test_a_headerless_file_needs_any_database(sql: Backend, tmp_path: Path) -> N
 
 
 def test_replay_after_other_writes_uses_new_seqs_and_loses_nothing(
-    sql: Backend, tmp_path: Path
+    place: Backend, tmp_path: Path
 ) -> None:
     """A writer that cannot see the recovery file (another directory or host) opens
     and takes seqs the saved rows had; replay then appends the saved rows under new
@@ -264,40 +255,40 @@ def test_replay_after_other_writes_uses_new_seqs_and_loses_nothing(
     replaying again writes nothing."""
     elsewhere = tmp_path / "elsewhere"
     elsewhere.mkdir()
-    path, saved = failed_close(sql, recovery_dir=elsewhere)
-    with Store(sql.driver(recovery_dir=tmp_path)) as store:  # does not see the file
+    path, saved = failed_close(place, recovery_dir=elsewhere)
+    with Store(place.driver(recovery_dir=tmp_path)) as store:  # does not see the file
         store.storage("late").z = 1
         store.storage("late").w = 2
-    before = sql.raw_rows()
+    before = place.raw_rows()
     largest = before[-1][0]
 
-    driver = sql.driver()
+    driver = place.driver()
     assert replay(path, driver) == len(saved)
     assert replay(path, driver) == 0
     driver.close()
-    after = sql.raw_rows()
+    after = place.raw_rows()
     assert after[: len(before)] == before
     added = after[len(before) :]
     assert [row[0] for row in added] == list(range(largest + 1, largest + 1 + len(saved)))
     assert content(added) == content(saved)  # same times, contexts, values
 
 
-def test_replay_is_idempotent_without_its_marker(sql: Backend, tmp_path: Path) -> None:
+def test_replay_is_idempotent_without_its_marker(place: Backend, tmp_path: Path) -> None:
     """The rows themselves tell what was replayed: with the marker the first replay
     appended cut off again (a crash right after the commit), a second replay still
     writes nothing."""
-    path, saved = failed_close(sql, recovery_dir=tmp_path)
+    path, saved = failed_close(place, recovery_dir=tmp_path)
     original = Path(path).read_bytes()
-    driver = sql.driver()
+    driver = place.driver()
     assert replay(path, driver) == len(saved)
     objects = list(msgpack.Unpacker(open(path, "rb"), raw=False))  # noqa: SIM115
     assert "appendmuch_replayed" in objects[-1]
     Path(path).write_bytes(original)
-    rows = sql.raw_rows()
+    rows = place.raw_rows()
     assert replay(path, driver) == 0
     driver.close()
-    assert sql.raw_rows() == rows
-    with Store(sql.driver(recovery_dir=tmp_path)):  # no longer pending
+    assert place.raw_rows() == rows
+    with Store(place.driver(recovery_dir=tmp_path)):  # no longer pending
         pass
 
 

@@ -18,10 +18,10 @@ from typing import Any
 import pytest
 
 from appendmuch import Storage, retry_on_conflict
-from backends import Backend
+from backends import Backend, SqlBackend
+from helpers import run_threads
 from patterns import PATTERNS, bump, count, prepare
-from sharedfixtures import Peers, shared_place  # noqa: F401  (the fixture place)
-from sharedlib import Place
+from sharedlib import Peers
 
 WORKERS = 4
 #: increments per process or thread
@@ -29,22 +29,19 @@ TIMES = 60
 
 
 @pytest.fixture
-def peers(place: Place, tmp_path: Path) -> Iterator[Peers]:
-    made = Peers(place, tmp_path, "appendmuch-serializable")
-    try:
+def peers(place: SqlBackend, tmp_path: Path) -> Iterator[Peers]:
+    with Peers(place, tmp_path, "appendmuch-serializable") as made:
         yield made
-    finally:
-        made.kill()
 
 
-def stored_increments(place: Place, field: str) -> int:
+def stored_increments(place: SqlBackend, field: str) -> int:
     """Rows of ``field`` in namespace ``hot`` (the starting value's excluded)."""
     return sum(row[1] == "hot" and row[2] == field for row in place.rows())
 
 
 @pytest.mark.parametrize("pattern", PATTERNS)
-def test_processes_lose_no_increment(place: Place, peers: Peers, pattern: str) -> None:
-    store = place.store(shared=True)
+def test_processes_lose_no_increment(place: SqlBackend, peers: Peers, pattern: str) -> None:
+    store = place.open(shared=True)
     try:
         prepare(store.storage("hot"))
         store.flush()
@@ -81,18 +78,14 @@ def test_threads_lose_no_increment(backend: Backend, pattern: str) -> None:
                 errors.append(exc)
 
         threads = [threading.Thread(target=work) for _ in range(WORKERS)]
-        for thread in threads:
-            thread.start()
-        for thread in threads:
-            thread.join(120)
-        assert not any(thread.is_alive() for thread in threads), "a thread hung"
+        run_threads(threads, "a thread hung")
         assert not errors, errors
         assert count(hot, pattern) == WORKERS * TIMES, conflicts
     finally:
         store.close()
 
 
-def test_a_blocks_writes_are_contiguous(place: Place, peers: Peers) -> None:
+def test_a_blocks_writes_are_contiguous(place: SqlBackend, peers: Peers) -> None:
     """Two processes commit blocks of three assignments while two others write plain
     rows as fast as they can: in the table, the three rows of every block have
     consecutive seqs."""
@@ -145,11 +138,7 @@ def test_nested_blocks_on_several_namespaces_in_any_order_never_deadlock(
                 errors.append(exc)
 
         threads = [threading.Thread(target=work, args=(n,)) for n in range(WORKERS)]
-        for thread in threads:
-            thread.start()
-        for thread in threads:
-            thread.join(120)
-        assert not any(thread.is_alive() for thread in threads), "a thread hung: a deadlock"
+        run_threads(threads, "a thread hung: a deadlock")
         assert not errors, errors
         store.flush()
         assert a.n + b.n == 2000

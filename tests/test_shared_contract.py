@@ -29,16 +29,15 @@ from hypothesis.stateful import invariant, rule, run_state_machine_as_test
 import appendmuch
 from appendmuch import Store, within
 from appendmuch.errors import AppendmuchError
-from sharedfixtures import Peers, shared_place  # noqa: F401  (the fixture place)
+from backends import SqlBackend
 from sharedlib import (
     PATIENCE,
     PeerProcess,
-    Place,
+    Peers,
     Seen,
     all_values,
     history_lines,
     is_replace,
-    location_of,
     row_lines,
 )
 from test_model import NAMESPACES, TOMBSTONE, StoreMachine, item_lists, ns_index, small_ints
@@ -47,14 +46,28 @@ KINDS = ["sqlite", "postgresql"]
 
 
 @pytest.fixture
-def peers(place: Place, tmp_path: Path) -> Iterator[Callable[..., PeerProcess]]:
+def peers(place: SqlBackend, tmp_path: Path) -> Iterator[Callable[..., PeerProcess]]:
     """Start peers on ``place`` (shared, write-through unless told); all stopped after."""
     made = Peers(place, tmp_path, "appendmuch-shared-peer", shared=True, write_through=True)
     yield made.start
     made.kill()
 
 
-def same_everywhere(place: Place, store: Store, *peers: PeerProcess) -> list[str]:
+@pytest.fixture
+def writer_and_peer(
+    place: SqlBackend, peers: Callable[..., PeerProcess]
+) -> Iterator[tuple[Store, PeerProcess]]:
+    """A shared write-through Store in this process and one peer beside it; the Store
+    is closed after the test (before the peers are stopped)."""
+    store = place.open(shared=True, write_through=True)
+    peer = peers()
+    try:
+        yield store, peer
+    finally:
+        store.close()
+
+
+def same_everywhere(place: SqlBackend, store: Store, *peers: PeerProcess) -> list[str]:
     """After sync() everywhere: this process, every peer, the database and a fresh
     reopen hold the same history, byte for byte.  Returns it."""
     store.sync()
@@ -63,7 +76,7 @@ def same_everywhere(place: Place, store: Store, *peers: PeerProcess) -> list[str
         peer("sync")
         assert peer("history") == mine
     assert row_lines(place.rows()) == mine
-    fresh = place.store(read_only=True)
+    fresh = place.open(read_only=True)
     try:
         assert history_lines(fresh) == mine
     finally:
@@ -80,11 +93,11 @@ def test_public_names() -> None:
     assert callable(appendmuch.retry_on_conflict)
 
 
-def test_two_writers_one_history(place: Place, peers: Callable[..., PeerProcess]) -> None:
+def test_two_writers_one_history(place: SqlBackend, peers: Callable[..., PeerProcess]) -> None:
     """Interleaved plain writes, deletes, ``with`` appends and replace fields from two
     processes: one order, identical histories everywhere, read-your-writes."""
     seen = Seen()
-    store = place.store(seen, shared=True)
+    store = place.open(seen, shared=True)
     peer = peers()
     try:
         mine, theirs = store.storage("g", "p1"), ["g", "p2"]
@@ -129,12 +142,12 @@ def test_two_writers_one_history(place: Place, peers: Callable[..., PeerProcess]
 
 
 def test_others_writes_arrive_by_themselves(
-    place: Place, peers: Callable[..., PeerProcess]
+    place: SqlBackend, peers: Callable[..., PeerProcess]
 ) -> None:
     """A write committed by one process reaches the other's cache (and on_change)
     without any call; the wait is bounded and fails, it is never timed."""
     seen = Seen()
-    store = place.store(seen, shared=True, write_through=True)
+    store = place.open(seen, shared=True, write_through=True)
     peer = peers()
     try:
         s = store.storage("v")
@@ -161,187 +174,165 @@ def test_others_writes_arrive_by_themselves(
 
 
 def test_conflicting_block_raises_and_writes_nothing(
-    place: Place, peers: Callable[..., PeerProcess]
+    place: SqlBackend, writer_and_peer: tuple[Store, PeerProcess]
 ) -> None:
     """A ``with`` block that read a mutable field which another process then changed:
     its exit raises ConflictError, writes nothing and drops its working copies."""
-    store = place.store(shared=True, write_through=True)
-    peer = peers()
-    try:
-        s = store.storage("c")
-        s.items = [0]
-        peer("sync")
-        before = row_lines(place.rows())
-        with pytest.raises(appendmuch.ConflictError), s:
-            s.items.append(1)
-            peer("append", ns=["c"], field="items", item=2)  # committed elsewhere
-        assert row_lines(place.rows())[: len(before)] == before
-        assert len(place.rows()) == len(before) + 1  # only the peer's write
-        store.sync()
-        with s:
-            assert s.items == [0, 2]  # the newer value; the stale copy is gone
-        same_everywhere(place, store, peer)
-    finally:
-        store.close()
+    store, peer = writer_and_peer
+    s = store.storage("c")
+    s.items = [0]
+    peer("sync")
+    before = row_lines(place.rows())
+    with pytest.raises(appendmuch.ConflictError), s:
+        s.items.append(1)
+        peer("append", ns=["c"], field="items", item=2)  # committed elsewhere
+    assert row_lines(place.rows())[: len(before)] == before
+    assert len(place.rows()) == len(before) + 1  # only the peer's write
+    store.sync()
+    with s:
+        assert s.items == [0, 2]  # the newer value; the stale copy is gone
+    same_everywhere(place, store, peer)
 
 
-def test_reading_block_never_conflicts(place: Place, peers: Callable[..., PeerProcess]) -> None:
+def test_reading_block_never_conflicts(
+    place: SqlBackend, writer_and_peer: tuple[Store, PeerProcess]
+) -> None:
     """A block that only read a field another process then changed writes nothing and
     raises nothing (there is nothing to overwrite)."""
-    store = place.store(shared=True, write_through=True)
-    peer = peers()
-    try:
-        s = store.storage("c")
-        s.items = [0]
-        peer("sync")
-        with s:
-            assert s.items == [0]
-            peer("append", ns=["c"], field="items", item=1)
-        store.sync()
-        with s:
-            assert s.items == [0, 1]
-        same_everywhere(place, store, peer)
-    finally:
-        store.close()
+    store, peer = writer_and_peer
+    s = store.storage("c")
+    s.items = [0]
+    peer("sync")
+    with s:
+        assert s.items == [0]
+        peer("append", ns=["c"], field="items", item=1)
+    store.sync()
+    with s:
+        assert s.items == [0, 1]
+    same_everywhere(place, store, peer)
 
 
 def test_block_conflicts_with_a_delete_elsewhere(
-    place: Place, peers: Callable[..., PeerProcess]
+    place: SqlBackend, writer_and_peer: tuple[Store, PeerProcess]
 ) -> None:
     """Another process deleted the field the block changed: ConflictError, and the
     field stays deleted (the stale copy is not written back)."""
-    store = place.store(shared=True, write_through=True)
-    peer = peers()
-    try:
-        s = store.storage("c")
-        s.items = [0]
-        peer("sync")
-        with pytest.raises(appendmuch.ConflictError), s:
-            s.items.append(1)
-            peer("del", ns=["c"], field="items")
-        store.sync()
-        assert s.get("items") is None
-        assert "items" not in s.__fields__()
-        same_everywhere(place, store, peer)
-    finally:
-        store.close()
+    store, peer = writer_and_peer
+    s = store.storage("c")
+    s.items = [0]
+    peer("sync")
+    with pytest.raises(appendmuch.ConflictError), s:
+        s.items.append(1)
+        peer("del", ns=["c"], field="items")
+    store.sync()
+    assert s.get("items") is None
+    assert "items" not in s.__fields__()
+    same_everywhere(place, store, peer)
 
 
-def test_non_conflicting_blocks_both_land(place: Place, peers: Callable[..., PeerProcess]) -> None:
+def test_non_conflicting_blocks_both_land(
+    place: SqlBackend, writer_and_peer: tuple[Store, PeerProcess]
+) -> None:
     """Blocks on different fields never conflict, and plain assignments are
     last-writer-wins in seq order."""
-    store = place.store(shared=True, write_through=True)
-    peer = peers()
-    try:
-        s = store.storage("c")
-        s.a, s.b = [0], [0]
-        peer("sync")
-        with s:
-            s.a.append(1)
-            peer("append", ns=["c"], field="b", item=2)
-            peer("set", ns=["c"], field="plain", value="peer")
-            s.plain = "parent"  # later in seq order: wins
-        store.sync()
-        with s:
-            assert (s.a, s.b) == ([0, 1], [0, 2])
-        assert s.plain == "parent"
-        same_everywhere(place, store, peer)
-    finally:
-        store.close()
+    store, peer = writer_and_peer
+    s = store.storage("c")
+    s.a, s.b = [0], [0]
+    peer("sync")
+    with s:
+        s.a.append(1)
+        peer("append", ns=["c"], field="b", item=2)
+        peer("set", ns=["c"], field="plain", value="peer")
+        s.plain = "parent"  # later in seq order: wins
+    store.sync()
+    with s:
+        assert (s.a, s.b) == ([0, 1], [0, 2])
+    assert s.plain == "parent"
+    same_everywhere(place, store, peer)
 
 
 @pytest.mark.parametrize("form", ["bare", "called"])
 def test_retry_on_conflict_reruns_the_block(
-    place: Place, peers: Callable[..., PeerProcess], form: str
+    place: SqlBackend, writer_and_peer: tuple[Store, PeerProcess], form: str
 ) -> None:
     """``@retry_on_conflict`` (bare or with attempts) re-runs a conflicting block; the
     result holds both processes' changes."""
-    store = place.store(shared=True, write_through=True)
-    peer = peers()
-    try:
-        s = store.storage("r")
-        s.counter = {"n": 0}
-        peer("sync")
-        calls = 0
+    store, peer = writer_and_peer
+    s = store.storage("r")
+    s.counter = {"n": 0}
+    peer("sync")
+    calls = 0
 
-        def bump() -> int:
-            nonlocal calls
-            calls += 1
-            with s:
-                s.counter["n"] += 1
-                if calls == 1:
-                    peer("incr", ns=["r"], field="counter")  # a newer write, elsewhere
-            return calls
-
-        retry = appendmuch.retry_on_conflict
-        wrapped = retry(bump) if form == "bare" else retry(attempts=3)(bump)
-        assert wrapped() == 2
-        store.sync()
+    def bump() -> int:
+        nonlocal calls
+        calls += 1
         with s:
-            assert s.counter == {"n": 2}
-        same_everywhere(place, store, peer)
-    finally:
-        store.close()
+            s.counter["n"] += 1
+            if calls == 1:
+                peer("incr", ns=["r"], field="counter")  # a newer write, elsewhere
+        return calls
+
+    retry = appendmuch.retry_on_conflict
+    wrapped = retry(bump) if form == "bare" else retry(attempts=3)(bump)
+    assert wrapped() == 2
+    store.sync()
+    with s:
+        assert s.counter == {"n": 2}
+    same_everywhere(place, store, peer)
 
 
 def test_retry_on_conflict_gives_up_after_attempts(
-    place: Place, peers: Callable[..., PeerProcess]
+    place: SqlBackend, writer_and_peer: tuple[Store, PeerProcess]
 ) -> None:
     """A block that conflicts every time: ConflictError after exactly ``attempts``."""
-    store = place.store(shared=True, write_through=True)
-    peer = peers()
-    try:
-        s = store.storage("r")
-        s.counter = {"n": 0}
-        peer("sync")
-        calls = 0
+    store, peer = writer_and_peer
+    s = store.storage("r")
+    s.counter = {"n": 0}
+    peer("sync")
+    calls = 0
 
-        @appendmuch.retry_on_conflict(attempts=3)
-        def always() -> None:
-            nonlocal calls
-            calls += 1
-            with s:
-                s.counter["n"] += 100
-                peer("incr", ns=["r"], field="counter")
-
-        with pytest.raises(appendmuch.ConflictError):
-            always()
-        assert calls == 3
-        store.sync()
+    @appendmuch.retry_on_conflict(attempts=3)
+    def always() -> None:
+        nonlocal calls
+        calls += 1
         with s:
-            assert s.counter == {"n": 3}
-    finally:
-        store.close()
+            s.counter["n"] += 100
+            peer("incr", ns=["r"], field="counter")
+
+    with pytest.raises(appendmuch.ConflictError):
+        always()
+    assert calls == 3
+    store.sync()
+    with s:
+        assert s.counter == {"n": 3}
 
 
-def test_within_across_processes(place: Place, peers: Callable[..., PeerProcess]) -> None:
+def test_within_across_processes(
+    place: SqlBackend, writer_and_peer: tuple[Store, PeerProcess]
+) -> None:
     """Temporal queries see one interleaved log: the description's worked example with
     ``round`` written by one process and ``score`` by the other."""
-    store = place.store(shared=True, write_through=True)
-    peer = peers()
-    try:
-        s = store.storage("game", "p")
-        for r, score in ((1, 10), (2, 25), (1, 30)):
-            peer("set", ns=["game", "p"], field="round", value=r)
-            store.sync()
-            s.score = score
-        assert within(s, round=1).score == 30
-        assert within(s, round=2).score == 25
-        assert [v for v, _ in within.along(s, "round")] == [1, 2, 1]
-        peer("sync")
-        same_everywhere(place, store, peer)
-    finally:
-        store.close()
+    store, peer = writer_and_peer
+    s = store.storage("game", "p")
+    for r, score in ((1, 10), (2, 25), (1, 30)):
+        peer("set", ns=["game", "p"], field="round", value=r)
+        store.sync()
+        s.score = score
+    assert within(s, round=1).score == 30
+    assert within(s, round=2).score == 25
+    assert [v for v, _ in within.along(s, "round")] == [1, 2, 1]
+    peer("sync")
+    same_everywhere(place, store, peer)
 
 
 def test_read_only_open_beside_shared_writers(
-    place: Place, peers: Callable[..., PeerProcess]
+    place: SqlBackend, peers: Callable[..., PeerProcess]
 ) -> None:
     """A read-only Store in shared mode opens while shared writers are attached, and
     sees their writes after ``sync()``."""
     peer = peers()
     peer("set", ns=["ro"], field="x", value=1)
-    reader = place.store(read_only=True, shared=True)
+    reader = place.open(read_only=True, shared=True)
     try:
         assert reader.storage("ro").x == 1
         peer("set", ns=["ro"], field="x", value=2)
@@ -351,9 +342,9 @@ def test_read_only_open_beside_shared_writers(
         reader.close()
 
 
-def test_sync_in_single_writer_mode_returns_at_once(place: Place) -> None:
+def test_sync_in_single_writer_mode_returns_at_once(place: SqlBackend) -> None:
     """``sync()`` exists in the default mode too and changes nothing."""
-    store = place.store()
+    store = place.open()
     try:
         store.storage("a").x = 1
         before = history_lines(store)
@@ -363,16 +354,18 @@ def test_sync_in_single_writer_mode_returns_at_once(place: Place) -> None:
         store.close()
 
 
-def test_restart_catches_up_and_continues(place: Place, peers: Callable[..., PeerProcess]) -> None:
+def test_restart_catches_up_and_continues(
+    place: SqlBackend, peers: Callable[..., PeerProcess]
+) -> None:
     """A writer that closes and reopens while another keeps writing loads everything
     and its next writes continue the one order."""
     peer = peers()
-    store = place.store(shared=True)
+    store = place.open(shared=True)
     store.storage("a").x = 1
     store.close()
     for i in range(5):
         peer("set", ns=["b"], field="y", value=i)
-    store = place.store(shared=True)
+    store = place.open(shared=True)
     try:
         assert store.storage("b").y == 4
         store.storage("a").x = 2
@@ -405,7 +398,7 @@ class PeerStoreMachine(StoreMachine):
         self.store = self.backend.store(on_change=self.seen.on_change, replace_predicate=is_replace)
         self._attach()
         self.peer = PeerProcess(
-            location_of(self.backend, "appendmuch-model-peer"),
+            self.backend.location("appendmuch-model-peer"),
             Path(self.tmpdir) / "peer.stderr",
             shared=True,
             write_through=self.peer_write_through,
@@ -499,13 +492,9 @@ class PeerStoreMachine(StoreMachine):
     def one_history(self) -> None:
         """The parent's histories equal the model's entries in seq order."""
         merged: list[tuple[int, int, str, bool, Any]] = []
-        for ns in range(len(NAMESPACES)):
-            history = self.s(ns).__history__()
-            model = self.model.history(ns)
-            assert sorted(history) == sorted(model)
-            for field, values in history.items():
-                assert [(v.unavailable, v.data) for v in values] == model[field], field
-                merged.extend((v.seq, ns, field, v.unavailable, v.data) for v in values)
+        for ns, field, values, model in self.histories():
+            assert [(v.unavailable, v.data) for v in values] == model[field], field
+            merged.extend((v.seq, ns, field, v.unavailable, v.data) for v in values)
         merged.sort(key=lambda m: m[0])
         assert len({m[0] for m in merged}) == len(merged), "a seq is used twice"
         expected = [
@@ -515,6 +504,7 @@ class PeerStoreMachine(StoreMachine):
         assert [m[1:] for m in merged] == expected
 
 
+@pytest.mark.slow  # hypothesis-driven, with a peer process: ~20 s over its four variants
 @pytest.mark.parametrize("kind", KINDS)
 @pytest.mark.parametrize("peer_mode", ["write_through", "batched"])
 def test_store_matches_model_with_a_peer(kind: str, peer_mode: str) -> None:
@@ -538,40 +528,47 @@ def test_store_matches_model_with_a_peer(kind: str, peer_mode: str) -> None:
     )
 
 
-@pytest.mark.parametrize("shared", [True, False], ids=["shared", "single-writer"])
-def test_flush_waits_for_the_background_flushers_commit(place: Place, shared: bool) -> None:
+@pytest.fixture(params=[True, False], ids=["shared", "single-writer"])
+def either_mode(place: SqlBackend, request: pytest.FixtureRequest) -> Iterator[Store]:
+    """A Store on ``place`` in shared mode, then in single-writer mode; closed after."""
+    store = place.open(shared=request.param)
+    try:
+        yield store
+    finally:
+        store.close()
+
+
+def until_taken(queued: Callable[[], int]) -> None:
+    """Spin (no sleep) until the background flusher took the queue (``queued()`` is 0)."""
+    deadline = time.monotonic() + PATIENCE
+    while queued():
+        assert time.monotonic() < deadline, "the background flusher never ran"
+
+
+def test_flush_waits_for_the_background_flushers_commit(
+    place: SqlBackend, either_mode: Store
+) -> None:
     """``flush()`` returning means committed, also when the background flusher has just
     taken the queue and is still committing it: the rows are in the database, seen
     from an independent connection, the moment flush() returns."""
-    store = place.store(shared=shared)
-    try:
-        s = store.storage("f")
-        for trial in range(20):
-            s.x = trial
-            deadline = time.monotonic() + PATIENCE
-            # the flusher takes the queue by itself (its length: no lock, no iteration)
-            while len(store.driver._pending):  # type: ignore[attr-defined]
-                assert time.monotonic() < deadline, "the background flusher never ran"
-            store.flush()
-            stored = [row for row in place.rows() if row[2] == "x"]
-            assert len(stored) == trial + 1, f"trial {trial}: flush() returned before commit"
-    finally:
-        store.close()
+    store = either_mode
+    s = store.storage("f")
+    for trial in range(20):
+        s.x = trial
+        # the flusher takes the queue by itself (its length: no lock, no iteration)
+        until_taken(lambda: len(store.driver._pending))  # type: ignore[attr-defined]
+        store.flush()
+        stored = [row for row in place.rows() if row[2] == "x"]
+        assert len(stored) == trial + 1, f"trial {trial}: flush() returned before commit"
 
 
-@pytest.mark.parametrize("shared", [True, False], ids=["shared", "single-writer"])
-def test_pending_is_safe_while_the_flusher_commits(place: Place, shared: bool) -> None:
+def test_pending_is_safe_while_the_flusher_commits(place: SqlBackend, either_mode: Store) -> None:
     """``driver.pending`` read by the application while the background flusher is
     committing answers a count (it raised "deque mutated during iteration" on
     PostgreSQL, and flush() read it too)."""
-    store = place.store(shared=shared)
-    try:
-        s = store.storage("f")
-        for trial in range(100):
-            s.x = trial
-            deadline = time.monotonic() + PATIENCE
-            while store.driver.pending:  # type: ignore[attr-defined]
-                assert time.monotonic() < deadline, "the background flusher never ran"
-        assert len([row for row in place.rows() if row[2] == "x"]) == 100
-    finally:
-        store.close()
+    store = either_mode
+    s = store.storage("f")
+    for trial in range(100):
+        s.x = trial
+        until_taken(lambda: store.driver.pending)
+    assert len([row for row in place.rows() if row[2] == "x"]) == 100

@@ -31,9 +31,9 @@ import appendmuch
 from appendmuch import Store
 from appendmuch.drivers.sharing import Engine
 from appendmuch.shared import SharedSide
-from helpers import in_gc_callback
-from sharedfixtures import Peers, shared_place  # noqa: F401  (the fixture place)
-from sharedlib import PeerProcess, Place, history_lines
+from backends import SqlBackend
+from helpers import in_gc_callback, interrupted
+from sharedlib import PeerProcess, Peers, history_lines
 from test_interrupts import Ledger, not_interruptible, stored_rows
 
 PACKAGE = str(Path(appendmuch.__file__).parent)
@@ -42,7 +42,7 @@ LEASE_WAITS = 21
 
 
 @pytest.fixture
-def peer(place: Place, tmp_path: Path) -> Iterator[PeerProcess]:
+def peer(place: SqlBackend, tmp_path: Path) -> Iterator[PeerProcess]:
     """A second shared writer in its own process (every write committed at once)."""
     made = Peers(place, tmp_path, "appendmuch-shared-peer", shared=True, write_through=True)
     try:
@@ -52,12 +52,12 @@ def peer(place: Place, tmp_path: Path) -> Iterator[PeerProcess]:
 
 
 @pytest.fixture
-def opened(place: Place, tmp_path: Path) -> Iterator[Callable[..., Store]]:
+def opened(place: SqlBackend, tmp_path: Path) -> Iterator[Callable[..., Store]]:
     made: list[Store] = []
 
     def open_store(**kwargs: Any) -> Store:
         kwargs.setdefault("recovery_dir", tmp_path)
-        store = place.store(shared=True, **kwargs)
+        store = place.open(shared=True, **kwargs)
         made.append(store)
         return store
 
@@ -99,10 +99,20 @@ class Book(Ledger):
         self.blocks: list[int] = []
         self.cut: list[int] = []
 
-    def check_blocks(self, place: Place, store: Store) -> None:
+    def check_all(self, place: SqlBackend, store: Store, opened: Callable[..., Store]) -> None:
+        """After a flush: the ledger and the blocks hold in the table, and a fresh
+        Store loads the same cache."""
+        store.flush()
+        self.check(place, store)
+        self.check_blocks(place, store)
+        fresh = opened()
+        check_cache(store, fresh)
+        fresh.close()
+
+    def check_blocks(self, place: SqlBackend, store: Store) -> None:
         stored = [
             store.codec.decode(row[3])["k"]
-            for row in stored_rows(place.backend)
+            for row in stored_rows(place)
             if row[2] == "m" and row[3] is not None
         ]
         assert len(stored) == len(set(stored)), "a with block was saved twice"
@@ -154,7 +164,7 @@ def check_cache(store: Store, fresh: Store) -> None:
 @pytest.mark.slow
 class TestEachLineWithAPeer:
     def test_writes_blocks_and_flushes(
-        self, place: Place, peer: PeerProcess, opened: Callable[..., Store]
+        self, place: SqlBackend, peer: PeerProcess, opened: Callable[..., Store]
     ) -> None:
         """The peer commits before each cycle and right after the interrupt; an
         interrupt at each line of the package this thread runs, in turn."""
@@ -164,22 +174,10 @@ class TestEachLineWithAPeer:
         while True:
             k += 1
             peer("set", ns=["p"], field="x", value=k)
-            sys.settrace(interrupt_in_package(k))
-            try:
-                cycle(store, book, 100 * k)
-                reached = False
-            except KeyboardInterrupt:
-                reached = True
-            finally:
-                sys.settrace(None)
+            reached = interrupted(interrupt_in_package(k), cycle, store, book, 100 * k)
             # no lease left held: the other process writes at once
             peer("set", ns=["p"], field="y", value=k)
-            store.flush()
-            book.check(place.backend, store)
-            book.check_blocks(place, store)
-            fresh = opened()
-            check_cache(store, fresh)
-            fresh.close()
+            book.check_all(place, store, opened)
             if not reached:
                 break
         print(f"{place.kind}-shared: {k - 1} interrupts with a peer survived")
@@ -190,7 +188,7 @@ class LeaseHolder:
     """Holds the write lease from outside the Store (another open file description of
     the lease file; another PostgreSQL session), as another process would."""
 
-    def __init__(self, place: Place, store: Store) -> None:
+    def __init__(self, place: SqlBackend, store: Store) -> None:
         self.driver = store.driver
         self.place = place
         self._file: Any = None
@@ -204,7 +202,7 @@ class LeaseHolder:
         else:
             import psycopg
 
-            self._conn = psycopg.connect(self.place.backend.conninfo, autocommit=True)  # type: ignore[union-attr]
+            self._conn = psycopg.connect(self.place.conninfo, autocommit=True)  # type: ignore[union-attr]
             self._conn.execute("SELECT pg_advisory_lock(%s)", (driver._lease_key,))
 
     def give_back(self) -> None:
@@ -218,7 +216,7 @@ class LeaseHolder:
 
 class TestWaitingForTheLease:
     def test_interrupted_while_waiting(
-        self, place: Place, peer: PeerProcess, opened: Callable[..., Store]
+        self, place: SqlBackend, peer: PeerProcess, opened: Callable[..., Store]
     ) -> None:
         """Ctrl-C while a write_through assignment, a ``with``-block exit or a flush
         waits for the lease another writer holds: it raises at once, nothing is held
@@ -263,12 +261,7 @@ class TestWaitingForTheLease:
                     s.r_x = value + 1
                     book.tried.extend((value, value + 1))
                     book.latest = value + 1
-                store.flush()
-                book.check(place.backend, store)
-                book.check_blocks(place, store)
-                fresh = opened()
-                check_cache(store, fresh)
-                fresh.close()
+                book.check_all(place, store, opened)
         finally:
             signal.setitimer(signal.ITIMER_REAL, 0)
             signal.signal(signal.SIGALRM, previous)
@@ -290,7 +283,7 @@ def raise_on_call(code: CodeType) -> Callable[[FrameType, str, Any], Any]:
 class TestCutShortBetweenOutboxAndCache:
     @pytest.mark.parametrize("where", ["before-queueing", "queued-not-cached"])
     def test_the_write_is_finished_or_never_happened(
-        self, place: Place, peer: PeerProcess, opened: Callable[..., Store], where: str
+        self, place: SqlBackend, peer: PeerProcess, opened: Callable[..., Store], where: str
     ) -> None:
         """An assignment interrupted as it queues its row (nothing happened) or right
         after (the row is queued, the cache not changed yet): the next write finishes

@@ -31,7 +31,8 @@ from typing import Any
 
 import pytest
 
-from sharedlib import PATIENCE, Place, WorkerProcess, read_acks, row_lines
+from backends import SqlBackend
+from sharedlib import PATIENCE, WorkerProcess, read_acks, row_lines
 
 #: kill loops and long runs of several processes: the slow tier
 pytestmark = pytest.mark.slow
@@ -46,7 +47,7 @@ COUNTERS = ["c0", "c1"]
 class Crew:
     """The K writers of one log, restarted as they are killed."""
 
-    def __init__(self, place: Place, tmp_path: Path, rng: random.Random) -> None:
+    def __init__(self, place: SqlBackend, tmp_path: Path, rng: random.Random) -> None:
         self.place = place
         self.tmp = tmp_path
         self.rng = rng
@@ -114,19 +115,14 @@ def wait_for_acks(path: Path, worker: WorkerProcess, more_than: int = 0) -> None
         time.sleep(0.01)
 
 
-@pytest.mark.parametrize("kind", ["sqlite", "postgresql"])
-def test_kill_one_of_k_writers(kind: str, tmp_path: Path) -> None:
+def test_kill_one_of_k_writers(place: SqlBackend, tmp_path: Path) -> None:
     print(f"shared kill: seed {SEED} (replay with APPENDMUCH_SHARED_SEED={SEED})")
-    rng = random.Random(f"{SEED}:{kind}")
-    place = Place(kind, tmp_path)
-    try:
-        run_kills(place, kind, rng, tmp_path)
-    finally:
-        place.cleanup()
+    rng = random.Random(f"{SEED}:{place.kind}")
+    run_kills(place, place.kind, rng, tmp_path)
 
 
-def run_kills(place: Place, kind: str, rng: random.Random, tmp_path: Path) -> None:
-    setup = place.store(shared=True)
+def run_kills(place: SqlBackend, kind: str, rng: random.Random, tmp_path: Path) -> None:
+    setup = place.open(shared=True)
     for counter in COUNTERS:
         setattr(setup.storage("hot"), counter, {"n": 0})
     setup.close()

@@ -10,29 +10,13 @@ from __future__ import annotations
 import contextlib
 import fcntl
 from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import pytest
 
 from appendmuch import Store
 from appendmuch.errors import LockedError
-from backends import FACTORIES, Backend, PostgresBackend
-
-PLACES = ["sqlite", "postgresql"]
-
-
-@pytest.fixture(params=PLACES)
-def place(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Backend]:
-    made = FACTORIES[request.param](tmp_path)
-    try:
-        yield made
-    finally:
-        made.cleanup()
-
-
-def shared(place: Backend, **kwargs: Any) -> Store:
-    return Store(place.driver(shared=True, **kwargs))
+from backends import Backend, PostgresBackend
 
 
 @contextlib.contextmanager
@@ -66,7 +50,7 @@ def test_a_commit_gives_up_after_lease_timeout_and_loses_nothing(
     """Another process holds the lease too long: the flush (or the write_through
     assignment) waiting to commit raises LockedError after ``lease_timeout``; the write
     stays queued (read back, not lost) and is committed once the lease is free."""
-    store = shared(place, lease_timeout=0.3, write_through=write_through)
+    store = Store(place.driver(shared=True, lease_timeout=0.3, write_through=write_through))
     try:
         k = store.storage("k")
         k.x = 1
@@ -88,8 +72,8 @@ def test_a_commit_gives_up_after_lease_timeout_and_loses_nothing(
 
 def test_a_timed_out_wait_leaves_the_lease_to_the_others(place: Backend) -> None:
     """A commit that gave up waiting keeps no lease: the others write on."""
-    a = shared(place, lease_timeout=0.3)
-    b = shared(place, lease_timeout=30)
+    a = Store(place.driver(shared=True, lease_timeout=0.3))
+    b = Store(place.driver(shared=True, lease_timeout=30))
     try:
         a.storage("k").x = 1
         a.flush()
@@ -113,7 +97,7 @@ def test_closing_while_the_lease_is_held_elsewhere_waits_and_commits(place: Back
     ``lease_timeout``), commits what is queued, and leaves the lease free."""
     import threading
 
-    store = shared(place, lease_timeout=30)
+    store = Store(place.driver(shared=True, lease_timeout=30))
     k = store.storage("k")
     k.x = 1
     store.flush()
@@ -133,7 +117,8 @@ def test_closing_while_the_lease_is_held_elsewhere_waits_and_commits(place: Back
         _wait_for_lease_wait(place)
     closer.join(60)
     assert not closer.is_alive() and outcome == [None], outcome
-    other = shared(place, lease_timeout=5)  # would time out if the lease stayed held
+    # would time out if the lease stayed held
+    other = Store(place.driver(shared=True, lease_timeout=5))
     try:
         other.storage("k").x = 3
         other.flush()
@@ -168,7 +153,7 @@ def _wait_for_lease_wait(place: Backend) -> None:
 def test_writing_to_a_closed_shared_store_raises_closed_error(place: Backend) -> None:
     from appendmuch.errors import ClosedError
 
-    store = shared(place)
+    store = Store(place.driver(shared=True))
     k = store.storage("k")
     k.x = 1
     store.close()
@@ -187,7 +172,7 @@ def test_a_row_of_another_writer_that_is_not_json_raises_decode_error_naming_it(
     row (not the JSON parser's own error)."""
     from appendmuch.errors import DecodeError
 
-    store = shared(place)
+    store = Store(place.driver(shared=True))
     try:
         store.storage("k").x = 1
         store.flush()

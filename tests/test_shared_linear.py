@@ -27,7 +27,8 @@ from typing import Any
 
 import pytest
 
-from sharedlib import Place, WorkerProcess, history_lines, read_acks, row_lines
+from backends import SqlBackend
+from sharedlib import WorkerProcess, history_lines, read_acks, row_lines
 
 #: kill loops and long runs of several processes: the slow tier
 pytestmark = pytest.mark.slow
@@ -39,19 +40,14 @@ COUNTERS = ["c0", "c1", "c2"]
 
 
 @pytest.mark.parametrize("mode", ["write_through", "batched"])
-@pytest.mark.parametrize("kind", ["sqlite", "postgresql"])
-def test_k_writers_one_linear_history(kind: str, mode: str, tmp_path: Path) -> None:
+def test_k_writers_one_linear_history(place: SqlBackend, mode: str, tmp_path: Path) -> None:
     print(f"shared linear: seed {SEED} (replay with APPENDMUCH_SHARED_SEED={SEED})")
-    rng = random.Random(f"{SEED}:{kind}:{mode}")
-    place = Place(kind, tmp_path)
-    try:
-        run(place, mode, rng, tmp_path)
-    finally:
-        place.cleanup()
+    rng = random.Random(f"{SEED}:{place.kind}:{mode}")
+    run(place, mode, rng, tmp_path)
 
 
-def run(place: Place, mode: str, rng: random.Random, tmp_path: Path) -> None:
-    setup = place.store(shared=True)
+def run(place: SqlBackend, mode: str, rng: random.Random, tmp_path: Path) -> None:
+    setup = place.open(shared=True)
     hot = setup.storage("hot")
     for counter in COUNTERS:
         setattr(hot, counter, {"n": 0})
@@ -90,7 +86,7 @@ def run(place: Place, mode: str, rng: random.Random, tmp_path: Path) -> None:
         assert history == histories[0], f"writer {w} holds another history than writer 0"
     rows = place.rows()
     assert "".join(row_lines(rows)).encode() == histories[0], "the database differs"
-    fresh = place.store(read_only=True)
+    fresh = place.open(read_only=True)
     try:
         assert "".join(history_lines(fresh)).encode() == histories[0], "a reopen differs"
         counters = {c: fresh.storage("hot").__history__()[c] for c in COUNTERS}

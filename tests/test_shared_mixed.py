@@ -15,29 +15,28 @@ import pytest
 
 from appendmuch import Store
 from appendmuch.errors import ConfigMismatchError, UnknownTypeIdError
-from sharedfixtures import Peers, shared_place  # noqa: F401  (the fixture place)
-from sharedlib import POINT_TYPE_ID, Place, Point, is_replace
+from backends import SqlBackend
+from sharedlib import POINT_TYPE_ID, Peers, Point, is_replace
 
 
 @pytest.fixture
-def peers(place: Place, tmp_path: Path) -> Iterator[Peers]:
-    made = Peers(place, tmp_path, "appendmuch-mixed", shared=True)
-    try:
+def peers(place: SqlBackend, tmp_path: Path) -> Iterator[Peers]:
+    with Peers(place, tmp_path, "appendmuch-mixed", shared=True) as made:
         yield made
-    finally:
-        made.kill()
 
 
 def only_status(dbns: str, field: str) -> bool:
     return field == "status"
 
 
-def test_a_writer_with_another_replace_configuration_is_refused(place: Place, peers: Peers) -> None:
+def test_a_writer_with_another_replace_configuration_is_refused(
+    place: SqlBackend, peers: Peers
+) -> None:
     peer = peers.start()  # replace_predicate: sharedlib.is_replace
     peer("set", ns=["g"], field="x", value=1)
     peer("flush")  # (committed: the sync() below is sure to bring it)
     for predicate in (None, only_status):
-        driver = place.backend.driver(shared=True)
+        driver = place.driver(shared=True)
         with pytest.raises(ConfigMismatchError) as refused:
             Store(driver, replace_predicate=predicate)
         message = str(refused.value)
@@ -47,7 +46,7 @@ def test_a_writer_with_another_replace_configuration_is_refused(place: Place, pe
         assert theirs in message
         assert (predicate.__name__ if predicate else "replace_predicate=None") in message
     # the same configuration joins (so the refused ones hold no claim)
-    joined = place.store(shared=True)
+    joined = place.open(shared=True)
     try:
         joined.sync()
         assert joined.storage("g").x == 1
@@ -55,7 +54,7 @@ def test_a_writer_with_another_replace_configuration_is_refused(place: Place, pe
         joined.close()
     peer.close()
     # nobody uses the old configuration any more: a new one may start
-    changed = Store(place.backend.driver(shared=True), replace_predicate=only_status)
+    changed = Store(place.driver(shared=True), replace_predicate=only_status)
     try:
         changed.storage("g").status = "new"
         changed.flush()
@@ -64,9 +63,9 @@ def test_a_writer_with_another_replace_configuration_is_refused(place: Place, pe
     assert is_replace("g", "r_x") and not is_replace("g", "status")
 
 
-def test_a_value_of_a_type_this_codec_lacks_stops_nothing(place: Place, peers: Peers) -> None:
+def test_a_value_of_a_type_this_codec_lacks_stops_nothing(place: SqlBackend, peers: Peers) -> None:
     newer = peers.start(points=True)
-    older = place.store(shared=True)  # its codec does not know Point
+    older = place.open(shared=True)  # its codec does not know Point
     try:
         newer("point", ns=["g"], field="where", x=1, y=2)
         newer("set", ns=["g"], field="before", value="b")
@@ -93,7 +92,7 @@ def test_a_value_of_a_type_this_codec_lacks_stops_nothing(place: Place, peers: P
     finally:
         older.close()
     # a Store that knows the type reads it back
-    again = place.store(points=True, shared=True)
+    again = place.open(points=True, shared=True)
     try:
         assert again.storage("g").where == Point(1, 2)
     finally:

@@ -20,12 +20,12 @@ from typing import Any
 import pytest
 
 from appendmuch.errors import LockedError
-from sharedfixtures import Peers, shared_place  # noqa: F401  (the fixture place)
-from sharedlib import PeerProcess, Place
+from backends import SqlBackend
+from sharedlib import PeerProcess, Peers
 
 
 @pytest.fixture
-def peers(place: Place, tmp_path: Path) -> Iterator[Callable[..., PeerProcess]]:
+def peers(place: SqlBackend, tmp_path: Path) -> Iterator[Callable[..., PeerProcess]]:
     # write_through: each command's writes are committed
     made = Peers(place, tmp_path, "appendmuch-mode-peer", write_through=True)
     yield made.start
@@ -33,15 +33,15 @@ def peers(place: Place, tmp_path: Path) -> Iterator[Callable[..., PeerProcess]]:
 
 
 def test_single_writer_refused_while_shared_writers_attached(
-    place: Place, peers: Callable[..., PeerProcess]
+    place: SqlBackend, peers: Callable[..., PeerProcess]
 ) -> None:
     peer = peers(shared=True)
     peer("set", ns=["m"], field="x", value=1)
     with pytest.raises(LockedError, match=r"(?i)shared") as info:
-        place.store()
+        place.open()
     assert isinstance(info.value, RuntimeError)
     peer.close()
-    store = place.store()  # the shared writer is gone: the single writer opens
+    store = place.open()  # the shared writer is gone: the single writer opens
     try:
         assert store.storage("m").x == 1
     finally:
@@ -49,57 +49,57 @@ def test_single_writer_refused_while_shared_writers_attached(
 
 
 def test_shared_refused_while_a_single_writer_holds_the_log(
-    place: Place, peers: Callable[..., PeerProcess]
+    place: SqlBackend, peers: Callable[..., PeerProcess]
 ) -> None:
     peer = peers()  # the default: single-writer mode
     peer("set", ns=["m"], field="x", value=1)
     with pytest.raises(LockedError, match=r"(?i)single"):
-        place.store(shared=True)
+        place.open(shared=True)
     peer.close()
-    store = place.store(shared=True)
+    store = place.open(shared=True)
     try:
         assert store.storage("m").x == 1
     finally:
         store.close()
 
 
-def test_mixing_refused_in_one_process(place: Place) -> None:
+def test_mixing_refused_in_one_process(place: SqlBackend) -> None:
     """The same refusals when both writers are in this process."""
-    shared = place.store(shared=True)
+    shared = place.open(shared=True)
     try:
         with pytest.raises(LockedError, match=r"(?i)shared"):
-            place.store()
-        also = place.store(shared=True)  # another shared writer is fine
+            place.open()
+        also = place.open(shared=True)  # another shared writer is fine
         also.close()
     finally:
         shared.close()
-    single = place.store()
+    single = place.open()
     try:
         with pytest.raises(LockedError, match=r"(?i)single"):
-            place.store(shared=True)
+            place.open(shared=True)
     finally:
         single.close()
 
 
-def test_refused_open_changes_nothing(place: Place, peers: Callable[..., PeerProcess]) -> None:
+def test_refused_open_changes_nothing(place: SqlBackend, peers: Callable[..., PeerProcess]) -> None:
     """A refused open leaves the log as it was, and the writers attached keep working."""
     peer = peers(shared=True)
     peer("set", ns=["m"], field="x", value=1)
     before = place.rows()
     with pytest.raises(LockedError):
-        place.store()
+        place.open()
     assert place.rows() == before
     peer("set", ns=["m"], field="x", value=2)
     assert [row[0] for row in place.rows()] == [before[-1][0], before[-1][0] + 1]
 
 
 def test_read_only_opens_beside_either_mode(
-    place: Place, peers: Callable[..., PeerProcess]
+    place: SqlBackend, peers: Callable[..., PeerProcess]
 ) -> None:
     for shared in (True, False):
         peer = peers(shared=shared)
         peer("set", ns=["m"], field="x", value=int(shared))
-        reader = place.store(read_only=True)
+        reader = place.open(read_only=True)
         try:
             assert reader.storage("m").x == int(shared)
         finally:
@@ -107,9 +107,9 @@ def test_read_only_opens_beside_either_mode(
         peer.close()
 
 
-def cli(place: Place, *args: str) -> str:
+def cli(place: SqlBackend, *args: str) -> str:
     """Run ``python -m appendmuch`` on ``place``; its stdout (it must succeed)."""
-    backend: Any = place.backend
+    backend: Any = place
     if place.kind == "sqlite":
         target = [str(backend.path)]
     else:
@@ -127,11 +127,11 @@ def cli(place: Place, *args: str) -> str:
 
 
 def test_info_reports_shared_mode_and_writers(
-    place: Place, peers: Callable[..., PeerProcess]
+    place: SqlBackend, peers: Callable[..., PeerProcess]
 ) -> None:
     peer = peers(shared=True)
     peer("set", ns=["m"], field="x", value=1)
-    store = place.store(shared=True)
+    store = place.open(shared=True)
     try:
         text = cli(place, "info").lower()
         about = [line for line in text.splitlines() if not line.startswith("database")]

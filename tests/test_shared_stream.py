@@ -16,22 +16,18 @@ from pathlib import Path
 import psycopg
 import pytest
 
-from backends import PostgresBackend
+from backends import PostgresBackend, SqlBackend
 from pgserver import TempCluster
-from sharedfixtures import Peers
-from sharedlib import PATIENCE, Place
+from sharedlib import PATIENCE, Peers
 
 WRITERS = 4
 WRITES = 1_500
 
 
 @pytest.fixture
-def place(private_cluster: TempCluster, tmp_path: Path) -> Iterator[Place]:
+def place(private_cluster: TempCluster, tmp_path: Path) -> Iterator[PostgresBackend]:
     """A table on a server of this test's own (it is restarted)."""
-    made = Place.__new__(Place)
-    made.kind = "postgresql"
-    made.backend = PostgresBackend(private_cluster.conninfo)
-    made.table = f"{made.backend.prefix}_values"
+    made = PostgresBackend(private_cluster.conninfo)
     try:
         yield made
     finally:
@@ -49,7 +45,7 @@ def _terminate(conninfo: str) -> int:
 
 
 def test_each_process_hears_every_entry_once_in_seq_order(
-    place: Place, private_cluster: TempCluster, tmp_path: Path
+    place: SqlBackend, private_cluster: TempCluster, tmp_path: Path
 ) -> None:
     peers = Peers(place, tmp_path, "appendmuch-stream", shared=True)
     done = threading.Event()
@@ -65,14 +61,14 @@ def test_each_process_hears_every_entry_once_in_seq_order(
             for _ in range(5):
                 if done.wait(0.1):
                     return
-                _terminate(place.backend.conninfo)
+                _terminate(place.conninfo)
             private_cluster.halt()
             done.wait(0.3)
             private_cluster.resume()
             for _ in range(3):
                 if done.wait(0.1):
                     return
-                _terminate(place.backend.conninfo)
+                _terminate(place.conninfo)
 
         chaotic = threading.Thread(target=chaos)
         chaotic.start()

@@ -13,30 +13,29 @@ from pathlib import Path
 import pytest
 
 from appendmuch.drivers.sharing import ROUND_ROWS
+from backends import SqlBackend
 from helpers import wait_for
-from sharedfixtures import Peers, shared_place  # noqa: F401  (the place fixture)
-from sharedlib import Place
+from sharedlib import Peers
 
 BUSY = 3
 
 
 @pytest.fixture
-def peers(place: Place, tmp_path: Path) -> Iterator[Peers]:
-    made = Peers(place, tmp_path, "appendmuch-turns")
-    try:
+def peers(place: SqlBackend, tmp_path: Path) -> Iterator[Peers]:
+    with Peers(place, tmp_path, "appendmuch-turns") as made:
         yield made
-    finally:
-        made.kill()
 
 
 @pytest.mark.slow
-def test_an_occasional_writer_gets_its_turns_beside_busy_ones(place: Place, peers: Peers) -> None:
+def test_an_occasional_writer_gets_its_turns_beside_busy_ones(
+    place: SqlBackend, peers: Peers
+) -> None:
     """Three peers assign in tight loops; a ``write_through`` writer beside them commits
     each of its writes within ``lease_timeout`` (5 s).  When a round committed a whole
     queue, the busy writers' rounds grew with their queues and this writer gave up
     with ``LockedError`` after waiting behind them.  The busy writers' rows keep
     arriving meanwhile (they are slowed, not stopped)."""
-    store = place.store(shared=True, write_through=True, lease_timeout=5.0)
+    store = place.open(shared=True, write_through=True, lease_timeout=5.0)
     try:
         for number in range(BUSY):
             peers.start(shared=True).begin("spam", ns=["busy", f"p{number}"], times=10**7)

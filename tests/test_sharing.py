@@ -15,7 +15,6 @@ import subprocess
 import sys
 import textwrap
 import threading
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -29,23 +28,8 @@ from appendmuch import (
     retry_on_conflict,
 )
 from appendmuch.errors import AppendmuchError, LockedError, ReadOnlyError, WriteError
-from backends import FACTORIES, Backend, PostgresBackend, SqliteBackend
-
-SHARED_BACKENDS = ["sqlite", "postgresql"]
-
-
-@pytest.fixture(params=SHARED_BACKENDS)
-def place(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Backend]:
-    """One table on each SQL backend in turn."""
-    made = FACTORIES[request.param](tmp_path)
-    try:
-        yield made
-    finally:
-        made.cleanup()
-
-
-def shared(place: Backend, **kwargs: Any) -> Store:
-    return Store(place.driver(shared=True), **kwargs)
+from backends import Backend, PostgresBackend, SqliteBackend
+from helpers import wait_for
 
 
 def history(store: Store) -> list[tuple[Any, ...]]:
@@ -152,7 +136,7 @@ def test_retry_on_conflict_lets_other_errors_through_and_checks_attempts() -> No
 
 
 def test_sync_brings_in_what_another_writer_committed(place: Backend) -> None:
-    a, b = shared(place), shared(place)
+    a, b = place.shared(), place.shared()
     try:
         a.storage("game").round = 1
         a.flush()
@@ -169,7 +153,7 @@ def test_sync_brings_in_what_another_writer_committed(place: Backend) -> None:
 
 def test_others_writes_arrive_by_themselves_through_on_change(place: Backend) -> None:
     arrivals = Arrivals()
-    a, b = shared(place), shared(place, on_change=arrivals)
+    a, b = place.shared(), place.shared(on_change=arrivals)
     try:
         a.storage("p").x = 7
         seq = a.driver.last_seq
@@ -184,7 +168,7 @@ def test_others_writes_arrive_by_themselves_through_on_change(place: Backend) ->
 
 def test_a_held_storage_reads_the_value_another_writer_delivered(place: Backend) -> None:
     arrivals = Arrivals()
-    a, b = shared(place), shared(place, on_change=arrivals)
+    a, b = place.shared(), place.shared(on_change=arrivals)
     try:
         pa, pb = a.storage("h"), b.storage("h")
         pa.score = 1
@@ -206,7 +190,7 @@ def test_a_held_storage_reads_the_value_another_writer_delivered(place: Backend)
 
 def test_a_read_only_shared_open_follows_the_writers(place: Backend) -> None:
     arrivals = Arrivals()
-    writer = shared(place)
+    writer = place.shared()
     writer.storage("a").x = 1
     writer.flush()
     reader = Store(place.driver(read_only=True, shared=True), on_change=arrivals)
@@ -228,7 +212,7 @@ def test_a_read_only_shared_open_follows_the_writers(place: Backend) -> None:
 
 
 def test_seqs_follow_commit_order_and_every_writer_holds_one_history(place: Backend) -> None:
-    stores = [shared(place) for _ in range(3)]
+    stores = [place.shared() for _ in range(3)]
     try:
         for i in range(30):
             writer = stores[i % 3]
@@ -253,7 +237,7 @@ def test_seqs_follow_commit_order_and_every_writer_holds_one_history(place: Back
 
 def test_on_change_sees_every_entry_in_seq_order(place: Backend) -> None:
     seen_a, seen_b = Arrivals(), Arrivals()
-    a, b = shared(place, on_change=seen_a), shared(place, on_change=seen_b)
+    a, b = place.shared(on_change=seen_a), place.shared(on_change=seen_b)
     try:
         for i in range(20):
             (a if i % 3 else b).storage("n").v = i
@@ -275,7 +259,7 @@ def test_on_change_sees_every_entry_in_seq_order(place: Backend) -> None:
 def test_a_write_never_waits_for_another_writer(place: Backend) -> None:
     """While another writer holds the lease, an assignment returns at once (read back at
     once); its commit waits, and then takes the next seq after the holder's rows."""
-    a, b = shared(place), shared(place)
+    a, b = place.shared(), place.shared()
     try:
         hold(a)
         try:
@@ -308,8 +292,8 @@ def test_replaced_field_keeps_one_row_whoever_writes_it(place: Backend) -> None:
     def latest_only(dbns: str, field: str) -> bool:
         return field == "status"
 
-    a = shared(place, replace_predicate=latest_only)
-    b = shared(place, replace_predicate=latest_only)
+    a = place.shared(replace_predicate=latest_only)
+    b = place.shared(replace_predicate=latest_only)
     try:
         for i in range(6):
             (a if i % 2 else b).storage("s").status = f"v{i}"
@@ -328,7 +312,7 @@ def test_replaced_field_keeps_one_row_whoever_writes_it(place: Backend) -> None:
 def test_deleting_what_another_writer_deleted_raises_and_appends_nothing(
     place: Backend,
 ) -> None:
-    a, b = shared(place), shared(place)
+    a, b = place.shared(), place.shared()
     try:
         a.storage("d").x = 1
         a.flush()
@@ -353,7 +337,7 @@ def test_deleting_what_another_writer_deleted_raises_and_appends_nothing(
 def test_with_block_over_a_newer_write_raises_conflict_and_writes_nothing(
     place: Backend,
 ) -> None:
-    a, b = shared(place), shared(place)
+    a, b = place.shared(), place.shared()
     try:
         pa, pb = a.storage("c"), b.storage("c")
         pa.items = [1]
@@ -378,7 +362,7 @@ def test_a_block_that_read_a_field_another_writer_changed_conflicts(place: Backe
     may have written ``other`` because of what ``items`` held, so when another writer
     changed ``items`` meanwhile the block raises ConflictError and writes nothing.  A
     block that only reads never conflicts."""
-    a, b = shared(place), shared(place)
+    a, b = place.shared(), place.shared()
     try:
         pa, pb = a.storage("c"), b.storage("c")
         pa.items = [1]
@@ -404,7 +388,7 @@ def test_a_block_that_read_a_field_another_writer_changed_conflicts(place: Backe
 
 
 def test_retry_on_conflict_rereads_and_loses_no_increment(place: Backend) -> None:
-    a, b = shared(place), shared(place)
+    a, b = place.shared(), place.shared()
     try:
         pa, pb = a.storage("hot"), b.storage("hot")
         pa.counter = {"n": 0}
@@ -443,7 +427,7 @@ def test_rows_of_a_failed_commit_are_renumbered_after_others_commits(
     commits meanwhile; the failed rows are committed later, after the other's rows
     under the next seqs, and both caches agree."""
     arrivals = Arrivals()
-    a, b = shared(place, on_change=arrivals), shared(place)
+    a, b = place.shared(on_change=arrivals), place.shared()
     try:
         a.storage("r").base = 0
         a.flush()
@@ -476,7 +460,7 @@ def test_batches_refused_while_others_commit_end_up_written_once_in_one_order(
     flight with them, may commit: once the refusal ends, every row is stored exactly
     once, and both writers and the table hold one history."""
     a = Store(place.driver(shared=True, batch_size=5))
-    b = shared(place)
+    b = place.shared()
     try:
         _refuse_field(place, "bad")
         for i in range(40):
@@ -519,7 +503,7 @@ def test_rows_a_failed_close_saved_are_replayed_under_new_seqs(
     saves = tmp_path / "saves"
     saves.mkdir()
     a = Store(place.driver(shared=True, recovery_dir=saves))
-    b = shared(place)
+    b = place.shared()
     try:
         a.storage("r").base = 0
         a.flush()
@@ -621,7 +605,7 @@ def _unbreak_commit(place: Backend) -> None:
 def test_single_writer_open_of_a_shared_table_is_refused_naming_shared_mode(
     place: Backend,
 ) -> None:
-    a = shared(place)
+    a = place.shared()
     try:
         a.storage("x").y = 1
         a.flush()
@@ -641,7 +625,7 @@ def test_shared_open_of_a_single_writer_table_is_refused_naming_that_mode(
             Store(place.driver(shared=True, **kwargs))
     finally:
         single.close()
-    after = shared(place)  # once it is closed, shared writers may open
+    after = place.shared()  # once it is closed, shared writers may open
     after.close()
 
 
@@ -650,7 +634,7 @@ def _pg(place: Backend) -> bool:
 
 
 def test_driver_reports_the_writers_attached(place: Backend) -> None:
-    a, b = shared(place), shared(place)
+    a, b = place.shared(), place.shared()
     try:
         assert a.driver.lock_holders() == ("shared", 2)  # type: ignore[attr-defined]
     finally:
@@ -668,7 +652,7 @@ def test_cli_info_says_the_table_is_shared_and_how_many_writers(
 ) -> None:
     from appendmuch.cli import main
 
-    a, b = shared(place), shared(place)
+    a, b = place.shared(), place.shared()
     try:
         a.storage("i").x = 1
         a.flush()
@@ -764,7 +748,7 @@ def _ready(child: subprocess.Popen[str]) -> None:
 def test_processes_increment_one_counter_without_losing_an_update(
     place: Backend, tmp_path: Path
 ) -> None:
-    setup = shared(place)
+    setup = place.shared()
     setup.storage("hot").counter = {"n": 0}
     setup.flush()
     children = [_spawn(tmp_path, CHILD, *_child_args(place), "60", f"c{k}") for k in range(3)]
@@ -800,7 +784,8 @@ def _fresh(place: Backend) -> Store:
     return store
 
 
-HOLDER = textwrap.dedent(
+#: the start of a child script: a shared-mode Store on the log _child_args names
+OPEN_SHARED = textwrap.dedent(
     """
     import sys
     from appendmuch import PostgreSQL, Sqlite3, Store
@@ -811,6 +796,10 @@ HOLDER = textwrap.dedent(
     else:
         driver = PostgreSQL(where, table_prefix=prefix, shared=True, min_size=1, max_size=2)
     store = Store(driver)
+    """
+)
+HOLDER = OPEN_SHARED + textwrap.dedent(
+    """
     store.storage("victim").lost = "never committed"
     # the engine takes the lease and keeps it (as a round's commit would, killed then)
     driver.in_writer(lambda: driver.lease_take(driver.sharing.hwm))
@@ -823,7 +812,7 @@ HOLDER = textwrap.dedent(
 def test_a_writer_killed_while_holding_the_lease_loses_only_its_own_rows(
     place: Backend, tmp_path: Path
 ) -> None:
-    survivor = shared(place)
+    survivor = place.shared()
     survivor.storage("s").before = 1
     survivor.flush()
     holder = _spawn(tmp_path, HOLDER, *_child_args(place), name="holder")
@@ -844,17 +833,8 @@ def test_a_writer_killed_while_holding_the_lease_loses_only_its_own_rows(
         survivor.close()
 
 
-WAITER = textwrap.dedent(
+WAITER = OPEN_SHARED + textwrap.dedent(
     """
-    import sys
-    from appendmuch import PostgreSQL, Sqlite3, Store
-
-    kind, where, prefix = sys.argv[1:4]
-    if kind == "sqlite":
-        driver = Sqlite3(where, shared=True)
-    else:
-        driver = PostgreSQL(where, table_prefix=prefix, shared=True, min_size=1, max_size=2)
-    store = Store(driver)
     print("ready", flush=True)
     sys.stdin.readline()
     store.storage("waiter").x = 1
@@ -877,7 +857,7 @@ def test_a_writer_interrupted_while_waiting_for_the_lease_does_not_keep_it(
     """Ctrl-C in flush() while another writer holds the lease: the flush gives up at
     once, the row stays queued and is committed once the lease is free, and the
     interrupted process keeps no lease (the holder writes on)."""
-    holder = shared(place)
+    holder = place.shared()
     holder.storage("h").x = 0
     holder.flush()
     waiter = _spawn(tmp_path, WAITER, *_child_args(place), name="waiter")
@@ -911,23 +891,18 @@ def test_a_writer_interrupted_while_waiting_for_the_lease_does_not_keep_it(
 def _wait_until_waiting(place: Backend, pid: int) -> None:
     """Return once process ``pid`` waits for a lock (SQLite: a blocked flock in
     /proc/locks; PostgreSQL: an ungranted advisory lock)."""
-    import time
 
-    deadline = time.monotonic() + 30
-    while time.monotonic() < deadline:
+    def waiting() -> bool:
         if isinstance(place, SqliteBackend):
             with open("/proc/locks") as locks:
-                if any("->" in line and f" {pid} " in line for line in locks):
-                    return
-        else:
-            import psycopg
+                return any("->" in line and f" {pid} " in line for line in locks)
+        import psycopg
 
-            assert isinstance(place, PostgresBackend)
-            with psycopg.connect(place.conninfo, autocommit=True) as conn:
-                (waiting,) = conn.execute(
-                    "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND NOT granted"
-                ).fetchone()
-            if waiting:
-                return
-        threading.Event().wait(0.01)  # polling a condition, not sleeping over a race
-    raise AssertionError(f"process {pid} never waited for the lease")
+        assert isinstance(place, PostgresBackend)
+        with psycopg.connect(place.conninfo, autocommit=True) as conn:
+            (count,) = conn.execute(
+                "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND NOT granted"
+            ).fetchone()
+        return bool(count)
+
+    wait_for(waiting, f"process {pid} to wait for the lease", 30, 0.01)

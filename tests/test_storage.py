@@ -17,7 +17,7 @@ import pytest
 from appendmuch import Codec, Memory, Storage, Store, Value, iter_fields
 from backends import Backend
 from helpers import datas, history, kept_to_the_end, next_line, settled, where
-from snapshots import cache_snapshot, state
+from snapshots import cache_snapshot, unchanged
 
 # --------------------------------------------------------------------------- helpers
 
@@ -115,14 +115,11 @@ class TestWriteRead:
         s = store.storage("game", "p1")
         s.score = 1
         settled(store)
-        calls.clear()
-        before = state(store)
-        with pytest.raises((TypeError, ValueError)):
-            s.score = object()
-        with pytest.raises((TypeError, ValueError)):
-            s.score = float("inf")
-        assert state(store) == before
-        assert calls == []
+        with unchanged(store, calls):
+            with pytest.raises((TypeError, ValueError)):
+                s.score = object()
+            with pytest.raises((TypeError, ValueError)):
+                s.score = float("inf")
         assert s.score == 1
         store.close()
 
@@ -155,12 +152,9 @@ class TestDelete:
         s = store.storage("game", "p1")
         s.other = 1
         settled(store)
-        calls.clear()
-        before = state(store)
-        with pytest.raises(AttributeError):
-            del s.never_there
-        assert state(store) == before
-        assert calls == []
+        with unchanged(store, calls):
+            with pytest.raises(AttributeError):
+                del s.never_there
         store.close()
 
     def test_delete_deleted_field_raises_and_appends_nothing(self, backend: Backend) -> None:
@@ -169,18 +163,14 @@ class TestDelete:
         s = store.storage("game", "p1")
         s.score = 1
         del s.score
-        calls.clear()
-        before = state(store)
-        with pytest.raises(AttributeError):
-            del s.score
-        assert state(store) == before
-        assert calls == []
+        with unchanged(store, calls):
+            with pytest.raises(AttributeError):
+                del s.score
         store = backend.reopen(store, on_change=lambda *args: calls.append(args))
         s = store.storage("game", "p1")
-        before = state(store)
-        with pytest.raises(AttributeError):
-            del s.score
-        assert state(store) == before
+        with unchanged(store):
+            with pytest.raises(AttributeError):
+                del s.score
         assert calls == []
         store.close()
 
@@ -409,14 +399,13 @@ class TestRefresh:
         s = store.storage("game", "p1")
         s.items = [1]
         s.tags = ["a"]
-        before = state(store)
-        with s:
-            s.items.append(2)
-            s.tags.append("b")
-            s.refresh()
-            assert s.items == [1]
-            assert s.tags == ["a"]
-        assert state(store) == before
+        with unchanged(store):
+            with s:
+                s.items.append(2)
+                s.tags.append("b")
+                s.refresh()
+                assert s.items == [1]
+                assert s.tags == ["a"]
         store.close()
 
     def test_refresh_outside_block_changes_nothing(self, backend: Backend) -> None:
@@ -424,10 +413,9 @@ class TestRefresh:
         s = store.storage("game", "p1")
         s.score = 3
         s.items = [1]
-        before = state(store)
-        s.refresh()
-        s.refresh("score", "items")
-        assert state(store) == before
+        with unchanged(store):
+            s.refresh()
+            s.refresh("score", "items")
         assert s.score == 3
         store.close()
 
@@ -602,10 +590,9 @@ class TestNamespaceNames:
     ) -> None:
         store = backend.store()
         store.storage("game", "p1").x = 1
-        before = state(store)
-        with pytest.raises(ValueError):
-            store.storage(*namespace)
-        assert state(store) == before
+        with unchanged(store):
+            with pytest.raises(ValueError):
+                store.storage(*namespace)
         store.close()
 
     def test_namespace_validator_gets_tuple_and_can_reject(self, backend: Backend) -> None:
@@ -617,10 +604,9 @@ class TestNamespaceNames:
 
         store = backend.store(namespace_validator=only_game)
         store.storage("game", "p1").x = 1
-        before = state(store)
-        with pytest.raises(ValueError):
-            store.storage("other", "p1")
-        assert state(store) == before
+        with unchanged(store):
+            with pytest.raises(ValueError):
+                store.storage("other", "p1")
         assert ("game", "p1") in calls
         assert ("other", "p1") in calls
         assert all(type(call) is tuple for call in calls)
@@ -659,10 +645,9 @@ class TestFieldNames:
         store = backend.store()
         s = store.storage("game", "p1")
         s.x = 1
-        before = state(store)
-        with pytest.raises((AttributeError, ValueError)):
-            setattr(s, field, 1)
-        assert state(store) == before
+        with unchanged(store):
+            with pytest.raises((AttributeError, ValueError)):
+                setattr(s, field, 1)
         store.close()
 
     @pytest.mark.parametrize("field", ["virtual", "get", "flush", "refresh"])
@@ -670,10 +655,9 @@ class TestFieldNames:
         store = backend.store()
         s = store.storage("game", "p1")
         s.score = 1
-        before = state(store)
-        with pytest.raises((AttributeError, ValueError)):
-            setattr(s, field, 5)
-        assert state(store) == before
+        with unchanged(store):
+            with pytest.raises((AttributeError, ValueError)):
+                setattr(s, field, 5)
         assert field not in s.__fields__()
         # the attribute keeps working as Storage's own
         assert s.get("score") == 1
@@ -712,12 +696,11 @@ class TestFieldNames:
         plain = store.storage("game", "p1")
         extended = Extended("game", "p1", store=store)
         plain.x = 1
-        before = state(store)
-        with contextlib.suppress(AttributeError):
-            plain.__custom__ = 5
-        with contextlib.suppress(AttributeError):
-            extended.__custom__ = 5
-        assert state(store) == before
+        with unchanged(store):
+            with contextlib.suppress(AttributeError):
+                plain.__custom__ = 5
+            with contextlib.suppress(AttributeError):
+                extended.__custom__ = 5
         assert plain.__fields__() == ["x"]
         assert "__custom__" not in plain.__history__()
         store.close()
@@ -729,23 +712,21 @@ class TestNamespaceFieldTree:
     def test_storage_below_a_field_raises(self, backend: Backend) -> None:
         store = backend.store()
         store.storage("a").b = 1
-        before = state(store)
-        with pytest.raises(ValueError):
-            store.storage("a", "b")
-        with pytest.raises(ValueError):
-            store.storage("a", "b", "c")
-        assert state(store) == before
+        with unchanged(store):
+            with pytest.raises(ValueError):
+                store.storage("a", "b")
+            with pytest.raises(ValueError):
+                store.storage("a", "b", "c")
         store.close()
 
     def test_field_over_a_namespace_raises(self, backend: Backend) -> None:
         store = backend.store()
         store.storage("a", "b", "c").x = 1
-        before = state(store)
-        with pytest.raises(ValueError):
-            store.storage("a").b = 2
-        with pytest.raises(ValueError):
-            store.storage("a", "b").c = 2
-        assert state(store) == before
+        with unchanged(store):
+            with pytest.raises(ValueError):
+                store.storage("a").b = 2
+            with pytest.raises(ValueError):
+                store.storage("a", "b").c = 2
         assert store.storage("a").__fields__() == []
         store.close()
 
@@ -754,10 +735,9 @@ class TestNamespaceFieldTree:
         store = backend.store()
         deep = store.storage("a", "b")
         store.storage("a").b = 1
-        before = state(store)
-        with pytest.raises(ValueError):
-            deep.x = 1
-        assert state(store) == before
+        with unchanged(store):
+            with pytest.raises(ValueError):
+                deep.x = 1
         assert store.storage("a").b == 1
         store.close()
 
@@ -767,10 +747,9 @@ class TestNamespaceFieldTree:
         store = backend.store()
         shallow = store.storage("a")
         store.storage("a", "b").x = 1
-        before = state(store)
-        with pytest.raises(ValueError):
-            shallow.b = 1
-        assert state(store) == before
+        with unchanged(store):
+            with pytest.raises(ValueError):
+                shallow.b = 1
         assert store.storage("a", "b").x == 1
         store.close()
 
@@ -788,12 +767,11 @@ class TestNamespaceFieldTree:
         store.storage("a").b = 1
         store.storage("c", "d").x = 1
         store = backend.reopen(store)
-        before = state(store)
-        with pytest.raises(ValueError):
-            store.storage("a", "b")
-        with pytest.raises(ValueError):
-            store.storage("c").d = 1
-        assert state(store) == before
+        with unchanged(store):
+            with pytest.raises(ValueError):
+                store.storage("a", "b")
+            with pytest.raises(ValueError):
+                store.storage("c").d = 1
         store.close()
 
 
@@ -889,10 +867,9 @@ class TestOnChange:
         store = backend.store(on_change=lambda ns, f, v: calls.append(v))
         s = store.storage("game", "p1")
         s.items = [1, {"k": [2]}]
-        before = state(store)
-        calls[-1].data.append("mutated")
-        calls[-1].data[1]["k"].append("mutated")
-        assert state(store) == before
+        with unchanged(store):
+            calls[-1].data.append("mutated")
+            calls[-1].data[1]["k"].append("mutated")
         with s:
             assert s.items == [1, {"k": [2]}]
         assert datas(s, "items") == [[1, {"k": [2]}]]
@@ -1143,10 +1120,9 @@ class TestSubclasses:
         store = backend.store()
         account = Account("bank", "a1", store=store)
         account.cents = 1
-        before = state(store)
-        with pytest.raises(AttributeError):
-            account.label = "x"
-        assert state(store) == before
+        with unchanged(store):
+            with pytest.raises(AttributeError):
+                account.label = "x"
         store.close()
 
     def test_subclass_overriding_init_and_repr(self, backend: Backend) -> None:

@@ -12,19 +12,11 @@ from typing import Any
 import orjson
 import pytest
 
-from appendmuch import Sqlite3, Store
+from appendmuch import Store
 from appendmuch.export import write_export
 from appendmuch.inspection import Target, log_info, namespace_state, open_log
 from appendmuch.rendering import iso_time, stored_json
-from webfixtures import web_client_fixture, web_log_fixture  # noqa: F401 (fixtures)
-
-
-def rows_of(path: Path) -> list[tuple[Any, ...]]:
-    driver = Sqlite3(path, read_only=True)
-    try:
-        return [tuple(row) for row in driver.load_rows()]
-    finally:
-        driver.close()
+from webfixtures import rows_of, web_client_fixture, web_log_fixture  # noqa: F401 (fixtures)
 
 
 def value_json(raw: bytes | None) -> Any:
@@ -36,6 +28,22 @@ def get_json(client: Any, url: str, status: int = 200) -> Any:
     assert response.status_code == status, response.text
     assert response.headers["content-type"].startswith("application/json")
     return response.json()
+
+
+def walk(
+    client: Any, first: str, following: str, link: str = "newer"
+) -> tuple[list[int], list[Any]]:
+    """Page from ``first`` along the ``link`` ("newer" or "older") of each answer
+    (``following`` formatted with it): every seq seen, in log order, and the pages."""
+    seqs: list[int] = []
+    pages = [get_json(client, first)]
+    while True:
+        page = pages[-1]
+        found = [item["seq"] for item in page.get("entries", page.get("versions"))]
+        seqs = seqs + found if link == "newer" else found + seqs
+        if page[link] is None:
+            return seqs, pages
+        pages.append(get_json(client, following.format(page[link])))
 
 
 # --------------------------------------------------------------------------- overview, tree
@@ -199,23 +207,12 @@ def test_field_versions_diffs_and_paging(web_client: Any, web_log: Path) -> None
     assert gone["versions"][-1]["unavailable"] is True and gone["versions"][-1]["value"] is None
     # paging through 300 versions, both ways, sees each exactly once
     expected = [row[0] for row in rows if row[1] == "lab/series"]
-    seen: list[int] = []
-    page = get_json(web_client, "/api/field/lab/series/x?after=1&limit=70")
-    while True:
-        seen.extend(v["seq"] for v in page["versions"])
-        if page["newer"] is None:
-            break
-        page = get_json(web_client, f"/api/field/lab/series/x?after={page['newer']}&limit=70")
-    assert seen == expected and page["tail"] is True
-    back: list[int] = []
-    page = get_json(web_client, "/api/field/lab/series/x?limit=70")
-    while True:
-        back[:0] = [v["seq"] for v in page["versions"]]
-        if page["older"] is None:
-            break
-        page = get_json(web_client, f"/api/field/lab/series/x?before={page['older']}&limit=70")
+    field = "/api/field/lab/series/x"
+    seen, pages = walk(web_client, f"{field}?after=1&limit=70", field + "?after={}&limit=70")
+    assert seen == expected and pages[-1]["tail"] is True
+    back, pages = walk(web_client, f"{field}?limit=70", field + "?before={}&limit=70", "older")
     assert back == expected
-    assert [v["version"] for v in page["versions"]] == list(range(1, 21))  # 300 = 20 + 4 x 70
+    assert [v["version"] for v in pages[-1]["versions"]] == list(range(1, 21))  # 300 = 20 + 4 x 70
 
 
 def test_field_page_draws_numbers_only(web_client: Any) -> None:
@@ -244,22 +241,11 @@ def test_log_pages_cover_the_selection_once(
     web_client: Any, web_log: Path, query: str, keep: Any
 ) -> None:
     expected = [row[0] for row in rows_of(web_log) if keep(row)]
-    seen: list[int] = []
-    page = get_json(web_client, f"/api/log?{query}&after=0&limit=37")
-    while True:
-        seen.extend(entry["seq"] for entry in page["entries"])
-        if page["newer"] is None:
-            break
-        page = get_json(web_client, f"/api/log?{query}&after={page['newer']}&limit=37")
-    assert seen == expected and page["tail"] is True
-    back: list[int] = []
-    page = get_json(web_client, f"/api/log?{query}&limit=37")
-    assert page["tail"] is True
-    while True:
-        back[:0] = [entry["seq"] for entry in page["entries"]]
-        if page["older"] is None:
-            break
-        page = get_json(web_client, f"/api/log?{query}&before={page['older']}&limit=37")
+    log = f"/api/log?{query}"
+    seen, pages = walk(web_client, f"{log}&after=0&limit=37", log + "&after={}&limit=37")
+    assert seen == expected and pages[-1]["tail"] is True
+    back, pages = walk(web_client, f"{log}&limit=37", log + "&before={}&limit=37", "older")
+    assert pages[0]["tail"] is True
     assert back == expected
 
 

@@ -19,15 +19,17 @@ import pytest
 
 from appendmuch import Sqlite3
 from appendmuch.dumpfile import pack_rows
-from sharedlib import PeerProcess, Place
+from backends import SqlBackend, sql_place
 from webfixtures import (  # noqa: F401 (fixtures)
     HOSTILE,
     PATIENCE,
     browser_fixture,
-    pg_url,
     poll,
+    rows_of,
+    serve,
     servers_fixture,
     web_log_fixture,
+    writers,
 )
 
 #: the issue's bound for a write to show on an open page
@@ -94,14 +96,6 @@ def cell(browser: Any, field: str) -> str | None:
 
 def live_on(browser: Any) -> None:
     poll(lambda: attr_of(browser, "#live", "data-state") == "on")
-
-
-def rows_of(path: Path) -> list[tuple[Any, ...]]:
-    driver = Sqlite3(path, read_only=True)
-    try:
-        return [tuple(row) for row in driver.load_rows()]
-    finally:
-        driver.close()
 
 
 @pytest.fixture(autouse=True)
@@ -331,23 +325,6 @@ def test_a_token_protected_server(browser: Any, servers: Any, web_log: Path) -> 
 # --------------------------------------------------------------------------- live
 
 
-@pytest.fixture(name="place", params=["sqlite", "postgresql"])
-def place_fixture(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Place]:
-    """A log on each SQL backend in turn."""
-    made = Place(request.param, tmp_path)
-    try:
-        yield made
-    finally:
-        made.cleanup()
-
-
-def serve(place: Place, servers: Any) -> Any:
-    if place.kind == "sqlite":
-        return servers(place.backend.path)
-    backend = place.backend
-    return servers(pg_url(backend.conninfo), "--table-prefix", backend.prefix)  # type: ignore[union-attr]
-
-
 def shows_within(check: Any, limit: float = LIVE_WITHIN) -> float:
     """Seconds until ``check()`` holds; fails past ``limit``."""
     started = time.monotonic()
@@ -357,16 +334,10 @@ def shows_within(check: Any, limit: float = LIVE_WITHIN) -> float:
 
 @pytest.mark.parametrize("mode", ["single", "shared"])
 def test_writes_of_other_processes_show_on_open_pages(
-    browser: Any, servers: Any, place: Place, tmp_path: Path, mode: str, screenshots: Path
+    browser: Any, servers: Any, place: SqlBackend, tmp_path: Path, mode: str, screenshots: Path
 ) -> None:
     count = 1 if mode == "single" else 2
-    peers = [
-        PeerProcess(
-            place.location(f"web-{i}"), tmp_path / f"peer-{i}.stderr", shared=mode == "shared"
-        )
-        for i in range(count)
-    ]
-    try:
+    with writers(place, tmp_path, count, shared=mode == "shared", app="web") as peers:
         for peer in peers:
             peer("set", ns=["study", "p1"], field="answer", value="first")
             peer("flush")
@@ -403,17 +374,13 @@ def test_writes_of_other_processes_show_on_open_pages(
         last_value = "#versions tbody tr:last-child td:nth-child(4)"
         shows_within(lambda: text_of(browser, last_value) == "42")
         assert len(all_css(browser, "#versions tbody tr")) == 2 * count + 1
-    finally:
-        for peer in peers:
-            peer.close()
 
 
 def test_a_page_scrubbed_to_the_past_stays_there(
     browser: Any, servers: Any, tmp_path: Path
 ) -> None:
-    place = Place("sqlite", tmp_path)
-    (peer,) = [PeerProcess(place.location("web-past"), tmp_path / "peer.stderr")]
-    try:
+    place = sql_place("sqlite", tmp_path)
+    with writers(place, tmp_path, 1, shared=False, app="web-past") as (peer,):
         for value in ("one", "two", "three"):
             peer("set", ns=["study", "p1"], field="answer", value=value)
         peer("flush")
@@ -431,5 +398,3 @@ def test_a_page_scrubbed_to_the_past_stays_there(
         assert css(browser, "#step").get_attribute("max") == "3"
         css(browser, "#newer a").click()  # "show the latest"
         poll(lambda: cell(browser, "answer") == '"four"')
-    finally:
-        peer.close()

@@ -6,58 +6,31 @@ the same in a browser: test_web_browser.py.)"""
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import httpx2
 import pytest
 
-from sharedlib import PeerProcess, Place
+from backends import SqlBackend, sql_place
 from webfixtures import (  # noqa: F401 (fixtures)
     EventReader,
-    pg_url,
     poll,
+    serve,
     servers_fixture,
     web_log_fixture,
+    writers,
 )
 
 #: the issue's promise: open pages hear of a commit within 1 s
 WITHIN = 1.0
 
 
-@pytest.fixture(name="place", params=["sqlite", "postgresql"])
-def place_fixture(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Place]:
-    """A log on each SQL backend in turn."""
-    made = Place(request.param, tmp_path)
-    try:
-        yield made
-    finally:
-        made.cleanup()
-
-
-def serve(place: Place, servers: Any) -> Any:
-    if place.kind == "sqlite":
-        return servers(place.backend.path)
-    backend = place.backend
-    return servers(pg_url(backend.conninfo), "--table-prefix", backend.prefix)  # type: ignore[union-attr]
-
-
-def writers(place: Place, tmp_path: Path, count: int, shared: bool) -> list[PeerProcess]:
-    return [
-        PeerProcess(
-            place.location(f"web-writer-{i}"), tmp_path / f"writer-{i}.stderr", shared=shared
-        )
-        for i in range(count)
-    ]
-
-
 @pytest.mark.parametrize("mode", ["single", "shared"])
 def test_commits_reach_the_event_stream_within_a_second(
-    place: Place, tmp_path: Path, servers: Any, mode: str
+    place: SqlBackend, tmp_path: Path, servers: Any, mode: str
 ) -> None:
-    peers = writers(place, tmp_path, 1 if mode == "single" else 2, shared=mode == "shared")
-    try:
+    with writers(place, tmp_path, 1 if mode == "single" else 2, shared=mode == "shared") as peers:
         peers[0]("set", ns=["game", "p1"], field="score", value=0)
         peers[0]("flush")
         server = serve(place, servers)
@@ -82,14 +55,12 @@ def test_commits_reach_the_event_stream_within_a_second(
             assert state["steps"] == len(peers) * 3 + 1
         finally:
             stream.close()
-    finally:
-        for peer in peers:
-            peer.close()
 
 
-def test_a_new_namespace_appears_everywhere(place: Place, tmp_path: Path, servers: Any) -> None:
-    (peer,) = writers(place, tmp_path, 1, shared=False)
-    try:
+def test_a_new_namespace_appears_everywhere(
+    place: SqlBackend, tmp_path: Path, servers: Any
+) -> None:
+    with writers(place, tmp_path, 1, shared=False) as (peer,):
         peer("set", ns=["a"], field="x", value=1)
         peer("flush")
         server = serve(place, servers)
@@ -107,8 +78,6 @@ def test_a_new_namespace_appears_everywhere(place: Place, tmp_path: Path, server
         assert [r["namespace"] for r in found["results"]] == ["b/new"]
         tail = httpx2.get(server.base + "/api/log?limit=1").json()
         assert tail["entries"][0]["value"] == [1, 2]
-    finally:
-        peer.close()
 
 
 def test_events_need_the_token_and_stop_with_the_server(web_log: Path, servers: Any) -> None:
@@ -129,9 +98,8 @@ def test_events_need_the_token_and_stop_with_the_server(web_log: Path, servers: 
 def test_the_server_takes_no_lock_beside_a_single_writer(tmp_path: Path, servers: Any) -> None:
     """A single writer keeps its lock and goes on writing; the server never blocks it
     and a second writer is still refused (the server is not a writer)."""
-    place = Place("sqlite", tmp_path)
-    (peer,) = writers(place, tmp_path, 1, shared=False)
-    try:
+    place = sql_place("sqlite", tmp_path)
+    with writers(place, tmp_path, 1, shared=False) as (peer,):
         peer("set", ns=["w"], field="n", value=0)
         peer("flush")
         server = serve(place, servers)
@@ -143,7 +111,5 @@ def test_the_server_takes_no_lock_beside_a_single_writer(tmp_path: Path, servers
         from appendmuch.errors import LockedError
 
         with pytest.raises(LockedError):
-            Store(Sqlite3(place.backend.path))
+            Store(Sqlite3(place.path))
         assert httpx2.get(server.base + "/api/overview").json()["writer"]["mode"] == "single"
-    finally:
-        peer.close()

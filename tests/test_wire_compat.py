@@ -20,24 +20,11 @@ import pytest
 
 from appendmuch import Sqlite3, Store
 from backends import Backend
+from corpus.make_corpus import GOOD_TABLE, INSERT  # the layout written by hand, once
 from wire_fixtures import FIXTURES, Fixture, same_value
 
 Row = tuple[int, str, str, bytes | None, float, str]
 
-CREATE_TABLE = (
-    "CREATE TABLE appendmuch_values ("
-    "id INTEGER PRIMARY KEY AUTOINCREMENT, "
-    "seq INTEGER NOT NULL UNIQUE, "
-    "namespace TEXT NOT NULL, "
-    "field TEXT NOT NULL, "
-    "value BLOB, "
-    "created_at REAL NOT NULL, "
-    "context TEXT NOT NULL)"
-)
-INSERT = (
-    "INSERT INTO appendmuch_values (seq, namespace, field, value, created_at, context) "
-    "VALUES (?, ?, ?, ?, ?, ?)"
-)
 SELECT = (
     "SELECT seq, namespace, field, value, created_at, context FROM appendmuch_values ORDER BY seq"
 )
@@ -93,7 +80,7 @@ def build_sqlite(path: Path, rows: list[Row]) -> None:
     random.Random(7).shuffle(shuffled)
     conn = sqlite3.connect(path)
     try:
-        conn.execute(CREATE_TABLE)
+        conn.execute(GOOD_TABLE)
         conn.executemany(INSERT, shuffled)
         conn.commit()
     finally:

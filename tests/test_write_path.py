@@ -14,8 +14,6 @@ import sqlite3
 import subprocess
 import sys
 import threading
-import time
-from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -23,7 +21,8 @@ import pytest
 
 from appendmuch import Sqlite3, Store
 from appendmuch.errors import LockedError, WriteError
-from backends import FACTORIES, Backend, PostgresBackend, SqliteBackend
+from backends import Backend, PostgresBackend, SqliteBackend
+from helpers import close_fails, wait_for
 
 #: a batch interval so long that only a full batch, flush or close writes the queue
 HOLD = 3600.0
@@ -31,26 +30,6 @@ HOLD = 3600.0
 PATIENCE = 30.0
 #: SQLite's default maximum page count, restored to clear a "disk full"
 NO_LIMIT = 1073741823
-
-SQL_BACKENDS = ["sqlite", "postgresql"]
-
-
-@pytest.fixture(params=SQL_BACKENDS)
-def sql(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Backend]:
-    made = FACTORIES[request.param](tmp_path)
-    try:
-        yield made
-    finally:
-        made.cleanup()
-
-
-def wait_for(condition: Callable[[], bool], what: str) -> None:
-    """Wait for a background event, failing after PATIENCE seconds."""
-    deadline = time.monotonic() + PATIENCE
-    while not condition():
-        if time.monotonic() > deadline:
-            pytest.fail(f"gave up after {PATIENCE} s waiting for {what}")
-        time.sleep(0.001)
 
 
 def count_rows(path: Path) -> int:
@@ -177,13 +156,13 @@ def transactions_of(backend: Backend, driver: Any) -> list[int]:
 
 class TestBatchBytes:
     def test_a_queue_larger_than_batch_bytes_is_written_in_several_batches(
-        self, sql: Backend
+        self, place: Backend
     ) -> None:
         """With batch_bytes=10,000, 30 rows of about 3,000 bytes go in batches of at most
         three rows (each in its own transaction), in order, and all arrive."""
-        driver = sql.driver(batch_interval=HOLD, batch_size=1000, batch_bytes=10_000)
+        driver = place.driver(batch_interval=HOLD, batch_size=1000, batch_bytes=10_000)
         commits: list[str] = []
-        if isinstance(sql, SqliteBackend):
+        if isinstance(place, SqliteBackend):
             driver.connection.set_trace_callback(  # type: ignore[attr-defined]
                 lambda statement: commits.append(statement) if statement == "COMMIT" else None
             )
@@ -192,19 +171,19 @@ class TestBatchBytes:
         for i in range(30):
             s.x = f"{i:03d}" + "y" * 3000
         store.flush()
-        values = [row[3] for row in sql.raw_rows()]
+        values = [row[3] for row in place.raw_rows()]
         assert len(values) == 30
         assert [store.codec.decode(v)[:3] for v in values] == [f"{i:03d}" for i in range(30)]
-        if isinstance(sql, SqliteBackend):
+        if isinstance(place, SqliteBackend):
             assert len(commits) == 10
         else:
-            assert transactions_of(sql, driver) == [3] * 10
+            assert transactions_of(place, driver) == [3] * 10
         store.close()
 
-    def test_batch_bytes_must_be_a_positive_int(self, sql: Backend) -> None:
+    def test_batch_bytes_must_be_a_positive_int(self, place: Backend) -> None:
         for bad in (0, -1, 1.5, "10"):
             with pytest.raises(ValueError, match="batch_bytes"):
-                sql.driver(batch_bytes=bad)
+                place.driver(batch_bytes=bad)
 
 
 # --------------------------------------------------------------------------- 12.17
@@ -327,12 +306,11 @@ class TestFileAndLockIdentity:
             store.flush()
         with pytest.raises(WriteError, match="removed or replaced"):
             store.flush()
-        with pytest.raises(WriteError) as info:
-            store.close()
-        assert info.value.recovery_file is not None
+        error = close_fails(store)
+        assert error.recovery_file is not None
         from appendmuch.recovery import read_recovery_file
 
-        saved = read_recovery_file(info.value.recovery_file)
+        saved = read_recovery_file(error.recovery_file)
         assert [row[0] for row, _ in saved] == [2, 3]
 
     def test_a_removed_lock_file_is_noticed_and_the_new_one_kept(self, tmp_path: Path) -> None:
@@ -353,9 +331,8 @@ class TestFileAndLockIdentity:
         s.x = 2
         with pytest.raises(LockedError, match="lock file"):
             first.flush()
-        with pytest.raises(WriteError) as info:
-            first.close()
-        assert info.value.recovery_file is not None
+        error = close_fails(first)
+        assert error.recovery_file is not None
         assert lock.exists(), "closing the first writer removed the second writer's lock"
         second.close()
         assert not lock.exists()

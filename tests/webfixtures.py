@@ -12,6 +12,7 @@ install command otherwise, as the PostgreSQL tests do.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
 import shutil
@@ -28,6 +29,8 @@ from typing import Any, TypeVar
 import pytest
 
 from appendmuch import Memory, Sqlite3, Store
+from backends import PostgresBackend, SqlBackend, SqliteBackend
+from sharedlib import PeerProcess
 
 __all__ = [
     "HOSTILE",
@@ -111,6 +114,15 @@ def web_log_fixture(tmp_path: Path) -> Path:
     with Store(Sqlite3(path)) as store:
         write_demo(store)
     return path
+
+
+def rows_of(path: Path) -> list[tuple[Any, ...]]:
+    """A SQLite log's rows as stored, read through a read-only driver."""
+    driver = Sqlite3(path, read_only=True)
+    try:
+        return [tuple(row) for row in driver.load_rows()]
+    finally:
+        driver.close()
 
 
 def demo_rows() -> list[tuple[Any, ...]]:
@@ -206,6 +218,31 @@ def servers_fixture(tmp_path: Path) -> Iterator[Callable[..., ServerProcess]]:
     yield start
     for server in started:
         server.stop()
+
+
+def serve(place: SqlBackend, servers: Callable[..., ServerProcess]) -> ServerProcess:
+    """``appendmuch serve`` on a tests/backends.py SQL location."""
+    if isinstance(place, PostgresBackend):
+        return servers(pg_url(place.conninfo), "--table-prefix", place.prefix)
+    assert isinstance(place, SqliteBackend)
+    return servers(place.path)
+
+
+@contextlib.contextmanager
+def writers(
+    place: SqlBackend, tmp_path: Path, count: int, *, shared: bool, app: str = "web-writer"
+) -> Iterator[list[PeerProcess]]:
+    """``count`` peer processes writing ``place`` (sessions and stderr files named
+    ``{app}-{i}``), each closed cleanly at the end."""
+    peers = [
+        PeerProcess(place.location(f"{app}-{i}"), tmp_path / f"{app}-{i}.stderr", shared=shared)
+        for i in range(count)
+    ]
+    try:
+        yield peers
+    finally:
+        for peer in peers:
+            peer.close()
 
 
 def pg_url(conninfo: str) -> str:
