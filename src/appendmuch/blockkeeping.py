@@ -76,7 +76,7 @@ class BlockKeeping:
         blocks: dict[tuple[int, str], Block]
         _gate_owner: int | None
         _gate_turn: _thread.LockType
-        _mutex: threading.RLock
+        lock: threading.RLock
         scalars: dict[str, dict[str, Any]]
         _shared_side: SharedSide | None
 
@@ -243,7 +243,7 @@ class BlockKeeping:
         """
         marks, staged = mark
         del block.staged[staged:]
-        with self._mutex:
+        with self.lock:
             node = self.by_dbns.get(dbns) or {}
             for field, working in list(block.working.items()):
                 mark_of = marks.get(field)
@@ -374,7 +374,7 @@ class BlockKeeping:
         while True:
             if self.blocks:
                 self._await_gate(dbns)
-            with self._mutex:
+            with self.lock:
                 if self.blocks and self._must_wait(dbns):
                     continue
                 node = self.by_dbns.get(dbns) or {}
@@ -416,7 +416,7 @@ class BlockKeeping:
         thread, while any other block writes), then take the gate for this thread's
         block (see :meth:`_must_wait`)."""
         while True:
-            with self._mutex:
+            with self.lock:
                 if not self._must_wait(dbns):
                     return
             self._gate_turn.acquire(timeout=_GATE_POLL)  # (released when a block ends)

@@ -74,7 +74,7 @@ class LogTree:
         raws: dict[tuple[str, str], tuple[int, bytes]]
         scalars: dict[str, dict[str, Any]]
         blocks: dict[tuple[int, str], Block]
-        _mutex: threading.RLock
+        lock: threading.RLock
         _shared_side: SharedSide | None
 
         def replaces(self, dbns: str, field: str) -> bool: ...
@@ -243,7 +243,7 @@ class LogTree:
             # (shared mode: a copy outdated by another writer stays the block's copy;
             # the block's end raises ConflictError)
             return working.obj
-        with self._mutex:  # the latest data and its seq, as one (another thread may write)
+        with self.lock:  # the latest data and its seq, as one (another thread may write)
             node = self.by_dbns.get(dbns)
             current = node.get(field) if node is not None else None
             if type(current) is FieldLog:
@@ -310,7 +310,7 @@ class LogTree:
 
         Put a scalar just read from ``log`` into the namespace's scalar dict,
         unless a write (in another thread) has superseded it meanwhile."""
-        with self._mutex:
+        with self.lock:
             node = self.by_dbns.get(dbns)
             scalars = self.scalars.get(dbns)
             if (
@@ -335,7 +335,7 @@ class LogTree:
         node = self.by_dbns.get(dbns)
         if node is None:
             return []
-        with self._mutex:  # another thread may add a field meanwhile
+        with self.lock:  # another thread may add a field meanwhile
             return [
                 name
                 for name, log in node.items()
@@ -347,7 +347,7 @@ class LogTree:
         side = self._shared_side
         if side is not None and side.pending:
             self.driver.flush()  # (own writes in a history have their final seqs)
-        with self._mutex:  # every seq up to last_seq is in the tree by now
+        with self.lock:  # every seq up to last_seq is in the tree by now
             return History(self.by_dbns.get(dbns), self.driver.last_seq)
 
 

@@ -96,7 +96,7 @@ class SharedSide:
     def __init__(self, store: Store, engine: Engine, mutex: threading.RLock) -> None:
         self.store = store
         self.engine = engine
-        #: the Store's lock (its ``_mutex``): held around every change of its cache
+        #: the Store's lock (``Store.lock``): held around every change of its cache
         self.mutex = mutex
         #: how the cache's logs decode the stored bytes of their older entries
         self.log_decode = store.codec.decode

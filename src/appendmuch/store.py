@@ -141,10 +141,12 @@ class Store(LogTree, BlockKeeping):
         #: released when a gate owner's last block ends: wakes a thread waiting for it
         self._gate_turn = _thread.allocate_lock()
         self._gate_turn.acquire()
-        #: held around every change of the log tree, seq allocation + queueing, and
-        #: reads that walk more than one entry; never around latest-value reads
+        #: The Store's re-entrant lock (public): held around every change of the log
+        #: tree, seq allocation + queueing, and reads that walk more than one entry;
+        #: never around latest-value reads.  Hold it to walk ``cache`` yourself while
+        #: other threads write.
         # (shared mode: taken by the engine's thread too, never while it waits)
-        self._mutex = threading.RLock()
+        self.lock = threading.RLock()
         #: package-internal: a write cut short between queueing its row and updating the
         #: cache (see append_entry): (row, data, packed bytes, working copy, replaced seq
         #: or _APPENDED)
@@ -169,7 +171,7 @@ class Store(LogTree, BlockKeeping):
         engine = driver.sharing
         try:
             if engine is not None:
-                self._shared_side = SharedSide.join(self, engine, self._mutex)
+                self._shared_side = SharedSide.join(self, engine, self.lock)
             self.load()
             if engine is not None and driver.last_seq >= PROVISIONAL:
                 raise SeqOverflowError(
@@ -197,7 +199,7 @@ class Store(LogTree, BlockKeeping):
         """
         side = self._shared_side
         if side is None:
-            with self._mutex:
+            with self.lock:
                 self.rebuild()
             return
         side.reload()  # (in the engine's thread, own writes committed first)
@@ -217,7 +219,7 @@ class Store(LogTree, BlockKeeping):
     def flush(self) -> None:
         """Write every queued row to the database now."""
         if self.torn is not None:
-            with self._mutex:
+            with self.lock:
                 if self.torn is not None:
                     self.mend_torn()
         self.driver.flush()
@@ -228,7 +230,7 @@ class Store(LogTree, BlockKeeping):
         Reads keep working on the in-memory log; writes raise
         :class:`~appendmuch.errors.ClosedError`.
         """
-        with self._mutex:  # a write in another thread is queued before, or refused
+        with self.lock:  # a write in another thread is queued before, or refused
             if self.torn is not None:
                 self.mend_torn()
             if self._closed:
@@ -244,21 +246,6 @@ class Store(LogTree, BlockKeeping):
 
     def __exit__(self, *exc_info: object) -> None:
         self.close()
-
-    @property
-    def lock(self) -> threading.RLock:
-        """The Store's re-entrant lock, held briefly by every read and write.
-
-        Hold it to walk ``cache`` yourself while other threads write.  O(1).
-
-        >>> from appendmuch import Memory, Store
-        >>> store = Store(Memory())
-        >>> store.storage("game", "p1").score = 1
-        >>> with store.lock:
-        ...     sorted(store.cache)
-        ['game']
-        """
-        return self._mutex
 
     # ------------------------------------------------------------------ namespaces
 
@@ -298,7 +285,7 @@ class Store(LogTree, BlockKeeping):
         """
         if create:
             dbns = self.attach(tuple(namespace))
-            with self._mutex:
+            with self.lock:
                 return self.by_dbns.get(dbns) or self._make_path(tuple(namespace), dbns)
         node: Any = self.cache
         for token in namespace:
@@ -372,7 +359,7 @@ class Store(LogTree, BlockKeeping):
         if self.blocks:
             self._await_gate(dbns)
         appended = Appended()
-        with self._mutex:  # checked and appended at once: two deletes give one tombstone
+        with self.lock:  # checked and appended at once: two deletes give one tombstone
             node = self.by_dbns.get(dbns)
             log = node.get(field) if node is not None else None
             if self.blocks:
@@ -413,7 +400,7 @@ class Store(LogTree, BlockKeeping):
 
         Everything that can refuse the write (encoding, size, a closed Store, a name
         collision) raises before anything changes; the seq is allocated and the row
-        queued under ``_mutex``, so the driver's queue and every field's log stay in
+        queued under ``lock``, so the driver's queue and every field's log stay in
         seq order whatever threads write.
         """
         if data is _ENCODE:
@@ -449,7 +436,7 @@ class Store(LogTree, BlockKeeping):
         while True:
             if self.blocks and appended is None:
                 self._await_gate(dbns)  # (a caller passing appended saw to it)
-            with self._mutex:
+            with self.lock:
                 if self.blocks and appended is None and self._must_wait(dbns):
                     continue  # another thread's block took the gate meanwhile
                 if self.torn is not None:
@@ -544,7 +531,7 @@ class Store(LogTree, BlockKeeping):
     def _note_working(
         self, dbns: str, field: str, seq: int, raw: bytes | None, working: Any
     ) -> None:
-        """After a write of ``field`` (under ``_mutex``): remember the stored bytes of
+        """After a write of ``field`` (under ``lock``): remember the stored bytes of
         a mutable value, and make ``working`` the working copy of this thread's open
         block on ``dbns`` (or drop the block's outdated copy)."""
         if working is not None and raw is not None:
@@ -561,7 +548,7 @@ class Store(LogTree, BlockKeeping):
     def mend_torn(self) -> None:
         """Package-internal (not public API).
 
-        Finish the write an interrupt cut short in :meth:`append_entry` (under ``_mutex``).
+        Finish the write an interrupt cut short in :meth:`append_entry` (under ``lock``).
 
         Its row was queued before the cache changed: if the driver never got it,
         nothing changed (its seq stays unused); otherwise the cache gets the entry
