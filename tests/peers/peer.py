@@ -44,6 +44,7 @@ import json
 
 import appendmuch
 from appendmuch import Storage, Store
+from appendmuch.errors import AppendmuchError, WriteError
 from patterns import bump
 from sharedlib import Point, Seen, dumps, history_lines, open_store
 
@@ -121,7 +122,7 @@ class Peer:
             for k in range(cmd["times"]):
                 try:
                     s.x = k
-                except appendmuch.WriteError:
+                except WriteError:
                     # the backlog's flush met the server gone: the row is queued and
                     # the next successful round writes it
                     if not outages:
@@ -149,7 +150,7 @@ class Peer:
         if op == "release":
             try:
                 self.held.close()
-            except appendmuch.AppendmuchError as exc:
+            except AppendmuchError as exc:
                 return type(exc).__name__
             return None
         raise ValueError(f"unknown command {op!r}")
