@@ -35,7 +35,7 @@ def limited(backend: Backend, **kwargs: Any) -> tuple[Store, list[Any]]:
 
 
 def test_documented_limits() -> None:
-    """The per-backend limits the README gives."""
+    """The per-backend limits docs/backends.md gives."""
     assert Sqlite3.max_value_bytes == 1_000_000_000 - 2**20
     assert PostgreSQL.max_value_bytes == 2**30 - 2**20
     assert Memory.max_value_bytes == MAX_DUMP_VALUE_BYTES == 2**32 - 2**20

@@ -7,7 +7,7 @@ row that the row overwrites (replace semantics).  After a replay, a marker map
 ``{"appendmuch_replayed": {...database...}, "at": time}`` is appended.
 
 :func:`replay` writes such a file into a driver; the command line offers it as
-``appendmuch replay FILE DB``.  The rules (README, "Durability"):
+``appendmuch replay FILE DB``.  The rules (docs/durability.md):
 
 - A file is replayed only into the database it names (SQLite: the same file, by
   path, device and inode, and table; PostgreSQL: the same server, database, schema and
