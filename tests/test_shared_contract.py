@@ -530,8 +530,11 @@ def test_store_matches_model_with_a_peer(kind: str, peer_mode: str) -> None:
 
 @pytest.fixture(params=[True, False], ids=["shared", "single-writer"])
 def either_mode(place: SqlBackend, request: pytest.FixtureRequest) -> Iterator[Store]:
-    """A Store on ``place`` in shared mode, then in single-writer mode; closed after."""
-    store = place.open(shared=request.param)
+    """A Store on ``place`` in shared mode, then in single-writer mode; closed after.
+
+    Its flusher wakes every 10 ms rather than every 0.1 s: each trial of the tests below
+    waits for it, and what they test is the moment it takes and commits the queue."""
+    store = place.open(shared=request.param, batch_interval=0.01)
     try:
         yield store
     finally:
