@@ -582,13 +582,45 @@ def test_ctrl_c_anywhere_leaves_nothing_held(tmp_path: Path, seed: int) -> None:
 
         def closed() -> bool:
             # a lost open is closed when its file object is collected, and a waiter
-            # thread closes its duplicate once its flock returns: both may come just
-            # after the workers end (seen under load)
+            # thread closes a file its caller gave up on once its flock returns: both may
+            # come just after the workers end (seen under load)
             gc.collect()
-            return len(open_files(tmp_path)) <= 2
+            return not open_files(tmp_path)
 
-        wait_for(closed, "the lock's files to be closed (see open_files)", patience=10)
+        wait_for(closed, f"the lock's files to be closed: {open_files(tmp_path)}", patience=10)
     print(f"{ctrl_c.landed} interrupts in {grants} grants to the interrupted thread")
+
+
+def test_ctrl_c_while_waiting_loses_no_descriptor(tmp_path: Path) -> None:
+    """KeyboardInterrupts landing while acquire() waits (its flock in a waiter thread) in
+    2,000 short acquires behind a holder: once all is let go, not one file of the lock is
+    open in this process.  (A descriptor number held bare, even for an instant, is lost
+    now and then by an interrupt landing just after the call that returned it.)"""
+    lock_path = tmp_path / "t.lease"
+    holder, waiter = FifoLock(lock_path), FifoLock(lock_path)
+    holder.acquire(timeout=WAIT)
+    with CtrlC(3) as ctrl_c:
+        for _ in range(2000):
+            try:
+                ctrl_c.armed = True
+                waiter.acquire(timeout=0.002)
+            except (KeyboardInterrupt, TimeoutError):
+                pass
+            finally:
+                ctrl_c.armed = False
+    assert not waiter.held
+    holder.release()
+    holder.close()
+    waiter.close()
+    assert ctrl_c.landed >= 200, f"only {ctrl_c.landed} interrupts landed"
+    if os.path.isdir("/proc/self/fd"):
+
+        def closed() -> bool:
+            gc.collect()  # (a lost open is closed by its object's collection)
+            return not open_files(tmp_path)
+
+        wait_for(closed, f"the lock's files to be closed: {open_files(tmp_path)}", patience=10)
+    assert_clean(lock_path)
 
 
 # ------------------------------------------------------------------ API and upkeep

@@ -29,10 +29,11 @@ joining the line (or mid-splice) leaves a node no path leads to: every 64th gran
 after a splice, the holder deletes such nodes (once 10 s old).  So the directory holds
 about one file per requester in line, plus two.
 
-**Interrupts.**  Files are ``io.FileIO`` objects, stored before they are locked and closed
+**Interrupts.**  Files are file objects, stored before they are locked and closed
 (which frees their locks) in a ``finally``, ``except`` or ``with`` of the function that
-opened them: a KeyboardInterrupt landing anywhere, even right after an open whose result
-is lost, leaves no lock held and no descriptor open.
+opened them, and no descriptor number is ever held bare: a KeyboardInterrupt landing
+anywhere, even right after an open whose result is lost (the object's collection closes
+it), leaves no lock held and no descriptor open.
 
 **Costs.**  Uncontended acquire plus release: about twenty system calls.  A wait costs a
 short-lived thread: ``flock`` cannot time out, so the blocking call runs there and the
@@ -110,13 +111,48 @@ class Cancel:
             self._waiters.discard(waiter)
 
 
-def _open(path: str, mode: str) -> io.FileIO:
+_lending = threading.RLock()  # (reentrant: a collected _File's close may run under it)
+
+
+class _File(io.FileIO):
+    """A file a :class:`_Waiter` thread may borrow: closed while the thread is blocked in
+    ``flock`` on it, it is closed by that thread once the call returns.  So no descriptor
+    number is ever held outside a file object (a KeyboardInterrupt cannot lose one), and
+    none is closed under a blocked call (its number could be reused meanwhile)."""
+
+    _lent = False
+    _close_when_back = False
+
+    def close(self) -> None:
+        with _lending:
+            if self._lent:
+                self._close_when_back = True
+                return
+            super().close()
+
+    def lend(self) -> bool:
+        """Package-internal (the waiter thread): False if closed already."""
+        with _lending:
+            if self.closed:
+                return False
+            self._lent = True
+            return True
+
+    def give_back(self) -> None:
+        """Package-internal (the waiter thread): the end of :meth:`lend`."""
+        with _lending:
+            self._lent = False
+            if self._close_when_back:
+                super().close()
+
+
+def _open(path: str, mode: str) -> _File:
     """``path`` opened (``mode`` "r" or "r+"), created first if missing."""
     try:
-        return io.FileIO(path, mode)
+        return _File(path, mode)
     except FileNotFoundError:
         io.FileIO(path, "a").close()
-        return io.FileIO(path, mode)
+        return _File(path, mode)
 
 
 def _check(cancels: tuple[Cancel, ...]) -> None:
@@ -126,35 +162,36 @@ def _check(cancels: tuple[Cancel, ...]) -> None:
 
 
 class _Waiter:
-    """A blocking ``flock`` in a short-lived thread, on a duplicate of the caller's
-    descriptor (the same open file description), which the thread closes once done.
+    """A blocking ``flock`` in a short-lived thread, on a file the thread borrows.
 
-    A grant is held by the caller's descriptor, so the caller closing it, as it always
-    does in the end, frees the lock even when granted after the caller gave up.  The
-    caller sleeps on a bare lock that the thread (or a cancel) releases: ``Event.wait``'s
-    ``Condition`` can be left inconsistent by a KeyboardInterrupt, ``lock.acquire`` cannot.
+    A grant is held by the caller's file, so the caller closing it, as it always does in
+    the end, frees the lock even when granted after the caller gave up (the thread then
+    closes it, see :class:`_File`).  The caller sleeps on a bare lock that the thread (or a
+    cancel) releases: ``Event.wait``'s ``Condition`` can be left inconsistent by a
+    KeyboardInterrupt, ``lock.acquire`` cannot.
     """
 
-    def __init__(self, fd: int, mode: int) -> None:
+    def __init__(self, file: _File, mode: int) -> None:
         self.granted = False
         self.error: OSError | None = None
         self._signal = threading.Lock()  # a one-shot signal: released = woken
         self._signal.acquire()
-        dup = os.dup(fd)
-        try:  # (not threading.Thread: its start() waits on an Event)
-            _thread.start_new_thread(self._run, (dup, mode))
-        except RuntimeError:  # (no thread started)
-            os.close(dup)
-            raise
+        # (not threading.Thread: its start() waits on an Event)
+        _thread.start_new_thread(self._run, (file, mode))
 
-    def _run(self, dup: int, mode: int) -> None:
+    def _run(self, file: _File, mode: int) -> None:
         try:
-            fcntl.flock(dup, mode)
-            self.granted = True
-        except OSError as exc:
-            self.error = exc
+            if not file.lend():  # (the caller gave up and closed it first)
+                self.error = InterruptedError("the file was closed")
+                return
+            try:
+                fcntl.flock(file.fileno(), mode)
+                self.granted = True
+            except OSError as exc:
+                self.error = exc
+            finally:
+                file.give_back()
         finally:
-            os.close(dup)
             self.wake()
 
     def wake(self) -> None:
@@ -169,19 +206,19 @@ class _Waiter:
 
 
 def _lock(
-    fd: int, deadline: float | None, cancels: tuple[Cancel, ...], mode: int = fcntl.LOCK_EX
+    file: _File, deadline: float | None, cancels: tuple[Cancel, ...], mode: int = fcntl.LOCK_EX
 ) -> None:
-    """A ``flock`` on ``fd`` (exclusive unless ``mode`` says), waited for until ``deadline``
-    (monotonic; None: no limit) unless a cancel fires.  The caller closes ``fd`` in the end
-    whatever happens, which also frees a grant that came after a timeout.  Uncontended:
-    one system call."""
+    """A ``flock`` on ``file`` (exclusive unless ``mode`` says), waited for until
+    ``deadline`` (monotonic; None: no limit) unless a cancel fires.  The caller closes
+    ``file`` in the end whatever happens, which also frees a grant that came after a
+    timeout.  Uncontended: one system call."""
     _check(cancels)
     try:
-        fcntl.flock(fd, mode | fcntl.LOCK_NB)
+        fcntl.flock(file.fileno(), mode | fcntl.LOCK_NB)
         return
     except BlockingIOError:
         pass
-    waiter = _Waiter(fd, mode)
+    waiter = _Waiter(file, mode)
     try:
         for cancel in cancels:
             cancel.watch(waiter)
@@ -219,7 +256,7 @@ class FifoLock:
         self._closing = Cancel()
         self._guard = threading.Lock()
         self._node: io.FileIO | None = None  # our node, locked while in line or holding
-        self._lease: io.FileIO | None = None  # the lock file, locked while holding
+        self._lease: _File | None = None  # the lock file, locked while holding
         self._sweep_in = 0  # grants until the next sweep (0: sweep at the first)
         self._wait: tuple[float | None, tuple[Cancel, ...]] = (None, ())  # (acquire's)
         _instances.add(self)
@@ -251,7 +288,7 @@ class FifoLock:
         self._wait = (deadline, cancels)
         token = os.urandom(8).hex().encode()
         node: io.FileIO | None = None
-        lease: io.FileIO | None = None
+        lease: _File | None = None
         try:
             _check(cancels)
             node = io.FileIO(self._node_path(token), "x+")
@@ -262,7 +299,7 @@ class FifoLock:
             while pred is not None:
                 pred = self._pass(node.fileno(), pred)
             lease = _open(self.path, "r")
-            _lock(lease.fileno(), *self._wait)
+            _lock(lease, *self._wait)
             if self._sweep_in <= 0:
                 with contextlib.suppress(OSError):
                     self._sweep()
@@ -315,8 +352,8 @@ class FifoLock:
         them (the parent holds the locks), and cancel its waits for good."""
         for file in (self._node, self._lease):
             if file is not None:
-                with contextlib.suppress(OSError):
-                    file.close()
+                with contextlib.suppress(OSError):  # (not _File.close: a parent's thread
+                    io.FileIO.close(file)  # may have held its guard at the fork)
         self._node = self._lease = None
         self._closing.set_in_child()
 
@@ -326,7 +363,7 @@ class FifoLock:
     def _enqueue(self, node: int, token: bytes) -> bytes | None:
         """Take our place in line (the tail); our predecessor's name, None if first."""
         with _open(self._queue, "r+") as queue:
-            _lock(queue.fileno(), *self._wait)
+            _lock(queue, *self._wait)
             pred = _token(os.pread(queue.fileno(), 16, 0))
             os.pwrite(node, pred or _NONE, 0)
             os.pwrite(queue.fileno(), token, 0)
@@ -337,11 +374,11 @@ class FifoLock:
         line) its own predecessor, which is ours from now on."""
         path = self._node_path(pred)
         try:
-            file = io.FileIO(path, "r")
+            file = _File(path, "r")
         except FileNotFoundError:
             return None  # it held the lock and the requester after it deleted it
         with file:
-            _lock(file.fileno(), *self._wait, fcntl.LOCK_SH)  # (shared: a given-up waiter's
+            _lock(file, *self._wait, fcntl.LOCK_SH)  # (shared: a given-up waiter's
             record = os.pread(file.fileno(), 17, 0)  # thread may be waiting on it too)
             ahead = None if record[16:] == _RELEASED else _token(record[:16])
             if ahead is not None:
