@@ -23,8 +23,7 @@ from collections.abc import Sequence
 
 from .commands.common import CommandError
 from .commands.parser import build_parser
-from .errors import AppendmuchError, DumpFormatError, RecoveryMismatchError
-from .inspection import one_line
+from .errors import AppendmuchError, DumpFormatError, RecoveryMismatchError, one_line
 
 __all__ = ["build_parser", "main"]
 

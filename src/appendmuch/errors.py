@@ -154,3 +154,16 @@ class ConflictError(AppendmuchError, RuntimeError):
     """A ``with`` block changed a field that another process wrote after the block
     read it (shared mode).  The block wrote nothing; re-run it (see
     :func:`appendmuch.retry_on_conflict`), and it reads the newer value."""
+
+
+def one_line(exc: BaseException) -> str:
+    """Package-internal: an exception's message on one line, for error messages that
+    quote it (database errors often span several); its type's name when it has none.
+
+    >>> one_line(ValueError("connection refused\\n  is the server running?"))
+    'connection refused is the server running?'
+    >>> one_line(TimeoutError())
+    'TimeoutError'
+    """
+    text = " ".join(part.strip() for part in str(exc).splitlines() if part.strip())
+    return text or type(exc).__name__

@@ -29,7 +29,7 @@ from .drivers.layout import TableNames
 from .drivers.postgresql import PostgreSQL
 from .drivers.sqlite import Sqlite3
 from .drivers.sqlite_files import writer_lock_held
-from .errors import AppendmuchError, DatabaseError, InvalidNameError
+from .errors import AppendmuchError, DatabaseError, InvalidNameError, one_line
 from .fieldlog import FieldLog
 from .names import dbns2tuple, is_valid_dbns, is_valid_field
 from .rendering import BUILTIN_TYPE_IDS, LenientCodec, Opaque, decode_lenient
@@ -217,12 +217,6 @@ def _value_tables(target: Target) -> list[str]:
     finally:
         lite.close()
     return [str(name) for (name,) in rows]
-
-
-def one_line(exc: BaseException) -> str:
-    """An exception's message on one line (database errors often span several)."""
-    text = " ".join(part.strip() for part in str(exc).splitlines() if part.strip())
-    return text or type(exc).__name__
 
 
 # --------------------------------------------------------------------------- namespaces

@@ -14,11 +14,11 @@ import zlib
 from collections.abc import Iterator
 from typing import Any
 
-from ..errors import DatabaseError, DumpFormatError, SchemaError
+from ..errors import DatabaseError, DumpFormatError, SchemaError, one_line
 from .base import Row
 from .layout import ROW_COLUMNS, TableNames, index_name
 from .pgpipeline import Pipeline, Tag, prepare
-from .postgresql_connect import PostgresConnections, import_psycopg, one_line
+from .postgresql_connect import PostgresConnections, import_psycopg
 from .postgresql_lease import PostgresLease
 from .sql import BATCH_BYTES, RETRY_INTERVAL, SQLDriver
 

@@ -16,14 +16,14 @@ import time
 import zlib
 from typing import TYPE_CHECKING, Any
 
-from ..errors import DatabaseError, LockedError
+from ..errors import DatabaseError, LockedError, one_line
 
 if TYPE_CHECKING:
     from .batching import Pending
     from .pgpipeline import Pipeline
     from .sharing import Engine
 
-__all__ = ["PostgresConnections", "import_psycopg", "int4", "one_line"]
+__all__ = ["PostgresConnections", "import_psycopg", "int4"]
 
 #: server pids of writer sessions this process closed without unlocking first
 _ended_sessions: set[int] = set()
@@ -35,11 +35,6 @@ def int4(value: int) -> int:
     """Package-internal: an unsigned 32-bit number as the signed int4 PostgreSQL
     takes."""
     return value - (1 << 32) if value >= 1 << 31 else value
-
-
-def one_line(exc: BaseException) -> str:
-    """Package-internal: an error message on one line."""
-    return " ".join(part.strip() for part in str(exc).splitlines() if part.strip())
 
 
 def import_psycopg() -> tuple[Any, Any]:

@@ -24,8 +24,8 @@ from ..drivers.base import DBDriver
 from ..drivers.memory import Memory
 from ..drivers.postgresql import PostgreSQL
 from ..drivers.sqlite import Sqlite3
-from ..errors import DatabaseError, DumpFormatError
-from ..inspection import Target, one_line, open_log
+from ..errors import DatabaseError, DumpFormatError, one_line
+from ..inspection import Target, open_log
 from ..rendering import LenientCodec
 from ..store import Store
 from .index import LogIndex

@@ -29,7 +29,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
-from ..inspection import one_line
+from ..errors import one_line
 from .live import Hub
 from .opening import Source, open_source
 from .pages import View, json_response, routes
