@@ -93,6 +93,8 @@ class TempCluster:
             )
 
     def start(self) -> str:
+        _stop_orphans(self.bindir)
+        (self.root / "owner").write_text(str(os.getpid()))
         self._run(
             "initdb",
             "-D",
@@ -148,6 +150,28 @@ class TempCluster:
             with contextlib.suppress(RuntimeError):
                 self._run("pg_ctl", "-D", str(self.data), "-m", "immediate", "-w", "stop")
         shutil.rmtree(self.root, ignore_errors=True)
+
+
+def _stop_orphans(bindir: Path) -> None:
+    """Stop and remove the throwaway servers of sessions that died without stopping them
+    (a pytest worker killed by a signal never runs its atexit hook; its server would run
+    on, holding memory and a port, until the machine restarts)."""
+    for root in glob.glob(os.path.join(tempfile.gettempdir(), "appendmuch-pg-*")):
+        try:
+            owner = int(Path(root, "owner").read_text())
+            os.kill(owner, 0)
+            continue  # (its session still runs)
+        except ProcessLookupError:
+            pass  # (dead: an orphan)
+        except (OSError, ValueError):
+            continue  # (no owner recorded yet, or not ours to judge)
+        data = Path(root, "data")
+        if (data / "postmaster.pid").exists():
+            command = [str(bindir / "pg_ctl"), "-D", str(data), "-m", "immediate", "-w", "stop"]
+            if os.geteuid() == 0:
+                command = ["runuser", "-u", "postgres", "--", *command]
+            subprocess.run(command, capture_output=True, check=False)
+        shutil.rmtree(root, ignore_errors=True)
 
 
 @contextlib.contextmanager
