@@ -41,6 +41,10 @@ def stored_increments(place: SqlBackend, field: str) -> int:
 
 @pytest.mark.parametrize("pattern", PATTERNS)
 def test_processes_lose_no_increment(place: SqlBackend, peers: Peers, pattern: str) -> None:
+    """4 processes bump one counter: every increment lands, once.  And after a conflict
+    a thread's blocks take the write lease as they begin (for a second), so they cannot
+    conflict again: the processes conflict on a few blocks, not on most of them (nine
+    in ten without it, each costing a round)."""
     store = place.open(shared=True)
     try:
         prepare(store.storage("hot"))
@@ -54,25 +58,6 @@ def test_processes_lose_no_increment(place: SqlBackend, peers: Peers, pattern: s
         field = {"in_place": "d", "scalar": "i", "new_object": "r", "create_or_bump": "c"}[pattern]
         started = 0 if pattern == "create_or_bump" else 1
         assert stored_increments(place, field) == started + WORKERS * TIMES
-        print(f"{place.kind} {pattern}: conflicts per worker {conflicts}")
-    finally:
-        store.close()
-
-
-def test_a_thread_that_lost_a_race_stops_losing(place: SqlBackend, peers: Peers) -> None:
-    """After a conflict, a thread's blocks take the write lease as they begin (for a
-    second), so they cannot conflict: 4 processes bumping one counter conflict on a few
-    blocks, not on most of them (without it, on about nine in ten; each costs a round)."""
-    store = place.open(shared=True)
-    try:
-        prepare(store.storage("hot"))
-        store.flush()
-        workers = [peers.start(shared=True, write_through=i % 2 == 0) for i in range(WORKERS)]
-        for worker in workers:
-            worker.begin("bump", ns=["hot"], pattern="scalar", times=TIMES)
-        conflicts = [worker.end() for worker in workers]
-        store.sync()
-        assert count(store.storage("hot"), "scalar") == WORKERS * TIMES
         assert sum(conflicts) <= WORKERS * TIMES // 4, conflicts
     finally:
         store.close()
