@@ -82,6 +82,28 @@ def test_shared_must_be_a_bool_and_needs_a_file(tmp_path: Path) -> None:
         Sqlite3(":memory:", shared=True)
 
 
+def test_follow_interval_must_be_positive_and_is_used(tmp_path: Path) -> None:
+    """SQLite's check for other writers' commits runs every ``follow_interval``
+    seconds: a bad one is refused before anything is created; a chosen one delivers."""
+    path = tmp_path / "x.sqlite3"
+    for bad in (0, -0.5):
+        with pytest.raises(ValueError, match="follow_interval must be positive"):
+            Sqlite3(path, shared=True, follow_interval=bad)
+    assert not path.exists()
+    arrivals = Arrivals()
+    a = Store(Sqlite3(path, shared=True))
+    b = Store(Sqlite3(path, shared=True, follow_interval=0.05), on_change=arrivals)
+    try:
+        assert b.driver.follow_interval == 0.05
+        a.storage("p").x = 7
+        a.flush()
+        arrivals.wait_for(a.driver.last_seq)  # (no sync(): b's follower found it)
+        assert b.storage("p").x == 7
+    finally:
+        a.close()
+        b.close()
+
+
 def test_sync_returns_at_once_without_shared_mode(tmp_path: Path) -> None:
     for driver in (Memory(), Sqlite3(tmp_path / "single.sqlite3")):
         store = Store(driver)

@@ -111,6 +111,8 @@ class SQLDriver(BackgroundThread, RecoveryFiles, DBDriver):
             raise ValueError(f"batch_bytes must be an int of at least 1, got {batch_bytes!r}")
         if not lease_timeout > 0:
             raise ValueError(f"lease_timeout must be positive, got {lease_timeout!r}")
+        if not follow_interval > 0:
+            raise ValueError(f"follow_interval must be positive, got {follow_interval!r}")
         if not retry_interval >= 0:
             raise ValueError(f"retry_interval must be 0 or more, got {retry_interval!r}")
         self.table_prefix = names.table_prefix
@@ -129,6 +131,8 @@ class SQLDriver(BackgroundThread, RecoveryFiles, DBDriver):
         self.retry_interval = retry_interval
         #: shared mode: seconds a write waits for the write lease before LockedError
         self.lease_timeout = lease_timeout
+        #: shared mode: seconds between two checks for other writers' commits
+        self.follow_interval = follow_interval
         self.read_only = read_only
         self.recovery_dir = None if recovery_dir is None else os.fspath(recovery_dir)
         #: the last error the background flusher met (its rows stay queued)

@@ -89,6 +89,9 @@ class Sqlite3(SqliteLease, SqliteFiles, SQLDriver):
     :param lease_timeout: shared mode: seconds a write waits for the write lease
         (another writer's batch) before it raises :class:`~appendmuch.errors.LockedError`
         and writes nothing (default 10).
+    :param follow_interval: shared mode: seconds between two checks for the other
+        writers' commits (default 0.005): how soon their writes reach this process's
+        cache, against a few system calls per check.
 
     >>> import os, tempfile
     >>> from appendmuch import Sqlite3, Store
@@ -121,6 +124,7 @@ class Sqlite3(SqliteLease, SqliteFiles, SQLDriver):
         retry_interval: float = RETRY_INTERVAL,
         shared: bool = False,
         lease_timeout: float = 10.0,
+        follow_interval: float = 0.005,
     ) -> None:
         names = TableNames(table_prefix, tblextra, replace_index_specs)
         if synchronous.upper() not in {"OFF", "NORMAL", "FULL", "EXTRA"}:
@@ -136,6 +140,7 @@ class Sqlite3(SqliteLease, SqliteFiles, SQLDriver):
             retry_interval=retry_interval,
             shared=shared,
             lease_timeout=lease_timeout,
+            follow_interval=follow_interval,
         )
         self.database = os.fspath(database)
         if shared and self._in_memory:
