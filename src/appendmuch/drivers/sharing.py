@@ -261,7 +261,10 @@ class Engine:
     def _reserve_now(self, owner: int) -> bool:
         if self._held_for is not None:
             return self._held_for == owner
-        self._drain(self._last_queued())  # (own rows first; an unknown outcome sorted out)
+        # An unknown outcome is sorted out first; rows queued before the block are not
+        # committed here but in the block's round, ahead of its rows: a round of their
+        # own (two more round trips) made a reserved block cost twice an optimistic one.
+        self._drain(0)
         others = self.lease.lease_take(self.hwm)
         self._held_for, self._held_since = owner, time.monotonic()
         try:
