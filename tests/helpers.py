@@ -166,8 +166,11 @@ class CtrlC:
         self.spare_gc = spare_gc
         self.armed = False
         self.landed = 0
+        self._stopping = False
 
     def _handler(self, signum: int, frame: FrameType | None) -> None:
+        if self._stopping:
+            return  # (a signal that arrived as __exit__ began: never re-arm the timer)
         signal.setitimer(signal.ITIMER_REAL, self.rng.uniform(1e-4, 3e-3))
         if self.armed and not (self.spare_gc and in_gc_callback(frame)):
             self.armed = False
@@ -180,5 +183,9 @@ class CtrlC:
         return self
 
     def __exit__(self, *exc: object) -> None:
+        # A signal that arrived just before this runs its handler just after the timer
+        # is stopped; re-armed then, it would fire once the default handler is back,
+        # and SIGALRM's default kills the process (seen: "Alarm clock", a crashed worker).
+        self._stopping = True
         signal.setitimer(signal.ITIMER_REAL, 0)
         signal.signal(signal.SIGALRM, self._previous)

@@ -239,7 +239,11 @@ class TestRandomSignals:
         armed = [False]
         landed = [0]
 
+        stopping = [False]
+
         def handler(signum: int, frame: FrameType | None) -> None:
+            if stopping[0]:
+                return  # (never re-armed once stopping: see helpers.CtrlC.__exit__)
             delay = rng.uniform(20e-6, 2e-3)
             in_drivers = frame is not None and frame.f_code.co_filename.startswith(DRIVERS)
             if armed[0] and in_drivers and not in_gc_callback(frame):
@@ -275,6 +279,7 @@ class TestRandomSignals:
                 finally:
                     armed[0] = False
         finally:
+            stopping[0] = True
             signal.setitimer(signal.ITIMER_REAL, 0)
             signal.signal(signal.SIGALRM, previous)
         assert landed[0] >= RANDOM_INTERRUPTS, f"only {landed[0]} interrupts in {PATIENCE} s"
