@@ -96,6 +96,13 @@ class Store(LogTree, BlockKeeping):
     >>> player.score = 100
     >>> player.score
     100
+
+    ``store.lock`` (a ``threading.RLock``) is held briefly by every write; hold it to
+    walk ``cache`` yourself while other threads write:
+
+    >>> with store.lock:
+    ...     sorted(store.cache)
+    ['game']
     """
 
     def __init__(
