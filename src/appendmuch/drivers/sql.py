@@ -68,6 +68,8 @@ __all__ = ["SQLDriver"]
 BATCH_BYTES = 64 * 1024 * 1024
 #: default ``retry_interval``: after a failed write, full batches only queue this long
 RETRY_INTERVAL = 1.0
+#: default ``follow_interval``: shared mode, seconds between checks for others' commits
+FOLLOW_INTERVAL = 0.005
 
 #: every SQL driver open in this process (made inert in a forked child)
 _open_drivers: weakref.WeakSet[SQLDriver] = weakref.WeakSet()
@@ -97,7 +99,7 @@ class SQLDriver(BackgroundThread, RecoveryFiles, DBDriver):
         batch_bytes: int = BATCH_BYTES,
         retry_interval: float = RETRY_INTERVAL,
         shared: bool = False,
-        follow_interval: float = 0.005,
+        follow_interval: float = FOLLOW_INTERVAL,
         lease_timeout: float = 10.0,
     ) -> None:
         super().__init__()

@@ -18,7 +18,7 @@ from ..errors import (
 )
 from .base import Row
 from .layout import ROW_COLUMNS, TableNames, index_name
-from .sql import BATCH_BYTES, RETRY_INTERVAL, SQLDriver
+from .sql import BATCH_BYTES, FOLLOW_INTERVAL, RETRY_INTERVAL, SQLDriver
 from .sqlite_files import SqliteFiles, lock_state, writer_lock_held
 from .sqlite_lease import SqliteLease, rows_by_seq
 
@@ -124,7 +124,7 @@ class Sqlite3(SqliteLease, SqliteFiles, SQLDriver):
         retry_interval: float = RETRY_INTERVAL,
         shared: bool = False,
         lease_timeout: float = 10.0,
-        follow_interval: float = 0.005,
+        follow_interval: float = FOLLOW_INTERVAL,
     ) -> None:
         names = TableNames(table_prefix, tblextra, replace_index_specs)
         if synchronous.upper() not in {"OFF", "NORMAL", "FULL", "EXTRA"}:
