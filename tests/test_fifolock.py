@@ -541,6 +541,21 @@ def open_files(folder: Path) -> list[str]:
     return found
 
 
+def assert_files_closed(folder: Path) -> None:
+    """No file under ``folder`` is left open in this process (Linux; elsewhere a no-op).
+    A lost open is closed when its file object is collected, and a waiter thread closes
+    a file its caller gave up on once its flock returns: both may come an instant after
+    the locks are let go (seen under load), hence the wait."""
+    if not os.path.isdir("/proc/self/fd"):
+        return
+
+    def closed() -> bool:
+        gc.collect()
+        return not open_files(folder)
+
+    wait_for(closed, f"the lock's files to be closed: {open_files(folder)}", patience=10)
+
+
 @pytest.mark.parametrize("seed", [1, 2])
 def test_ctrl_c_anywhere_leaves_nothing_held(tmp_path: Path, seed: int) -> None:
     """KeyboardInterrupt at random moments in acquire() and release() (waiting, joining
@@ -578,16 +593,7 @@ def test_ctrl_c_anywhere_leaves_nothing_held(tmp_path: Path, seed: int) -> None:
     assert numbers[-1] == 600 + grants
     lock.close()
     assert_clean(lock_path)
-    if os.path.isdir("/proc/self/fd"):  # (an open whose result was lost is closed too)
-
-        def closed() -> bool:
-            # a lost open is closed when its file object is collected, and a waiter
-            # thread closes a file its caller gave up on once its flock returns: both may
-            # come just after the workers end (seen under load)
-            gc.collect()
-            return not open_files(tmp_path)
-
-        wait_for(closed, f"the lock's files to be closed: {open_files(tmp_path)}", patience=10)
+    assert_files_closed(tmp_path)
     print(f"{ctrl_c.landed} interrupts in {grants} grants to the interrupted thread")
 
 
@@ -613,13 +619,7 @@ def test_ctrl_c_while_waiting_loses_no_descriptor(tmp_path: Path) -> None:
     holder.close()
     waiter.close()
     assert ctrl_c.landed >= 200, f"only {ctrl_c.landed} interrupts landed"
-    if os.path.isdir("/proc/self/fd"):
-
-        def closed() -> bool:
-            gc.collect()  # (a lost open is closed by its object's collection)
-            return not open_files(tmp_path)
-
-        wait_for(closed, f"the lock's files to be closed: {open_files(tmp_path)}", patience=10)
+    assert_files_closed(tmp_path)
     assert_clean(lock_path)
 
 
