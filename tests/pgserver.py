@@ -74,17 +74,13 @@ class TempCluster:
         self.data = self.root / "data"
         self.port = _free_port()
         self.running = False
-        self._user: str | None = None
-        if os.geteuid() == 0:
-            self._user = "postgres"
+        if os.geteuid() == 0:  # (the server runs as postgres: see _command)
             entry = pwd.getpwnam("postgres")
             os.chown(self.root, entry.pw_uid, entry.pw_gid)
             self.root.chmod(0o700)
 
     def _run(self, *args: str) -> None:
-        command = [str(self.bindir / args[0]), *args[1:]]
-        if self._user is not None:
-            command = ["runuser", "-u", self._user, "--", *command]
+        command = _command(self.bindir, *args)
         result = subprocess.run(command, capture_output=True, text=True, cwd=self.root)
         if result.returncode != 0:
             raise RuntimeError(
@@ -167,11 +163,16 @@ def _stop_orphans(bindir: Path) -> None:
             continue  # (no owner recorded yet, or not ours to judge)
         data = Path(root, "data")
         if (data / "postmaster.pid").exists():
-            command = [str(bindir / "pg_ctl"), "-D", str(data), "-m", "immediate", "-w", "stop"]
-            if os.geteuid() == 0:
-                command = ["runuser", "-u", "postgres", "--", *command]
+            command = _command(bindir, "pg_ctl", "-D", str(data), "-m", "immediate", "-w", "stop")
             subprocess.run(command, capture_output=True, check=False)
         shutil.rmtree(root, ignore_errors=True)
+
+
+def _command(bindir: Path, program: str, *args: str) -> list[str]:
+    """A PostgreSQL program's command line, run as the ``postgres`` OS user when this
+    process is root (the server refuses to run as root)."""
+    command = [str(bindir / program), *args]
+    return ["runuser", "-u", "postgres", "--", *command] if os.geteuid() == 0 else command
 
 
 @contextlib.contextmanager
